@@ -1,0 +1,1 @@
+"""Adapters: each wraps one library (aiortc, zeroconf, watchfiles, websockets, sqlite)."""

@@ -1,0 +1,1 @@
+"""The daemon: the only place that wires core and adapters together."""
