@@ -1,0 +1,191 @@
+"""The document engine: keeps a notebook file and its shared doc in step (sans-IO).
+
+Saves are merged three-way. The engine remembers the recent *versions* of the file: each
+text it read or wrote, with the doc state at that moment. A save is diffed against the
+version it derives from (the closest one), and that diff is applied to a fork of the doc at
+that version's state; the fork's update then merges into the live doc like a peer's edit.
+So remote edits that reached the doc after the editor loaded the file survive a save of the
+stale buffer, and nothing is ever diffed against text the user never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+from functools import cached_property
+
+from pycrdt import Doc
+
+from p2prtc.core.ingest import apply_notebook_diff, changed_characters
+from p2prtc.core.model import doc_to_notebook, load_notebook, without_cell_ids
+from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from p2prtc.core.statevector import StateVector, decode_state_vector, encode_state_vector
+
+logger = logging.getLogger(__name__)
+
+MAX_VERSIONS = 8
+
+
+@dataclass(frozen=True)
+class Version:
+    """A file text the engine read or wrote, with the doc as it was then."""
+
+    digest: bytes
+    notebook: Notebook  # joined form, every cell with the doc's id
+    state: bytes  # full doc update at that moment
+    state_vector: StateVector
+
+    @cached_property
+    def sources(self) -> Counter[str]:
+        return source_counts(self.notebook)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one save did to the doc."""
+
+    update: bytes | None  # the doc update to persist and send; None when nothing changed
+    needs_write: bool  # the doc now differs from the file (remote edits merged in)
+
+
+def text_digest(text: bytes | str) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+class NotebookEngine:
+    """One shared notebook: a pycrdt Doc plus the recent versions of its file."""
+
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        self._versions: deque[Version] = deque(maxlen=MAX_VERSIONS)
+
+    @classmethod
+    def load(cls, text: bytes | str) -> NotebookEngine:
+        """The sharer's one initial load of the file."""
+        nb = parse_notebook(text)
+        engine = cls(Doc())
+        load_notebook(engine.doc, nb)
+        engine._remember(text_digest(text), engine.notebook())
+        return engine
+
+    @classmethod
+    def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
+        """A doc rebuilt from stored or received updates (a joiner never loads its file)."""
+        doc: Doc = Doc()
+        for update in updates:
+            doc.apply_update(update)
+        return cls(doc)
+
+    def notebook(self) -> Notebook:
+        """The doc's notebook, joined form, cells with ids."""
+        return doc_to_notebook(self.doc)
+
+    def render(self) -> str:
+        """The file text for the current doc, as Jupyter would write it."""
+        return render_notebook(without_cell_ids(self.notebook()))
+
+    def full_state(self) -> bytes:
+        return self.doc.get_update()
+
+    def remember_written(self, text: str) -> None:
+        """Record a text the daemon wrote (or found on disk equal to the doc) as a version."""
+        self._remember(text_digest(text), self.notebook())
+
+    def remember_base(self, text: bytes | str, notebook: Notebook, state: bytes) -> None:
+        """Restore a version persisted before a restart: the doc state it was read at."""
+        self._versions.append(self._version(text_digest(text), notebook, state))
+
+    def is_known(self, text: bytes | str) -> bool:
+        """True for a text the engine wrote or read: its own echo, or an unchanged save."""
+        digest = text_digest(text)
+        return any(version.digest == digest for version in self._versions)
+
+    def latest_version(self) -> Version | None:
+        return self._versions[-1] if self._versions else None
+
+    def ingest(self, text: bytes | str) -> IngestResult:
+        """Merge a save of the file into the doc. Raises InvalidNotebook & co. untouched."""
+        digest = text_digest(text)
+        if any(version.digest == digest for version in self._versions):
+            return IngestResult(update=None, needs_write=self._doc_differs_from(digest))
+        new = parse_notebook(text)
+        base = self._closest_version(new)
+        if base is None:
+            raise RuntimeError("ingest before the engine knows any version of the file")
+        before = decode_state_vector(self.doc.get_state())
+        if base.state_vector == before:
+            ingested = apply_notebook_diff(self.doc, base.notebook, new)
+            update = self.doc.get_update(encode_state_vector(before))
+            self._remember(digest, ingested)
+            needs_write = False
+        else:
+            update, fork = self._ingest_on_fork(base, new)
+            self.doc.apply_update(update)
+            self._versions.append(fork)
+            needs_write = self.notebook()["cells"] != fork.notebook["cells"]
+        changed = decode_state_vector(self.doc.get_state()) != before
+        logger.debug("ingested a save: changed=%s needs_write=%s", changed, needs_write)
+        return IngestResult(update=update if changed else None, needs_write=needs_write)
+
+    def _ingest_on_fork(self, base: Version, new: Notebook) -> tuple[bytes, Version]:
+        """Apply the save to a copy of the doc at ``base``; the edit merges like a peer's."""
+        # A fresh client id: the live doc may have made edits under its own id since base.
+        fork: Doc = Doc(client_id=random.getrandbits(32))
+        fork.apply_update(base.state)
+        ingested = apply_notebook_diff(fork, base.notebook, new)
+        logger.info("merged a save made from an older version of the file")
+        update = fork.get_update(encode_state_vector(base.state_vector))
+        return update, Version(
+            text_digest(render_notebook(ingested)),
+            ingested,
+            fork.get_update(),
+            decode_state_vector(fork.get_state()),
+        )
+
+    def _doc_differs_from(self, digest: bytes) -> bool:
+        version = next(v for v in self._versions if v.digest == digest)
+        return version.state_vector != decode_state_vector(self.doc.get_state())
+
+    def _closest_version(self, new: Notebook) -> Version | None:
+        """The version the save most likely started from: the smallest edit, then the newest."""
+        best: Version | None = None
+        best_distance: tuple[int, int] | None = None
+        new_sources = source_counts(new)
+        for version in reversed(self._versions):
+            distance = edit_distance(version.sources, new_sources)
+            if best_distance is None or distance < best_distance:
+                best, best_distance = version, distance
+            if best_distance == (0, 0):
+                break
+        return best
+
+    def _remember(self, digest: bytes, notebook: Notebook) -> None:
+        state_vector = decode_state_vector(self.doc.get_state())
+        self._versions.append(Version(digest, notebook, self.doc.get_update(), state_vector))
+
+    def _version(self, digest: bytes, notebook: Notebook, state: bytes) -> Version:
+        doc: Doc = Doc()
+        doc.apply_update(state)
+        return Version(digest, notebook, state, decode_state_vector(doc.get_state()))
+
+
+def source_counts(nb: Notebook) -> Counter[str]:
+    return Counter(cell["source"] for cell in nb["cells"])
+
+
+def edit_distance(base: Counter[str], new: Counter[str]) -> tuple[int, int]:
+    """(cells that differ, characters that differ in them): smallest for the true base.
+
+    Cells equal in both cost nothing; the others are paired in order and their sources
+    diffed, so of two versions that differ in the same cell, the one the save started from
+    (fewer changed characters) wins.
+    """
+    added = list((new - base).elements())
+    removed = list((base - new).elements())
+    chars = sum(changed_characters(old, new) for old, new in zip(removed, added, strict=False))
+    unpaired = added[len(removed) :] + removed[len(added) :]
+    return max(len(added), len(removed)), chars + sum(map(len, unpaired))

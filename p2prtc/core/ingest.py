@@ -1,0 +1,289 @@
+"""Turn a saved file into the smallest edit of the doc.
+
+``apply_notebook_diff`` compares two notebooks, the *base* (what the doc held when the editor
+loaded the file) and the *new* save, and applies only the difference to a doc that holds the
+base: cells matched by id (or by content alignment when the file has no ids), deleted,
+inserted and moved cells, character-level edits of sources and stream outputs, and per-key
+edits of metadata. Nothing that did not change is touched, and no Text is ever cleared and
+refilled: that is what duplicates text when two people edit at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from diff_match_patch import diff_match_patch
+from pycrdt import Array, Doc, Map, Text
+
+from p2prtc.core.model import (
+    cells_of,
+    make_cell,
+    make_output,
+    meta_of,
+    new_cell_id,
+    shared_to_py,
+)
+from p2prtc.core.notebook import Cell, Notebook
+
+_DIFF_TIMEOUT_S = 0.5
+_differ = diff_match_patch()
+_differ.Diff_Timeout = _DIFF_TIMEOUT_S
+_DIFF_DELETE, _DIFF_EQUAL = -1, 0
+
+
+def edit_text(text: Text, old: str, new: str) -> None:
+    """Apply ``old -> new`` to ``text`` (which holds ``old``) as character inserts/deletes."""
+    if old == new:
+        return
+    prefix, suffix = _common_affixes(old, new)
+    middle_old, middle_new = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    # pycrdt indexes Text in UTF-8 bytes.
+    offset = len(old[:prefix].encode())
+    for op, chunk in _differ.diff_main(middle_old, middle_new, False):
+        size = len(chunk.encode())
+        if op == _DIFF_EQUAL:
+            offset += size
+        elif op == _DIFF_DELETE:
+            del text[offset : offset + size]
+        else:
+            text.insert(offset, chunk)
+            offset += size
+
+
+def changed_characters(old: str, new: str) -> int:
+    """How many characters a character diff inserts plus deletes."""
+    prefix, suffix = _common_affixes(old, new)
+    diffs = _differ.diff_main(old[prefix : len(old) - suffix], new[prefix : len(new) - suffix])
+    return sum(len(chunk) for op, chunk in diffs if op != _DIFF_EQUAL)
+
+
+def _common_affixes(old: str, new: str) -> tuple[int, int]:
+    """Lengths of the common prefix and suffix, cheap before the real diff on big texts."""
+    limit = min(len(old), len(new))
+    prefix = 0
+    step = 1024
+    while prefix < limit:
+        end = min(prefix + step, limit)
+        if old[prefix:end] == new[prefix:end]:
+            prefix = end
+            continue
+        while old[prefix] == new[prefix]:
+            prefix += 1
+        break
+    suffix = 0
+    while suffix < limit - prefix and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]:
+        suffix += 1
+    return prefix, suffix
+
+
+def edit_map(ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Set changed keys and delete removed ones; equal keys stay untouched."""
+    for key in old.keys() - new.keys():
+        del ymap[key]
+    for key, value in new.items():
+        if key not in old or old[key] != value:
+            ymap[key] = value
+
+
+@dataclass(frozen=True)
+class CellMatch:
+    """Which base cell (by id) each new cell continues; None for a new cell."""
+
+    ids: list[str]
+    continued: list[bool]
+
+
+def match_cells(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
+    """Give every new cell an id: the base cell it continues, or a fresh one."""
+    if new and all(isinstance(cell.get("id"), str) and cell["id"] for cell in new):
+        return _match_by_id(base, new)
+    return _match_by_alignment(base, new)
+
+
+def _match_by_id(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
+    base_ids = {cell["id"] for cell in base}
+    seen: set[str] = set()
+    ids, continued = [], []
+    for cell in new:
+        cell_id = cell["id"]
+        duplicate = cell_id in seen
+        seen.add(cell_id)
+        # A pasted copy of a cell keeps its id in some editors: the copy is a new cell.
+        ids.append(new_cell_id() if duplicate else cell_id)
+        continued.append(cell_id in base_ids and not duplicate)
+    return CellMatch(ids, continued)
+
+
+def _fingerprint(cell: Cell) -> tuple[str, str]:
+    return cell["cell_type"], cell["source"]
+
+
+def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
+    """Files without ids: equal cells by sequence alignment, changed ones paired in place."""
+    ids = [new_cell_id() for _ in new]
+    continued = [False] * len(new)
+    matcher = difflib.SequenceMatcher(
+        a=[_fingerprint(c) for c in base], b=[_fingerprint(c) for c in new], autojunk=False
+    )
+    for tag, b1, b2, n1, n2 in matcher.get_opcodes():
+        if tag == "equal":
+            pairs = zip(range(b1, b2), range(n1, n2), strict=True)
+        elif tag == "replace":
+            # An edited cell: pair by position, while the cell types agree.
+            pairs = zip(range(b1, b2), range(n1, n2), strict=False)
+        else:
+            continue
+        for base_index, new_index in pairs:
+            if base[base_index]["cell_type"] == new[new_index]["cell_type"]:
+                ids[new_index] = base[base_index]["id"]
+                continued[new_index] = True
+    return CellMatch(ids, continued)
+
+
+def apply_notebook_diff(doc: Doc, base: Notebook, new: Notebook) -> Notebook:
+    """Edit ``doc`` (which holds ``base``) into ``new``; returns ``new`` with every cell's id.
+
+    ``base`` cells all carry ids (the doc's); ``new`` is the parsed file.
+    """
+    match = match_cells(base["cells"], new["cells"])
+    new_cells = [
+        {**cell, "id": cell_id} for cell, cell_id in zip(new["cells"], match.ids, strict=True)
+    ]
+    with doc.transaction(origin="ingest"):
+        _edit_meta(doc, base, new)
+        _edit_cells(doc, base["cells"], new_cells, match)
+    return {**new, "cells": new_cells}
+
+
+def _edit_meta(doc: Doc, base: Notebook, new: Notebook) -> None:
+    meta = meta_of(doc)
+    for key in ("nbformat", "nbformat_minor"):
+        if base.get(key) != new[key]:
+            meta[key] = new[key]
+    if base.get("metadata") != new["metadata"]:
+        ymetadata = meta.get("metadata")
+        if isinstance(ymetadata, Map):
+            edit_map(ymetadata, base.get("metadata", {}), new["metadata"])
+        else:
+            meta["metadata"] = Map(dict(new["metadata"]))
+
+
+def _edit_cells(doc: Doc, base: list[Cell], new: list[Cell], match: CellMatch) -> None:
+    ycells = cells_of(doc)
+    order = [cell["id"] for cell in base]
+    kept = {cell_id for cell_id, cont in zip(match.ids, match.continued, strict=True) if cont}
+    # Deletions first, from the end so indices stay valid.
+    for index in range(len(order) - 1, -1, -1):
+        if order[index] not in kept:
+            del ycells[index]
+            del order[index]
+    base_by_id = {cell["id"]: cell for cell in base}
+    for ycell_index, new_index in _place_cells(ycells, order, new, match):
+        cell = new[new_index]
+        old = base_by_id[cell["id"]]
+        if old != cell:
+            _edit_cell(ycells[ycell_index], old, cell)
+
+
+def _place_cells(
+    ycells: Array[Map[Any]], order: list[str], new: list[Cell], match: CellMatch
+) -> Iterator[tuple[int, int]]:
+    """Insert new cells and move reordered ones; yields (doc index, new index) of kept cells.
+
+    Cells on the longest common subsequence of the old and new order stay where they are;
+    only the others move, each right after the cell that precedes it in the new order.
+    """
+    target = [cell["id"] for cell in new]
+    present = set(order)
+    staying = _longest_common_subsequence(order, [i for i in target if i in present])
+    cursor = -1  # doc index of the last cell placed
+    for new_index, cell_id in enumerate(target):
+        slot = cursor + 1
+        if cell_id in staying:
+            cursor = order.index(cell_id, slot)
+        elif cell_id in present:
+            cursor = _move(ycells, order, cell_id, slot)
+        else:
+            ycells.insert(slot, make_cell(new[new_index]))
+            order.insert(slot, cell_id)
+            cursor = slot
+        if match.continued[new_index]:
+            yield cursor, new_index
+
+
+def _move(ycells: Array[Map[Any]], order: list[str], cell_id: str, slot: int) -> int:
+    """Move a cell to ``slot``. pycrdt has no Array.move: delete, then insert it as it was."""
+    source = order.index(cell_id)
+    snapshot = shared_to_py(ycells[source])
+    del ycells[source]
+    order.pop(source)
+    if source < slot:
+        slot -= 1
+    ycells.insert(slot, make_cell(snapshot))
+    order.insert(slot, cell_id)
+    return slot
+
+
+def _longest_common_subsequence(a: list[str], b: list[str]) -> set[str]:
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    return {a[block.a + k] for block in matcher.get_matching_blocks() for k in range(block.size)}
+
+
+def _edit_cell(ycell: Map[Any], old: Cell, new: Cell) -> None:
+    source = ycell["source"]
+    assert isinstance(source, Text)
+    edit_text(source, old["source"], new["source"])
+    metadata = ycell.get("metadata")
+    if isinstance(metadata, Map):
+        edit_map(metadata, old.get("metadata", {}), new.get("metadata", {}))
+    if new["cell_type"] == "code" and old["cell_type"] == "code":
+        _edit_outputs(ycell, old.get("outputs", []), new.get("outputs", []))
+    elif new["cell_type"] == "code":
+        ycell["outputs"] = Array([make_output(output) for output in new.get("outputs", [])])
+    elif "outputs" in old:
+        del ycell["outputs"]
+    plain_old = {k: v for k, v in old.items() if k not in ("source", "metadata", "outputs")}
+    plain_new = {k: v for k, v in new.items() if k not in ("source", "metadata", "outputs")}
+    edit_map(ycell, plain_old, plain_new)
+
+
+def _edit_outputs(ycell: Map[Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    if old == new:
+        return
+    youtputs = ycell.get("outputs")
+    if not isinstance(youtputs, Array):
+        ycell["outputs"] = Array([make_output(output) for output in new])
+        return
+    for index in range(len(old) - 1, len(new) - 1, -1):
+        del youtputs[index]
+    for index, output in enumerate(new):
+        if index >= len(old):
+            youtputs.append(make_output(output))
+        elif old[index] != output:
+            _edit_output(youtputs, index, old[index], output)
+
+
+def _edit_output(
+    youtputs: Array[Map[Any]], index: int, old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    youtput = youtputs[index]
+    same_stream = (
+        old.get("output_type") == new.get("output_type") == "stream"
+        and old.get("name") == new.get("name")
+        and isinstance(youtput.get("text"), Text)
+    )
+    if not same_stream:
+        del youtputs[index]
+        youtputs.insert(index, make_output(new))
+        return
+    text = youtput["text"]
+    assert isinstance(text, Text)
+    edit_text(text, old.get("text", ""), new.get("text", ""))
+    edit_map(
+        youtput,
+        {k: v for k, v in old.items() if k != "text"},
+        {k: v for k, v in new.items() if k != "text"},
+    )

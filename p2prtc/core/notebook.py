@@ -1,0 +1,220 @@
+"""Notebook files as text: parse and validate, and render exactly the way Jupyter writes them.
+
+A notebook here is a plain dict in nbformat's *joined* form (what ``nbformat.reads`` gives):
+``source``, stream ``text`` and multi-line mime-bundle values are single strings. Rendering
+splits them into lines again and dumps JSON with Jupyter's settings (indent 1, sorted keys,
+``ensure_ascii=False``, trailing newline), so an unedited Jupyter file round-trips byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+from p2prtc.errors import P2PError
+
+Notebook = dict[str, Any]
+Cell = dict[str, Any]
+
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
+CELL_TYPES = frozenset({"code", "markdown", "raw"})
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+# nbformat splits these non-text/* mime types into lines too (nbformat.v4.rwbase).
+_NON_TEXT_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
+_BUNDLE_OUTPUTS = frozenset({"execute_result", "display_data"})
+
+
+class InvalidNotebook(P2PError):
+    """The file is not a valid Jupyter notebook."""
+
+
+class NotebookTooLarge(P2PError):
+    """The notebook is larger than p2prtc's size limit."""
+
+
+class UnsupportedNotebookFormat(P2PError):
+    """Only nbformat 4 notebooks can be shared."""
+
+
+def parse_notebook(data: bytes | str, *, max_bytes: int = MAX_NOTEBOOK_BYTES) -> Notebook:
+    """Parse and validate notebook file contents into the joined form.
+
+    Raises a P2PError subclass (never anything else) when the contents are not a notebook.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise NotebookTooLarge(f"{len(raw)} bytes, limit {max_bytes}")
+    if not raw.strip():
+        raise InvalidNotebook("the file is empty")
+    value = _loads(raw)
+    validate_notebook(value)
+    return join_lines(value)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses a few things json accepts (integers beyond 64 bits); the stdlib
+    # parser also gives the clearer message when the text really is broken.
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidNotebook(f"not UTF-8 text at byte {exc.start}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidNotebook(f"not valid JSON: {exc}") from None
+
+
+def _require(condition: bool, detail: str) -> None:
+    if not condition:
+        raise InvalidNotebook(detail)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(line, str) for line in value)
+    )
+
+
+def validate_notebook(value: Any) -> None:
+    """Check the nbformat 4 structure that p2prtc relies on (a fast subset of the schema)."""
+    _require(isinstance(value, dict), "the top level is not a JSON object")
+    major = value.get("nbformat")
+    if major != 4:
+        raise UnsupportedNotebookFormat(f"nbformat is {major!r}")
+    _require(type(value.get("nbformat_minor")) is int, "nbformat_minor is not an integer")
+    _require(isinstance(value.get("metadata"), dict), "metadata is not an object")
+    cells = value.get("cells")
+    _require(isinstance(cells, list), "cells is not a list")
+    for index, cell in enumerate(cells):
+        _validate_cell(index, cell)
+
+
+def _validate_cell(index: int, cell: Any) -> None:
+    where = f"cell {index}"
+    _require(isinstance(cell, dict), f"{where} is not an object")
+    _require(cell.get("cell_type") in CELL_TYPES, f"{where} has no valid cell_type")
+    _require(_is_text(cell.get("source")), f"{where} source is not text")
+    _require(isinstance(cell.get("metadata", {}), dict), f"{where} metadata is not an object")
+    _require(isinstance(cell.get("id", ""), str), f"{where} id is not a string")
+    if cell["cell_type"] != "code":
+        return
+    count = cell.get("execution_count")
+    _require(count is None or type(count) is int, f"{where} execution_count is not an integer")
+    outputs = cell.get("outputs", [])
+    _require(isinstance(outputs, list), f"{where} outputs is not a list")
+    for output in outputs:
+        _require(
+            isinstance(output, dict) and output.get("output_type") in OUTPUT_TYPES,
+            f"{where} has an output without a valid output_type",
+        )
+        if output["output_type"] == "stream":
+            _require(_is_text(output.get("text")), f"{where} stream output text is not text")
+        elif output["output_type"] in _BUNDLE_OUTPUTS:
+            _require(isinstance(output.get("data", {}), dict), f"{where} output data invalid")
+
+
+def _join(value: Any) -> Any:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _join_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    return {key: _join(value) if _is_text(value) else value for key, value in bundle.items()}
+
+
+def join_lines(nb: Notebook) -> Notebook:
+    """Rejoin line lists into strings, like ``nbformat.v4.rwbase.rejoin_lines`` (in place)."""
+    for cell in nb["cells"]:
+        cell["source"] = _join(cell["source"])
+        for attachment in cell.get("attachments", {}).values():
+            if isinstance(attachment, dict):
+                attachment.update(_join_bundle(attachment))
+        for output in cell.get("outputs", ()) if cell["cell_type"] == "code" else ():
+            if output["output_type"] in _BUNDLE_OUTPUTS:
+                output["data"] = _join_bundle(output.get("data", {}))
+            elif "text" in output:
+                output["text"] = _join(output["text"])
+    return nb
+
+
+def _split_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.splitlines(True)
+        if isinstance(value, str) and (key.startswith("text/") or key in _NON_TEXT_SPLIT_MIMES)
+        else value
+        for key, value in bundle.items()
+    }
+
+
+def _split_output(output: dict[str, Any]) -> dict[str, Any]:
+    if output.get("output_type") in _BUNDLE_OUTPUTS and "data" in output:
+        return {**output, "data": _split_bundle(output["data"])}
+    if output.get("output_type") == "stream" and isinstance(output.get("text"), str):
+        return {**output, "text": output["text"].splitlines(True)}
+    return output
+
+
+def _split_cell(cell: Cell) -> Cell:
+    out = dict(cell)
+    if isinstance(out.get("source"), str):
+        out["source"] = out["source"].splitlines(True)
+    if "attachments" in out:
+        out["attachments"] = {
+            name: _split_bundle(bundle) if isinstance(bundle, dict) else bundle
+            for name, bundle in out["attachments"].items()
+        }
+    if out.get("cell_type") == "code" and "outputs" in out:
+        out["outputs"] = [_split_output(output) for output in out["outputs"]]
+    return out
+
+
+def split_lines(nb: Notebook) -> Notebook:
+    """Split strings into line lists like ``nbformat.v4.rwbase.split_lines`` (returns a copy)."""
+    return {**nb, "cells": [_split_cell(cell) for cell in nb["cells"]]}
+
+
+def render_notebook(nb: Notebook) -> str:
+    """The file text Jupyter would write for this notebook."""
+    return dumps_like_jupyter(split_lines(nb)) + "\n"
+
+
+def dumps_like_jupyter(value: Any) -> str:
+    """``json.dumps(indent=1, sort_keys=True, ensure_ascii=False)``, fast.
+
+    The stdlib encoder is pure Python as soon as ``indent`` is set (~100 ms for a 1.7 MB
+    notebook). orjson writes the same JSON with an indent of 2, which we halve. It spells
+    exponent floats differently ("1e-5" for Python's "1e-05") and cannot hold integers beyond
+    64 bits: for those rare notebooks, the stdlib writes the file.
+    """
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        text = ""
+    if not text or _EXPONENT_NUMBER.search(text):
+        return json.dumps(
+            value, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")
+        )
+    return _halve_indents(text)
+
+
+# A number in exponent form where a JSON value starts (strings start with a quote). Text in a
+# string that happens to look like one only costs the slow path.
+_EXPONENT_NUMBER = re.compile(r"(?:: |\n +)-?\d+(?:\.\d+)?[eE]")
+
+
+def _halve_indents(text: str) -> str:
+    """Turn orjson's 2-space indents into 1-space ones with a few C-speed replaces.
+
+    Deepest first, via a placeholder (orjson escapes every control character, so NUL cannot
+    occur), so that a shallower pattern never matches the start of a deeper line.
+    """
+    depth = 0
+    while "\n" + "  " * (depth + 1) in text:
+        depth += 1
+    for level in range(depth, 0, -1):
+        text = text.replace("\n" + "  " * level, "\n" + "\0" * level)
+    return text.replace("\0", " ")
