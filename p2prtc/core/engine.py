@@ -16,6 +16,7 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from pycrdt import Doc
 
@@ -59,7 +60,7 @@ def text_digest(text: bytes | str) -> bytes:
 class NotebookEngine:
     """One shared notebook: a pycrdt Doc plus the recent versions of its file."""
 
-    def __init__(self, doc: Doc) -> None:
+    def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
         self._versions: deque[Version] = deque(maxlen=MAX_VERSIONS)
 
@@ -75,7 +76,7 @@ class NotebookEngine:
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
         """A doc rebuilt from stored or received updates (a joiner never loads its file)."""
-        doc: Doc = Doc()
+        doc: Doc[Any] = Doc()
         for update in updates:
             doc.apply_update(update)
         return cls(doc)
@@ -134,7 +135,7 @@ class NotebookEngine:
     def _ingest_on_fork(self, base: Version, new: Notebook) -> tuple[bytes, Version]:
         """Apply the save to a copy of the doc at ``base``; the edit merges like a peer's."""
         # A fresh client id: the live doc may have made edits under its own id since base.
-        fork: Doc = Doc(client_id=random.getrandbits(32))
+        fork: Doc[Any] = Doc(client_id=random.getrandbits(32))
         fork.apply_update(base.state)
         ingested = apply_notebook_diff(fork, base.notebook, new)
         logger.info("merged a save made from an older version of the file")
@@ -168,7 +169,7 @@ class NotebookEngine:
         self._versions.append(Version(digest, notebook, self.doc.get_update(), state_vector))
 
     def _version(self, digest: bytes, notebook: Notebook, state: bytes) -> Version:
-        doc: Doc = Doc()
+        doc: Doc[Any] = Doc()
         doc.apply_update(state)
         return Version(digest, notebook, state, decode_state_vector(doc.get_state()))
 

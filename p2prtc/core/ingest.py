@@ -143,7 +143,7 @@ def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
     return CellMatch(ids, continued)
 
 
-def apply_notebook_diff(doc: Doc, base: Notebook, new: Notebook) -> Notebook:
+def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Notebook:
     """Edit ``doc`` (which holds ``base``) into ``new``; returns ``new`` with every cell's id.
 
     ``base`` cells all carry ids (the doc's); ``new`` is the parsed file.
@@ -158,7 +158,7 @@ def apply_notebook_diff(doc: Doc, base: Notebook, new: Notebook) -> Notebook:
     return {**new, "cells": new_cells}
 
 
-def _edit_meta(doc: Doc, base: Notebook, new: Notebook) -> None:
+def _edit_meta(doc: Doc[Any], base: Notebook, new: Notebook) -> None:
     meta = meta_of(doc)
     for key in ("nbformat", "nbformat_minor"):
         if base.get(key) != new[key]:
@@ -171,7 +171,7 @@ def _edit_meta(doc: Doc, base: Notebook, new: Notebook) -> None:
             meta["metadata"] = Map(dict(new["metadata"]))
 
 
-def _edit_cells(doc: Doc, base: list[Cell], new: list[Cell], match: CellMatch) -> None:
+def _edit_cells(doc: Doc[Any], base: list[Cell], new: list[Cell], match: CellMatch) -> None:
     ycells = cells_of(doc)
     order = [cell["id"] for cell in base]
     kept = {cell_id for cell_id, cont in zip(match.ids, match.continued, strict=True) if cont}

@@ -28,12 +28,14 @@ def new_cell_id() -> str:
     return str(uuid.uuid4())
 
 
-def cells_of(doc: Doc) -> Array[Map[Any]]:
-    return doc.get(CELLS, type=Array)
+def cells_of(doc: Doc[Any]) -> Array[Map[Any]]:
+    cells: Array[Map[Any]] = doc.get(CELLS, type=Array)
+    return cells
 
 
-def meta_of(doc: Doc) -> Map[Any]:
-    return doc.get(META, type=Map)
+def meta_of(doc: Doc[Any]) -> Map[Any]:
+    meta: Map[Any] = doc.get(META, type=Map)
+    return meta
 
 
 def keeps_cell_ids(nb: Notebook) -> bool:
@@ -65,7 +67,7 @@ def make_cell(cell: Cell) -> Map[Any]:
     return Map(shared)
 
 
-def load_notebook(doc: Doc, nb: Notebook) -> None:
+def load_notebook(doc: Doc[Any], nb: Notebook) -> None:
     """The one initial load of a file into an empty doc (only the sharer does this)."""
     with doc.transaction(origin="load"):
         meta = meta_of(doc)
@@ -85,7 +87,7 @@ def shared_to_py(shared: Map[Any] | Array[Any]) -> Any:
     return orjson.loads(str(shared))
 
 
-def doc_to_notebook(doc: Doc) -> Notebook:
+def doc_to_notebook(doc: Doc[Any]) -> Notebook:
     """The notebook in the doc, joined form, every cell with its id."""
     meta = shared_to_py(meta_of(doc)) or {}
     cells: list[Cell] = shared_to_py(cells_of(doc))
