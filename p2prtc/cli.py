@@ -1,0 +1,251 @@
+"""The ``p2prtc`` command: click commands that hand work to the daemon and print results.
+
+Every error reaches the user as one line on stderr and a non-zero exit code (see EXIT_CODES).
+``--json`` output is stable: see docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from p2prtc import __version__, paths
+from p2prtc.daemon import control
+from p2prtc.errors import P2PError
+
+logger = logging.getLogger(__name__)
+
+# Exit codes by the daemon-side error class; anything else is 1.
+EXIT_CODES = {
+    "DaemonNotRunning": 3,
+    "DaemonTimeout": 3,
+    "DaemonGone": 3,
+    "DaemonDidNotStart": 3,
+    "WrongCode": 4,
+    "InvalidCode": 4,
+    "CodeExpired": 4,
+    "CodeUsedUp": 4,
+    "NoSuchInvitation": 4,
+    "DestinationExists": 5,
+    "InvalidNotebook": 6,
+    "NotebookTooLarge": 6,
+    "UnsupportedNotebookFormat": 6,
+    "FileUnreadable": 6,
+    "NotShared": 7,
+    "AlreadyShared": 7,
+}
+_START_TIMEOUT_S = 15.0
+
+
+class DaemonDidNotStart(P2PError):
+    """The p2prtc daemon did not start; see its log file."""
+
+
+def _home() -> Path:
+    return paths.home()
+
+
+def _fail(exc: P2PError) -> None:
+    kind = exc.kind if isinstance(exc, control.DaemonError) else type(exc).__name__
+    click.echo(f"p2prtc: {exc.message}", err=True)
+    sys.exit(EXIT_CODES.get(kind, 1))
+
+
+def _call(request: dict[str, Any], timeout: float | None = control.DEFAULT_TIMEOUT) -> Any:
+    try:
+        return control.call(_home(), request, timeout=timeout)
+    except P2PError as exc:
+        _fail(exc)
+
+
+def _ensure_daemon() -> None:
+    """Start the background daemon for this home unless one answers already."""
+    home = _home()
+    try:
+        control.call(home, {"cmd": "ping"}, timeout=5)
+        return
+    except control.DaemonNotRunning:
+        pass
+    except P2PError as exc:
+        _fail(exc)
+    log = paths.log_file(home)
+    with open(os.devnull, "rb") as devnull, log.open("ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "p2prtc", "daemon"],
+            stdin=devnull,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env={**os.environ, paths.HOME_ENV: str(home)},
+        )
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            control.call(home, {"cmd": "ping"}, timeout=5)
+            return
+        except (control.DaemonNotRunning, control.DaemonGone):
+            time.sleep(0.05)
+    _fail(DaemonDidNotStart(str(log)))
+
+
+def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
+    payload = {key: value for key, value in payload.items() if key != "ok"}
+    click.echo(json.dumps(payload, indent=2, sort_keys=True) if as_json else text)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="p2prtc")
+@click.option("-v", "--verbose", count=True, help="More logging (daemon command).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """Keep a Jupyter notebook identical on several machines, live, peer to peer."""
+    ctx.obj = {"verbose": verbose}
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--words", default=2, show_default=True, help="Words in the join code.")
+@click.option("--expires", default=15.0, show_default=True, help="Code lifetime, minutes.")
+@click.option("--uses", default=1, show_default=True, help="How many joins the code allows.")
+@json_option
+def share(path: Path, words: int, expires: float, uses: int, as_json: bool) -> None:
+    """Share the notebook PATH and print a join code for another machine."""
+    _ensure_daemon()
+    answer = _call(
+        {
+            "cmd": "share",
+            "path": str(path.resolve()),
+            "words": words,
+            "expires_s": expires * 60,
+            "uses": uses,
+        }
+    )
+    _emit(as_json, answer, answer["code"])
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--words", default=2, show_default=True, help="Words in the join code.")
+@click.option("--expires", default=15.0, show_default=True, help="Code lifetime, minutes.")
+@click.option("--uses", default=1, show_default=True, help="How many joins the code allows.")
+@json_option
+def invite(path: Path, words: int, expires: float, uses: int, as_json: bool) -> None:
+    """Make a new join code for the already shared notebook PATH."""
+    answer = _call(
+        {
+            "cmd": "invite",
+            "path": str(path.resolve()),
+            "words": words,
+            "expires_s": expires * 60,
+            "uses": uses,
+        }
+    )
+    _emit(as_json, answer, answer["code"])
+
+
+@main.command()
+@click.argument("code")
+@click.argument("dest", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite DEST if it exists and differs.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for peers.")
+@json_option
+def join(code: str, dest: Path | None, force: bool, timeout: float, as_json: bool) -> None:
+    """Join a shared notebook with the CODE its owner gave you; writes DEST once synced."""
+    _ensure_daemon()
+    answer = _call(
+        {
+            "cmd": "join",
+            "code": code,
+            "dest": str(dest.resolve()) if dest else None,
+            "cwd": os.getcwd(),
+            "force": force,
+            "timeout_s": timeout,
+        },
+        timeout=timeout + 10,
+    )
+    _emit(as_json, answer, f"joined: {answer['path']}")
+
+
+@main.command()
+@json_option
+def status(as_json: bool) -> None:
+    """Show shares, peers, sync state and errors."""
+    answer = _call({"cmd": "status"})
+    _emit(as_json, answer, _status_text(answer))
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    daemon = status["daemon"]
+    lines = [f"daemon {daemon['version']} pid {daemon['pid']} home {daemon['home']}"]
+    for item in status["shares"]:
+        lines.append(f"{item['path']}  [{item['id'][:8]}] {item['state']}")
+        if item.get("last_error"):
+            lines.append(f"  error: {item['last_error']}")
+        for invitation in item.get("invitations", []):
+            lines.append(
+                f"  invitation {invitation['nameplate']}-…  uses left {invitation['uses_left']}"
+                f"  expires in {invitation['expires_in_s']:.0f}s"
+            )
+        for peer in item["peers"]:
+            state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
+            lines.append(
+                f"  peer {peer['id'][:8]} {peer.get('address') or '?'} {state}"
+                f" via {peer.get('path_type') or '?'}"
+            )
+        if not item["peers"]:
+            lines.append("  no peers connected")
+    if not status["shares"]:
+        lines.append("no shares")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def leave(path: Path, as_json: bool) -> None:
+    """Stop syncing PATH (the file stays as it is)."""
+    answer = _call({"cmd": "leave", "path": str(path.resolve())})
+    _emit(as_json, answer, f"left: {answer['path']}")
+
+
+@main.command()
+@json_option
+def stop(as_json: bool) -> None:
+    """Stop the background daemon (shares resume when it starts again)."""
+    answer = _call({"cmd": "stop"})
+    _emit(as_json, answer, "daemon stopped")
+
+
+@main.command()
+@click.pass_context
+def daemon(ctx: click.Context) -> None:
+    """Run the daemon in the foreground."""
+    from p2prtc.daemon.main import run_daemon  # noqa: PLC0415 - only this command needs it
+
+    level = logging.DEBUG if ctx.obj["verbose"] else logging.INFO
+    try:
+        run_daemon(_home(), log_level=level)
+    except P2PError as exc:
+        _fail(exc)
+
+
+@main.command()
+def demo() -> None:
+    """Two daemons on this machine (loopback only): share, join, edit, watch it sync."""
+    from p2prtc.demo import run_demo  # noqa: PLC0415 - only this command needs it
+
+    try:
+        run_demo(echo=click.echo)
+    except P2PError as exc:
+        _fail(exc)

@@ -1,0 +1,169 @@
+"""One shared notebook on this machine: its file, its engine and its durable update log.
+
+Rules from the design: an update is in the store before it is sent anywhere; the daemon's
+own writes are atomic and recognised when the watcher reports them; an invalid file is
+reported and never ingested; edits made while the daemon was stopped are ingested at start,
+three-way against the last version the daemon wrote or read (persisted as the *base*).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc
+
+from p2prtc.adapters.store import UpdateStore
+from p2prtc.core.engine import NotebookEngine
+from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
+from p2prtc.daemon.files import FileUnreadable, atomic_write, read_file
+
+logger = logging.getLogger(__name__)
+
+_BASE_TEXT = "base_text"
+_BASE_INFO = "base_info"
+# Compact the update log once it holds this many rows (each save or remote edit adds one).
+COMPACT_AFTER_UPDATES = 500
+
+
+class SharedFile:
+    """Keeps ``path`` and the shared doc in step. Not thread-safe: one event loop owns it."""
+
+    def __init__(self, path: Path, engine: NotebookEngine, store: UpdateStore) -> None:
+        self.path = path
+        self.engine = engine
+        self.store = store
+        self._base_seq = 0
+
+    @property
+    def doc(self) -> Doc[Any]:
+        return self.engine.doc
+
+    @classmethod
+    def create(cls, path: Path, store: UpdateStore) -> SharedFile:
+        """The sharer's one initial load of the file."""
+        text = read_file(path, MAX_NOTEBOOK_BYTES)
+        engine = NotebookEngine.load(text)
+        shared = cls(path, engine, store)
+        shared._base_seq = store.append(engine.full_state())
+        shared._persist_base(text)
+        return shared
+
+    @classmethod
+    def empty(cls, path: Path, store: UpdateStore) -> SharedFile:
+        """A joiner's copy: it adopts the state peers send and never loads its own file."""
+        return cls(path, NotebookEngine(Doc()), store)
+
+    @classmethod
+    def restore(cls, path: Path, store: UpdateStore) -> tuple[SharedFile, bytes | None]:
+        """Reopen after a restart; returns the update made from edits while stopped, if any."""
+        engine = NotebookEngine.from_updates(store.updates())
+        shared = cls(path, engine, store)
+        base_text = store.get_meta(_BASE_TEXT)
+        info = json.loads(store.get_meta(_BASE_INFO) or b"{}")
+        shared._base_seq = int(info.get("seq", 0))
+        if base_text is None:
+            return shared, None  # a join that never completed: wait for peers
+        shared._restore_base(base_text, info.get("ids", []))
+        try:
+            on_disk = read_file(path, MAX_NOTEBOOK_BYTES)
+        except FileUnreadable:
+            logger.warning("%s is missing: writing the shared copy back", path)
+            shared.write()
+            return shared, None
+        update = shared.ingest(on_disk)
+        return shared, update
+
+    def _restore_base(self, text: bytes, ids: list[str]) -> None:
+        state_doc: Doc[Any] = Doc()
+        for update in self.store.updates(upto=self._base_seq):
+            state_doc.apply_update(update)
+        try:
+            notebook = parse_notebook(text)
+        except Exception:  # noqa: BLE001 - a base that no longer parses is just not a base
+            logger.warning("the saved base of %s is unreadable; using the shared copy", self.path)
+            self.engine.remember_written(self.engine.render())
+            return
+        self.engine.remember_base(text, _with_ids(notebook, ids), state_doc.get_update())
+
+    def ingest(self, text: bytes) -> bytes | None:
+        """Merge a save of the file; returns the update to send, already persisted.
+
+        Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
+        """
+        result = self.engine.ingest(text)
+        if result.update is not None:
+            # The seq this append gets is the next one: base and update land in one transaction.
+            seq = (self.store.last_seq() or 0) + 1
+            self._base_seq = self.store.append_with_meta(result.update, self._base_meta(text, seq))
+        if result.needs_write:
+            self.write()
+        return result.update
+
+    def read_and_ingest(self) -> bytes | None:
+        """The watcher saw the file change: ingest it unless it is our own write."""
+        text = read_file(self.path, MAX_NOTEBOOK_BYTES)
+        if self.engine.is_known(text):
+            return None
+        return self.ingest(text)
+
+    def apply_remote(self, update: bytes) -> None:
+        """Persist an update a peer sent (already applied to the doc by the sync session)."""
+        self.store.append(update)
+
+    def write(self) -> bool:
+        """Bring the file up to date with the doc; True when the file changed.
+
+        A save on disk that was not ingested yet is merged first, never overwritten; an
+        invalid file on disk raises (and stays untouched) until the user fixes it.
+        """
+        on_disk = self._read_if_present()
+        if on_disk is not None and not self.engine.is_known(on_disk):
+            self.ingest(on_disk)
+            return True
+        text = self.engine.render()
+        data = text.encode()
+        if data == on_disk:
+            return False
+        atomic_write(self.path, data)
+        self.engine.remember_written(text)
+        self._base_seq = self.store.last_seq() or 0
+        self._persist_base(data)
+        self._maybe_compact()
+        return True
+
+    def _read_if_present(self) -> bytes | None:
+        try:
+            return read_file(self.path, MAX_NOTEBOOK_BYTES)
+        except FileUnreadable:
+            if self.path.exists():
+                raise
+            return None
+
+    def _ids(self) -> list[str]:
+        latest = self.engine.latest_version()
+        return [cell["id"] for cell in latest.notebook["cells"]] if latest else []
+
+    def _base_meta(self, text: bytes, seq: int) -> dict[str, bytes]:
+        info = {"ids": self._ids(), "seq": seq}
+        return {_BASE_TEXT: text, _BASE_INFO: json.dumps(info).encode()}
+
+    def _persist_base(self, text: bytes) -> None:
+        for key, value in self._base_meta(text, self._base_seq).items():
+            self.store.set_meta(key, value)
+
+    def _maybe_compact(self) -> None:
+        if self.store.count() < COMPACT_AFTER_UPDATES:
+            return
+        # The base is the doc as just written: everything up to it folds into one state.
+        self.store.compact(self.engine.full_state(), upto=self._base_seq)
+        logger.info("compacted the update log of %s", self.path)
+
+
+def _with_ids(notebook: Notebook, ids: list[str]) -> Notebook:
+    if len(ids) != len(notebook["cells"]):
+        return notebook
+    cells = [{**cell, "id": cell.get("id") or cell_id} for cell, cell_id in zip(notebook["cells"], ids, strict=True)]
+    return {**notebook, "cells": cells}

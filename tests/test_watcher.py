@@ -1,0 +1,149 @@
+"""FileWatcher over real files and real inotify, the way editors save."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from p2prtc.adapters.watcher import ChangeKind, FileEvent, FileWatcher, WatchedFolderMissing
+
+pytestmark = pytest.mark.timeout(20)
+
+# Bounds a hang when an expected event never comes; not a speed requirement.
+EVENT_WAIT = 5.0
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "nb.ipynb").write_text("v0")
+    (tmp_path / "other.ipynb").write_text("v0")
+    return tmp_path
+
+
+@pytest.fixture
+async def watcher(folder: Path) -> AsyncIterator[FileWatcher]:
+    async with FileWatcher({folder / "nb.ipynb"}) as running:
+        yield running
+
+
+async def next_event(watcher: FileWatcher) -> FileEvent:
+    return await asyncio.wait_for(anext(watcher), EVENT_WAIT)
+
+
+async def events_until(watcher: FileWatcher, wanted: set[FileEvent]) -> set[FileEvent]:
+    """Collect events until all `wanted` were seen (one write may give several events)."""
+    seen: set[FileEvent] = set()
+    while not wanted <= seen:
+        seen.add(await next_event(watcher))
+    return seen
+
+
+def save_like_jupyter(path: Path, text: str) -> None:
+    """Write a temp file next to the target, then rename it over the target."""
+    temp = path.with_name(f".~{path.name}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def save_like_vim(path: Path, text: str) -> None:
+    """Move the original away as a backup, write a new file, remove the backup."""
+    backup = path.with_name(f"{path.name}~")
+    os.rename(path, backup)
+    path.write_text(text)
+    backup.unlink()
+
+
+async def test_plain_write(watcher: FileWatcher, folder: Path) -> None:
+    (folder / "nb.ipynb").write_text("v1")
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)
+
+
+@pytest.mark.parametrize("save", [save_like_jupyter, save_like_vim])
+async def test_rename_over_saves(
+    watcher: FileWatcher, folder: Path, save: Callable[[Path, str], None]
+) -> None:
+    for version in ("v1", "v2"):  # the second save proves the watch outlived the rename
+        save(folder / "nb.ipynb", version)
+        assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)
+
+
+async def test_delete(watcher: FileWatcher, folder: Path) -> None:
+    (folder / "nb.ipynb").unlink()
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.DELETED)
+
+
+async def test_other_files_in_the_folder_are_ignored(watcher: FileWatcher, folder: Path) -> None:
+    (folder / "other.ipynb").write_text("v1")
+    (folder / "new.txt").write_text("x")
+    (folder / "nb.ipynb").write_text("v1")
+    # Had the other writes leaked, they would have come first.
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)
+
+
+async def test_two_files_in_one_folder(folder: Path) -> None:
+    a, b = folder / "nb.ipynb", folder / "other.ipynb"
+    async with FileWatcher({a, b}) as watcher:
+        a.write_text("v1")
+        b.write_text("v1")
+        seen = await events_until(
+            watcher, {FileEvent(a, ChangeKind.CHANGED), FileEvent(b, ChangeKind.CHANGED)}
+        )
+    assert {event.path for event in seen} == {a, b}
+
+
+async def test_files_in_two_folders_and_add_remove(watcher: FileWatcher, folder: Path) -> None:
+    elsewhere = folder / "sub" / "far.ipynb"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("v0")
+    await watcher.add(elsewhere)
+    assert watcher.paths == {folder / "nb.ipynb", elsewhere}
+    elsewhere.write_text("v1")
+    assert await next_event(watcher) == FileEvent(elsewhere, ChangeKind.CHANGED)
+    # The first folder is still watched after the watch restarted for the new one.
+    (folder / "nb.ipynb").write_text("v1")
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)
+
+    await watcher.remove(folder / "nb.ipynb")
+    (folder / "nb.ipynb").write_text("v2")
+    elsewhere.write_text("v2")
+    assert await next_event(watcher) == FileEvent(elsewhere, ChangeKind.CHANGED)
+
+
+async def test_relative_paths_are_reported_as_given(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(folder)
+    async with FileWatcher({Path("nb.ipynb")}) as watcher:
+        save_like_jupyter(folder / "nb.ipynb", "v1")
+        assert await next_event(watcher) == FileEvent(Path("nb.ipynb"), ChangeKind.CHANGED)
+
+
+async def test_close_ends_iteration(folder: Path) -> None:
+    watcher = FileWatcher({folder / "nb.ipynb"})
+    await watcher.start()
+    await watcher.close()
+    assert [event async for event in watcher] == []
+
+
+async def test_missing_folder_is_refused(folder: Path) -> None:
+    with pytest.raises(WatchedFolderMissing):
+        FileWatcher({folder / "nowhere" / "nb.ipynb"})
+    async with FileWatcher() as watcher:
+        with pytest.raises(WatchedFolderMissing):
+            await watcher.add(folder / "nowhere" / "nb.ipynb")
+        assert watcher.paths == set()
+
+
+async def test_no_default_ignore_rules(tmp_path: Path) -> None:
+    # watchfiles ignores e.g. anything under .git or node_modules, and names ending in "~",
+    # by default; a shared file must be watched wherever it lives and whatever its name.
+    hidden = tmp_path / "node_modules" / "nb.ipynb~"
+    hidden.parent.mkdir()
+    hidden.write_text("v0")
+    async with FileWatcher({hidden}) as watcher:
+        hidden.write_text("v1")
+        assert await next_event(watcher) == FileEvent(hidden, ChangeKind.CHANGED)
