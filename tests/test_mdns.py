@@ -1,0 +1,118 @@
+"""Announcer and Browser over real multicast, only inside namespaces the test creates.
+
+Run as a script (`python tests/test_mdns.py announce|browse ...`), this file is the agent
+the tests start inside a namespace; it speaks JSON lines on stdio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+from netns import NetnsLab, Node
+
+from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
+
+pytestmark = pytest.mark.timeout(60)
+
+PORT = 4242
+
+
+@pytest.mark.parametrize(
+    "interfaces", [pytest.param([], id="empty"), ["0.0.0.0"], ["eth0"], ["::1"]]
+)
+async def test_interfaces_must_be_specific_ipv4_addresses(interfaces: list[str]) -> None:
+    with pytest.raises(ValueError):
+        await Announcer.start(interfaces, PORT, {"v": "1"})
+    with pytest.raises(ValueError):
+        await Browser.start(interfaces, lambda _: None, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{"k": "x" * 300}, {"": "x"}, {"a=b": "c"}, {f"k{i}": "x" * 200 for i in range(8)}],
+    ids=["long-entry", "empty-key", "equals-in-key", "too-large"],
+)
+async def test_txt_properties_must_fit(properties: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        await Announcer.start(["127.0.0.1"], PORT, properties)
+
+
+def test_lan_addresses_skip_loopback() -> None:
+    assert not any(address.startswith("127.") for address in lan_addresses())
+
+
+def _is_event(kind: str, name: str | None = None) -> Any:
+    return lambda m: m["event"] == kind and (name is None or m["name"] == name)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("topology", ["two-machines", "one-machine-loopback"])
+def test_browser_sees_announce_update_and_removal(topology: str) -> None:
+    with NetnsLab(2 if topology == "two-machines" else 1) as lab:
+        announcing, browsing = lab.nodes[0], lab.nodes[-1]
+
+        def interface(node: Node) -> str:
+            return node.address if topology == "two-machines" else "127.0.0.1"
+
+        browser = lab.spawn_agent(browsing, [__file__, "browse", interface(browsing)])
+        assert browser.expect(_is_event("browsing"))["lan"] == [browsing.address]
+        properties = {"v": "1", "n": "7"}
+        announcer = lab.spawn_agent(
+            announcing,
+            [__file__, "announce", interface(announcing), str(PORT), json.dumps(properties)],
+        )
+        name = announcer.expect(_is_event("announced"))["name"]
+
+        seen = browser.expect(_is_event("change", name))
+        assert seen["addresses"] == [interface(announcing)]
+        assert seen["port"] == PORT
+        assert seen["properties"] == properties
+
+        announcer.send({"properties": {"v": "1", "n": "7,12"}})
+        announcer.expect(_is_event("updated"))
+        assert browser.expect(_is_event("change", name))["properties"] == {"v": "1", "n": "7,12"}
+
+        assert announcer.wait() == 0  # the agent withdraws the service as it exits
+        browser.expect(_is_event("remove", name))
+        assert browser.wait() == 0
+
+
+def _say(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+async def _lines() -> Any:
+    """stdin's JSON lines, until it is closed."""
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        yield json.loads(line)
+
+
+async def _announce(interface: str, port: str, properties: str) -> None:
+    announcer = await Announcer.start([interface], int(port), json.loads(properties))
+    _say("announced", name=announcer.name)
+    async for command in _lines():
+        await announcer.update(command["properties"])
+        _say("updated")
+    await announcer.close()
+
+
+async def _browse(interface: str) -> None:
+    def on_change(service: DiscoveredService) -> None:
+        _say("change", **asdict(service))
+
+    browser = await Browser.start([interface], on_change, lambda name: _say("remove", name=name))
+    _say("browsing", lan=lan_addresses())
+    async for _ in _lines():
+        pass
+    await browser.close()
+
+
+if __name__ == "__main__":
+    role, *args = sys.argv[1:]
+    asyncio.run(_announce(*args) if role == "announce" else _browse(*args))
