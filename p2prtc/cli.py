@@ -231,7 +231,7 @@ def stop(as_json: bool) -> None:
 @click.pass_context
 def daemon(ctx: click.Context) -> None:
     """Run the daemon in the foreground."""
-    from p2prtc.daemon.main import run_daemon  # noqa: PLC0415 - only this command needs it
+    from p2prtc.daemon.main import run_daemon  # only this command needs it
 
     level = logging.DEBUG if ctx.obj["verbose"] else logging.INFO
     try:
@@ -243,7 +243,7 @@ def daemon(ctx: click.Context) -> None:
 @main.command()
 def demo() -> None:
     """Two daemons on this machine (loopback only): share, join, edit, watch it sync."""
-    from p2prtc.demo import run_demo  # noqa: PLC0415 - only this command needs it
+    from p2prtc.demo import run_demo  # only this command needs it
 
     try:
         run_demo(echo=click.echo)

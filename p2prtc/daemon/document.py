@@ -57,24 +57,26 @@ class SharedFile:
         return cls(path, NotebookEngine(Doc()), store)
 
     @classmethod
-    def restore(cls, path: Path, store: UpdateStore) -> tuple[SharedFile, bytes | None]:
-        """Reopen after a restart; returns the update made from edits while stopped, if any."""
-        engine = NotebookEngine.from_updates(store.updates())
-        shared = cls(path, engine, store)
-        base_text = store.get_meta(_BASE_TEXT)
+    def restore(cls, path: Path, store: UpdateStore) -> SharedFile:
+        """Reopen after a restart: the doc from the log, the base from its metadata."""
+        shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
         info = json.loads(store.get_meta(_BASE_INFO) or b"{}")
         shared._base_seq = int(info.get("seq", 0))
-        if base_text is None:
-            return shared, None  # a join that never completed: wait for peers
-        shared._restore_base(base_text, info.get("ids", []))
-        try:
-            on_disk = read_file(path, MAX_NOTEBOOK_BYTES)
-        except FileUnreadable:
-            logger.warning("%s is missing: writing the shared copy back", path)
-            shared.write()
-            return shared, None
-        update = shared.ingest(on_disk)
-        return shared, update
+        base_text = store.get_meta(_BASE_TEXT)
+        if base_text is not None:
+            shared._restore_base(base_text, info.get("ids", []))
+        return shared
+
+    def catch_up(self) -> bytes | None:
+        """After a restart: ingest edits made while stopped, or rewrite a missing file.
+
+        Returns the update to send (already persisted). Raises for an invalid file.
+        """
+        if self.engine.latest_version() is None:
+            return None  # a join that never completed: wait for peers
+        if not self.path.exists():
+            logger.warning("%s is missing: writing the shared copy back", self.path)
+        return self.write()
 
     def _restore_base(self, text: bytes, ids: list[str]) -> None:
         state_doc: Doc[Any] = Doc()
@@ -82,7 +84,7 @@ class SharedFile:
             state_doc.apply_update(update)
         try:
             notebook = parse_notebook(text)
-        except Exception:  # noqa: BLE001 - a base that no longer parses is just not a base
+        except Exception:  # a base that no longer parses is just not a base
             logger.warning("the saved base of %s is unreadable; using the shared copy", self.path)
             self.engine.remember_written(self.engine.render())
             return
@@ -113,26 +115,29 @@ class SharedFile:
         """Persist an update a peer sent (already applied to the doc by the sync session)."""
         self.store.append(update)
 
-    def write(self) -> bool:
-        """Bring the file up to date with the doc; True when the file changed.
+    def write(self, *, replace_unknown: bool = False) -> bytes | None:
+        """Bring the file up to date with the doc.
 
-        A save on disk that was not ingested yet is merged first, never overwritten; an
-        invalid file on disk raises (and stays untouched) until the user fixes it.
+        A save on disk that was not ingested yet is merged first, never overwritten (its
+        update, to send to peers, is returned); an invalid file on disk raises and stays
+        untouched until the user fixes it. ``replace_unknown`` is for a joiner's first write
+        over a file the user agreed to replace.
         """
         on_disk = self._read_if_present()
-        if on_disk is not None and not self.engine.is_known(on_disk):
-            self.ingest(on_disk)
-            return True
+        if on_disk is not None and not replace_unknown and not self.engine.is_known(on_disk):
+            return self.ingest(on_disk)
         text = self.engine.render()
         data = text.encode()
         if data == on_disk:
-            return False
+            if not self.engine.is_known(data):
+                self.engine.remember_written(text)
+            return None
         atomic_write(self.path, data)
         self.engine.remember_written(text)
         self._base_seq = self.store.last_seq() or 0
         self._persist_base(data)
         self._maybe_compact()
-        return True
+        return None
 
     def _read_if_present(self) -> bytes | None:
         try:
@@ -165,5 +170,8 @@ class SharedFile:
 def _with_ids(notebook: Notebook, ids: list[str]) -> Notebook:
     if len(ids) != len(notebook["cells"]):
         return notebook
-    cells = [{**cell, "id": cell.get("id") or cell_id} for cell, cell_id in zip(notebook["cells"], ids, strict=True)]
+    cells = [
+        {**cell, "id": cell.get("id") or cell_id}
+        for cell, cell_id in zip(notebook["cells"], ids, strict=True)
+    ]
     return {**notebook, "cells": cells}

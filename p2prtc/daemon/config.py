@@ -1,0 +1,65 @@
+"""Daemon settings, from the environment (the CLI passes its environment to the daemon).
+
+``P2PRTC_INTERFACES``  comma-separated IPv4 addresses for mDNS, ICE and the rendezvous
+                       listener (default: every LAN address; tests use 127.0.0.1 or a netns).
+``P2PRTC_PORT``        rendezvous port (default 0: any free port, announced by mDNS).
+``P2PRTC_MDNS``        ``0``/``off`` disables mDNS (WAN-only or static peers).
+``P2PRTC_PEERS``       comma-separated ``host:port`` rendezvous endpoints to dial directly.
+``P2PRTC_ICE_SERVERS`` comma-separated STUN/TURN URLs (default: none; nothing public is used).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from p2prtc.errors import P2PError
+
+
+class BadSetting(P2PError):
+    """A p2prtc setting in the environment is invalid."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    interfaces: list[str] | None = None
+    port: int = 0
+    mdns: bool = True
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    ice_urls: list[str] = field(default_factory=list)
+
+    @property
+    def listen_host(self) -> str:
+        return self.interfaces[0] if self.interfaces else "0.0.0.0"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> DaemonConfig:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            interfaces=_list(env.get("P2PRTC_INTERFACES")) or None,
+            port=_port(env.get("P2PRTC_PORT", "0"), "P2PRTC_PORT"),
+            mdns=env.get("P2PRTC_MDNS", "1").strip().lower() not in ("0", "off", "no", "false"),
+            peers=[_endpoint(item) for item in _list(env.get("P2PRTC_PEERS"))],
+            ice_urls=_list(env.get("P2PRTC_ICE_SERVERS")),
+        )
+
+
+def _list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _port(value: str, name: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise BadSetting(f"{name}={value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise BadSetting(f"{name}={value!r} is not a port number")
+    return port
+
+
+def _endpoint(item: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":")
+    if not host:
+        raise BadSetting(f"P2PRTC_PEERS entry {item!r} is not host:port")
+    return host, _port(port, "P2PRTC_PEERS")

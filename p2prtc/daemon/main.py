@@ -1,0 +1,737 @@
+"""The daemon: wires shares, peers, discovery, the watcher and the control socket together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from p2prtc import __version__, paths
+from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
+from p2prtc.adapters.rendezvous import Pipe, RendezvousServer, connect_pipe
+from p2prtc.adapters.store import UpdateStore
+from p2prtc.adapters.watcher import ChangeKind, FileWatcher
+from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
+from p2prtc.core.codes import JoinCode, parse_code
+from p2prtc.core.handshake import (
+    Authenticated,
+    InviteHost,
+    InviteJoiner,
+    MemberInitiator,
+    MemberResponder,
+    Welcomed,
+    WrongCode,
+    share_lookup,
+)
+from p2prtc.core.keys import epoch_of, matches_share_tag
+from p2prtc.core.sync import (
+    PeerError,
+    ProtocolViolation,
+    RemoteUpdate,
+    Send,
+    Synced,
+    SyncEvent,
+)
+from p2prtc.daemon import control
+from p2prtc.daemon.config import DaemonConfig
+from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.handshakes import (
+    HANDSHAKE_TIMEOUT_S,
+    envelope,
+    error_reply,
+    expect_ok,
+    ok_reply,
+    parse_envelope,
+    run_handshake,
+)
+from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
+from p2prtc.daemon.peer import PeerConnection
+from p2prtc.daemon.share import Share, ShareState
+from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
+from p2prtc.errors import P2PError
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL_S = 1.0
+LINK_OPEN_TIMEOUT_S = 15.0
+MAX_BACKOFF_S = 30.0
+
+
+class AlreadyShared(P2PError):
+    """This notebook is already shared by this daemon."""
+
+
+class NotShared(P2PError):
+    """This file is not shared by this daemon."""
+
+
+class DestinationExists(P2PError):
+    """The destination file exists and differs; pass --force to replace it."""
+
+
+class JoinTimedOut(P2PError):
+    """No member of the share could be reached to sync the notebook; still trying (see status)."""
+
+
+class BadRequest(P2PError):
+    """The request to the daemon is invalid."""
+
+
+class Endpoint:
+    """A daemon's rendezvous listener we know of: from mDNS, or configured statically."""
+
+    def __init__(self, key: str, host: str, port: int, properties: dict[str, str] | None):
+        self.key = key
+        self.host = host
+        self.port = port
+        self.properties = properties  # None: a static peer, nothing announced
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.dialling = False
+
+    @property
+    def nameplates(self) -> set[str] | None:
+        if self.properties is None:
+            return None
+        return {n for n in self.properties.get("n", "").split(",") if n}
+
+    def may_hold(self, secret: bytes, epoch: int) -> bool:
+        if self.properties is None:
+            return True
+        tags = [t for t in self.properties.get("t", "").split(",") if t]
+        return any(matches_share_tag(secret, tag, epoch) for tag in tags)
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.next_attempt = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2**self.failures)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.next_attempt = 0.0
+
+
+class Daemon:
+    """Everything one ``P2PRTC_HOME`` runs."""
+
+    def __init__(self, home: Path, config: DaemonConfig) -> None:
+        self.home = home
+        self.config = config
+        self.daemon_id = load_daemon_id(home)
+        self.shares: dict[bytes, Share] = {}
+        self.connections: dict[str, PeerConnection] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.invitations = Invitations()
+        self.watcher = FileWatcher()
+        self.ice = IceConfig(
+            servers=[IceServer(urls=[url]) for url in config.ice_urls],
+            host_addresses=config.interfaces,
+        )
+        self._stop = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control = control.ControlServer(paths.control_socket(home), self._handle_request)
+        self._rendezvous: RendezvousServer | None = None
+        self._announcer: Announcer | None = None
+        self._browser: Browser | None = None
+        self._announced: dict[str, str] = {}
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for record in load_records(self.home):
+            await self._resume(record)
+        self._rendezvous = await RendezvousServer.start(
+            self.config.listen_host, self.config.port, on_pipe=self._on_pipe
+        )
+        for host, port in self.config.peers:
+            key = f"{host}:{port}"
+            self.endpoints[key] = Endpoint(key, host, port, None)
+        if self.config.mdns:
+            await self._start_mdns()
+        await self.watcher.start()
+        self._spawn(self._watch_files(), "watcher")
+        self._spawn(self._reconcile_loop(), "reconcile")
+        await self._control.start()
+        logger.info(
+            "daemon %s started: rendezvous port %s, %d shares",
+            self.daemon_id,
+            self._rendezvous.port,
+            len(self.shares),
+        )
+
+    async def _start_mdns(self) -> None:
+        interfaces = self.config.interfaces or lan_addresses()
+        assert self._rendezvous is not None
+        self._announced = self._announcement()
+        self._announcer = await Announcer.start(interfaces, self._rendezvous.port, self._announced)
+        self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
+
+    async def run_until_stopped(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        await self._control.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self.connections.values()):
+            await connection.close()
+        for closer in (self._announcer, self._browser, self._rendezvous):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.close()
+        await self.watcher.close()
+        for share in list(self.shares.values()):
+            await share.close()
+        logger.info("daemon stopped")
+
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # --- shares --------------------------------------------------------------------------
+
+    def _open_share(self, record: ShareRecord, file: SharedFile, state: ShareState) -> Share:
+        share = Share(record, file, self._broadcast, state)
+        share.on_active = self._share_became_active
+        self.shares[record.share_id] = share
+        return share
+
+    async def _resume(self, record: ShareRecord) -> None:
+        try:
+            store = UpdateStore(record.store_path(self.home))
+            file = SharedFile.restore(record.path, store)
+        except P2PError as exc:
+            logger.error("cannot resume %s: %s", record.path, exc)
+            return
+        state = ShareState.ACTIVE if record.joined else ShareState.JOINING
+        share = self._open_share(record, file, state)
+        if state is ShareState.ACTIVE:
+            await self.watcher.add(record.path)
+            try:
+                file.catch_up()  # persisted; peers get it from anti-entropy when they connect
+            except P2PError as exc:
+                share.last_error = exc.message
+
+    async def _share_became_active(self, share: Share) -> None:
+        share.record.save(self.home)
+        await self.watcher.add(share.path)
+        await self._refresh_announcement()
+
+    def _share_for_path(self, path: Path) -> Share | None:
+        return next((s for s in self.shares.values() if s.path == path), None)
+
+    async def _broadcast(self, share: Share, update: bytes, exclude: str | None = None) -> None:
+        for connection in list(self.connections.values()):
+            if connection.peer_id != exclude and share.share_id in connection.sync.doc_ids:
+                await connection.send(connection.sync.local_update(share.share_id, update))
+
+    async def _watch_files(self) -> None:
+        async for event in self.watcher:
+            share = self._share_for_path(event.path)
+            if share is None:
+                continue
+            if event.kind is ChangeKind.DELETED:
+                self._spawn(share.file_deleted(), f"deleted {share.path}")
+            else:
+                await share.file_changed()
+
+    # --- control requests ----------------------------------------------------------------
+
+    async def _handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        handlers = {
+            "ping": self._cmd_ping,
+            "share": self._cmd_share,
+            "invite": self._cmd_invite,
+            "join": self._cmd_join,
+            "status": self._cmd_status,
+            "leave": self._cmd_leave,
+            "stop": self._cmd_stop,
+        }
+        handler = handlers.get(str(request.get("cmd")))
+        if handler is None:
+            raise BadRequest(f"unknown command {request.get('cmd')!r}")
+        return await handler(request)
+
+    async def _cmd_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": __version__}
+
+    async def _cmd_share(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = Path(str(request["path"]))
+        if self._share_for_path(path) is not None:
+            raise AlreadyShared(str(path))
+        record = ShareRecord.new(path, self.daemon_id)
+        paths.make_private_dir(record.folder(self.home))
+        store = UpdateStore(record.store_path(self.home))
+        try:
+            file = SharedFile.create(path, store)
+        except BaseException:
+            store.close()
+            record.delete(self.home)
+            raise
+        record.joined = True
+        record.save(self.home)
+        share = self._open_share(record, file, ShareState.ACTIVE)
+        await self.watcher.add(path)
+        answer = await self._invite(share, request)
+        return {**answer, "path": str(path), "share_id": record.share_id.hex()}
+
+    async def _cmd_invite(self, request: dict[str, Any]) -> dict[str, Any]:
+        share = self._share_for_path(Path(str(request["path"])))
+        if share is None:
+            raise NotShared(str(request["path"]))
+        return {**await self._invite(share, request), "path": str(share.path)}
+
+    async def _invite(self, share: Share, request: dict[str, Any]) -> dict[str, Any]:
+        invitation = self.invitations.create(
+            share.share_id,
+            words=int(request.get("words", 2)),
+            lifetime_s=float(request.get("expires_s", 900)),
+            uses=int(request.get("uses", 1)),
+        )
+        await self._refresh_announcement()
+        return {"code": str(invitation.code), "expires_at": invitation.expires_at}
+
+    async def _cmd_join(self, request: dict[str, Any]) -> dict[str, Any]:
+        code = parse_code(str(request["code"]))
+        force = bool(request.get("force"))
+        dest = Path(request["dest"]) if request.get("dest") else None
+        if dest is not None:
+            self._check_destination(dest, force)
+        deadline = time.monotonic() + float(request.get("timeout_s", 60))
+        welcome = await self._redeem(code, deadline)
+        record = self._record_from_welcome(welcome, dest, Path(str(request.get("cwd", "."))))
+        self._check_destination(record.path, force)
+        paths.make_private_dir(record.folder(self.home))
+        record.save(self.home)
+        store = UpdateStore(record.store_path(self.home))
+        share = self._open_share(record, SharedFile.empty(record.path, store), ShareState.JOINING)
+        await self._refresh_announcement()
+        self._poke.set()
+        try:
+            await asyncio.wait_for(share.ready.wait(), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise JoinTimedOut() from None
+        return {"path": str(record.path), "share_id": record.share_id.hex()}
+
+    def _check_destination(self, dest: Path, force: bool) -> None:
+        if self._share_for_path(dest) is not None:
+            raise AlreadyShared(str(dest))
+        if dest.exists() and not force:
+            raise DestinationExists(str(dest))
+
+    def _record_from_welcome(self, welcome: bytes, dest: Path | None, cwd: Path) -> ShareRecord:
+        data = json.loads(welcome)
+        share_id = bytes.fromhex(data["share_id"])
+        if share_id in self.shares:
+            raise AlreadyShared(str(self.shares[share_id].path))
+        name = Path(str(data["name"])).name or "shared.ipynb"  # never a path from the peer
+        members = [str(m) for m in data.get("members", [])]
+        return ShareRecord(
+            share_id=share_id,
+            secret=bytes.fromhex(data["secret"]),
+            path=dest or cwd / name,
+            name=name,
+            members=[*members, self.daemon_id],
+        )
+
+    async def _cmd_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "home": str(self.home),
+                "version": __version__,
+                "id": self.daemon_id,
+                "rendezvous_port": self._rendezvous.port if self._rendezvous else None,
+                "mdns": self.config.mdns,
+            },
+            "shares": [self._share_status(share, now) for share in self.shares.values()],
+        }
+
+    def _share_status(self, share: Share, now: float) -> dict[str, Any]:
+        peers = [
+            {**connection.status(), "synced": connection.sync.is_synced(share.share_id)}
+            for connection in self.connections.values()
+            if share.share_id in connection.sync.doc_ids
+        ]
+        return {
+            "path": str(share.path),
+            "id": share.share_id.hex(),
+            "name": share.record.name,
+            "state": share.state.value,
+            "synced": bool(peers) and all(peer["synced"] for peer in peers),
+            "last_error": share.last_error,
+            "members": share.record.members,
+            "peers": peers,
+            "invitations": [i.status(now) for i in self.invitations.for_share(share.share_id)],
+        }
+
+    async def _cmd_leave(self, request: dict[str, Any]) -> dict[str, Any]:
+        share = self._share_for_path(Path(str(request["path"])))
+        if share is None:
+            raise NotShared(str(request["path"]))
+        del self.shares[share.share_id]
+        self.invitations.drop_share(share.share_id)
+        for connection in list(self.connections.values()):
+            await connection.remove_doc(share.share_id)
+        await self.watcher.remove(share.path)
+        await share.close()
+        share.record.delete(self.home)
+        await self._refresh_announcement()
+        return {"path": str(share.path)}
+
+    async def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        # Answer first; the control server is closed by the shutdown this schedules.
+        asyncio.get_running_loop().call_later(0.05, self.request_stop)
+        return {"stopping": True}
+
+    # --- discovery -----------------------------------------------------------------------
+
+    def _announcement(self) -> dict[str, str]:
+        epoch = epoch_of(time.time())
+        return {
+            "v": "1",
+            "n": ",".join(self.invitations.nameplates()),
+            "t": ",".join(share.tag(epoch) for share in self.shares.values()),
+        }
+
+    async def _refresh_announcement(self) -> None:
+        if self._announcer is None:
+            return
+        announcement = self._announcement()
+        if announcement != self._announced:
+            self._announced = announcement
+            await self._announcer.update(announcement)
+
+    def _on_service(self, service: DiscoveredService) -> None:
+        if self._announcer is not None and service.name == self._announcer.name:
+            return
+        if not service.addresses:
+            return
+        endpoint = self.endpoints.get(service.name)
+        if endpoint is None:
+            endpoint = Endpoint(service.name, service.addresses[0], service.port, None)
+            self.endpoints[service.name] = endpoint
+        endpoint.host, endpoint.port = service.addresses[0], service.port
+        endpoint.properties = dict(service.properties)
+        endpoint.next_attempt = 0.0
+        self._poke.set()
+
+    def _on_service_gone(self, name: str) -> None:
+        self.endpoints.pop(name, None)
+
+    # --- connecting to members -----------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), RECONCILE_INTERVAL_S)
+            self._poke.clear()
+            self.invitations.expire()
+            await self._refresh_announcement()
+            for endpoint in list(self.endpoints.values()):
+                await self._reconcile_endpoint(endpoint)
+
+    async def _reconcile_endpoint(self, endpoint: Endpoint) -> None:
+        epoch = epoch_of(time.time())
+        wanted = [
+            share
+            for share in self.shares.values()
+            if share.state is not ShareState.CLOSED
+            and endpoint.may_hold(share.record.secret, epoch)
+        ]
+        if not wanted:
+            return
+        connection = self._connection_for_endpoint(endpoint.key)
+        if connection is not None:
+            for share in wanted:
+                if share.share_id not in connection.declined:
+                    await connection.authenticate_share(share.share_id, share.record.secret)
+            return
+        if endpoint.dialling or time.monotonic() < endpoint.next_attempt:
+            return
+        if not self._should_dial(endpoint, wanted):
+            return
+        endpoint.dialling = True
+        self._spawn(self._dial(endpoint, wanted[0]), f"dial {endpoint.key}")
+
+    def _connection_for_endpoint(self, key: str) -> PeerConnection | None:
+        return next((c for c in self.connections.values() if c.endpoint == key and c.is_open), None)
+
+    def _should_dial(self, endpoint: Endpoint, wanted: list[Share]) -> bool:
+        """One side dials: the one with the smaller mDNS name, or a joiner waiting for state."""
+        if endpoint.properties is None or self._announcer is None:
+            return True
+        if any(share.state is ShareState.JOINING for share in wanted):
+            return True
+        return self._announcer.name < endpoint.key
+
+    async def _dial(self, endpoint: Endpoint, share: Share) -> None:
+        try:
+            pipe = await connect_pipe(endpoint.host, endpoint.port, HANDSHAKE_TIMEOUT_S)
+            try:
+                await pipe.send(envelope("member"))
+                await expect_ok(pipe)
+                machine = MemberInitiator(share.share_id, share.record.secret, self.daemon_id)
+                auth = await run_handshake(pipe, machine)
+                assert isinstance(auth, Authenticated)
+                link = await self._offer_link(pipe, auth)
+            finally:
+                await pipe.close()
+            await self._adopt_link(link, auth, self.daemon_id, endpoint.key)
+            endpoint.succeeded()
+        except Exception as exc:  # any failure: back off and retry later
+            logger.info("connecting to %s failed: %s", endpoint.key, exc)
+            endpoint.failed()
+        finally:
+            endpoint.dialling = False
+
+    async def _offer_link(self, pipe: Pipe, auth: Authenticated) -> PeerLink:
+        link, offer = await PeerLink.offer(self.ice)
+        try:
+            await pipe.send(auth.channel.seal(offer.encode()))
+            answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+            await link.accept_answer(answer)
+            await link.wait_open(LINK_OPEN_TIMEOUT_S)
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    async def _answer_link(self, pipe: Pipe, auth: Authenticated) -> PeerLink:
+        offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+        link, answer = await PeerLink.answer(self.ice, offer)
+        try:
+            await pipe.send(auth.channel.seal(answer.encode()))
+            await link.wait_open(LINK_OPEN_TIMEOUT_S)
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    async def _adopt_link(
+        self, link: PeerLink, auth: Authenticated, initiator: str, endpoint: str | None
+    ) -> None:
+        if auth.peer_daemon_id == self.daemon_id:
+            await link.close()
+            return
+        connection = PeerConnection(
+            link,
+            auth.peer_daemon_id,
+            initiator,
+            daemon_id=self.daemon_id,
+            lookup=self._lookup,
+            on_events=self._on_peer_events,
+            on_share=self._on_peer_share,
+            endpoint=endpoint,
+        )
+        if not await self._register(connection):
+            return
+        self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
+        await self._on_peer_share(connection, auth.share_id)
+
+    async def _register(self, connection: PeerConnection) -> bool:
+        """One connection per pair of daemons: a duplicate keeps a deterministic winner."""
+        existing = self.connections.get(connection.peer_id)
+        if existing is not None and existing.is_open:
+            newer_wins = (
+                existing.initiator_id == connection.initiator_id
+                or min(existing.initiator_id, connection.initiator_id) == connection.initiator_id
+            )
+            loser = existing if newer_wins else connection
+            await loser.close()
+            if loser is connection:
+                return False
+        self.connections[connection.peer_id] = connection
+        return True
+
+    async def _run_connection(self, connection: PeerConnection) -> None:
+        try:
+            await connection.run()
+        finally:
+            if self.connections.get(connection.peer_id) is connection:
+                del self.connections[connection.peer_id]
+            self._poke.set()
+
+    def _lookup(self, nonce: bytes, tag: bytes) -> tuple[bytes, bytes] | None:
+        secrets_by_id = {s.share_id: s.record.secret for s in self.shares.values()}
+        return share_lookup(secrets_by_id)(nonce, tag)
+
+    async def _on_peer_share(self, connection: PeerConnection, share_id: bytes) -> None:
+        share = self.shares.get(share_id)
+        if share is None or share.state is ShareState.CLOSED:
+            return
+        if connection.peer_id not in share.record.members:
+            share.record.members.append(connection.peer_id)
+            share.record.save(self.home)
+        await connection.add_doc(share_id, share.file.doc)
+
+    async def _on_peer_events(
+        self, connection: PeerConnection, events: Sequence[SyncEvent]
+    ) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                await connection.send(event.messages)
+            elif isinstance(event, RemoteUpdate):
+                await self._on_remote_update(connection, event)
+            elif isinstance(event, Synced):
+                share = self.shares.get(event.doc_id)
+                if share is not None:
+                    share.schedule_write()
+            elif isinstance(event, ProtocolViolation):
+                await connection.fail(event.reason)
+            elif isinstance(event, PeerError):
+                logger.warning("peer %s closed with: %s", connection.peer_id, event.reason)
+                await connection.close()
+
+    async def _on_remote_update(self, connection: PeerConnection, event: RemoteUpdate) -> None:
+        share = self.shares.get(event.doc_id)
+        if share is None:
+            return
+        try:
+            share.remote_update(event.update)
+        except P2PError as exc:
+            share.last_error = exc.message
+            return
+        await self._broadcast(share, event.update, exclude=connection.peer_id)
+
+    # --- the rendezvous listener ---------------------------------------------------------
+
+    async def _on_pipe(self, pipe: Pipe) -> None:
+        try:
+            opening = parse_envelope(await pipe.recv(HANDSHAKE_TIMEOUT_S))
+            if opening.get("kind") == "invite":
+                await self._host_invitation(pipe, str(opening.get("nameplate", "")))
+            elif opening.get("kind") == "member":
+                await self._answer_member(pipe)
+        except Exception as exc:  # a bad dialler must never hurt the daemon
+            logger.info("rendezvous from %s ended: %s", pipe.remote_address, exc)
+
+    async def _host_invitation(self, pipe: Pipe, nameplate: str) -> None:
+        try:
+            invitation = self.invitations.find(nameplate)
+        except P2PError as exc:
+            await pipe.send(error_reply(exc))
+            return
+        share = self.shares[invitation.share_id]
+        invitation.uses_left -= 1  # reserved, so two joiners cannot both use a 1-use code
+        welcome = json.dumps(
+            {
+                "share_id": share.share_id.hex(),
+                "secret": share.record.secret.hex(),
+                "name": share.record.name,
+                "members": share.record.members,
+            }
+        ).encode()
+        try:
+            await pipe.send(ok_reply())
+            await run_handshake(pipe, InviteHost(invitation.code, welcome))
+            logger.info("a new member joined %s", share.path)
+        except WrongCode:
+            invitation.uses_left += 1
+            self.invitations.wrong_attempt(invitation)
+            raise
+        except BaseException:
+            invitation.uses_left += 1
+            raise
+        finally:
+            self.invitations.expire()
+            await self._refresh_announcement()
+
+    async def _answer_member(self, pipe: Pipe) -> None:
+        await pipe.send(ok_reply())
+        auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
+        assert isinstance(auth, Authenticated)
+        link = await self._answer_link(pipe, auth)
+        await self._adopt_link(link, auth, auth.peer_daemon_id, None)
+
+    async def _redeem(self, code: JoinCode, deadline: float) -> bytes:
+        """Find the daemon offering ``code`` and run the PAKE with it; the sealed welcome."""
+        tried: set[str] = set()
+        while time.monotonic() < deadline:
+            for endpoint in self._endpoints_offering(code.nameplate):
+                if endpoint.key in tried:
+                    continue
+                tried.add(endpoint.key)
+                try:
+                    return await self._redeem_at(endpoint, code)
+                except NoSuchInvitation:
+                    continue
+            await asyncio.sleep(0.1)
+        raise NoSuchInvitation()
+
+    def _endpoints_offering(self, nameplate: str) -> Iterator[Endpoint]:
+        for endpoint in list(self.endpoints.values()):
+            nameplates = endpoint.nameplates
+            if nameplates is None or nameplate in nameplates:
+                yield endpoint
+
+    async def _redeem_at(self, endpoint: Endpoint, code: JoinCode) -> bytes:
+        pipe = await connect_pipe(endpoint.host, endpoint.port, HANDSHAKE_TIMEOUT_S)
+        try:
+            await pipe.send(envelope("invite", nameplate=code.nameplate))
+            await expect_ok(pipe)
+            welcomed = await run_handshake(pipe, InviteJoiner(code))
+            assert isinstance(welcomed, Welcomed)
+            return welcomed.payload
+        finally:
+            await pipe.close()
+
+
+class _HomeLock:
+    """One daemon per home: an exclusive lock held for the daemon's lifetime."""
+
+    def __init__(self, home: Path) -> None:
+        self._file = (home / "daemon.lock").open("a")
+
+    def acquire(self) -> None:
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise control.DaemonAlreadyRunning() from None
+
+
+def _configure_logging(home: Path, level: int) -> None:
+    handler = logging.FileHandler(paths.log_file(home))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("aioice", "aiortc", "websockets", "zeroconf"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+async def _serve(home: Path, config: DaemonConfig) -> None:
+    daemon = Daemon(home, config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.request_stop)
+    await daemon.start()
+    await daemon.run_until_stopped()
+
+
+def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
+    """Run the daemon of ``home`` in the foreground until ``p2prtc stop`` or a signal."""
+    lock = _HomeLock(home)
+    lock.acquire()
+    _configure_logging(home, log_level)
+    asyncio.run(_serve(home, DaemonConfig.from_env()))

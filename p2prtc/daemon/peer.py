@@ -1,0 +1,201 @@
+"""One WebRTC connection to another daemon, carrying every share the two have in common.
+
+The connection is authenticated for the share whose member handshake set it up (the SDPs
+travelled sealed under that handshake's keys). Every further share is added by a member
+handshake over the data channel itself (AUTH frames), bound to the DTLS fingerprints of this
+very connection, so a membership proof cannot be replayed onto another connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pycrdt import Doc
+
+from p2prtc.adapters.webrtc import PeerLink
+from p2prtc.core.framing import Frame, FrameKind, error_frame
+from p2prtc.core.handshake import (
+    Authenticated,
+    Failed,
+    HandshakeEvent,
+    Lookup,
+    MemberInitiator,
+    MemberResponder,
+    SendMessage,
+)
+from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
+
+logger = logging.getLogger(__name__)
+
+AUTH_SESSION_ID_SIZE = 16
+_MAX_AUTH_SESSIONS = 64
+
+# (connection, events) -> None: the daemon's handler for what the peer's messages caused.
+EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
+# (connection, share id) -> None: a share was authenticated over this connection.
+ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def fingerprint_binding(link: PeerLink) -> bytes:
+    """Both DTLS fingerprints in an order both ends agree on."""
+    prints = sorted(["|".join(link.local_fingerprints()), "|".join(link.remote_fingerprints())])
+    return "\n".join(prints).encode()
+
+
+class PeerConnection:
+    """A live link to ``peer_id`` plus the y-sync session and AUTH handshakes running on it."""
+
+    def __init__(
+        self,
+        link: PeerLink,
+        peer_id: str,
+        initiator_id: str,
+        *,
+        daemon_id: str,
+        lookup: Lookup,
+        on_events: EventHandler,
+        on_share: ShareHandler,
+        endpoint: str | None = None,
+    ) -> None:
+        self.link = link
+        self.peer_id = peer_id
+        self.initiator_id = initiator_id
+        self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
+        self.sync = PeerSync(peer_id)
+        self.state = ConnectionState.OPEN
+        self.declined: set[bytes] = set()  # shares the peer said it does not hold
+        self._daemon_id = daemon_id
+        self._lookup = lookup
+        self._on_events = on_events
+        self._on_share = on_share
+        self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
+        self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
+        self._send_lock = asyncio.Lock()
+
+    def _set_state(self, new: ConnectionState) -> None:
+        logger.info("connection to %s: %s -> %s", self.peer_id, self.state.value, new.value)
+        self.state = new
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is ConnectionState.OPEN
+
+    async def send(self, messages: list[bytes]) -> None:
+        """Send data channel messages in order; a closed link just drops them."""
+        if not messages or not self.is_open:
+            return
+        async with self._send_lock:
+            try:
+                for message in messages:
+                    await self.link.send(message)
+            except Exception as exc:  # any send failure means the link is gone
+                logger.info("sending to %s failed: %s", self.peer_id, exc)
+                await self.close()
+
+    async def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> None:
+        if doc_id not in self.sync.doc_ids:
+            await self.send(self.sync.add_doc(doc_id, doc))
+
+    async def remove_doc(self, doc_id: bytes) -> None:
+        await self.send(self.sync.remove_doc(doc_id))
+
+    def is_authenticating(self, share_id: bytes) -> bool:
+        return share_id in self._auth_shares.values()
+
+    async def authenticate_share(self, share_id: bytes, secret: bytes) -> None:
+        """Prove membership of one more share over this connection (AUTH frames)."""
+        if self.is_authenticating(share_id) or share_id in self.sync.doc_ids:
+            return
+        session = secrets.token_bytes(AUTH_SESSION_ID_SIZE)
+        machine = MemberInitiator(share_id, secret, self._daemon_id, fingerprint_binding(self.link))
+        self._auth[session] = machine
+        self._auth_shares[session] = share_id
+        await self._send_auth(session, machine.start())
+
+    async def _send_auth(self, session: bytes, messages: list[bytes]) -> None:
+        frames: list[bytes] = []
+        for message in messages:
+            frames += self.sync.send_frame(Frame(FrameKind.AUTH, session, message))
+        await self.send(frames)
+
+    async def run(self) -> None:
+        """Read messages until the link closes."""
+        try:
+            async for message in self.link:
+                events = self.sync.receive(message)
+                control = [event for event in events if isinstance(event, ControlFrame)]
+                others = [event for event in events if not isinstance(event, ControlFrame)]
+                for event in control:
+                    await self._on_control(event.frame)
+                if others:
+                    await self._on_events(self, others)
+                if not self.is_open:
+                    break
+        finally:
+            await self.close()
+
+    async def _on_control(self, frame: Frame) -> None:
+        if frame.kind is not FrameKind.AUTH:
+            await self.fail(f"unexpected {frame.kind.name} frame")
+            return
+        session = frame.doc_id
+        machine = self._auth.get(session)
+        if machine is None:
+            if len(self._auth) >= _MAX_AUTH_SESSIONS:
+                await self.fail("too many AUTH sessions")
+                return
+            machine = MemberResponder(self._lookup, self._daemon_id, fingerprint_binding(self.link))
+            self._auth[session] = machine
+            machine.start()
+        await self._on_auth_events(session, machine.receive(frame.payload))
+
+    async def _on_auth_events(self, session: bytes, events: list[HandshakeEvent]) -> None:
+        for event in events:
+            if isinstance(event, SendMessage):
+                await self._send_auth(session, [event.data])
+            elif isinstance(event, Authenticated):
+                self._end_auth(session)
+                if event.peer_daemon_id != self.peer_id:
+                    await self.fail("AUTH from a different daemon than the connection's")
+                    return
+                await self._on_share(self, event.share_id)
+            elif isinstance(event, Failed):
+                share_id = self._end_auth(session)
+                if share_id is not None:
+                    self.declined.add(share_id)
+                logger.info("share auth with %s failed: %s", self.peer_id, event.error)
+
+    def _end_auth(self, session: bytes) -> bytes | None:
+        self._auth.pop(session, None)
+        return self._auth_shares.pop(session, None)
+
+    async def fail(self, reason: str) -> None:
+        """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""
+        logger.warning("disconnecting %s: %s", self.peer_id, reason)
+        await self.send(self.sync.send_frame(error_frame(reason)))
+        await self.close()
+
+    async def close(self) -> None:
+        if not self.is_open:
+            return
+        self._set_state(ConnectionState.CLOSED)
+        await self.link.close()
+
+    def status(self) -> dict[str, Any]:
+        address = self.link.remote_address()
+        return {
+            "id": self.peer_id,
+            "address": f"{address[0]}:{address[1]}" if address else None,
+            "connected": self.is_open,
+            "path_type": self.link.path_type(),
+        }

@@ -1,0 +1,135 @@
+"""A share at run time: its record, its file, its state, and the writer that renders it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from p2prtc.core.keys import share_tag
+from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.state import ShareRecord
+from p2prtc.errors import P2PError
+
+logger = logging.getLogger(__name__)
+
+# (share, update) -> None: send an update made here to every peer of the share.
+Broadcast = Callable[["Share", bytes], Awaitable[None]]
+# Grace before re-creating a deleted file: editors that save by delete+create finish first.
+DELETED_FILE_GRACE_S = 2.0
+WRITE_RETRY_S = 1.0
+
+
+class ShareState(enum.Enum):
+    JOINING = "joining"  # waiting for a peer's state: nothing written yet
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class Share:
+    """One shared notebook on this machine, owned by the daemon's event loop."""
+
+    def __init__(
+        self, record: ShareRecord, file: SharedFile, broadcast: Broadcast, state: ShareState
+    ) -> None:
+        self.record = record
+        self.file = file
+        self.state = state
+        self.last_error: str | None = None
+        self.ready = asyncio.Event()  # set once the file is on disk (joiners wait on it)
+        if state is ShareState.ACTIVE:
+            self.ready.set()
+        self._broadcast = broadcast
+        self._dirty = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")
+        self.on_active: Callable[[Share], Awaitable[None]] | None = None
+
+    @property
+    def share_id(self) -> bytes:
+        return self.record.share_id
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
+
+    def tag(self, epoch: int) -> str:
+        return share_tag(self.record.secret, epoch)
+
+    def _set_state(self, new: ShareState) -> None:
+        logger.info("share %s: %s -> %s", self.path, self.state.value, new.value)
+        self.state = new
+
+    def _report(self, error: P2PError | None) -> None:
+        message = error.message if error else None
+        if message != self.last_error:
+            if message:
+                logger.warning("%s: %s", self.path, message)
+            self.last_error = message
+
+    def schedule_write(self) -> None:
+        """Render the doc to the file soon; bursts of remote updates coalesce into one write."""
+        self._dirty.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not await self._write_once():
+                await asyncio.sleep(WRITE_RETRY_S)
+                self._dirty.set()
+
+    async def _write_once(self) -> bool:
+        joining = self.state is ShareState.JOINING
+        try:
+            update = self.file.write(replace_unknown=joining)
+        except P2PError as exc:
+            self._report(exc)
+            return False
+        self._report(None)
+        if update is not None:
+            await self._broadcast(self, update)
+        if joining:
+            await self._become_active()
+        return True
+
+    async def _become_active(self) -> None:
+        self.record.joined = True
+        self._set_state(ShareState.ACTIVE)
+        self.ready.set()
+        if self.on_active is not None:
+            await self.on_active(self)
+
+    async def file_changed(self) -> None:
+        """The watcher saw a save: ingest it (invalid files are reported, never ingested)."""
+        if self.state is not ShareState.ACTIVE:
+            return
+        try:
+            update = self.file.read_and_ingest()
+        except P2PError as exc:
+            self._report(exc)
+            return
+        self._report(None)
+        if update is not None:
+            await self._broadcast(self, update)
+
+    async def file_deleted(self) -> None:
+        """Never treat a deleted file as "delete everything": write it back after a grace."""
+        await asyncio.sleep(DELETED_FILE_GRACE_S)
+        if self.state is ShareState.ACTIVE and not self.path.exists():
+            logger.warning("%s was deleted: writing the shared copy back", self.path)
+            self.schedule_write()
+
+    def remote_update(self, update: bytes) -> None:
+        """A peer's update reached the doc: persist it, then render it to the file."""
+        self.file.apply_remote(update)
+        self.schedule_write()
+
+    async def close(self) -> None:
+        self._set_state(ShareState.CLOSED)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self.file.store.close()

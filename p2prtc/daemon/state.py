@@ -1,0 +1,93 @@
+"""What a daemon keeps on disk besides documents: its identity and its share records.
+
+Layout under ``P2PRTC_HOME``: ``identity.json`` (this daemon's id) and, per share,
+``shares/<share id hex>/share.json`` (path, name, secret, members; 0600, the secret never
+logged) next to ``doc.sqlite`` (the update log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2prtc import paths
+from p2prtc.core.keys import new_secret
+
+logger = logging.getLogger(__name__)
+
+SHARE_ID_SIZE = 16
+_RECORD = "share.json"
+_STORE = "doc.sqlite"
+
+
+def load_daemon_id(home: Path) -> str:
+    """This daemon's stable id, made on first start. Members know each other by it."""
+    path = home / "identity.json"
+    try:
+        return str(json.loads(path.read_bytes())["daemon_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        daemon_id = secrets.token_hex(8)
+        paths.write_private(path, json.dumps({"daemon_id": daemon_id}).encode())
+        return daemon_id
+
+
+@dataclass
+class ShareRecord:
+    """A share as persisted: enough to resume it after a restart."""
+
+    share_id: bytes
+    secret: bytes
+    path: Path
+    name: str
+    members: list[str] = field(default_factory=list)
+    joined: bool = False  # False until a joiner has written the file once
+
+    @classmethod
+    def new(cls, path: Path, daemon_id: str) -> ShareRecord:
+        return cls(secrets.token_bytes(SHARE_ID_SIZE), new_secret(), path, path.name, [daemon_id])
+
+    def folder(self, home: Path) -> Path:
+        return paths.shares_dir(home) / self.share_id.hex()
+
+    def store_path(self, home: Path) -> Path:
+        return self.folder(home) / _STORE
+
+    def save(self, home: Path) -> None:
+        folder = paths.make_private_dir(self.folder(home))
+        data = {
+            "share_id": self.share_id.hex(),
+            "secret": self.secret.hex(),
+            "path": str(self.path),
+            "name": self.name,
+            "members": self.members,
+            "joined": self.joined,
+        }
+        paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
+
+    def delete(self, home: Path) -> None:
+        shutil.rmtree(self.folder(home), ignore_errors=True)
+
+
+def load_records(home: Path) -> list[ShareRecord]:
+    """Every share this home holds; an unreadable record is logged and skipped."""
+    records = []
+    for record_file in sorted(paths.shares_dir(home).glob(f"*/{_RECORD}")):
+        try:
+            data = json.loads(record_file.read_bytes())
+            records.append(
+                ShareRecord(
+                    share_id=bytes.fromhex(data["share_id"]),
+                    secret=bytes.fromhex(data["secret"]),
+                    path=Path(data["path"]),
+                    name=str(data["name"]),
+                    members=[str(member) for member in data.get("members", [])],
+                    joined=bool(data.get("joined", True)),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.error("skipping unreadable share record %s: %s", record_file, exc)
+    return records
