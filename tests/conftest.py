@@ -15,3 +15,7 @@ def notebooks_dir() -> Path:
     if not NOTEBOOKS_DIR.is_dir():
         pytest.fail(f"missing sample notebooks at {NOTEBOOKS_DIR}")
     return NOTEBOOKS_DIR
+
+
+# Fixtures that start a real signaling relay process (tests/signaling_server.py).
+pytest_plugins = ["signaling_server"]

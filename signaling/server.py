@@ -1,0 +1,291 @@
+"""The relay: y-webrtc signaling over WebSocket, hardened with limits, health and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import mmap
+import os
+import ssl
+import time
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from signaling.limits import ConnectionSlots, Limits, TokenBucket
+from signaling.logs import fields
+from signaling.protocol import (
+    PONG,
+    ErrorCode,
+    Ping,
+    ProtocolError,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    encode_error,
+    encode_publish,
+    parse_message,
+)
+from signaling.stats import Counters
+from signaling.topics import TopicTable
+
+logger = logging.getLogger(__name__)
+
+HEALTH_PATH = "/healthz"
+# Short: a peer that does not answer our close frame quickly is gone anyway.
+_CLOSE_TIMEOUT = 5.0
+
+
+class _Session:
+    """What the relay knows about one open connection."""
+
+    def __init__(self, ws: ServerConnection, limits: Limits, now: float) -> None:
+        self.ws = ws
+        self.id = ws.id.hex[:12]
+        self.opened = now
+        self.last_activity = now
+        self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst, now)
+        # Set after a drop was reported, so a flooder gets one error, not one per message.
+        self.throttled = False
+        self.dropped = False
+
+
+class SignalingServer:
+    """A y-webrtc compatible signaling relay; `start()` binds, `close()` shuts down gracefully."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        limits: Limits | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        real_ip_header: str | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._limits = limits or Limits()
+        self._ssl = ssl_context
+        self._real_ip_header = real_ip_header
+        self._slots = ConnectionSlots(
+            self._limits.max_connections_per_address, self._limits.max_connections
+        )
+        self._topics: TopicTable[_Session] = TopicTable(
+            self._limits.max_topics_per_connection,
+            self._limits.max_subscribers_per_topic,
+            self._limits.max_topic_length,
+        )
+        self.counters = Counters()
+        self._started = time.monotonic()
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._process_request,
+            ssl=self._ssl,
+            # Relayed payloads are encrypted blobs: compressing them wastes CPU and memory.
+            compression=None,
+            max_size=self._limits.max_message_bytes,
+            ping_interval=self._limits.ping_interval,
+            ping_timeout=self._limits.ping_timeout,
+            close_timeout=_CLOSE_TIMEOUT,
+        )
+        self._started = time.monotonic()
+        logger.info("server.start", extra=fields(urls=self.urls, **self._limits.as_dict()))
+
+    @property
+    def urls(self) -> list[str]:
+        """The WebSocket URL of every listening socket (port 0 resolved to the real port)."""
+        if self._server is None:
+            return []
+        scheme = "wss" if self._ssl else "ws"
+        urls = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            urls.append(f"{scheme}://{shown}:{port}")
+        return urls
+
+    async def close(self) -> None:
+        """Stop accepting, tell every client we are going away (1001) and wait for them."""
+        if self._server is None:
+            return
+        logger.info("server.stopping", extra=fields(connections=self._slots.open))
+        self._server.close(code=CloseCode.GOING_AWAY, reason="server shutting down")
+        await self._server.wait_closed()
+        logger.info("server.stopped", extra=fields(**self.counters.as_dict()))
+
+    def health(self) -> dict[str, Any]:
+        """Gauges, counters and limits, as served on the health endpoint."""
+        return {
+            "status": "ok",
+            "uptime_seconds": round(time.monotonic() - self._started, 3),
+            "connections": self._slots.open,
+            "topics": self._topics.topic_count,
+            "subscriptions": self._topics.subscription_count,
+            "memory_rss_bytes": _current_rss_bytes(),
+            "counters": self.counters.as_dict(),
+            "limits": self._limits.as_dict(),
+        }
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != HEALTH_PATH:
+            return None
+        response = ws.respond(http.HTTPStatus.OK, json.dumps(self.health()) + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _client_address(self, ws: ServerConnection) -> str:
+        if self._real_ip_header and ws.request is not None:
+            forwarded = ws.request.headers.get(self._real_ip_header)
+            if forwarded:
+                # The last entry is the one our own proxy added; earlier ones are client-made.
+                return forwarded.rsplit(",", 1)[-1].strip()
+        return str(ws.remote_address[0])
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        address = self._client_address(ws)
+        if not self._slots.acquire(address):
+            self.counters.connections_rejected += 1
+            logger.warning("connection.rejected", extra=fields(address=address))
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
+            return
+        self.counters.connections_accepted += 1
+        session = _Session(ws, self._limits, time.monotonic())
+        logger.info("connection.open", extra=fields(conn=session.id, address=address))
+        watchdog = asyncio.create_task(self._close_when_idle(session))
+        try:
+            await self._receive(session)
+        finally:
+            watchdog.cancel()
+            self._topics.remove(session)
+            self._slots.release(address)
+            logger.info(
+                "connection.close",
+                extra=fields(
+                    conn=session.id,
+                    code=ws.close_code,
+                    seconds=round(time.monotonic() - session.opened, 3),
+                ),
+            )
+
+    async def _receive(self, session: _Session) -> None:
+        try:
+            while True:
+                raw = await session.ws.recv(decode=False)
+                await self._on_message(session, raw)
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.counters.closed_oversized += 1
+
+    async def _close_when_idle(self, session: _Session) -> None:
+        timeout = self._limits.idle_timeout
+        while (idle := time.monotonic() - session.last_activity) < timeout:
+            await asyncio.sleep(timeout - idle)
+        self.counters.closed_idle += 1
+        logger.info("connection.idle", extra=fields(conn=session.id))
+        await session.ws.close(CloseCode.NORMAL_CLOSURE, "idle timeout")
+
+    async def _on_message(self, session: _Session, raw: bytes) -> None:
+        now = time.monotonic()
+        session.last_activity = now
+        self.counters.messages_received += 1
+        self.counters.bytes_received += len(raw)
+        if not session.bucket.take(now):
+            await self._drop_over_rate(session)
+            return
+        session.throttled = False
+        try:
+            message = parse_message(raw)
+        except ProtocolError as exc:
+            await self._refuse(session, exc)
+            return
+        if isinstance(message, Subscribe):
+            await self._subscribe(session, message.topics)
+        elif isinstance(message, Unsubscribe):
+            for topic in message.topics:
+                self._topics.unsubscribe(session, topic)
+        elif isinstance(message, Publish):
+            self._relay(message, now)
+        elif isinstance(message, Ping):
+            await session.ws.send(PONG)
+
+    async def _drop_over_rate(self, session: _Session) -> None:
+        self.counters.rate_limited += 1
+        if session.throttled:
+            return
+        session.throttled = True
+        logger.info("connection.rate_limited", extra=fields(conn=session.id))
+        await session.ws.send(encode_error(ErrorCode.RATE_LIMITED, "too many messages, dropped"))
+
+    async def _refuse(self, session: _Session, exc: ProtocolError) -> None:
+        if exc.code is ErrorCode.UNKNOWN_TYPE:
+            self.counters.unknown_type += 1
+        else:
+            self.counters.malformed += 1
+        logger.debug("message.refused", extra=fields(conn=session.id, error=exc.code.value))
+        await session.ws.send(encode_error(exc.code, exc.detail))
+
+    async def _subscribe(self, session: _Session, topics: tuple[str, ...]) -> None:
+        refused: defaultdict[ErrorCode, list[str]] = defaultdict(list)
+        for topic in topics:
+            reason = self._topics.subscribe(session, topic)
+            if reason is not None:
+                refused[reason].append(topic)
+        for reason, names in refused.items():
+            self.counters.subscriptions_refused += len(names)
+            logger.info(
+                "subscribe.refused",
+                extra=fields(conn=session.id, error=reason.value, count=len(names)),
+            )
+            await session.ws.send(encode_error(reason, "subscription refused", tuple(names)))
+
+    def _relay(self, publish: Publish, now: float) -> None:
+        self.counters.publishes += 1
+        receivers = self._topics.subscribers(publish.topic)
+        if not receivers:
+            self.counters.publishes_unrouted += 1
+            return
+        payload = encode_publish(publish, len(receivers))
+        reachable = [receiver for receiver in receivers if self._keeps_up(receiver)]
+        for receiver in reachable:
+            receiver.last_activity = now
+        # broadcast() writes without waiting, so one slow receiver cannot stall the others;
+        # _keeps_up bounds what piles up for each.
+        broadcast([receiver.ws for receiver in reachable], payload)
+        self.counters.deliveries += len(reachable)
+
+    def _keeps_up(self, receiver: _Session) -> bool:
+        """False, after dropping it, for a receiver whose unsent backlog is over the limit."""
+        if receiver.dropped:
+            return False
+        if receiver.ws.transport.get_write_buffer_size() <= self._limits.max_send_buffer_bytes:
+            return True
+        receiver.dropped = True
+        self.counters.closed_slow += 1
+        logger.warning("connection.slow", extra=fields(conn=receiver.id))
+        # A close frame would queue behind the backlog it is meant to cut: abort instead.
+        receiver.ws.transport.abort()
+        return False
+
+
+def _current_rss_bytes() -> int | None:
+    """Resident memory of this process where /proc tells it (Linux), else None."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as statm:
+            return int(statm.read().split()[1]) * mmap.PAGESIZE
+    except OSError:
+        return None
