@@ -117,6 +117,10 @@ class SignalingClient:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def url(self) -> str:
+        return self._url
+
+    @property
     def state(self) -> SignalingState:
         return self._state
 

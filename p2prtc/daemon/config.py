@@ -5,7 +5,10 @@
 ``P2PRTC_PORT``        rendezvous port (default 0: any free port, announced by mDNS).
 ``P2PRTC_MDNS``        ``0``/``off`` disables mDNS (WAN-only or static peers).
 ``P2PRTC_PEERS``       comma-separated ``host:port`` rendezvous endpoints to dial directly.
+``P2PRTC_SIGNAL``      comma-separated signaling relay URLs (ws:// or wss://; default: none).
 ``P2PRTC_ICE_SERVERS`` comma-separated STUN/TURN URLs (default: none; nothing public is used).
+``P2PRTC_TURN_USERNAME`` / ``P2PRTC_TURN_CREDENTIAL``  credentials for the TURN URLs.
+``P2PRTC_RELAY_ONLY``  ``1`` forces ICE through the TURN relay (tests, strict networks).
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ class DaemonConfig:
     mdns: bool = True
     peers: list[tuple[str, int]] = field(default_factory=list)
     ice_urls: list[str] = field(default_factory=list)
+    signal_urls: list[str] = field(default_factory=list)
+    turn_username: str | None = None
+    turn_credential: str | None = None
+    relay_only: bool = False
+
+    def ice_servers(self) -> list[tuple[str, str | None, str | None]]:
+        """(url, username, credential) per configured STUN/TURN server."""
+        return [
+            (url, self.turn_username, self.turn_credential)
+            if url.startswith(("turn:", "turns:"))
+            else (url, None, None)
+            for url in self.ice_urls
+        ]
 
     @property
     def listen_host(self) -> str:
@@ -38,10 +54,18 @@ class DaemonConfig:
         return cls(
             interfaces=_list(env.get("P2PRTC_INTERFACES")) or None,
             port=_port(env.get("P2PRTC_PORT", "0"), "P2PRTC_PORT"),
-            mdns=env.get("P2PRTC_MDNS", "1").strip().lower() not in ("0", "off", "no", "false"),
+            mdns=_flag(env.get("P2PRTC_MDNS", "1")),
             peers=[_endpoint(item) for item in _list(env.get("P2PRTC_PEERS"))],
             ice_urls=_list(env.get("P2PRTC_ICE_SERVERS")),
+            signal_urls=_list(env.get("P2PRTC_SIGNAL")),
+            turn_username=env.get("P2PRTC_TURN_USERNAME") or None,
+            turn_credential=env.get("P2PRTC_TURN_CREDENTIAL") or None,
+            relay_only=_flag(env.get("P2PRTC_RELAY_ONLY", "0")),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("0", "off", "no", "false", "")
 
 
 def _list(value: str | None) -> list[str]:

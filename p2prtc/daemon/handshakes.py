@@ -30,8 +30,13 @@ class HandshakePeerError(P2PError):
 
 
 class BytePipe(Protocol):
+    """A LAN rendezvous WebSocket or a pipe over a signaling topic."""
+
+    @property
+    def remote_address(self) -> object: ...
     async def send(self, data: bytes) -> None: ...
     async def recv(self, timeout: float | None = None) -> bytes: ...
+    async def close(self) -> None: ...
 
 
 class Machine(Protocol):

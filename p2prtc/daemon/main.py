@@ -10,13 +10,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from p2prtc import __version__, paths
 from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
-from p2prtc.adapters.rendezvous import Pipe, RendezvousServer, connect_pipe
+from p2prtc.adapters.rendezvous import RendezvousServer, connect_pipe
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
 from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
@@ -31,7 +31,7 @@ from p2prtc.core.handshake import (
     WrongCode,
     share_lookup,
 )
-from p2prtc.core.keys import epoch_of, matches_share_tag
+from p2prtc.core.keys import epoch_of, invite_topic, matches_share_tag, member_topic
 from p2prtc.core.sync import (
     PeerError,
     ProtocolViolation,
@@ -45,6 +45,7 @@ from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.handshakes import (
     HANDSHAKE_TIMEOUT_S,
+    BytePipe,
     envelope,
     error_reply,
     expect_ok,
@@ -55,12 +56,16 @@ from p2prtc.daemon.handshakes import (
 from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
+from p2prtc.daemon.signal_pipes import SignalHub
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_S = 1.0
+# Signaling presence is repeated this often, and forgotten when not heard for PRESENCE_TTL_S.
+PRESENCE_INTERVAL_S = 15.0
+PRESENCE_TTL_S = 60.0
 LINK_OPEN_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 30.0
 
@@ -85,14 +90,24 @@ class BadRequest(P2PError):
     """The request to the daemon is invalid."""
 
 
-class Endpoint:
-    """A daemon's rendezvous listener we know of: from mDNS, or configured statically."""
+PipeOpener = Callable[[], Awaitable[BytePipe]]
 
-    def __init__(self, key: str, host: str, port: int, properties: dict[str, str] | None):
+
+class Endpoint:
+    """Another daemon we can dial: from mDNS, a static address, or signaling presence."""
+
+    def __init__(
+        self,
+        key: str,
+        opener: PipeOpener,
+        properties: dict[str, str] | None = None,
+        shares: set[bytes] | None = None,
+    ) -> None:
         self.key = key
-        self.host = host
-        self.port = port
-        self.properties = properties  # None: a static peer, nothing announced
+        self.open_pipe = opener
+        self.properties = properties  # mDNS TXT; None when nothing was announced
+        self.shares = shares  # the shares a signaling topic proves it holds
+        self.seen = time.monotonic()
         self.failures = 0
         self.next_attempt = 0.0
         self.dialling = False
@@ -100,10 +115,12 @@ class Endpoint:
     @property
     def nameplates(self) -> set[str] | None:
         if self.properties is None:
-            return None
+            return None if self.shares is None else set()
         return {n for n in self.properties.get("n", "").split(",") if n}
 
-    def may_hold(self, secret: bytes, epoch: int) -> bool:
+    def may_hold(self, share_id: bytes, secret: bytes, epoch: int) -> bool:
+        if self.shares is not None:
+            return share_id in self.shares
         if self.properties is None:
             return True
         tags = [t for t in self.properties.get("t", "").split(",") if t]
@@ -116,6 +133,13 @@ class Endpoint:
     def succeeded(self) -> None:
         self.failures = 0
         self.next_attempt = 0.0
+
+
+def lan_opener(host: str, port: int) -> PipeOpener:
+    async def open_pipe() -> BytePipe:
+        return await connect_pipe(host, port, HANDSHAKE_TIMEOUT_S)
+
+    return open_pipe
 
 
 class Daemon:
@@ -131,9 +155,20 @@ class Daemon:
         self.invitations = Invitations()
         self.watcher = FileWatcher()
         self.ice = IceConfig(
-            servers=[IceServer(urls=[url]) for url in config.ice_urls],
+            servers=[
+                IceServer(urls=[url], username=user, credential=password)
+                for url, user, password in config.ice_servers()
+            ],
             host_addresses=config.interfaces,
+            relay_only=config.relay_only,
         )
+        self._signal = (
+            SignalHub(config.signal_urls, self._on_presence, self._on_pipe)
+            if config.signal_urls
+            else None
+        )
+        self._invite_hosts: dict[str, list[str]] = {}  # invite topic -> instances offering it
+        self._last_presence = 0.0
         self._stop = asyncio.Event()
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -153,7 +188,10 @@ class Daemon:
         )
         for host, port in self.config.peers:
             key = f"{host}:{port}"
-            self.endpoints[key] = Endpoint(key, host, port, None)
+            self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+        if self._signal is not None:
+            self._signal.start()
+            await self._refresh_discovery()
         if self.config.mdns:
             await self._start_mdns()
         await self.watcher.start()
@@ -187,7 +225,7 @@ class Daemon:
             task.cancel()
         for connection in list(self.connections.values()):
             await connection.close()
-        for closer in (self._announcer, self._browser, self._rendezvous):
+        for closer in (self._announcer, self._browser, self._rendezvous, self._signal):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer.close()
@@ -234,7 +272,7 @@ class Daemon:
     async def _share_became_active(self, share: Share) -> None:
         share.record.save(self.home)
         await self.watcher.add(share.path)
-        await self._refresh_announcement()
+        await self._refresh_discovery()
 
     def _share_for_path(self, path: Path) -> Share | None:
         return next((s for s in self.shares.values() if s.path == path), None)
@@ -307,7 +345,7 @@ class Daemon:
             lifetime_s=float(request.get("expires_s", 900)),
             uses=int(request.get("uses", 1)),
         )
-        await self._refresh_announcement()
+        await self._refresh_discovery()
         return {"code": str(invitation.code), "expires_at": invitation.expires_at}
 
     async def _cmd_join(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +362,7 @@ class Daemon:
         record.save(self.home)
         store = UpdateStore(record.store_path(self.home))
         share = self._open_share(record, SharedFile.empty(record.path, store), ShareState.JOINING)
-        await self._refresh_announcement()
+        await self._refresh_discovery()
         self._poke.set()
         try:
             await asyncio.wait_for(share.ready.wait(), max(0.1, deadline - time.monotonic()))
@@ -363,6 +401,7 @@ class Daemon:
                 "id": self.daemon_id,
                 "rendezvous_port": self._rendezvous.port if self._rendezvous else None,
                 "mdns": self.config.mdns,
+                "signaling": self._signal.status() if self._signal else [],
             },
             "shares": [self._share_status(share, now) for share in self.shares.values()],
         }
@@ -396,7 +435,7 @@ class Daemon:
         await self.watcher.remove(share.path)
         await share.close()
         share.record.delete(self.home)
-        await self._refresh_announcement()
+        await self._refresh_discovery()
         return {"path": str(share.path)}
 
     async def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -414,24 +453,77 @@ class Daemon:
             "t": ",".join(share.tag(epoch) for share in self.shares.values()),
         }
 
-    async def _refresh_announcement(self) -> None:
-        if self._announcer is None:
+    async def _refresh_discovery(self) -> None:
+        """Announce what changed: mDNS TXT, and the signaling topics we listen on."""
+        if self._announcer is not None:
+            announcement = self._announcement()
+            if announcement != self._announced:
+                self._announced = announcement
+                await self._announcer.update(announcement)
+        if self._signal is not None:
+            await self._signal.set_topics(self._signal_topics())
+
+    def _signal_topics(self) -> set[str]:
+        topics = {member_topic(share.record.secret) for share in self.shares.values()}
+        topics |= {invite_topic(nameplate) for nameplate in self.invitations.nameplates()}
+        return topics | set(self._invite_hosts)
+
+    def _share_for_topic(self, topic: str) -> Share | None:
+        return next(
+            (s for s in self.shares.values() if member_topic(s.record.secret) == topic), None
+        )
+
+    def _on_presence(self, topic: str, peer: str, addressed: bool) -> None:
+        """Another daemon is on one of our topics: remember it, and answer if it asked."""
+        assert self._signal is not None
+        if topic in self._invite_hosts:
+            if addressed and peer not in self._invite_hosts[topic]:
+                self._invite_hosts[topic].append(peer)
             return
-        announcement = self._announcement()
-        if announcement != self._announced:
-            self._announced = announcement
-            await self._announcer.update(announcement)
+        if not addressed:
+            self._spawn(self._signal.announce(topic, to=peer), "presence reply")
+        share = self._share_for_topic(topic)
+        if share is None:
+            return  # an invitation topic: the joiner dials us, nothing to remember
+        key = f"signal:{peer}"
+        endpoint = self.endpoints.get(key)
+        if endpoint is None:
+            opener = self._signal_opener(topic, peer)
+            endpoint = self.endpoints[key] = Endpoint(key, opener, shares=set())
+        assert endpoint.shares is not None
+        endpoint.shares.add(share.share_id)
+        endpoint.seen = time.monotonic()
+        self._poke.set()
+
+    def _signal_opener(self, topic: str, peer: str) -> PipeOpener:
+        async def open_pipe() -> BytePipe:
+            assert self._signal is not None
+            return self._signal.open_pipe(topic, peer)
+
+        return open_pipe
+
+    async def _announce_presence(self) -> None:
+        """Say we are here on every share's topic (now and then, and when joining)."""
+        if self._signal is None:
+            return
+        self._last_presence = time.monotonic()
+        for share in list(self.shares.values()):
+            await self._signal.announce(member_topic(share.record.secret))
+        stale = time.monotonic() - PRESENCE_TTL_S
+        for key, endpoint in list(self.endpoints.items()):
+            if key.startswith("signal:") and endpoint.seen < stale:
+                del self.endpoints[key]
 
     def _on_service(self, service: DiscoveredService) -> None:
         if self._announcer is not None and service.name == self._announcer.name:
             return
         if not service.addresses:
             return
+        opener = lan_opener(service.addresses[0], service.port)
         endpoint = self.endpoints.get(service.name)
         if endpoint is None:
-            endpoint = Endpoint(service.name, service.addresses[0], service.port, None)
-            self.endpoints[service.name] = endpoint
-        endpoint.host, endpoint.port = service.addresses[0], service.port
+            endpoint = self.endpoints[service.name] = Endpoint(service.name, opener)
+        endpoint.open_pipe = opener
         endpoint.properties = dict(service.properties)
         endpoint.next_attempt = 0.0
         self._poke.set()
@@ -447,7 +539,11 @@ class Daemon:
                 await asyncio.wait_for(self._poke.wait(), RECONCILE_INTERVAL_S)
             self._poke.clear()
             self.invitations.expire()
-            await self._refresh_announcement()
+            await self._refresh_discovery()
+            joining = any(s.state is ShareState.JOINING for s in self.shares.values())
+            presence_due = time.monotonic() - self._last_presence > PRESENCE_INTERVAL_S
+            if joining or presence_due:
+                await self._announce_presence()
             for endpoint in list(self.endpoints.values()):
                 await self._reconcile_endpoint(endpoint)
 
@@ -457,7 +553,7 @@ class Daemon:
             share
             for share in self.shares.values()
             if share.state is not ShareState.CLOSED
-            and endpoint.may_hold(share.record.secret, epoch)
+            and endpoint.may_hold(share.share_id, share.record.secret, epoch)
         ]
         if not wanted:
             return
@@ -479,15 +575,17 @@ class Daemon:
 
     def _should_dial(self, endpoint: Endpoint, wanted: list[Share]) -> bool:
         """One side dials: the one with the smaller mDNS name, or a joiner waiting for state."""
-        if endpoint.properties is None or self._announcer is None:
-            return True
         if any(share.state is ShareState.JOINING for share in wanted):
+            return True
+        if endpoint.key.startswith("signal:") and self._signal is not None:
+            return self._signal.instance < endpoint.key.removeprefix("signal:")
+        if endpoint.properties is None or self._announcer is None:
             return True
         return self._announcer.name < endpoint.key
 
     async def _dial(self, endpoint: Endpoint, share: Share) -> None:
         try:
-            pipe = await connect_pipe(endpoint.host, endpoint.port, HANDSHAKE_TIMEOUT_S)
+            pipe = await endpoint.open_pipe()
             try:
                 await pipe.send(envelope("member"))
                 await expect_ok(pipe)
@@ -505,7 +603,7 @@ class Daemon:
         finally:
             endpoint.dialling = False
 
-    async def _offer_link(self, pipe: Pipe, auth: Authenticated) -> PeerLink:
+    async def _offer_link(self, pipe: BytePipe, auth: Authenticated) -> PeerLink:
         link, offer = await PeerLink.offer(self.ice)
         try:
             await pipe.send(auth.channel.seal(offer.encode()))
@@ -517,7 +615,7 @@ class Daemon:
             raise
         return link
 
-    async def _answer_link(self, pipe: Pipe, auth: Authenticated) -> PeerLink:
+    async def _answer_link(self, pipe: BytePipe, auth: Authenticated) -> PeerLink:
         offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
         link, answer = await PeerLink.answer(self.ice, offer)
         try:
@@ -616,7 +714,7 @@ class Daemon:
 
     # --- the rendezvous listener ---------------------------------------------------------
 
-    async def _on_pipe(self, pipe: Pipe) -> None:
+    async def _on_pipe(self, pipe: BytePipe) -> None:
         try:
             opening = parse_envelope(await pipe.recv(HANDSHAKE_TIMEOUT_S))
             if opening.get("kind") == "invite":
@@ -626,7 +724,7 @@ class Daemon:
         except Exception as exc:  # a bad dialler must never hurt the daemon
             logger.info("rendezvous from %s ended: %s", pipe.remote_address, exc)
 
-    async def _host_invitation(self, pipe: Pipe, nameplate: str) -> None:
+    async def _host_invitation(self, pipe: BytePipe, nameplate: str) -> None:
         try:
             invitation = self.invitations.find(nameplate)
         except P2PError as exc:
@@ -655,9 +753,9 @@ class Daemon:
             raise
         finally:
             self.invitations.expire()
-            await self._refresh_announcement()
+            await self._refresh_discovery()
 
-    async def _answer_member(self, pipe: Pipe) -> None:
+    async def _answer_member(self, pipe: BytePipe) -> None:
         await pipe.send(ok_reply())
         auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
         assert isinstance(auth, Authenticated)
@@ -667,8 +765,25 @@ class Daemon:
     async def _redeem(self, code: JoinCode, deadline: float) -> bytes:
         """Find the daemon offering ``code`` and run the PAKE with it; the sealed welcome."""
         tried: set[str] = set()
+        topic = invite_topic(code.nameplate)
+        if self._signal is not None:
+            self._invite_hosts[topic] = []
+            await self._refresh_discovery()
+        try:
+            return await self._redeem_until(code, deadline, tried, topic)
+        finally:
+            self._invite_hosts.pop(topic, None)
+            await self._refresh_discovery()
+
+    async def _redeem_until(
+        self, code: JoinCode, deadline: float, tried: set[str], topic: str
+    ) -> bytes:
+        next_probe = 0.0
         while time.monotonic() < deadline:
-            for endpoint in self._endpoints_offering(code.nameplate):
+            if self._signal is not None and time.monotonic() >= next_probe:
+                await self._signal.announce(topic)
+                next_probe = time.monotonic() + 1.0
+            for endpoint in self._endpoints_offering(code.nameplate, topic):
                 if endpoint.key in tried:
                     continue
                 tried.add(endpoint.key)
@@ -679,14 +794,16 @@ class Daemon:
             await asyncio.sleep(0.1)
         raise NoSuchInvitation()
 
-    def _endpoints_offering(self, nameplate: str) -> Iterator[Endpoint]:
+    def _endpoints_offering(self, nameplate: str, topic: str) -> Iterator[Endpoint]:
         for endpoint in list(self.endpoints.values()):
             nameplates = endpoint.nameplates
             if nameplates is None or nameplate in nameplates:
                 yield endpoint
+        for peer in self._invite_hosts.get(topic, []):
+            yield Endpoint(f"signal:{peer}", self._signal_opener(topic, peer))
 
     async def _redeem_at(self, endpoint: Endpoint, code: JoinCode) -> bytes:
-        pipe = await connect_pipe(endpoint.host, endpoint.port, HANDSHAKE_TIMEOUT_S)
+        pipe = await endpoint.open_pipe()
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             await expect_ok(pipe)
