@@ -41,6 +41,7 @@ EXIT_CODES = {
     "FileUnreadable": 6,
     "NotShared": 7,
     "AlreadyShared": 7,
+    "NoSuchMember": 7,
 }
 _START_TIMEOUT_S = 15.0
 
@@ -107,10 +108,43 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.group()
 @click.version_option(__version__, prog_name="p2prtc")
 @click.option("-v", "--verbose", count=True, help="More logging (daemon command).")
+@click.option("--signal", multiple=True, help="Signaling relay URL (repeatable).")
+@click.option("--stun", multiple=True, help="STUN server URL, e.g. stun:host:3478.")
+@click.option("--turn", multiple=True, help="TURN server URL, e.g. turn:host:3478.")
+@click.option("--turn-user", help="TURN username.")
+@click.option("--turn-password", help="TURN password.")
+@click.option("--relay-only", is_flag=True, help="Connect only through the TURN relay.")
+@click.option("--no-mdns", is_flag=True, help="No LAN discovery (WAN-only daemon).")
+@click.option("--interface", multiple=True, help="IPv4 address to use (repeatable).")
 @click.pass_context
-def main(ctx: click.Context, verbose: int) -> None:
-    """Keep a Jupyter notebook identical on several machines, live, peer to peer."""
+def main(
+    ctx: click.Context,
+    verbose: int,
+    signal: tuple[str, ...],
+    stun: tuple[str, ...],
+    turn: tuple[str, ...],
+    turn_user: str | None,
+    turn_password: str | None,
+    relay_only: bool,
+    no_mdns: bool,
+    interface: tuple[str, ...],
+) -> None:
+    """Keep a Jupyter notebook identical on several machines, live, peer to peer.
+
+    Network options set the daemon's environment (see README): they apply to the daemon
+    that this command starts, or to `p2prtc daemon`; a running daemon keeps its settings.
+    """
     ctx.obj = {"verbose": verbose}
+    settings = {
+        "P2PRTC_SIGNAL": ",".join(signal),
+        "P2PRTC_ICE_SERVERS": ",".join((*stun, *turn)),
+        "P2PRTC_TURN_USERNAME": turn_user or "",
+        "P2PRTC_TURN_CREDENTIAL": turn_password or "",
+        "P2PRTC_RELAY_ONLY": "1" if relay_only else "",
+        "P2PRTC_MDNS": "0" if no_mdns else "",
+        "P2PRTC_INTERFACES": ",".join(interface),
+    }
+    os.environ.update({name: value for name, value in settings.items() if value})
 
 
 @main.command()
@@ -217,6 +251,30 @@ def leave(path: Path, as_json: bool) -> None:
     """Stop syncing PATH (the file stays as it is)."""
     answer = _call({"cmd": "leave", "path": str(path.resolve())})
     _emit(as_json, answer, f"left: {answer['path']}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def members(path: Path, as_json: bool) -> None:
+    """List the members of the share PATH (daemon ids)."""
+    answer = _call({"cmd": "members", "path": str(path.resolve())})
+    lines = [
+        f"{m['id']}{'  (this daemon)' if m['self'] else ''}"
+        f"{'  connected' if m['connected'] else ''}"
+        for m in answer["members"]
+    ]
+    _emit(as_json, answer, "\n".join(lines))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("member")
+@json_option
+def remove(path: Path, member: str, as_json: bool) -> None:
+    """Remove MEMBER (an id or prefix) from the share PATH and rotate its secret."""
+    answer = _call({"cmd": "remove", "path": str(path.resolve()), "member": member})
+    _emit(as_json, answer, f"removed {answer['removed']}")
 
 
 @main.command()

@@ -11,6 +11,7 @@ stale buffer, and nothing is ever diffed against text the user never saw.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 from collections import Counter, deque
@@ -18,12 +19,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pycrdt import Doc
+import orjson
+from pycrdt import Doc, TransactionEvent
 
-from p2prtc.core.ingest import apply_notebook_diff, changed_characters
-from p2prtc.core.model import doc_to_notebook, load_notebook, without_cell_ids
+from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
+from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
-from p2prtc.core.statevector import StateVector, decode_state_vector, encode_state_vector
+from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ class Version:
     @cached_property
     def sources(self) -> Counter[str]:
         return source_counts(self.notebook)
+
+    @cached_property
+    def parts(self) -> Counter[bytes]:
+        return part_counts(self.notebook)
 
 
 @dataclass(frozen=True)
@@ -117,56 +123,74 @@ class NotebookEngine:
         base = self._closest_version(new)
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
-        before = decode_state_vector(self.doc.get_state())
-        if base.state_vector == before:
-            ingested = apply_notebook_diff(self.doc, base.notebook, new)
-            update = self.doc.get_update(encode_state_vector(before))
-            self._remember(digest, ingested)
+        if base.state_vector == decode_state_vector(self.doc.get_state()):
+            ingested, update = apply_diff_observed(self.doc, base.notebook, new)
+            saved = self._snapshot(digest, ingested)
             needs_write = False
         else:
-            update, fork = self._ingest_on_fork(base, new)
-            self.doc.apply_update(update)
-            self._versions.append(fork)
-            needs_write = self.notebook()["cells"] != fork.notebook["cells"]
-        changed = decode_state_vector(self.doc.get_state()) != before
-        logger.debug("ingested a save: changed=%s needs_write=%s", changed, needs_write)
-        return IngestResult(update=update if changed else None, needs_write=needs_write)
+            ingested, update, saved = self._ingest_on_fork(base, new, digest)
+            if update is not None:
+                self.doc.apply_update(update)
+            needs_write = self.notebook() != ingested
+        # The editor that made this save held at least this text: older versions are no
+        # longer possible bases, and keeping them would turn an undo back to one of them
+        # into "nothing changed".
+        self._versions.clear()
+        self._versions.append(saved)
+        needs_write = needs_write or ids_reassigned(new, ingested)
+        logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
+        return IngestResult(update=update, needs_write=needs_write)
 
-    def _ingest_on_fork(self, base: Version, new: Notebook) -> tuple[bytes, Version]:
+    def _ingest_on_fork(
+        self, base: Version, new: Notebook, digest: bytes
+    ) -> tuple[Notebook, bytes | None, Version]:
         """Apply the save to a copy of the doc at ``base``; the edit merges like a peer's."""
         # A fresh client id: the live doc may have made edits under its own id since base.
         fork: Doc[Any] = Doc(client_id=random.getrandbits(32))
         fork.apply_update(base.state)
-        ingested = apply_notebook_diff(fork, base.notebook, new)
+        ingested, update = apply_diff_observed(fork, base.notebook, new)
         logger.info("merged a save made from an older version of the file")
-        update = fork.get_update(encode_state_vector(base.state_vector))
-        return update, Version(
-            text_digest(render_notebook(ingested)),
+        # The version is the saved text itself (a file without ids, or not written the way
+        # Jupyter writes, never renders back to it): a second save of it is then known.
+        return (
             ingested,
-            fork.get_update(),
-            decode_state_vector(fork.get_state()),
+            update,
+            Version(digest, ingested, fork.get_update(), decode_state_vector(fork.get_state())),
         )
 
     def _doc_differs_from(self, digest: bytes) -> bool:
-        version = next(v for v in self._versions if v.digest == digest)
+        # The newest version with this text: an older one may hold an older doc state.
+        version = next(v for v in reversed(self._versions) if v.digest == digest)
         return version.state_vector != decode_state_vector(self.doc.get_state())
 
     def _closest_version(self, new: Notebook) -> Version | None:
-        """The version the save most likely started from: the smallest edit, then the newest."""
-        best: Version | None = None
-        best_distance: tuple[int, int] | None = None
+        """The version the save most likely started from: the smallest edit, then the newest.
+
+        Sources decide; among versions with equally close sources, the one with the fewest
+        other differences (outputs, metadata) wins, so that a stale save does not revert a
+        peer's outputs just because the newest version has them.
+        """
+        closest: list[Version] = []
+        best_distance: tuple[int, int, int] | None = None
         new_sources = source_counts(new)
         for version in reversed(self._versions):
             distance = edit_distance(version.sources, new_sources)
             if best_distance is None or distance < best_distance:
-                best, best_distance = version, distance
-            if best_distance == (0, 0):
-                break
-        return best
+                closest, best_distance = [version], distance
+            elif distance == best_distance:
+                closest.append(version)
+        if len(closest) <= 1:
+            return closest[0] if closest else None
+        new_parts = part_counts(new)
+        return min(closest, key=lambda version: counter_distance(version.parts, new_parts))
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
+        self._versions.append(self._snapshot(digest, notebook))
+
+    def _snapshot(self, digest: bytes, notebook: Notebook) -> Version:
+        """A version of the live doc as it is now."""
         state_vector = decode_state_vector(self.doc.get_state())
-        self._versions.append(Version(digest, notebook, self.doc.get_update(), state_vector))
+        return Version(digest, notebook, self.doc.get_update(), state_vector)
 
     def _version(self, digest: bytes, notebook: Notebook, state: bytes) -> Version:
         doc: Doc[Any] = Doc()
@@ -174,19 +198,73 @@ class NotebookEngine:
         return Version(digest, notebook, state, decode_state_vector(doc.get_state()))
 
 
+def apply_diff_observed(
+    doc: Doc[Any], base: Notebook, new: Notebook
+) -> tuple[Notebook, bytes | None]:
+    """``apply_notebook_diff``, plus the update of exactly its transaction (None: no change).
+
+    The update is taken from the transaction, not from the state vector: deletions do not
+    advance a state vector, so a save that only deletes would otherwise look like no change.
+    """
+    updates: list[bytes] = []
+
+    def record(event: TransactionEvent) -> None:
+        updates.append(event.update)
+
+    subscription = doc.observe(record)
+    try:
+        ingested = apply_notebook_diff(doc, base, new)
+    finally:
+        doc.unobserve(subscription)
+    return ingested, updates[0] if updates else None
+
+
+def ids_reassigned(new: Notebook, ingested: Notebook) -> bool:
+    """A file with ids whose ids the doc had to change (a pasted copy kept its id)."""
+    return keeps_cell_ids(new) and any(
+        cell.get("id") != done["id"]
+        for cell, done in zip(new["cells"], ingested["cells"], strict=True)
+    )
+
+
 def source_counts(nb: Notebook) -> Counter[str]:
     return Counter(cell["source"] for cell in nb["cells"])
 
 
-def edit_distance(base: Counter[str], new: Counter[str]) -> tuple[int, int]:
-    """(cells that differ, characters that differ in them): smallest for the true base.
+def part_counts(nb: Notebook) -> Counter[bytes]:
+    """Every cell (without its id) and the notebook metadata, as comparable fingerprints."""
+    parts = [{key: value for key, value in cell.items() if key != "id"} for cell in nb["cells"]]
+    return Counter(_fingerprint(part) for part in [nb["metadata"], *parts])
+
+
+def _fingerprint(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits
+        return json.dumps(value, sort_keys=True).encode()
+
+
+def counter_distance(base: Counter[Any], new: Counter[Any]) -> int:
+    return max(sum((new - base).values()), sum((base - new).values()))
+
+
+def edit_distance(base: Counter[str], new: Counter[str]) -> tuple[int, int, int]:
+    """(cells, lines, characters that differ): smallest for the true base.
 
     Cells equal in both cost nothing; the others are paired in order and their sources
     diffed, so of two versions that differ in the same cell, the one the save started from
-    (fewer changed characters) wins.
+    wins. Lines count before characters: typing a line into a stale buffer, next to a line a
+    peer added, is one inserted line from the true base but only a few changed characters
+    from the version that holds the peer's line (which would then be overwritten).
     """
     added = list((new - base).elements())
     removed = list((base - new).elements())
-    chars = sum(changed_characters(old, new) for old, new in zip(removed, added, strict=False))
+    pairs = list(zip(removed, added, strict=False))
     unpaired = added[len(removed) :] + removed[len(added) :]
-    return max(len(added), len(removed)), chars + sum(map(len, unpaired))
+    lines = sum(changed_lines(old, new) for old, new in pairs)
+    chars = sum(changed_characters(old, new) for old, new in pairs)
+    return (
+        max(len(added), len(removed)),
+        lines + sum(source.count("\n") + 1 for source in unpaired),
+        chars + sum(map(len, unpaired)),
+    )

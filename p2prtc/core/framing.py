@@ -63,6 +63,7 @@ class FrameKind(enum.IntEnum):
     LEAVE = 2  # the sender stopped syncing ``doc_id`` with us; empty payload
     AUTH = 3  # a member handshake message; ``doc_id`` is the exchange id chosen by its initiator
     ERROR = 4  # connection-level: utf-8 reason; the sender closes the connection next
+    REKEY = 5  # the share ``doc_id`` has a new secret and member list (JSON), after a removal
 
     @property
     def has_doc_id(self) -> bool:

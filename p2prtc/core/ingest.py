@@ -60,6 +60,15 @@ def changed_characters(old: str, new: str) -> int:
     return sum(len(chunk) for op, chunk in diffs if op != _DIFF_EQUAL)
 
 
+def changed_lines(old: str, new: str) -> int:
+    """How many lines a line diff inserts plus deletes."""
+    # Both end in a newline, so that a line added after a last line that has none is one
+    # inserted line, not a changed last line too.
+    old_lines, new_lines, _ = _differ.diff_linesToChars(old + "\n", new + "\n")
+    diffs = _differ.diff_main(old_lines, new_lines, False)
+    return sum(len(chunk) for op, chunk in diffs if op != _DIFF_EQUAL)
+
+
 def _common_affixes(old: str, new: str) -> tuple[int, int]:
     """Lengths of the common prefix and suffix, cheap before the real diff on big texts."""
     limit = min(len(old), len(new))

@@ -50,8 +50,42 @@ def parse_notebook(data: bytes | str, *, max_bytes: int = MAX_NOTEBOOK_BYTES) ->
     if not raw.strip():
         raise InvalidNotebook("the file is empty")
     value = _loads(raw)
+    if _LONG_DIGITS.search(raw):
+        _big_integers_to_floats(value)
     validate_notebook(value)
     return join_lines(value)
+
+
+# Only a run of 19+ digits can be an integer beyond 64 bits: a C-speed scan spares the walk.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _big_integers_to_floats(value: Any) -> None:
+    """Turn integers beyond 64 bits into floats, in place.
+
+    A Yrs number is an i64 or a float (as in JavaScript, and Jupyter's own collaborative
+    model stores such numbers as floats too); pycrdt aborts the whole process (a Rust panic)
+    when given a bigger Python int.
+    """
+    # Iterative: the value may be nested almost to the recursion limit.
+    stack = [value] if isinstance(value, dict | list) else []
+    while stack:
+        container = stack.pop()
+        keys = container.keys() if isinstance(container, dict) else range(len(container))
+        for key in keys:
+            item = container[key]
+            if type(item) is int and not _I64_MIN <= item <= _I64_MAX:
+                container[key] = _as_float(item)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+
+
+def _as_float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        raise InvalidNotebook(f"the number {str(number)[:20]}... is too large") from None
 
 
 def _loads(raw: bytes) -> Any:
@@ -62,16 +96,42 @@ def _loads(raw: bytes) -> Any:
     # orjson refuses a few things json accepts (integers beyond 64 bits); the stdlib
     # parser also gives the clearer message when the text really is broken.
     try:
-        return json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidNotebook(f"not UTF-8 text at byte {exc.start}") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidNotebook(f"not valid JSON: {exc}") from None
+    # Unlike orjson, json accepts escaped unpaired surrogates ("\ud800"): no UTF-8 file and
+    # no Yrs string can hold them.
+    if _has_unpaired_surrogate(value):
+        raise InvalidNotebook("a string holds an unpaired UTF-16 surrogate")
+    return value
+
+
+def _has_unpaired_surrogate(value: Any) -> bool:
+    stack = [value]  # iterative: the value may be nested almost to the recursion limit
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _require(condition: bool, detail: str) -> None:
     if not condition:
         raise InvalidNotebook(detail)
+
+
+def _is_one_of(value: Any, allowed: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in allowed  # a list or dict is not hashable
 
 
 def _is_text(value: Any) -> bool:
@@ -83,6 +143,7 @@ def _is_text(value: Any) -> bool:
 def validate_notebook(value: Any) -> None:
     """Check the nbformat 4 structure that p2prtc relies on (a fast subset of the schema)."""
     _require(isinstance(value, dict), "the top level is not a JSON object")
+    _require("nbformat" in value, "it has no nbformat version")
     major = value.get("nbformat")
     if major != 4:
         raise UnsupportedNotebookFormat(f"nbformat is {major!r}")
@@ -97,10 +158,11 @@ def validate_notebook(value: Any) -> None:
 def _validate_cell(index: int, cell: Any) -> None:
     where = f"cell {index}"
     _require(isinstance(cell, dict), f"{where} is not an object")
-    _require(cell.get("cell_type") in CELL_TYPES, f"{where} has no valid cell_type")
+    _require(_is_one_of(cell.get("cell_type"), CELL_TYPES), f"{where} has no valid cell_type")
     _require(_is_text(cell.get("source")), f"{where} source is not text")
     _require(isinstance(cell.get("metadata", {}), dict), f"{where} metadata is not an object")
     _require(isinstance(cell.get("id", ""), str), f"{where} id is not a string")
+    _require(isinstance(cell.get("attachments", {}), dict), f"{where} attachments is not an object")
     if cell["cell_type"] != "code":
         return
     count = cell.get("execution_count")
@@ -109,7 +171,7 @@ def _validate_cell(index: int, cell: Any) -> None:
     _require(isinstance(outputs, list), f"{where} outputs is not a list")
     for output in outputs:
         _require(
-            isinstance(output, dict) and output.get("output_type") in OUTPUT_TYPES,
+            isinstance(output, dict) and _is_one_of(output.get("output_type"), OUTPUT_TYPES),
             f"{where} has an output without a valid output_type",
         )
         if output["output_type"] == "stream":

@@ -31,7 +31,13 @@ from p2prtc.core.handshake import (
     WrongCode,
     share_lookup,
 )
-from p2prtc.core.keys import epoch_of, invite_topic, matches_share_tag, member_topic
+from p2prtc.core.keys import (
+    epoch_of,
+    invite_topic,
+    matches_share_tag,
+    member_topic,
+    new_secret,
+)
 from p2prtc.core.sync import (
     PeerError,
     ProtocolViolation,
@@ -88,6 +94,10 @@ class JoinTimedOut(P2PError):
 
 class BadRequest(P2PError):
     """The request to the daemon is invalid."""
+
+
+class NoSuchMember(P2PError):
+    """No other member of this share has that id (see p2prtc members)."""
 
 
 PipeOpener = Callable[[], Awaitable[BytePipe]]
@@ -302,6 +312,8 @@ class Daemon:
             "join": self._cmd_join,
             "status": self._cmd_status,
             "leave": self._cmd_leave,
+            "members": self._cmd_members,
+            "remove": self._cmd_remove,
             "stop": self._cmd_stop,
         }
         handler = handlers.get(str(request.get("cmd")))
@@ -437,6 +449,80 @@ class Daemon:
         share.record.delete(self.home)
         await self._refresh_discovery()
         return {"path": str(share.path)}
+
+    def _shared(self, request: dict[str, Any]) -> Share:
+        share = self._share_for_path(Path(str(request["path"])))
+        if share is None:
+            raise NotShared(str(request["path"]))
+        return share
+
+    async def _cmd_members(self, request: dict[str, Any]) -> dict[str, Any]:
+        share = self._shared(request)
+        connected = {c.peer_id for c in self.connections.values() if c.is_open}
+        members = [
+            {"id": member, "self": member == self.daemon_id, "connected": member in connected}
+            for member in share.record.members
+        ]
+        return {"path": str(share.path), "members": members}
+
+    async def _cmd_remove(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Drop a member and rotate the secret, so the removed daemon cannot reconnect."""
+        share = self._shared(request)
+        prefix = str(request["member"])
+        matches = [m for m in share.record.members if m.startswith(prefix) and m != self.daemon_id]
+        if len(matches) != 1:
+            raise NoSuchMember(prefix if not matches else f"{prefix} is ambiguous")
+        (removed,) = matches
+        record = share.record
+        record.members.remove(removed)
+        record.secret = new_secret()
+        record.generation += 1
+        record.save(self.home)
+        await self._spread_rekey(share, exclude=None)
+        await self._refresh_discovery()
+        logger.info("removed member %s from %s and rotated its secret", removed, share.path)
+        return {"path": str(share.path), "removed": removed, "members": record.members}
+
+    def _rekey_payload(self, record: ShareRecord) -> bytes:
+        return json.dumps(
+            {
+                "secret": record.secret.hex(),
+                "generation": record.generation,
+                "members": record.members,
+            }
+        ).encode()
+
+    async def _spread_rekey(self, share: Share, exclude: str | None) -> None:
+        """New secret to connected members; connections to non-members drop the share."""
+        payload = self._rekey_payload(share.record)
+        for connection in list(self.connections.values()):
+            if share.share_id not in connection.sync.doc_ids:
+                continue
+            if connection.peer_id not in share.record.members:
+                await connection.remove_doc(share.share_id)
+            elif connection.peer_id != exclude:
+                await connection.send_rekey(share.share_id, payload)
+
+    async def _on_rekey(self, connection: PeerConnection, share_id: bytes, payload: bytes) -> None:
+        share = self.shares.get(share_id)
+        try:
+            data = json.loads(payload)
+            secret = bytes.fromhex(data["secret"])
+            generation = int(data["generation"])
+            members = [str(m) for m in data["members"]]
+        except (ValueError, KeyError, TypeError):
+            await connection.fail("malformed REKEY")
+            return
+        if share is None or generation <= share.record.generation or len(secret) != 32:
+            return
+        if connection.peer_id not in share.record.members or self.daemon_id not in members:
+            return
+        share.record.secret, share.record.generation = secret, generation
+        share.record.members = members
+        share.record.save(self.home)
+        logger.info("the secret of %s was rotated by %s", share.path, connection.peer_id)
+        await self._spread_rekey(share, exclude=connection.peer_id)
+        await self._refresh_discovery()
 
     async def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
         # Answer first; the control server is closed by the shutdown this schedules.
@@ -640,6 +726,7 @@ class Daemon:
             lookup=self._lookup,
             on_events=self._on_peer_events,
             on_share=self._on_peer_share,
+            on_rekey=self._on_rekey,
             endpoint=endpoint,
         )
         if not await self._register(connection):

@@ -39,6 +39,8 @@ _MAX_AUTH_SESSIONS = 64
 EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
 # (connection, share id) -> None: a share was authenticated over this connection.
 ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+# (connection, share id, payload) -> None: a member sent the share's rotated secret.
+RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 
 
 class ConnectionState(enum.Enum):
@@ -65,6 +67,7 @@ class PeerConnection:
         lookup: Lookup,
         on_events: EventHandler,
         on_share: ShareHandler,
+        on_rekey: RekeyHandler,
         endpoint: str | None = None,
     ) -> None:
         self.link = link
@@ -78,6 +81,7 @@ class PeerConnection:
         self._lookup = lookup
         self._on_events = on_events
         self._on_share = on_share
+        self._on_rekey = on_rekey
         self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
         self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
         self._send_lock = asyncio.Lock()
@@ -108,6 +112,11 @@ class PeerConnection:
 
     async def remove_doc(self, doc_id: bytes) -> None:
         await self.send(self.sync.remove_doc(doc_id))
+
+    async def send_rekey(self, share_id: bytes, payload: bytes) -> None:
+        """Hand the share's new secret to this (authenticated, DTLS-protected) member."""
+        if share_id in self.sync.doc_ids:
+            await self.send(self.sync.send_frame(Frame(FrameKind.REKEY, share_id, payload)))
 
     def is_authenticating(self, share_id: bytes) -> bool:
         return share_id in self._auth_shares.values()
@@ -145,6 +154,9 @@ class PeerConnection:
             await self.close()
 
     async def _on_control(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.REKEY and frame.doc_id in self.sync.doc_ids:
+            await self._on_rekey(self, frame.doc_id, frame.payload)
+            return
         if frame.kind is not FrameKind.AUTH:
             await self.fail(f"unexpected {frame.kind.name} frame")
             return

@@ -45,6 +45,7 @@ class ShareRecord:
     name: str
     members: list[str] = field(default_factory=list)
     joined: bool = False  # False until a joiner has written the file once
+    generation: int = 0  # bumped each time the secret is rotated (a member was removed)
 
     @classmethod
     def new(cls, path: Path, daemon_id: str) -> ShareRecord:
@@ -65,6 +66,7 @@ class ShareRecord:
             "name": self.name,
             "members": self.members,
             "joined": self.joined,
+            "generation": self.generation,
         }
         paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
 
@@ -86,6 +88,7 @@ def load_records(home: Path) -> list[ShareRecord]:
                     name=str(data["name"]),
                     members=[str(member) for member in data.get("members", [])],
                     joined=bool(data.get("joined", True)),
+                    generation=int(data.get("generation", 0)),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
