@@ -43,6 +43,10 @@ class StoreCorrupt(P2PError):
     """The saved state of a shared document is damaged or is not a p2prtc store."""
 
 
+class StoreWriteFailed(P2PError):
+    """The shared document's saved state could not be updated (disk full or unwritable?)."""
+
+
 class StoreTooNew(P2PError):
     """The saved state of a shared document was written by a newer p2prtc."""
 
@@ -52,10 +56,12 @@ def _corruption_as_typed_error(path: Path) -> Iterator[None]:
     """Turn sqlite's "file is broken" errors into StoreCorrupt, naming the file.
 
     sqlite3 raises exactly DatabaseError (no subclass) for SQLITE_CORRUPT and SQLITE_NOTADB;
-    operational problems (locked, disk full, I/O error) are subclasses and pass through.
+    operational problems (locked, disk full, I/O error) become StoreWriteFailed.
     """
     try:
         yield
+    except sqlite3.OperationalError as exc:
+        raise StoreWriteFailed(f"{path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         if type(exc) is sqlite3.DatabaseError:
             raise StoreCorrupt(f"{path}: {exc}") from exc

@@ -299,8 +299,12 @@ class Daemon:
                 continue
             if event.kind is ChangeKind.DELETED:
                 self._spawn(share.file_deleted(), f"deleted {share.path}")
-            else:
+                continue
+            try:
                 await share.file_changed()
+            except Exception as exc:  # one bad file must never stop watching the others
+                logger.exception("ingesting %s failed", share.path)
+                share.last_error = f"internal error while reading the file: {exc}"
 
     # --- control requests ----------------------------------------------------------------
 

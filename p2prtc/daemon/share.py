@@ -77,7 +77,13 @@ class Share:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if not await self._write_once():
+            try:
+                written = await self._write_once()
+            except Exception as exc:  # the writer must outlive any one failure
+                logger.exception("writing %s failed", self.path)
+                self.last_error = f"internal error while writing the file: {exc}"
+                written = False
+            if not written:
                 await asyncio.sleep(WRITE_RETRY_S)
                 self._dirty.set()
 
