@@ -9,6 +9,8 @@
 ``P2PRTC_ICE_SERVERS`` comma-separated STUN/TURN URLs (default: none; nothing public is used).
 ``P2PRTC_TURN_USERNAME`` / ``P2PRTC_TURN_CREDENTIAL``  credentials for the TURN URLs.
 ``P2PRTC_RELAY_ONLY``  ``1`` forces ICE through the TURN relay (tests, strict networks).
+``P2PRTC_MAX_PEERS``   connections this daemon dials up to (default 8); it accepts up to
+                       twice that. Beyond it, shares reach the others by gossip (partial mesh).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DaemonConfig:
     turn_username: str | None = None
     turn_credential: str | None = None
     relay_only: bool = False
+    max_peers: int = 8
 
     def ice_servers(self) -> list[tuple[str, str | None, str | None]]:
         """(url, username, credential) per configured STUN/TURN server."""
@@ -61,6 +64,7 @@ class DaemonConfig:
             turn_username=env.get("P2PRTC_TURN_USERNAME") or None,
             turn_credential=env.get("P2PRTC_TURN_CREDENTIAL") or None,
             relay_only=_flag(env.get("P2PRTC_RELAY_ONLY", "0")),
+            max_peers=max(1, _port(env.get("P2PRTC_MAX_PEERS", "8"), "P2PRTC_MAX_PEERS")),
         )
 
 

@@ -96,6 +96,10 @@ class BadRequest(P2PError):
     """The request to the daemon is invalid."""
 
 
+class TooManyPeers(P2PError):
+    """The other daemon has as many connections as it accepts."""
+
+
 class NoSuchMember(P2PError):
     """No other member of this share has that id (see p2prtc members)."""
 
@@ -663,10 +667,19 @@ class Daemon:
     def _connection_for_endpoint(self, key: str) -> PeerConnection | None:
         return next((c for c in self.connections.values() if c.endpoint == key and c.is_open), None)
 
+    def _open_connections(self) -> int:
+        return sum(1 for connection in self.connections.values() if connection.is_open)
+
     def _should_dial(self, endpoint: Endpoint, wanted: list[Share]) -> bool:
-        """One side dials: the one with the smaller mDNS name, or a joiner waiting for state."""
+        """One side dials: the one with the smaller mDNS name, or a joiner waiting for state.
+
+        Past ``max_peers`` connections nobody new is dialled: shares then reach further
+        members through gossip over the partial mesh.
+        """
         if any(share.state is ShareState.JOINING for share in wanted):
             return True
+        if self._open_connections() >= self.config.max_peers:
+            return False
         if endpoint.key.startswith("signal:") and self._signal is not None:
             return self._signal.instance < endpoint.key.removeprefix("signal:")
         if endpoint.properties is None or self._announcer is None:
@@ -847,6 +860,9 @@ class Daemon:
             await self._refresh_discovery()
 
     async def _answer_member(self, pipe: BytePipe) -> None:
+        if self._open_connections() >= 2 * self.config.max_peers:
+            await pipe.send(error_reply(TooManyPeers()))
+            return
         await pipe.send(ok_reply())
         auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
         assert isinstance(auth, Authenticated)
