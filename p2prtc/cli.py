@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,44 +148,41 @@ def main(
     os.environ.update({name: value for name, value in settings.items() if value})
 
 
+def invitation_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a new invitation: share and invite take the same ones."""
+    for option in reversed(
+        (
+            click.option("--words", default=2, show_default=True, help="Words in the code."),
+            click.option("--expires", default=15.0, show_default=True, help="Lifetime, minutes."),
+            click.option("--uses", default=1, show_default=True, help="Joins the code allows."),
+            json_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _invitation(cmd: str, path: Path, words: int, expires: float, uses: int) -> Any:
+    request = {"cmd": cmd, "path": str(path.resolve()), "words": words}
+    return _call({**request, "expires_s": expires * 60, "uses": uses})
+
+
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--words", default=2, show_default=True, help="Words in the join code.")
-@click.option("--expires", default=15.0, show_default=True, help="Code lifetime, minutes.")
-@click.option("--uses", default=1, show_default=True, help="How many joins the code allows.")
-@json_option
+@invitation_options
 def share(path: Path, words: int, expires: float, uses: int, as_json: bool) -> None:
     """Share the notebook PATH and print a join code for another machine."""
     _ensure_daemon()
-    answer = _call(
-        {
-            "cmd": "share",
-            "path": str(path.resolve()),
-            "words": words,
-            "expires_s": expires * 60,
-            "uses": uses,
-        }
-    )
+    answer = _invitation("share", path, words, expires, uses)
     _emit(as_json, answer, answer["code"])
 
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--words", default=2, show_default=True, help="Words in the join code.")
-@click.option("--expires", default=15.0, show_default=True, help="Code lifetime, minutes.")
-@click.option("--uses", default=1, show_default=True, help="How many joins the code allows.")
-@json_option
+@invitation_options
 def invite(path: Path, words: int, expires: float, uses: int, as_json: bool) -> None:
     """Make a new join code for the already shared notebook PATH."""
-    answer = _call(
-        {
-            "cmd": "invite",
-            "path": str(path.resolve()),
-            "words": words,
-            "expires_s": expires * 60,
-            "uses": uses,
-        }
-    )
+    answer = _invitation("invite", path, words, expires, uses)
     _emit(as_json, answer, answer["code"])
 
 

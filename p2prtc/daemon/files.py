@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from p2prtc.errors import P2PError
+from p2prtc.paths import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -74,11 +75,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
