@@ -34,6 +34,7 @@ EXIT_CODES = {
     "InvalidCode": 4,
     "CodeExpired": 4,
     "CodeUsedUp": 4,
+    "CodeBurned": 4,
     "NoSuchInvitation": 4,
     "DestinationExists": 5,
     "InvalidNotebook": 6,

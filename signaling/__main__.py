@@ -83,12 +83,13 @@ async def _serve(server: SignalingServer) -> None:
         await server.start()
     except OSError as exc:
         sys.exit(f"p2prtc-signal: cannot listen: {exc}")
-    for url in server.urls:
-        print(f"listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Only now: whoever reads this line may stop us with a signal at once.
+    for url in server.urls:
+        print(f"listening on {url}", flush=True)
     await stop.wait()
     await server.close()
 

@@ -7,10 +7,12 @@ processes, which talk over real sockets, aiortc and (inside namespaces) mDNS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,14 +24,20 @@ from typing import Any
 import pytest
 
 P2PRTC = [sys.executable, "-m", "p2prtc"]
+# Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
+LOOPBACK_ENV = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
 
 
-def write_like_jupyter(path: Path, nb: dict[str, Any]) -> None:
-    """Save ``nb`` the way an editor does: a temp file renamed over the target."""
-    text = json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+def write_like_jupyter(path: Path, nb: dict[str, Any]) -> bytes:
+    """Save ``nb`` the way an editor does: a temp file renamed over the target.
+
+    Returns the bytes written.
+    """
+    data = (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
     tmp = path.with_name(path.name + ".editor-tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return data
 
 
 def read_notebook(path: Path) -> dict[str, Any]:
@@ -110,7 +118,7 @@ class Node:
         """kill -9 the daemon: no goodbye, no flush beyond what it already made durable."""
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(pid), 10, "the daemon to die")
+        wait_until(lambda: not process_alive(pid), 10, "the daemon to die")
 
     def stop(self) -> None:
         self.run("stop", check=False, timeout=30)
@@ -128,6 +136,28 @@ class Node:
         )
         wait_until(lambda: self.run("status", check=False).returncode == 0, 20, "daemon start")
 
+    def daemon_pids(self) -> list[int]:
+        """Every running ``p2prtc daemon`` process of this home, found in /proc.
+
+        Found by the home in its environment, so a daemon that no longer answers on its
+        control socket (hung, or mid-start) is found too.
+        """
+        return daemon_pids(self.home)
+
+    def shut_down(self, timeout: float = 10) -> None:
+        """Teardown: ask the daemon to stop, then kill -9 whatever of this home still runs.
+
+        Never fails: it runs in finalizers, where the test may already have failed.
+        """
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self.run("stop", check=False, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while (pids := self.daemon_pids()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def log_tail(self, lines: int = 40) -> str:
         log = self.home / "daemon.log"
         if not log.exists():
@@ -142,12 +172,86 @@ class Node:
         return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie counts as dead.
+
+    A daemon started by ``Node.start()`` is this process's child: killed, it stays a zombie
+    (nobody waits for it), and signalling a zombie succeeds.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    # "pid (comm) state ...": comm may contain spaces and parentheses, state follows the last ")".
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def daemon_pids(home: Path) -> list[int]:
+    """PIDs of the ``p2prtc daemon`` processes whose P2PRTC_HOME is ``home``."""
+    wanted = {f"P2PRTC_HOME={spelling}".encode() for spelling in (home, home.resolve())}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"p2prtc" in argv and b"daemon" in argv and wanted.intersection(environ):
+            pids.append(int(entry.name))
+    return pids
+
+
+def edit_cell(path: Path, index: int, edit: str, *, prepend: bool = True) -> None:
+    """Add the line ``edit`` to cell ``index`` (first or last line), saved like an editor."""
+    nb = read_notebook(path)
+    source = nb["cells"][index]["source"]
+    if prepend:
+        source.insert(0, edit + "\n")
+    else:
+        source.append("\n" + edit)
+    write_like_jupyter(path, nb)
+
+
+def share_and_join(a: Node, b: Node, notebook: Path, *share_args: str) -> Path:
+    """A shares ``notebook``, B dials A's rendezvous port directly and joins; B's file."""
+    code = a.share(notebook, *share_args)
+    b.env["P2PRTC_PEERS"] = f"127.0.0.1:{a.status()['daemon']['rendezvous_port']}"
+    joined = Path(b.join(code)["path"])
+    wait_until(lambda: a.peers_synced(notebook, 1) and b.peers_synced(joined, 1), what="synced")
+    return joined
+
+
+def stored_updates(home: Path) -> list[bytes]:
+    """Every update in the update logs of ``home``, read through a read-only connection.
+
+    Safe while the daemon runs (WAL readers do not block it); a test uses it to see that an
+    edit is durable in a daemon's store even when its file could not be written.
+    """
+    updates: list[bytes] = []
+    for store in sorted(home.glob("shares/*/doc.sqlite")):
+        db = sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True)
+        try:
+            updates += [bytes(row[0]) for row in db.execute("SELECT data FROM updates")]
+        finally:
+            db.close()
+    return updates
+
+
+def memory_mib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of ``pid`` in MiB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) // 1024
+    return fields
+
+
+def reset_peak_memory(pid: int) -> None:
+    """Make VmHWM start again from the current RSS (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def copy_notebook(source: Path, dest: Path) -> Path:

@@ -15,8 +15,10 @@ import json
 import logging
 import random
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -48,6 +50,23 @@ class Version:
     @cached_property
     def parts(self) -> Counter[bytes]:
         return part_counts(self.notebook)
+
+    @cached_property
+    def sources_by_id(self) -> dict[str, str]:
+        return {cell["id"]: cell["source"] for cell in self.notebook["cells"]}
+
+    @cached_property
+    def facts(self) -> frozenset[Fact]:
+        return cell_facts(self.notebook, with_ids=False)
+
+    @cached_property
+    def facts_with_ids(self) -> frozenset[Fact]:
+        return cell_facts(self.notebook, with_ids=True)
+
+    def distance(self, new: Notebook, by_id: dict[str, str] | None) -> Distance:
+        if by_id is not None:
+            return id_distance(self.sources_by_id, by_id)
+        return edit_distance(self.sources, source_counts(new))
 
 
 @dataclass(frozen=True)
@@ -123,7 +142,7 @@ class NotebookEngine:
         base = self._closest_version(new)
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
-        if base.state_vector == decode_state_vector(self.doc.get_state()):
+        if self._is_current(base):
             ingested, update = apply_diff_observed(self.doc, base.notebook, new)
             saved = self._snapshot(digest, ingested)
             needs_write = False
@@ -161,26 +180,50 @@ class NotebookEngine:
     def _doc_differs_from(self, digest: bytes) -> bool:
         # The newest version with this text: an older one may hold an older doc state.
         version = next(v for v in reversed(self._versions) if v.digest == digest)
-        return version.state_vector != decode_state_vector(self.doc.get_state())
+        return not self._is_current(version)
+
+    def _is_current(self, version: Version) -> bool:
+        """Does the doc still hold exactly this version?
+
+        Equal state vectors are not enough: a peer's deletions do not advance a state vector,
+        and a diff against the version would then land at shifted offsets. Equal encodings
+        are proof; an encoding that differs for an equal doc only costs the fork path.
+        """
+        if version.state_vector != decode_state_vector(self.doc.get_state()):
+            return False
+        return version.state == self.doc.get_update()
 
     def _closest_version(self, new: Notebook) -> Version | None:
-        """The version the save most likely started from: the smallest edit, then the newest.
+        """The version the save most likely started from.
 
-        Sources decide; among versions with equally close sources, the one with the fewest
-        other differences (outputs, metadata) wins, so that a stale save does not revert a
-        peer's outputs just because the newest version has them.
+        First, evidence. A cell of the save that only a newer version has (a cell as a peer
+        changed or created it, an id) proves the editor had that newer version: taken as the
+        base, an older one would make the merge apply the peer's change once more (a doubled
+        line, a re-created cell). A cell that only older versions have (a cell as it was
+        before a peer changed or deleted it) says the editor is stale, unless the user undid
+        the peer's change; it weighs less. Then the smallest edit of the sources, then the
+        fewest other differences (outputs, metadata: a stale save must not revert a peer's
+        outputs just because the newest version has them), then the newest.
         """
-        closest: list[Version] = []
-        best_distance: tuple[int, int, int] | None = None
-        new_sources = source_counts(new)
-        for version in reversed(self._versions):
-            distance = edit_distance(version.sources, new_sources)
-            if best_distance is None or distance < best_distance:
-                closest, best_distance = [version], distance
-            elif distance == best_distance:
-                closest.append(version)
-        if len(closest) <= 1:
-            return closest[0] if closest else None
+        versions = list(self._versions)  # oldest first
+        if len(versions) <= 1:
+            return versions[-1] if versions else None
+        by_id = sources_by_id(new)
+        new_facts = cell_facts(new, with_ids=by_id is not None)
+        facts = [v.facts_with_ids if by_id is not None else v.facts for v in versions]
+        newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
+
+        def score(index: int) -> tuple[int, int, Distance]:
+            # Facts of the save this version lacks, by the newest version that has them.
+            found = [newest_with[fact] for fact in new_facts - facts[index] if fact in newest_with]
+            newer = sum(1 for found_in in found if found_in > index)
+            return newer, len(found) - newer, versions[index].distance(new, by_id)
+
+        scores = [score(index) for index in range(len(versions))]
+        best = min(scores)
+        closest = [v for v, s in zip(versions, scores, strict=True) if s == best][::-1]
+        if len(closest) == 1:
+            return closest[0]
         new_parts = part_counts(new)
         return min(closest, key=lambda version: counter_distance(version.parts, new_parts))
 
@@ -248,8 +291,11 @@ def counter_distance(base: Counter[Any], new: Counter[Any]) -> int:
     return max(sum((new - base).values()), sum((base - new).values()))
 
 
-def edit_distance(base: Counter[str], new: Counter[str]) -> tuple[int, int, int]:
-    """(cells, lines, characters that differ): smallest for the true base.
+Distance = tuple[int, int, int]  # cells, lines, characters that differ
+
+
+def edit_distance(base: Counter[str], new: Counter[str]) -> Distance:
+    """How far apart two notebooks' sources are, for files without cell ids.
 
     Cells equal in both cost nothing; the others are paired in order and their sources
     diffed, so of two versions that differ in the same cell, the one the save started from
@@ -261,10 +307,80 @@ def edit_distance(base: Counter[str], new: Counter[str]) -> tuple[int, int, int]
     removed = list((base - new).elements())
     pairs = list(zip(removed, added, strict=False))
     unpaired = added[len(removed) :] + removed[len(added) :]
-    lines = sum(changed_lines(old, new) for old, new in pairs)
-    chars = sum(changed_characters(old, new) for old, new in pairs)
     return (
         max(len(added), len(removed)),
-        lines + sum(source.count("\n") + 1 for source in unpaired),
-        chars + sum(map(len, unpaired)),
+        sum(changed_lines(old, new) for old, new in pairs) + sum(map(line_count, unpaired)),
+        sum(changed_characters(old, new) for old, new in pairs) + sum(map(len, unpaired)),
     )
+
+
+def id_distance(base: dict[str, str], new: dict[str, str]) -> Distance:
+    """``edit_distance`` for files with cell ids: cells are paired by id, not by guess.
+
+    A cell whose id one side lacks costs twice an edited cell: a stale buffer still holds
+    the cells a peer deleted since, and a version that lacks them must not look closer
+    (merged against it, the save would re-create those cells) than the version the buffer
+    came from, where the same save is a small edit.
+    """
+    cells = lines = chars = 0
+    for cell_id in base.keys() | new.keys():
+        old, now = base.get(cell_id), new.get(cell_id)
+        if old == now:
+            continue
+        if old is not None and now is not None:
+            cells += 1
+            lines += changed_lines(old, now)
+            chars += changed_characters(old, now)
+        else:
+            source = old if now is None else now
+            assert source is not None
+            cells += 2
+            lines += line_count(source)
+            chars += len(source)
+    return cells, lines, chars
+
+
+Fact = tuple[str, str, int]
+
+
+def cell_facts(nb: Notebook, *, with_ids: bool) -> frozenset[Fact]:
+    """What a notebook's cells are, and in which order, as comparable facts.
+
+    With ids: each cell's id, its id with its source, and which id follows which. Without
+    ids, sources stand for ids.
+    """
+    if with_ids:
+        keys = [str(cell.get("id")) for cell in nb["cells"]]
+        facts = [("id", key) for key in keys]
+        facts += [
+            ("cell", f"{key}\0{cell['source']}")
+            for key, cell in zip(keys, nb["cells"], strict=True)
+        ]
+    else:
+        keys = [cell["source"] for cell in nb["cells"]]
+        facts = [("source", key) for key in keys]
+    # The ends count too: the order of the other cells still speaks when one is edited.
+    ends = ["\0start", *keys, "\0end"]
+    facts += [("next", f"{first}\0{second}") for first, second in pairwise(ends)]
+    return frozenset(_numbered(facts))
+
+
+def _numbered(facts: list[tuple[str, str]]) -> Iterator[Fact]:
+    """Each fact with its occurrence number, so that repeated ones stay distinct."""
+    seen: Counter[tuple[str, str]] = Counter()
+    for kind, key in facts:
+        yield kind, key, seen[kind, key]
+        seen[kind, key] += 1
+
+
+def line_count(source: str) -> int:
+    return source.count("\n") + 1
+
+
+def sources_by_id(nb: Notebook) -> dict[str, str] | None:
+    """Cell id -> source, for a file whose cells all have distinct ids; else None."""
+    ids = [cell.get("id") for cell in nb["cells"]]
+    if not keeps_cell_ids(nb) or not all(isinstance(i, str) and i for i in ids):
+        return None
+    by_id = {cell["id"]: cell["source"] for cell in nb["cells"]}
+    return by_id if len(by_id) == len(ids) else None

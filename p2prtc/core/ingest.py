@@ -38,11 +38,8 @@ def edit_text(text: Text, old: str, new: str) -> None:
     """Apply ``old -> new`` to ``text`` (which holds ``old``) as character inserts/deletes."""
     if old == new:
         return
-    prefix, suffix = _common_affixes(old, new)
-    middle_old, middle_new = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
-    # pycrdt indexes Text in UTF-8 bytes.
-    offset = len(old[:prefix].encode())
-    for op, chunk in _differ.diff_main(middle_old, middle_new, False):
+    offset = 0  # pycrdt indexes Text in UTF-8 bytes
+    for op, chunk in _line_aligned_diff(old, new):
         size = len(chunk.encode())
         if op == _DIFF_EQUAL:
             offset += size
@@ -51,6 +48,25 @@ def edit_text(text: Text, old: str, new: str) -> None:
         else:
             text.insert(offset, chunk)
             offset += size
+
+
+def _line_aligned_diff(old: str, new: str) -> list[tuple[int, str]]:
+    """A character diff whose edits are slid to line (or word) boundaries where they can be.
+
+    A line typed above an equal-looking one has several equally short diffs: "a\n<t1>" ->
+    "a\n<t2>\n<t1>" may come out as inserting "2>\n<t1" inside the old line. Merged with a
+    peer's concurrent deletion of that old line, such an edit leaves garbage ("a2>\n<t1")
+    instead of the new line. The common prefix and suffix take part, so an edit can slide
+    into them.
+    """
+    prefix, suffix = _common_affixes(old, new)
+    diffs: list[tuple[int, str]] = [
+        (_DIFF_EQUAL, old[:prefix]),
+        *_differ.diff_main(old[prefix : len(old) - suffix], new[prefix : len(new) - suffix], False),
+        (_DIFF_EQUAL, old[len(old) - suffix :]),
+    ]
+    _differ.diff_cleanupSemanticLossless(diffs)
+    return diffs
 
 
 def changed_characters(old: str, new: str) -> int:
@@ -157,6 +173,7 @@ def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Noteboo
 
     ``base`` cells all carry ids (the doc's); ``new`` is the parsed file.
     """
+    base = {**base, "cells": _unique_ids(base["cells"])}
     match = match_cells(base["cells"], new["cells"])
     new_cells = [
         {**cell, "id": cell_id} for cell, cell_id in zip(new["cells"], match.ids, strict=True)
@@ -165,6 +182,23 @@ def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Noteboo
         _edit_meta(doc, base, new)
         _edit_cells(doc, base["cells"], new_cells, match)
     return {**new, "cells": new_cells}
+
+
+def _unique_ids(cells: list[Cell]) -> list[Cell]:
+    """The cells, a repeated id replaced by a key no file cell can have.
+
+    Two peers moving one cell at once leave two copies with one id in the doc. The diff
+    must still address each copy at its own position: a file cell continues the first one,
+    and the other copies are deleted unless the file's alignment keeps them.
+    """
+    seen: set[str] = set()
+    unique = []
+    for index, cell in enumerate(cells):
+        if cell["id"] in seen:
+            cell = {**cell, "id": f"{cell['id']}\0{index}"}
+        seen.add(cell["id"])
+        unique.append(cell)
+    return unique
 
 
 def _edit_meta(doc: Doc[Any], base: Notebook, new: Notebook) -> None:

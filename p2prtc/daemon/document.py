@@ -17,6 +17,7 @@ from pycrdt import Doc
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import NotebookEngine
+from p2prtc.core.model import meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
 from p2prtc.daemon.files import FileUnreadable, atomic_write, read_file
 
@@ -40,6 +41,11 @@ class SharedFile:
     @property
     def doc(self) -> Doc[Any]:
         return self.engine.doc
+
+    @property
+    def has_notebook(self) -> bool:
+        """False while a joiner's doc is still empty (no peer with content answered yet)."""
+        return "nbformat" in meta_of(self.engine.doc)
 
     @classmethod
     def create(cls, path: Path, store: UpdateStore) -> SharedFile:

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Protocol
 
 from p2prtc.core.handshake import Authenticated, Failed, Joined, SendMessage, Welcomed
-from p2prtc.daemon.invitations import CodeExpired, CodeUsedUp, NoSuchInvitation
+from p2prtc.daemon.invitations import CodeBurned, CodeExpired, CodeUsedUp, NoSuchInvitation
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ ENVELOPE_VERSION = 1
 HANDSHAKE_TIMEOUT_S = 10.0
 _MAX_ENVELOPE = 1024
 _REMOTE_ERRORS: dict[str, type[P2PError]] = {
-    cls.__name__: cls for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp)
+    cls.__name__: cls for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned)
 }
 
 

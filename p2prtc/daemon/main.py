@@ -16,7 +16,7 @@ from typing import Any
 
 from p2prtc import __version__, paths
 from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
-from p2prtc.adapters.rendezvous import RendezvousServer, connect_pipe
+from p2prtc.adapters.rendezvous import RendezvousError, RendezvousServer, connect_pipe
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
 from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
@@ -72,6 +72,7 @@ RECONCILE_INTERVAL_S = 1.0
 # Signaling presence is repeated this often, and forgotten when not heard for PRESENCE_TTL_S.
 PRESENCE_INTERVAL_S = 15.0
 PRESENCE_TTL_S = 60.0
+JOINING_PRESENCE_INTERVAL_S = 1.0
 LINK_OPEN_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 30.0
 
@@ -183,6 +184,7 @@ class Daemon:
         )
         self._invite_hosts: dict[str, list[str]] = {}  # invite topic -> instances offering it
         self._last_presence = 0.0
+        self._connecting = 0  # dials and answers in progress
         self._stop = asyncio.Event()
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -544,7 +546,12 @@ class Daemon:
         return {
             "v": "1",
             "n": ",".join(self.invitations.nameplates()),
-            "t": ",".join(share.tag(epoch) for share in self.shares.values()),
+            # A joiner has nothing to give yet: other joiners must not take it for a source.
+            "t": ",".join(
+                share.tag(epoch)
+                for share in self.shares.values()
+                if share.state is ShareState.ACTIVE
+            ),
         }
 
     async def _refresh_discovery(self) -> None:
@@ -635,8 +642,8 @@ class Daemon:
             self.invitations.expire()
             await self._refresh_discovery()
             joining = any(s.state is ShareState.JOINING for s in self.shares.values())
-            presence_due = time.monotonic() - self._last_presence > PRESENCE_INTERVAL_S
-            if joining or presence_due:
+            interval = JOINING_PRESENCE_INTERVAL_S if joining else PRESENCE_INTERVAL_S
+            if time.monotonic() - self._last_presence > interval:
                 await self._announce_presence()
             for endpoint in list(self.endpoints.values()):
                 await self._reconcile_endpoint(endpoint)
@@ -668,7 +675,14 @@ class Daemon:
         return next((c for c in self.connections.values() if c.endpoint == key and c.is_open), None)
 
     def _open_connections(self) -> int:
-        return sum(1 for connection in self.connections.values() if connection.is_open)
+        """Open connections plus those being set up (so parallel dials cannot overshoot)."""
+        open_now = sum(1 for connection in self.connections.values() if connection.is_open)
+        return open_now + self._connecting
+
+    def _has_peer_for(self, share: Share) -> bool:
+        return any(
+            share.share_id in c.sync.doc_ids and c.is_open for c in self.connections.values()
+        )
 
     def _should_dial(self, endpoint: Endpoint, wanted: list[Share]) -> bool:
         """One side dials: the one with the smaller mDNS name, or a joiner waiting for state.
@@ -676,7 +690,7 @@ class Daemon:
         Past ``max_peers`` connections nobody new is dialled: shares then reach further
         members through gossip over the partial mesh.
         """
-        if any(share.state is ShareState.JOINING for share in wanted):
+        if any(s.state is ShareState.JOINING and not self._has_peer_for(s) for s in wanted):
             return True
         if self._open_connections() >= self.config.max_peers:
             return False
@@ -687,6 +701,7 @@ class Daemon:
         return self._announcer.name < endpoint.key
 
     async def _dial(self, endpoint: Endpoint, share: Share) -> None:
+        self._connecting += 1
         try:
             pipe = await endpoint.open_pipe()
             try:
@@ -703,8 +718,11 @@ class Daemon:
         except Exception as exc:  # any failure: back off and retry later
             logger.info("connecting to %s failed: %s", endpoint.key, exc)
             endpoint.failed()
+            if not self._has_peer_for(share):
+                share.last_error = f"cannot connect to a member: {_describe(exc)}"
         finally:
             endpoint.dialling = False
+            self._connecting -= 1
 
     async def _offer_link(self, pipe: BytePipe, auth: Authenticated) -> PeerLink:
         link, offer = await PeerLink.offer(self.ice)
@@ -835,7 +853,8 @@ class Daemon:
             await pipe.send(error_reply(exc))
             return
         share = self.shares[invitation.share_id]
-        invitation.uses_left -= 1  # reserved, so two joiners cannot both use a 1-use code
+        self.invitations.begin(invitation)  # so two joiners cannot both use a 1-use code
+        joined = wrong_code = False
         welcome = json.dumps(
             {
                 "share_id": share.share_id.hex(),
@@ -847,26 +866,27 @@ class Daemon:
         try:
             await pipe.send(ok_reply())
             await run_handshake(pipe, InviteHost(invitation.code, welcome))
+            joined = True
             logger.info("a new member joined %s", share.path)
         except WrongCode:
-            invitation.uses_left += 1
-            self.invitations.wrong_attempt(invitation)
-            raise
-        except BaseException:
-            invitation.uses_left += 1
+            wrong_code = True
             raise
         finally:
-            self.invitations.expire()
+            self.invitations.end(invitation, joined=joined, wrong_code=wrong_code)
             await self._refresh_discovery()
 
     async def _answer_member(self, pipe: BytePipe) -> None:
         if self._open_connections() >= 2 * self.config.max_peers:
             await pipe.send(error_reply(TooManyPeers()))
             return
-        await pipe.send(ok_reply())
-        auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
-        assert isinstance(auth, Authenticated)
-        link = await self._answer_link(pipe, auth)
+        self._connecting += 1
+        try:
+            await pipe.send(ok_reply())
+            auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
+            assert isinstance(auth, Authenticated)
+            link = await self._answer_link(pipe, auth)
+        finally:
+            self._connecting -= 1
         await self._adopt_link(link, auth, auth.peer_daemon_id, None)
 
     async def _redeem(self, code: JoinCode, deadline: float) -> bytes:
@@ -896,7 +916,8 @@ class Daemon:
                 tried.add(endpoint.key)
                 try:
                     return await self._redeem_at(endpoint, code)
-                except NoSuchInvitation:
+                except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
+                    logger.info("redeeming at %s: %s", endpoint.key, _describe(exc))
                     continue
             await asyncio.sleep(0.1)
         raise NoSuchInvitation()
@@ -919,6 +940,14 @@ class Daemon:
             return welcomed.payload
         finally:
             await pipe.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, P2PError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "it stopped answering"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _HomeLock:

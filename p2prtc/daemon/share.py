@@ -89,6 +89,8 @@ class Share:
 
     async def _write_once(self) -> bool:
         joining = self.state is ShareState.JOINING
+        if joining and not self.file.has_notebook:
+            return True  # synced with a peer that has nothing yet: wait for real state
         try:
             update = self.file.write(replace_unknown=joining)
         except P2PError as exc:

@@ -1,0 +1,145 @@
+"""A hostile member for tests: joins a share legitimately, then misbehaves on the data channel.
+
+It speaks the real protocol with p2prtc's own parts, in the test's event loop: the invitation
+(SPAKE2 on the join code over a rendezvous pipe, as ``Daemon._redeem_at``), then a member
+handshake and the sealed SDP offer/answer (as ``Daemon._dial``), which gives it an open WebRTC
+link to the daemon, authenticated for the share. From there it sends whatever a test wants:
+raw data channel messages, chunks, or well-formed frames.
+
+A reader task reassembles what the daemon sends, so a test can see the ERROR frame carrying
+the reason the daemon gives before it disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+
+from p2prtc.adapters.rendezvous import connect_pipe
+from p2prtc.adapters.webrtc import IceConfig, PeerLink
+from p2prtc.core.codes import parse_code
+from p2prtc.core.framing import (
+    Chunker,
+    FrameKind,
+    FramingError,
+    Reassembler,
+    error_reason,
+)
+from p2prtc.core.handshake import Authenticated, InviteJoiner, MemberInitiator, Welcomed
+from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+LINK_OPEN_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Membership:
+    """What a daemon's welcome gives a new member."""
+
+    share_id: bytes
+    secret: bytes
+    name: str
+    members: list[str]
+
+
+async def redeem(port: int, code: str) -> Membership:
+    """Join with ``code`` at the daemon whose rendezvous listener is 127.0.0.1:``port``."""
+    pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
+    try:
+        join_code = parse_code(code)
+        await pipe.send(envelope("invite", nameplate=join_code.nameplate))
+        await expect_ok(pipe)
+        welcomed = await run_handshake(pipe, InviteJoiner(join_code))
+        assert isinstance(welcomed, Welcomed)
+    finally:
+        await pipe.close()
+    welcome = json.loads(welcomed.payload)
+    return Membership(
+        share_id=bytes.fromhex(welcome["share_id"]),
+        secret=bytes.fromhex(welcome["secret"]),
+        name=str(welcome["name"]),
+        members=[str(member) for member in welcome["members"]],
+    )
+
+
+class EvilPeer:
+    """An authenticated member's open link to a daemon; it sends what a test tells it to."""
+
+    def __init__(self, link: PeerLink, daemon_id: str, peer_id: str) -> None:
+        self.link = link
+        self.daemon_id = daemon_id
+        self.peer_id = peer_id  # the daemon it is connected to
+        self.chunker = Chunker()
+        self.error_reasons: list[str] = []  # ERROR frames the daemon sent us
+        self.frames_received = 0
+        self._reader = asyncio.create_task(self._read(), name="evil peer reader")
+
+    @classmethod
+    async def connect(cls, port: int, membership: Membership) -> EvilPeer:
+        """Dial the daemon at 127.0.0.1:``port`` as a member and open the data channel."""
+        daemon_id = secrets.token_hex(8)
+        pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
+        try:
+            await pipe.send(envelope("member"))
+            await expect_ok(pipe)
+            machine = MemberInitiator(membership.share_id, membership.secret, daemon_id)
+            auth = await run_handshake(pipe, machine)
+            assert isinstance(auth, Authenticated)
+            link, offer = await PeerLink.offer(IceConfig(servers=[], host_addresses=[LOOPBACK]))
+            try:
+                await pipe.send(auth.channel.seal(offer.encode()))
+                answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+                await link.accept_answer(answer)
+                await link.wait_open(LINK_OPEN_TIMEOUT_S)
+            except BaseException:
+                await link.close()
+                raise
+        finally:
+            await pipe.close()
+        return cls(link, daemon_id, auth.peer_daemon_id)
+
+    async def _read(self) -> None:
+        reassembler = Reassembler()
+        async for message in self.link:
+            try:
+                frame = reassembler.feed(message)
+            except FramingError as exc:
+                logger.warning("the daemon sent a malformed message: %s", exc)
+                continue
+            if frame is None:
+                continue
+            self.frames_received += 1
+            if frame.kind is FrameKind.ERROR:
+                self.error_reasons.append(error_reason(frame))
+
+    async def send_raw(self, message: bytes) -> None:
+        """One data channel message, as is."""
+        await self.link.send(message)
+
+    def allow_oversized_messages(self) -> None:
+        """Lift aiortc's sender-side check against the daemon's advertised 256 KiB limit.
+
+        A hostile peer is not bound by it: this is what a modified client would do.
+        """
+        sctp = self.link._pc.sctp
+        assert sctp is not None
+        sctp._remote_max_message_size = 0  # aiortc skips the check when it is falsy
+
+    async def wait_disconnected(self, timeout: float) -> str:
+        """Wait until the daemon closes the link; returns the link's close reason."""
+        reason = await asyncio.wait_for(self.link.wait_closed(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+        return reason
+
+    async def close(self) -> None:
+        await self.link.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader

@@ -1,0 +1,307 @@
+"""Notebook builders for tests, Jupyter's exact file format, and a daemon+editor replica model.
+
+Notebooks here are plain dicts in nbformat's *joined* form (sources and stream texts are single
+strings), like ``nbformat.reads`` gives. ``dump`` writes them the way Jupyter does, with the
+stdlib encoder, independently of p2prtc's renderer, so tests can compare the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import json
+import random
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+
+from p2prtc.core.engine import NotebookEngine
+
+Notebook = dict[str, Any]
+Cell = dict[str, Any]
+Output = dict[str, Any]
+
+_SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
+_ids = itertools.count()
+
+
+def next_id() -> str:
+    """A readable id, unique within the test session."""
+    return f"cell-{next(_ids)}"
+
+
+def tiny_png(width: int = 1, height: int = 1) -> str:
+    """A valid PNG image (grey pixels), base64-encoded with a trailing newline like Jupyter."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\0" + b"\x80" * width for _ in range(height))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    return base64.b64encode(png).decode() + "\n"
+
+
+def stream(text: str, name: str = "stdout") -> Output:
+    return {"name": name, "output_type": "stream", "text": text}
+
+
+def display_png(text_plain: str = "<Figure size 432x288 with 1 Axes>", size: int = 1) -> Output:
+    return {
+        "data": {"image/png": tiny_png(size, size), "text/plain": text_plain},
+        "metadata": {"needs_background": "light"},
+        "output_type": "display_data",
+    }
+
+
+def execute_result(text_plain: str, count: int) -> Output:
+    return {
+        "data": {"text/plain": text_plain},
+        "execution_count": count,
+        "metadata": {},
+        "output_type": "execute_result",
+    }
+
+
+def error_output(ename: str = "ValueError", evalue: str = "bad") -> Output:
+    return {
+        "ename": ename,
+        "evalue": evalue,
+        "output_type": "error",
+        "traceback": ["Traceback (most recent call last)", f"{ename}: {evalue}"],
+    }
+
+
+def code_cell(
+    source: str,
+    outputs: Iterable[Output] = (),
+    *,
+    execution_count: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    cell_id: str | None = None,
+) -> Cell:
+    return {
+        "cell_type": "code",
+        "execution_count": execution_count,
+        "id": cell_id or next_id(),
+        "metadata": metadata or {},
+        "outputs": list(outputs),
+        "source": source,
+    }
+
+
+def markdown_cell(
+    source: str, *, metadata: dict[str, Any] | None = None, cell_id: str | None = None
+) -> Cell:
+    return {
+        "cell_type": "markdown",
+        "id": cell_id or next_id(),
+        "metadata": metadata or {},
+        "source": source,
+    }
+
+
+def raw_cell(source: str, *, cell_id: str | None = None) -> Cell:
+    return {"cell_type": "raw", "id": cell_id or next_id(), "metadata": {}, "source": source}
+
+
+def notebook(
+    cells: Iterable[Cell], *, minor: int = 5, metadata: Notebook | None = None
+) -> Notebook:
+    """A notebook of these cells; nbformat < 4.5 files carry no cell ids."""
+    listed = [dict(cell) for cell in cells]
+    if minor < 5:
+        for cell in listed:
+            cell.pop("id", None)
+    return {
+        "cells": listed,
+        "metadata": metadata
+        if metadata is not None
+        else {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python", "version": "3.11.4"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": minor,
+    }
+
+
+def sample_notebook(*, minor: int = 5) -> Notebook:
+    """A small notebook with every kind of cell and output."""
+    return notebook(
+        [
+            markdown_cell("# Title\n\nSome *text* with ünïcode ✓ and 😀.\n"),
+            code_cell(
+                "import numpy as np\nx = np.arange(10)\nprint(x)",
+                [stream("[0 1 2 3 4 5 6 7 8 9]\n")],
+                execution_count=1,
+            ),
+            code_cell(
+                "x.sum()", [execute_result("45", 2)], execution_count=2, metadata={"tags": ["a"]}
+            ),
+            code_cell("plot(x)", [display_png()], execution_count=3),
+            raw_cell("raw text\nsecond line"),
+            code_cell("1 / 0", [error_output("ZeroDivisionError", "division by zero")]),
+            code_cell(""),
+        ],
+        minor=minor,
+    )
+
+
+def generated_notebook(n_cells: int, *, seed: int = 0, minor: int = 5) -> Notebook:
+    """A big synthetic notebook: alternating markdown and code cells with text outputs."""
+    rng = random.Random(seed)
+    cells: list[Cell] = []
+    for index in range(n_cells):
+        words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(12))
+        if index % 2 == 0:
+            cells.append(markdown_cell(f"## Section {index}\n\n{words}\n", cell_id=f"c{index}"))
+        else:
+            source = f"values_{index} = [{', '.join(str(rng.randint(0, 99)) for _ in range(8))}]\n"
+            cells.append(
+                code_cell(
+                    source + f"print(sum(values_{index}))",
+                    [stream(f"{rng.randint(0, 800)}\n")],
+                    execution_count=index,
+                    cell_id=f"c{index}",
+                )
+            )
+    return notebook(cells, minor=minor)
+
+
+def _split_bundle(bundle: dict[str, Any]) -> None:
+    for key, value in bundle.items():
+        if isinstance(value, str) and (key.startswith("text/") or key in _SPLIT_MIMES):
+            bundle[key] = value.splitlines(True)
+
+
+def split_lines(nb: Notebook) -> Notebook:
+    """A copy with multi-line strings split into lines, as ``nbformat.v4.rwbase.split_lines``."""
+    out = copy.deepcopy(nb)
+    for cell in out["cells"]:
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)
+        for attachment in cell.get("attachments", {}).values():
+            _split_bundle(attachment)
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            if output["output_type"] in ("execute_result", "display_data"):
+                _split_bundle(output.get("data", {}))
+            elif output["output_type"] == "stream" and isinstance(output.get("text"), str):
+                output["text"] = output["text"].splitlines(True)
+    return out
+
+
+def dump(nb: Notebook) -> str:
+    """The file text Jupyter writes for a joined-form notebook (``nbformat.write``)."""
+    return json.dumps(split_lines(nb), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _join(value: Any) -> Any:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def parse(text: str) -> Notebook:
+    """File text to the joined form (plain dicts), as ``nbformat.reads`` does."""
+    nb: Notebook = json.loads(text)
+    for cell in nb["cells"]:
+        cell["source"] = _join(cell["source"])
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = _join(output["text"])
+            for key, value in output.get("data", {}).items():
+                if isinstance(value, list) and all(isinstance(line, str) for line in value):
+                    output["data"][key] = _join(value)
+    return nb
+
+
+def nbformat_reads(text: str) -> Notebook:
+    """``nbformat.reads`` without conversion, as plain dicts."""
+    node = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    plain: Notebook = json.loads(json.dumps(node))
+    return plain
+
+
+def upgrade_to_45(text: str) -> str:
+    """A 4.4 file as nbformat 4.5 with cell ids, written the way Jupyter writes it."""
+    node = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    upgraded = nbformat.v4.upgrade(node, from_version=4, from_minor=node.nbformat_minor)
+    return str(nbformat.writes(upgraded)) + "\n"
+
+
+def sources(nb: Notebook) -> list[str]:
+    return [cell["source"] for cell in nb["cells"]]
+
+
+Edit = Callable[[Notebook], None]
+
+
+@dataclass
+class Replica:
+    """One machine: the daemon's engine plus the editor that has the file open.
+
+    ``buffer`` is what the editor holds: the text the daemon last wrote when the editor
+    reloads, or an older text when it does not (a stale buffer). ``sent`` collects the
+    updates this replica's saves produced, in order, for delivery to the peers.
+    """
+
+    name: str
+    engine: NotebookEngine
+    buffer: str
+    disk: str
+    sent: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def sharer(cls, name: str, text: str) -> Replica:
+        return cls(name, NotebookEngine.load(text), text, text)
+
+    @classmethod
+    def joiner(cls, name: str, state: bytes) -> Replica:
+        engine = NotebookEngine.from_updates([state])
+        text = engine.render()
+        engine.remember_written(text)
+        return cls(name, engine, text, text)
+
+    def notebook(self) -> Notebook:
+        """What the editor shows."""
+        return parse(self.buffer)
+
+    def save(self, edit: Edit) -> bytes | None:
+        """The user edits the buffer and saves it; the daemon ingests the save."""
+        nb = self.notebook()
+        edit(nb)
+        return self.save_text(dump(nb))
+
+    def save_text(self, text: str) -> bytes | None:
+        self.buffer = self.disk = text
+        result = self.engine.ingest(text)
+        if result.update is not None:
+            self.sent.append(result.update)
+        if result.needs_write:
+            self.write(reload=True)
+        return result.update
+
+    def receive(self, update: bytes, *, reload: bool = True) -> None:
+        """A peer's update arrives: the daemon applies it and writes the file if it changed."""
+        self.engine.doc.apply_update(update)
+        self.write(reload=reload)
+
+    def write(self, *, reload: bool) -> None:
+        text = self.engine.render()
+        if text == self.disk:
+            return
+        self.disk = text
+        self.engine.remember_written(text)
+        if reload:
+            self.buffer = text

@@ -1,0 +1,419 @@
+"""Property tests: replicas that edit concurrently converge, and no edit is lost or doubled.
+
+Two to five replicas of a small notebook (with cell ids, or nbformat 4.4 without) take random
+file-level saves: typing a line into a cell, deleting a typed line, inserting, deleting and
+moving cells, replacing outputs. Editors sometimes keep a stale buffer when the daemon writes
+a merged file. Updates travel in random causal order (an update is held back until what it
+builds on has arrived: see test_pycrdt_applies_out_of_order_updates_wrongly), some twice.
+At the end everyone has every update, and then:
+
+- all replicas render the same file, and every cell id appears once;
+- every cell's marker (its first line) appears at most once, and exactly once unless someone
+  deleted that cell;
+- every typed token appears at most once; exactly once unless its cell was deleted, its line
+  was deleted, or a replica moved the cell from a buffer that did not have the token yet.
+  That last exception is a known limitation: a move is a delete plus an insert of a copy
+  (pycrdt has no Array.move; Jupyter's own collaboration does the same), so an edit made
+  concurrently with the move lands in the deleted original;
+- a deleted line stays deleted, if the replica's own previous save had it. A line that came
+  from a peer since then and is deleted again before anything else changed is ambiguous: the
+  file is then what the editor had before the peer's edit, which is also what a stale
+  editor saves. The engine keeps the peer's line (a stale save must not erase a peer's edit).
+
+The engine picks the version a save started from by the smallest difference. A stale editor
+that deletes what a peer already deleted makes its save look closer to the newer version, and
+the merge then reverts the peer's other changes the editor never saw; the test accepts that
+for such coincident stale deletions only (`World.may_revert`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nbgen import Notebook, Replica, code_cell, dump, markdown_cell, notebook, stream
+from pycrdt import Doc, Text
+
+from p2prtc.core.notebook import parse_notebook
+from p2prtc.core.statevector import StateVector, decode_state_vector
+
+# A cell's first line; a concurrent edit may leave a typed token on the same line.
+MARKER = re.compile(r"#c\d+(?!\d)")
+TOKEN = re.compile(r"<t\d+>")
+ANY = st.integers(0, 10**6)  # an index, taken modulo whatever the buffer holds
+
+
+def marker_of(source: str) -> str:
+    found = MARKER.match(source)
+    return found.group() if found else ""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a user's edit means for the end result."""
+
+    typed: tuple[str, str] | None = None  # token, marker of its cell
+    deleted: frozenset[str] = frozenset()  # tokens on a deleted line (merges can join lines)
+    deleted_cell: str | None = None
+    inserted_cell: str | None = None
+    # (marker, tokens the mover's copy had) of each cell the merge may delete and re-insert
+    moved: tuple[tuple[str, frozenset[str]], ...] = ()
+
+
+WorldEdit = Callable[[Notebook, int], Effect | None]  # edits a buffer; None: nothing to do
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An update on the wire, with the state vector its sender had when making it."""
+
+    update: bytes
+    needs: StateVector
+
+
+@dataclass
+class Peer:
+    replica: Replica
+    inbox: list[Sent] = field(default_factory=list)
+    last_save: str = ""  # the text of the replica's last ingested save (or first load)
+
+    def can_apply(self, sent: Sent) -> bool:
+        """Causal delivery: everything the update builds on is here."""
+        have = decode_state_vector(self.replica.engine.doc.get_state())
+        return all(have.get(client, 0) >= clock for client, clock in sent.needs.items())
+
+    def receive(self, sent: Sent, *, reload: bool) -> None:
+        self.replica.receive(sent.update, reload=reload)
+
+
+@dataclass
+class World:
+    """The replicas, the network between them, and what the test expects at the end."""
+
+    peers: list[Peer]
+    minor: int
+    counter: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
+    typed: dict[str, str] = field(default_factory=dict)  # token -> marker of its cell
+    deleted: set[str] = field(default_factory=set)  # typed tokens
+    maybe_deleted: set[str] = field(default_factory=set)
+    deleted_cells: set[str] = field(default_factory=set)
+    markers: set[str] = field(default_factory=set)
+    moves: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+    may_revert: set[str] = field(default_factory=set)  # markers and tokens
+    sent: list[Sent] = field(default_factory=list)
+
+    def save(self, peer: Peer, edit: WorldEdit) -> None:
+        replica = peer.replica
+        if not replica.engine.is_known(replica.buffer):
+            # The engine remembers the last few versions only; an editor staler than that
+            # is not modelled (its save would be merged against the wrong base).
+            replica.buffer = replica.disk
+        nb = replica.notebook()
+        effect = edit(nb, next(self.counter))
+        if effect is None:
+            return
+        text = dump(nb)
+        if replica.buffer != replica.disk and coincides(effect, replica.disk):
+            self.may_revert |= unseen(replica.buffer, replica.disk)
+        ambiguous = not effect.deleted <= set(TOKEN.findall(peer.last_save))
+        if not replica.engine.is_known(text):
+            peer.last_save = text
+        needs = decode_state_vector(replica.engine.doc.get_state())
+        update = replica.save_text(text)
+        self.expect(effect, ambiguous)
+        if update is None:
+            return
+        sent = Sent(update, needs)
+        self.sent.append(sent)
+        for other in self.peers:
+            if other is not peer:
+                other.inbox.append(sent)
+
+    def expect(self, effect: Effect, ambiguous_deletion: bool) -> None:
+        if effect.typed:
+            token, marker = effect.typed
+            self.typed[token] = marker
+        if ambiguous_deletion:
+            self.maybe_deleted.update(effect.deleted)
+        else:
+            self.deleted.update(effect.deleted)
+        if effect.deleted_cell:
+            self.deleted_cells.add(effect.deleted_cell)
+        if effect.inserted_cell:
+            self.markers.add(effect.inserted_cell)
+        self.moves.extend(effect.moved)
+
+
+def coincides(effect: Effect, doc_text: str) -> bool:
+    """Does a stale editor delete or move what the doc has already lost?"""
+    markers, tokens = set(MARKER.findall(doc_text)), set(TOKEN.findall(doc_text))
+    lost_cells = {effect.deleted_cell, *(marker for marker, _ in effect.moved)} - markers
+    return bool(lost_cells - {None} or effect.deleted - tokens)
+
+
+def unseen(buffer: str, doc_text: str) -> set[str]:
+    """Markers and tokens the doc has and the stale editor never saw."""
+    have = set(MARKER.findall(buffer)) | set(TOKEN.findall(buffer))
+    return (set(MARKER.findall(doc_text)) | set(TOKEN.findall(doc_text))) - have
+
+
+# --- edits a user makes in the editor ----------------------------------------------------------
+
+
+def type_line(draw: st.DrawFn) -> WorldEdit:
+    cell_pick, line_pick = draw(ANY), draw(ANY)
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        if not nb["cells"]:
+            return None
+        cell = nb["cells"][cell_pick % len(nb["cells"])]
+        lines = cell["source"].split("\n")
+        token = f"<t{serial}>"
+        lines.insert(1 + line_pick % len(lines), token)
+        cell["source"] = "\n".join(lines)
+        return Effect(typed=(token, marker_of(cell["source"])))
+
+    return edit
+
+
+def delete_line(draw: st.DrawFn) -> WorldEdit:
+    cell_pick, line_pick = draw(ANY), draw(ANY)
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        candidates = [cell for cell in nb["cells"] if "\n" in cell["source"]]
+        if not candidates:
+            return None
+        cell = candidates[cell_pick % len(candidates)]
+        lines = cell["source"].split("\n")
+        gone = lines.pop(1 + line_pick % (len(lines) - 1))
+        cell["source"] = "\n".join(lines)
+        return Effect(deleted=frozenset(TOKEN.findall(gone)))
+
+    return edit
+
+
+def insert_cell(draw: st.DrawFn) -> WorldEdit:
+    pick, markdown = draw(ANY), draw(st.booleans())
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        marker = f"#c{serial}"
+        cell = markdown_cell(marker) if markdown else code_cell(marker)
+        if nb["nbformat_minor"] < 5:
+            del cell["id"]
+        nb["cells"].insert(pick % (len(nb["cells"]) + 1), cell)
+        return Effect(inserted_cell=marker)
+
+    return edit
+
+
+def delete_cell(draw: st.DrawFn) -> WorldEdit:
+    pick = draw(ANY)
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        if not nb["cells"]:
+            return None
+        cell = nb["cells"].pop(pick % len(nb["cells"]))
+        return Effect(deleted_cell=marker_of(cell["source"]))
+
+    return edit
+
+
+def at_risk_copy(cell: dict[str, str]) -> tuple[str, frozenset[str]]:
+    return marker_of(cell["source"]), frozenset(TOKEN.findall(cell["source"]))
+
+
+def move_cell(draw: st.DrawFn) -> WorldEdit:
+    source, target = draw(ANY), draw(ANY)
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        if len(nb["cells"]) < 2:
+            return None
+        start = source % len(nb["cells"])
+        cell = nb["cells"].pop(start)
+        end = target % (len(nb["cells"]) + 1)
+        nb["cells"].insert(end, cell)
+        # Swapping neighbours is the same as moving the other one: the engine may do that.
+        moved = [cell] + ([nb["cells"][start]] if abs(start - end) == 1 else [])
+        return Effect(moved=tuple(at_risk_copy(one) for one in moved))
+
+    return edit
+
+
+def set_outputs(draw: st.DrawFn) -> WorldEdit:
+    pick = draw(ANY)
+
+    def edit(nb: Notebook, serial: int) -> Effect | None:
+        code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+        if not code:
+            return None
+        cell = code[pick % len(code)]
+        cell["outputs"] = [stream(f"run {serial}\n")]
+        cell["execution_count"] = serial
+        return Effect()
+
+    return edit
+
+
+MakeEdit = Callable[[st.DrawFn], WorldEdit]
+EDITS: list[MakeEdit] = [*[type_line] * 3, delete_line, insert_cell, delete_cell, set_outputs]
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def start(n_replicas: int, minor: int) -> World:
+    cells = [
+        markdown_cell("#c0\n<t1>"),
+        code_cell("#c1\n<t2>\n<t3>", [stream("out\n")], execution_count=1),
+        code_cell("#c2"),
+        markdown_cell("#c3\n<t4>"),
+    ]
+    sharer = Replica.sharer("r0", dump(notebook(cells, minor=minor)))
+    state = sharer.engine.full_state()
+    replicas = [sharer] + [Replica.joiner(f"r{i}", state) for i in range(1, n_replicas)]
+    peers = [Peer(replica, last_save=replica.buffer) for replica in replicas]
+    world = World(peers, minor)
+    world.markers.update(marker_of(cell["source"]) for cell in cells)
+    world.typed.update({"<t1>": "#c0", "<t2>": "#c1", "<t3>": "#c1", "<t4>": "#c3"})
+    return world
+
+
+def deliver(peer: Peer, rng: random.Random, *, keep: bool, reload: bool) -> bool:
+    """Deliver one random update that can be applied; False when none can."""
+    ready = [index for index, sent in enumerate(peer.inbox) if peer.can_apply(sent)]
+    if not ready:
+        return False
+    index = rng.choice(ready)
+    sent = peer.inbox[index] if keep else peer.inbox.pop(index)
+    peer.receive(sent, reload=reload)
+    return True
+
+
+def settle(world: World, rng: random.Random) -> None:
+    """Everyone gets everything, in a random causal order, and some updates twice."""
+    for peer in world.peers:
+        while deliver(peer, rng, keep=False, reload=rng.random() < 0.5):
+            pass
+        assert not peer.inbox, "an update never became applicable"
+        for sent in rng.sample(world.sent, min(3, len(world.sent))):
+            peer.receive(sent, reload=rng.random() < 0.5)
+
+
+def may_be_lost(world: World, token: str) -> bool:
+    """Could the token be gone by a rule the test accepts (see the module docstring)?"""
+    cell = world.typed[token]
+    moved_without_it = any(marker == cell and token not in seen for marker, seen in world.moves)
+    deleted = token in world.deleted or token in world.maybe_deleted
+    lost_cell = cell in world.deleted_cells or cell in world.may_revert
+    return deleted or lost_cell or moved_without_it or token in world.may_revert
+
+
+def check(world: World, *, copies_allowed: bool = False) -> None:
+    """The end state; ``copies_allowed`` when cells were moved (see test_engine's
+    test_concurrent_moves_of_one_cell_keep_one_copy)."""
+    rendered = {peer.replica.engine.render() for peer in world.peers}
+    assert len(rendered) == 1, "replicas did not converge"
+    text = rendered.pop()
+    nb = parse_notebook(text)
+    for peer in world.peers:
+        assert peer.replica.disk == text
+
+    ids = Counter(cell["id"] for cell in world.peers[0].replica.engine.notebook()["cells"])
+    assert copies_allowed or max(ids.values(), default=1) == 1, f"ids twice: {ids.most_common(2)}"
+
+    all_sources = "\n".join(cell["source"] for cell in nb["cells"])
+    markers = Counter(MARKER.findall(all_sources))
+    for marker in world.markers:
+        count = markers[marker]
+        assert copies_allowed or count <= 1, f"cell {marker} is there {count} times"
+        if marker not in world.deleted_cells and marker not in world.may_revert:
+            assert count >= 1, f"cell {marker} is missing"
+
+    tokens = Counter(TOKEN.findall(all_sources))
+    for token in world.typed:
+        count = tokens[token]
+        assert copies_allowed or count <= 1, f"{token} is there {count} times"
+        if not may_be_lost(world, token):
+            assert count >= 1, f"{token} was lost"
+    for token in world.deleted if not copies_allowed else ():
+        assert tokens[token] == 0, f"deleted {token} came back"
+
+
+def run(data: st.DataObject, edits: list[MakeEdit]) -> World:
+    """Random saves and deliveries, then everyone gets everything."""
+    rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    n_replicas = data.draw(st.integers(2, 5), label="replicas")
+    world = start(n_replicas, data.draw(st.sampled_from([5, 4]), label="minor"))
+    for _ in range(data.draw(st.integers(1, 25), label="steps")):
+        peer = world.peers[data.draw(st.integers(0, n_replicas - 1), label="replica")]
+        if data.draw(st.booleans(), label="save?"):
+            make_edit = data.draw(st.sampled_from(edits), label="edit")
+            world.save(peer, make_edit(data.draw))
+        else:
+            deliver(peer, rng, keep=rng.random() < 0.2, reload=rng.random() < 0.6)
+    settle(world, rng)
+    return world
+
+
+PROPERTY = settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@PROPERTY
+@given(data=st.data())
+def test_replicas_converge_without_losing_or_doubling_edits(data: st.DataObject) -> None:
+    check(run(data, EDITS))
+
+
+@PROPERTY
+@given(data=st.data())
+def test_replicas_converge_with_moves_and_lose_only_concurrent_edits(data: st.DataObject) -> None:
+    check(run(data, [*EDITS, move_cell, move_cell]), copies_allowed=True)
+
+
+# --- a pycrdt bug the sync layer must work around ----------------------------------------------
+
+
+def transaction_update(doc: Doc, change: Callable[[], None]) -> bytes:
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    change()
+    doc.unobserve(subscription)
+    return updates[0]
+
+
+def test_pycrdt_applies_out_of_order_updates_wrongly() -> None:
+    """pycrdt 0.14.13 (yrs) drops an update that arrives before the one it builds on.
+
+    B types "abc", then "def" right after it, then "ghi" elsewhere. C gets the second and
+    third updates before the first: "def" never shows up, although C applied every update.
+    Re-sending it, or y-sync's step 2, repairs the doc. So updates must be applied in causal
+    order (or followed by a sync step). When this test fails, pycrdt has fixed the bug.
+    """
+    a: Doc = Doc()
+    text_a = a.get("t", type=Text)
+    text_a += "0123456789"
+    b: Doc = Doc()
+    b.apply_update(a.get_update())
+    text_b = b.get("t", type=Text)
+    first = transaction_update(b, lambda: text_b.insert(2, "abc"))
+    second = transaction_update(b, lambda: text_b.insert(5, "def"))
+    third = transaction_update(b, lambda: text_b.insert(12, "ghi"))
+    c: Doc = Doc()
+    c.apply_update(a.get_update())
+
+    for update in (second, third, first):
+        c.apply_update(update)
+
+    assert str(c.get("t", type=Text)) == "01abc2345ghi6789"  # "def" is missing
+    c.apply_update(b.get_update(c.get_state()))
+    assert str(c.get("t", type=Text)) == str(text_b) == "01abcdef2345ghi6789"
