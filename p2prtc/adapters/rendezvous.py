@@ -96,22 +96,32 @@ def _closed_detail(exc: ConnectionClosed) -> str:
     return f"code {int(close.code)}" + (f": {close.reason}" if close.reason else "")
 
 
+HANDLER_GRACE_S = 1.0
+
+
 class RendezvousServer:
     """Accepts pipes and hands each to `on_pipe`; the pipe closes when `on_pipe` returns."""
 
-    def __init__(self, server: Server) -> None:
-        self._server = server
+    def __init__(self) -> None:
+        self._server: Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(cls, host: str, port: int = 0, *, on_pipe: OnPipe) -> RendezvousServer:
         """Listen on host:port (port 0: any free port, see `.port`)."""
+        self = cls()
 
         async def handle(connection: ServerConnection) -> None:
             pipe = Pipe(connection)
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
             try:
                 await on_pipe(pipe)
             except RendezvousError as exc:  # a peer leaving mid-exchange is routine
                 logger.info("rendezvous with %s ended: %s", pipe.remote_address, exc)
+            finally:
+                self._handlers.discard(task)
 
         server = await serve(
             handle,
@@ -122,16 +132,24 @@ class RendezvousServer:
             max_size=MAX_MESSAGE_SIZE,
             close_timeout=CLOSE_TIMEOUT,
         )
-        return cls(server)
+        self._server = server
+        return self
 
     @property
     def port(self) -> int:
         """The TCP port actually listened on."""
+        assert self._server is not None
         return int(next(iter(self._server.sockets)).getsockname()[1])
 
     async def close(self) -> None:
-        """Stop listening and close open pipes (code 1001), waiting for their handlers."""
+        """Stop listening and close open pipes (code 1001); handlers busy elsewhere (e.g.
+        waiting for a WebRTC link) get a short grace, then are cancelled."""
+        assert self._server is not None
         self._server.close()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=HANDLER_GRACE_S)
+        for task in list(self._handlers):
+            task.cancel()
         await self._server.wait_closed()
 
 

@@ -142,9 +142,15 @@ class NotebookEngine:
         base = self._closest_version(new)
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
-        if self._is_current(base):
+        current = None if self._is_current(base) else self.notebook()
+        if current is None:
             ingested, update = apply_diff_observed(self.doc, base.notebook, new)
             saved = self._snapshot(digest, ingested)
+            needs_write = False
+        elif without_cell_ids(current) == new:
+            # The save holds the doc as it is now (its changes since ``base`` included):
+            # merged against ``base``, those changes would apply twice.
+            ingested, update, saved = current, None, self._snapshot(digest, current)
             needs_write = False
         else:
             ingested, update, saved = self._ingest_on_fork(base, new, digest)

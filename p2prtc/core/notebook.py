@@ -249,23 +249,28 @@ def dumps_like_jupyter(value: Any) -> str:
 
     The stdlib encoder is pure Python as soon as ``indent`` is set (~100 ms for a 1.7 MB
     notebook). orjson writes the same JSON with an indent of 2, which we halve. It spells
-    exponent floats differently ("1e-5" for Python's "1e-05") and cannot hold integers beyond
-    64 bits: for those rare notebooks, the stdlib writes the file.
+    some floats differently ("1e-5" for Python's "1e-05", "0.000025" for "2.5e-05") and
+    cannot hold integers beyond 64 bits: for those rare notebooks, the stdlib writes the file.
     """
     try:
         text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:
         text = ""
-    if not text or _EXPONENT_NUMBER.search(text):
+    if not text or _spells_a_float_differently(text):
         return json.dumps(
             value, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")
         )
     return _halve_indents(text)
 
 
-# A number in exponent form where a JSON value starts (strings start with a quote). Text in a
-# string that happens to look like one only costs the slow path.
-_EXPONENT_NUMBER = re.compile(r"(?:: |\n +)-?\d+(?:\.\d+)?[eE]")
+# A float where a JSON value starts (strings start with a quote). Text in a string that
+# happens to look like one only costs the slow path.
+_FLOAT = re.compile(r"(?:: |\n +)(-?\d+(?:\.\d+)?[eE][-+]?\d+|-?\d+\.\d+)")
+
+
+def _spells_a_float_differently(text: str) -> bool:
+    """Does orjson write some float unlike Python ("1e-5", "0.000025" for "2.5e-05")?"""
+    return any(repr(float(number)) != number for number in _FLOAT.findall(text))
 
 
 def _halve_indents(text: str) -> str:

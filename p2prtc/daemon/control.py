@@ -198,7 +198,7 @@ class ControlServer:
             return _encode({**result, "ok": True})
         except Exception as exc:
             if not isinstance(exc, P2PError):
-                logger.exception("control request failed: %r", line[:200])
+                logger.exception("control request failed")  # its text may hold a join code
             return _encode(_error_response(exc))
 
 

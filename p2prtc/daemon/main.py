@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -122,6 +123,7 @@ class Endpoint:
         self.open_pipe = opener
         self.properties = properties  # mDNS TXT; None when nothing was announced
         self.shares = shares  # the shares a signaling topic proves it holds
+        self.peer_id: str | None = None  # learnt from the first successful handshake
         self.seen = time.monotonic()
         self.failures = 0
         self.next_attempt = 0.0
@@ -164,6 +166,9 @@ class Daemon:
         self.home = home
         self.config = config
         self.daemon_id = load_daemon_id(home)
+        # Who we are in handshakes: the stable id plus this run's, so that peers can tell a
+        # restarted daemon's new link from a dead one of its previous run.
+        self.identity = f"{self.daemon_id}/{secrets.token_hex(4)}"
         self.shares: dict[bytes, Share] = {}
         self.connections: dict[str, PeerConnection] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -389,7 +394,7 @@ class Daemon:
         try:
             await asyncio.wait_for(share.ready.wait(), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
-            raise JoinTimedOut() from None
+            raise JoinTimedOut(share.last_error) from None
         return {"path": str(record.path), "share_id": record.share_id.hex()}
 
     def _check_destination(self, dest: Path, force: bool) -> None:
@@ -658,7 +663,7 @@ class Daemon:
         ]
         if not wanted:
             return
-        connection = self._connection_for_endpoint(endpoint.key)
+        connection = self._connection_for_endpoint(endpoint)
         if connection is not None:
             for share in wanted:
                 if share.share_id not in connection.declined:
@@ -671,8 +676,16 @@ class Daemon:
         endpoint.dialling = True
         self._spawn(self._dial(endpoint, wanted[0]), f"dial {endpoint.key}")
 
-    def _connection_for_endpoint(self, key: str) -> PeerConnection | None:
-        return next((c for c in self.connections.values() if c.endpoint == key and c.is_open), None)
+    def _connection_for_endpoint(self, endpoint: Endpoint) -> PeerConnection | None:
+        """Our link to that daemon, whichever side dialled it."""
+        if endpoint.peer_id is not None:
+            known = self.connections.get(endpoint.peer_id)
+            if known is not None and known.is_open:
+                return known
+        return next(
+            (c for c in self.connections.values() if c.endpoint == endpoint.key and c.is_open),
+            None,
+        )
 
     def _open_connections(self) -> int:
         """Open connections plus those being set up (so parallel dials cannot overshoot)."""
@@ -707,12 +720,13 @@ class Daemon:
             try:
                 await pipe.send(envelope("member"))
                 await expect_ok(pipe)
-                machine = MemberInitiator(share.share_id, share.record.secret, self.daemon_id)
+                machine = MemberInitiator(share.share_id, share.record.secret, self.identity)
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
                 link = await self._offer_link(pipe, auth)
             finally:
                 await pipe.close()
+            endpoint.peer_id = _stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, self.daemon_id, endpoint.key)
             endpoint.succeeded()
         except Exception as exc:  # any failure: back off and retry later
@@ -750,14 +764,14 @@ class Daemon:
     async def _adopt_link(
         self, link: PeerLink, auth: Authenticated, initiator: str, endpoint: str | None
     ) -> None:
-        if auth.peer_daemon_id == self.daemon_id:
+        if _stable_id(auth.peer_daemon_id) == self.daemon_id:
             await link.close()
             return
         connection = PeerConnection(
             link,
             auth.peer_daemon_id,
             initiator,
-            daemon_id=self.daemon_id,
+            identity=self.identity,
             lookup=self._lookup,
             on_events=self._on_peer_events,
             on_share=self._on_peer_share,
@@ -774,7 +788,8 @@ class Daemon:
         existing = self.connections.get(connection.peer_id)
         if existing is not None and existing.is_open:
             newer_wins = (
-                existing.initiator_id == connection.initiator_id
+                existing.peer_identity != connection.peer_identity  # the peer restarted
+                or existing.initiator_id == connection.initiator_id
                 or min(existing.initiator_id, connection.initiator_id) == connection.initiator_id
             )
             loser = existing if newer_wins else connection
@@ -882,12 +897,12 @@ class Daemon:
         self._connecting += 1
         try:
             await pipe.send(ok_reply())
-            auth = await run_handshake(pipe, MemberResponder(self._lookup, self.daemon_id))
+            auth = await run_handshake(pipe, MemberResponder(self._lookup, self.identity))
             assert isinstance(auth, Authenticated)
             link = await self._answer_link(pipe, auth)
         finally:
             self._connecting -= 1
-        await self._adopt_link(link, auth, auth.peer_daemon_id, None)
+        await self._adopt_link(link, auth, _stable_id(auth.peer_daemon_id), None)
 
     async def _redeem(self, code: JoinCode, deadline: float) -> bytes:
         """Find the daemon offering ``code`` and run the PAKE with it; the sealed welcome."""
@@ -942,6 +957,11 @@ class Daemon:
             await pipe.close()
 
 
+def _stable_id(identity: str) -> str:
+    """The daemon id in a handshake identity ``<daemon id>/<run id>``."""
+    return identity.partition("/")[0]
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, P2PError):
         return exc.message
@@ -984,6 +1004,7 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
 
 def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
     """Run the daemon of ``home`` in the foreground until ``p2prtc stop`` or a signal."""
+    os.umask(0o077)  # the store, the log and everything else we create: owner only
     lock = _HomeLock(home)
     lock.acquire()
     _configure_logging(home, log_level)

@@ -60,10 +60,10 @@ class PeerConnection:
     def __init__(
         self,
         link: PeerLink,
-        peer_id: str,
+        peer_identity: str,
         initiator_id: str,
         *,
-        daemon_id: str,
+        identity: str,
         lookup: Lookup,
         on_events: EventHandler,
         on_share: ShareHandler,
@@ -71,13 +71,14 @@ class PeerConnection:
         endpoint: str | None = None,
     ) -> None:
         self.link = link
-        self.peer_id = peer_id
+        self.peer_identity = peer_identity  # "<daemon id>/<run id>" as proven in the handshake
+        self.peer_id = peer_identity.partition("/")[0]
         self.initiator_id = initiator_id
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
-        self.sync = PeerSync(peer_id)
+        self.sync = PeerSync(self.peer_id)
         self.state = ConnectionState.OPEN
         self.declined: set[bytes] = set()  # shares the peer said it does not hold
-        self._daemon_id = daemon_id
+        self._identity = identity
         self._lookup = lookup
         self._on_events = on_events
         self._on_share = on_share
@@ -126,7 +127,7 @@ class PeerConnection:
         if self.is_authenticating(share_id) or share_id in self.sync.doc_ids:
             return
         session = secrets.token_bytes(AUTH_SESSION_ID_SIZE)
-        machine = MemberInitiator(share_id, secret, self._daemon_id, fingerprint_binding(self.link))
+        machine = MemberInitiator(share_id, secret, self._identity, fingerprint_binding(self.link))
         self._auth[session] = machine
         self._auth_shares[session] = share_id
         await self._send_auth(session, machine.start())
@@ -166,7 +167,7 @@ class PeerConnection:
             if len(self._auth) >= _MAX_AUTH_SESSIONS:
                 await self.fail("too many AUTH sessions")
                 return
-            machine = MemberResponder(self._lookup, self._daemon_id, fingerprint_binding(self.link))
+            machine = MemberResponder(self._lookup, self._identity, fingerprint_binding(self.link))
             self._auth[session] = machine
             machine.start()
         await self._on_auth_events(session, machine.receive(frame.payload))
@@ -177,7 +178,7 @@ class PeerConnection:
                 await self._send_auth(session, [event.data])
             elif isinstance(event, Authenticated):
                 self._end_auth(session)
-                if event.peer_daemon_id != self.peer_id:
+                if event.peer_daemon_id != self.peer_identity:
                     await self.fail("AUTH from a different daemon than the connection's")
                     return
                 await self._on_share(self, event.share_id)

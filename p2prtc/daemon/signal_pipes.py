@@ -90,6 +90,8 @@ class SignalHub:
             client.start()
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for client in self._clients:
             await client.close()
 
