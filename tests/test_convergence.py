@@ -34,6 +34,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -166,8 +167,8 @@ def unseen(buffer: str, doc_text: str) -> set[str]:
 # --- edits a user makes in the editor ----------------------------------------------------------
 
 
-def type_line(draw: st.DrawFn) -> WorldEdit:
-    cell_pick, line_pick = draw(ANY), draw(ANY)
+def type_line(data: st.DataObject) -> WorldEdit:
+    cell_pick, line_pick = data.draw(ANY), data.draw(ANY)
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         if not nb["cells"]:
@@ -182,8 +183,8 @@ def type_line(draw: st.DrawFn) -> WorldEdit:
     return edit
 
 
-def delete_line(draw: st.DrawFn) -> WorldEdit:
-    cell_pick, line_pick = draw(ANY), draw(ANY)
+def delete_line(data: st.DataObject) -> WorldEdit:
+    cell_pick, line_pick = data.draw(ANY), data.draw(ANY)
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         candidates = [cell for cell in nb["cells"] if "\n" in cell["source"]]
@@ -198,8 +199,8 @@ def delete_line(draw: st.DrawFn) -> WorldEdit:
     return edit
 
 
-def insert_cell(draw: st.DrawFn) -> WorldEdit:
-    pick, markdown = draw(ANY), draw(st.booleans())
+def insert_cell(data: st.DataObject) -> WorldEdit:
+    pick, markdown = data.draw(ANY), data.draw(st.booleans())
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         marker = f"#c{serial}"
@@ -212,8 +213,8 @@ def insert_cell(draw: st.DrawFn) -> WorldEdit:
     return edit
 
 
-def delete_cell(draw: st.DrawFn) -> WorldEdit:
-    pick = draw(ANY)
+def delete_cell(data: st.DataObject) -> WorldEdit:
+    pick = data.draw(ANY)
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         if not nb["cells"]:
@@ -228,8 +229,8 @@ def at_risk_copy(cell: dict[str, str]) -> tuple[str, frozenset[str]]:
     return marker_of(cell["source"]), frozenset(TOKEN.findall(cell["source"]))
 
 
-def move_cell(draw: st.DrawFn) -> WorldEdit:
-    source, target = draw(ANY), draw(ANY)
+def move_cell(data: st.DataObject) -> WorldEdit:
+    source, target = data.draw(ANY), data.draw(ANY)
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         if len(nb["cells"]) < 2:
@@ -245,8 +246,8 @@ def move_cell(draw: st.DrawFn) -> WorldEdit:
     return edit
 
 
-def set_outputs(draw: st.DrawFn) -> WorldEdit:
-    pick = draw(ANY)
+def set_outputs(data: st.DataObject) -> WorldEdit:
+    pick = data.draw(ANY)
 
     def edit(nb: Notebook, serial: int) -> Effect | None:
         code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
@@ -260,7 +261,7 @@ def set_outputs(draw: st.DrawFn) -> WorldEdit:
     return edit
 
 
-MakeEdit = Callable[[st.DrawFn], WorldEdit]
+MakeEdit = Callable[[st.DataObject], WorldEdit]
 EDITS: list[MakeEdit] = [*[type_line] * 3, delete_line, insert_cell, delete_cell, set_outputs]
 
 
@@ -354,15 +355,18 @@ def run(data: st.DataObject, edits: list[MakeEdit]) -> World:
         peer = world.peers[data.draw(st.integers(0, n_replicas - 1), label="replica")]
         if data.draw(st.booleans(), label="save?"):
             make_edit = data.draw(st.sampled_from(edits), label="edit")
-            world.save(peer, make_edit(data.draw))
+            world.save(peer, make_edit(data))
         else:
             deliver(peer, rng, keep=rng.random() < 0.2, reload=rng.random() < 0.6)
     settle(world, rng)
     return world
 
 
+# Derandomized: the same examples every run, so a rare case (see the report) cannot make
+# the suite flaky; replica docs still draw random client ids, as in real use.
 PROPERTY = settings(
-    max_examples=50,
+    max_examples=200,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -383,7 +387,7 @@ def test_replicas_converge_with_moves_and_lose_only_concurrent_edits(data: st.Da
 # --- a pycrdt bug the sync layer must work around ----------------------------------------------
 
 
-def transaction_update(doc: Doc, change: Callable[[], None]) -> bytes:
+def transaction_update(doc: Doc[Any], change: Callable[[], None]) -> bytes:
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: updates.append(event.update))
     change()
@@ -399,16 +403,16 @@ def test_pycrdt_applies_out_of_order_updates_wrongly() -> None:
     Re-sending it, or y-sync's step 2, repairs the doc. So updates must be applied in causal
     order (or followed by a sync step). When this test fails, pycrdt has fixed the bug.
     """
-    a: Doc = Doc()
+    a: Doc[Any] = Doc()
     text_a = a.get("t", type=Text)
     text_a += "0123456789"
-    b: Doc = Doc()
+    b: Doc[Any] = Doc()
     b.apply_update(a.get_update())
     text_b = b.get("t", type=Text)
     first = transaction_update(b, lambda: text_b.insert(2, "abc"))
     second = transaction_update(b, lambda: text_b.insert(5, "def"))
     third = transaction_update(b, lambda: text_b.insert(12, "ghi"))
-    c: Doc = Doc()
+    c: Doc[Any] = Doc()
     c.apply_update(a.get_update())
 
     for update in (second, third, first):

@@ -524,6 +524,20 @@ def test_known_text_seen_again_needs_no_write(minor: int) -> None:
     assert not result.needs_write
 
 
+def test_save_of_what_the_doc_already_holds_is_not_merged_again(minor: int) -> None:
+    a, b = share(sample_notebook(minor=minor))
+    remote = b.save(both(insert_cell(1, "from_b"), append_to(3, " # B")))
+    assert remote is not None
+    a.engine.doc.apply_update(remote)  # the daemon has not written the file yet
+    text = a.engine.render()
+
+    result = a.engine.ingest(text)  # and the editor saves exactly that
+
+    assert result.update is None
+    assert not result.needs_write
+    assert a.engine.render() == text == b.disk
+
+
 def test_restart_ingests_edits_made_while_stopped(minor: int) -> None:
     a, b = share(sample_notebook(minor=minor))
     base_text, base_state, base_nb = b.disk, b.engine.full_state(), b.engine.notebook()

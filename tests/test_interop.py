@@ -19,6 +19,7 @@ from nbgen import (
     code_cell,
     display_png,
     markdown_cell,
+    nbformat_reads,
     parse,
     sample_notebook,
     stream,
@@ -47,7 +48,7 @@ def ynotebook_view(engine: NotebookEngine) -> Notebook:
 
 
 def file_view(text: str) -> Notebook:
-    return without_empty_attachments(file_view(text))
+    return without_empty_attachments(nbformat_reads(text))
 
 
 @pytest.fixture(scope="module")

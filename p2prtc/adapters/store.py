@@ -209,8 +209,12 @@ class UpdateStore:
 
     def set_meta(self, key: str, value: bytes) -> None:
         """Store `value` under `key` durably, replacing any previous value."""
+        self.set_metas({key: value})
+
+    def set_metas(self, meta: Mapping[str, bytes]) -> None:
+        """Store several keys durably in one transaction."""
         with self._transaction() as db:
-            _write_meta(db, {key: value})
+            _write_meta(db, meta)
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL); further calls fail."""

@@ -23,8 +23,11 @@ from p2prtc.daemon.files import FileUnreadable, atomic_write, read_file
 
 logger = logging.getLogger(__name__)
 
-_BASE_TEXT = "base_text"
-_BASE_INFO = "base_info"
+# The base: the last text the daemon wrote or read, with the cell ids and the log position
+# of the doc state it matches. "pending" is the text about to be written, recorded before
+# the rename: after a crash between the two, the restarted daemon still knows the file.
+_BASE = "base"
+_PENDING = "pending"
 # Compact the update log once it holds this many rows (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
 
@@ -54,7 +57,7 @@ class SharedFile:
         engine = NotebookEngine.load(text)
         shared = cls(path, engine, store)
         shared._base_seq = store.append(engine.full_state())
-        shared._persist_base(text)
+        store.set_metas(shared._version_meta(_BASE, text, shared._base_seq))
         return shared
 
     @classmethod
@@ -66,11 +69,12 @@ class SharedFile:
     def restore(cls, path: Path, store: UpdateStore) -> SharedFile:
         """Reopen after a restart: the doc from the log, the base from its metadata."""
         shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
-        info = json.loads(store.get_meta(_BASE_INFO) or b"{}")
-        shared._base_seq = int(info.get("seq", 0))
-        base_text = store.get_meta(_BASE_TEXT)
-        if base_text is not None:
-            shared._restore_base(base_text, info.get("ids", []))
+        for name in (_PENDING, _BASE):  # the base last: it is the newest version
+            text = store.get_meta(f"{name}_text")
+            info = json.loads(store.get_meta(f"{name}_info") or b"{}")
+            if text is not None:
+                shared._base_seq = int(info.get("seq", 0))
+                shared._restore_base(text, info.get("ids", []))
         return shared
 
     def catch_up(self) -> bytes | None:
@@ -105,7 +109,9 @@ class SharedFile:
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
             seq = (self.store.last_seq() or 0) + 1
-            self._base_seq = self.store.append_with_meta(result.update, self._base_meta(text, seq))
+            self._base_seq = self.store.append_with_meta(
+                result.update, self._version_meta(_BASE, text, seq)
+            )
         if result.needs_write:
             self.write()
         return result.update
@@ -138,10 +144,12 @@ class SharedFile:
             if not self.engine.is_known(data):
                 self.engine.remember_written(text)
             return None
-        atomic_write(self.path, data)
         self.engine.remember_written(text)
-        self._base_seq = self.store.last_seq() or 0
-        self._persist_base(data)
+        seq = self.store.last_seq() or 0
+        self.store.set_metas(self._version_meta(_PENDING, data, seq))
+        atomic_write(self.path, data)
+        self._base_seq = seq
+        self.store.set_metas(self._version_meta(_BASE, data, seq))
         self._maybe_compact()
         return None
 
@@ -157,13 +165,9 @@ class SharedFile:
         latest = self.engine.latest_version()
         return [cell["id"] for cell in latest.notebook["cells"]] if latest else []
 
-    def _base_meta(self, text: bytes, seq: int) -> dict[str, bytes]:
+    def _version_meta(self, name: str, text: bytes, seq: int) -> dict[str, bytes]:
         info = {"ids": self._ids(), "seq": seq}
-        return {_BASE_TEXT: text, _BASE_INFO: json.dumps(info).encode()}
-
-    def _persist_base(self, text: bytes) -> None:
-        for key, value in self._base_meta(text, self._base_seq).items():
-            self.store.set_meta(key, value)
+        return {f"{name}_text": text, f"{name}_info": json.dumps(info).encode()}
 
     def _maybe_compact(self) -> None:
         if self.store.count() < COMPACT_AFTER_UPDATES:
