@@ -399,3 +399,22 @@ def test_mutated_real_messages_never_raise(data: st.DataObject) -> None:
             mutated[position] = data.draw(st.integers(0, 255))
             message = bytes(mutated)
         assert isinstance(link.receive(message), list)
+
+
+def test_resync_on_a_live_connection_repairs_a_lost_update() -> None:
+    a = Node("a", {DOC1: text_doc("shared")})
+    b = Node("b", {DOC1: text_doc()})
+    mesh = Mesh(a, b)
+    mesh.connect("a", "b")
+    mesh.run()
+    mesh.edit("a", DOC1, insert(0, "lost "))
+    mesh.wire.clear()  # the update never arrives (a broken gossip path)
+    mesh.edit("a", DOC1, insert(len("lost shared"), " edit"))
+    mesh.run()
+    assert text_of(b.docs[DOC1]) != text_of(a.docs[DOC1])
+
+    mesh.send("b", "a", b.links["a"].resync(DOC1))
+    mesh.run()
+
+    assert text_of(b.docs[DOC1]) == text_of(a.docs[DOC1]) == "lost shared edit"
+    assert b.links["a"].resync(b"\x09" * 16) == []

@@ -162,6 +162,15 @@ class PeerSync:
         self._retired.add(doc_id)
         return self._chunker.encode(Frame(FrameKind.LEAVE, doc_id, b""))
 
+    def resync(self, doc_id: bytes) -> list[bytes]:
+        """A fresh SyncStep1 (anti-entropy): the peer answers with whatever we still miss.
+
+        Sent now and then on live connections, it repairs updates lost or mis-ordered on a
+        gossip path (pycrdt can drop an update that arrives before its dependencies).
+        """
+        link = self._links.get(doc_id)
+        return [] if link is None else self._sync_frame(doc_id, create_sync_message(link.doc))
+
     def is_synced(self, doc_id: bytes) -> bool:
         """Whether the peer's SyncStep2 for this document has been applied."""
         link = self._links.get(doc_id)

@@ -74,6 +74,8 @@ RECONCILE_INTERVAL_S = 1.0
 PRESENCE_INTERVAL_S = 15.0
 PRESENCE_TTL_S = 60.0
 JOINING_PRESENCE_INTERVAL_S = 1.0
+# Anti-entropy on live connections: a state-vector exchange per shared doc this often.
+RESYNC_INTERVAL_S = 30.0
 LINK_OPEN_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 30.0
 
@@ -190,6 +192,7 @@ class Daemon:
         self._invite_hosts: dict[str, list[str]] = {}  # invite topic -> instances offering it
         self._last_presence = 0.0
         self._connecting = 0  # dials and answers in progress
+        self._last_resync = time.monotonic()
         self._stop = asyncio.Event()
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -650,6 +653,8 @@ class Daemon:
             interval = JOINING_PRESENCE_INTERVAL_S if joining else PRESENCE_INTERVAL_S
             if time.monotonic() - self._last_presence > interval:
                 await self._announce_presence()
+            if time.monotonic() - self._last_resync > RESYNC_INTERVAL_S:
+                await self._resync_all()
             for endpoint in list(self.endpoints.values()):
                 await self._reconcile_endpoint(endpoint)
 
@@ -675,6 +680,12 @@ class Daemon:
             return
         endpoint.dialling = True
         self._spawn(self._dial(endpoint, wanted[0]), f"dial {endpoint.key}")
+
+    async def _resync_all(self) -> None:
+        self._last_resync = time.monotonic()
+        for connection in list(self.connections.values()):
+            for doc_id in connection.sync.doc_ids:
+                await connection.send(connection.sync.resync(doc_id))
 
     def _connection_for_endpoint(self, endpoint: Endpoint) -> PeerConnection | None:
         """Our link to that daemon, whichever side dialled it."""
