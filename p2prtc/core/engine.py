@@ -124,7 +124,7 @@ class NotebookEngine:
 
     def remember_base(self, text: bytes | str, notebook: Notebook, state: bytes) -> None:
         """Restore a version persisted before a restart: the doc state it was read at."""
-        self._versions.append(self._version(text_digest(text), notebook, state))
+        self._push(self._version(text_digest(text), notebook, state))
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""
@@ -162,7 +162,7 @@ class NotebookEngine:
         # longer possible bases, and keeping them would turn an undo back to one of them
         # into "nothing changed".
         self._versions.clear()
-        self._versions.append(saved)
+        self._push(saved)
         needs_write = needs_write or ids_reassigned(new, ingested)
         logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
         return IngestResult(update=update, needs_write=needs_write)
@@ -234,8 +234,13 @@ class NotebookEngine:
         new_parts = part_counts(new)
         return min(closest, key=lambda version: counter_distance(version.parts, new_parts))
 
+    def _push(self, version: Version) -> None:
+        if self._versions:
+            share_unchanged_parts(self._versions[-1].notebook, version.notebook)
+        self._versions.append(version)
+
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
-        self._versions.append(self._snapshot(digest, notebook))
+        self._push(self._snapshot(digest, notebook))
 
     def _snapshot(self, digest: bytes, notebook: Notebook) -> Version:
         """A version of the live doc as it is now."""
@@ -391,3 +396,19 @@ def sources_by_id(nb: Notebook) -> dict[str, str] | None:
         return None
     by_id = {cell["id"]: cell["source"] for cell in nb["cells"]}
     return by_id if len(by_id) == len(ids) else None
+
+
+def share_unchanged_parts(previous: Notebook, notebook: Notebook) -> None:
+    """Point ``notebook``'s unchanged cell parts at ``previous``'s objects, in place.
+
+    Successive versions differ in a few cells, but each is parsed afresh: without this, every
+    remembered version of a notebook with big outputs holds its own copy of every image.
+    """
+    prior_cells = {cell.get("id"): cell for cell in previous["cells"]}
+    for cell in notebook["cells"]:
+        prior = prior_cells.get(cell.get("id"))
+        if prior is None:
+            continue
+        for key in ("outputs", "attachments", "metadata", "source"):
+            if key in cell and key in prior and cell[key] == prior[key]:
+                cell[key] = prior[key]
