@@ -18,6 +18,8 @@ Bounded runs, e.g.::
 
 Needs ``atheris`` (``.venv/bin/pip install atheris``; not a project dependency). ``all`` runs
 each target in its own process (libFuzzer exits when a run ends) and reports each outcome.
+libFuzzer options pass through: a corpus folder (seed ``notebook`` with real notebooks and
+``-max_len=40000``), ``-rss_limit_mb``... Results: docs/reliability.md, "Hostile input".
 """
 
 from __future__ import annotations

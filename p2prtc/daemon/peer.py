@@ -9,9 +9,11 @@ very connection, so a membership proof cannot be replayed onto another connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -34,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 AUTH_SESSION_ID_SIZE = 16
 _MAX_AUTH_SESSIONS = 64
+# What may wait for a slow peer before it is dropped (it resyncs when it comes back): a
+# slow peer costs memory up to this, never time for the others.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+_FLUSH_BEFORE_CLOSE_S = 1.0
 
 # (connection, events) -> None: the daemon's handler for what the peer's messages caused.
 EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
@@ -85,7 +91,12 @@ class PeerConnection:
         self._on_rekey = on_rekey
         self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
         self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
-        self._send_lock = asyncio.Lock()
+        self._outbox: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._queued = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._sender = asyncio.create_task(self._send_loop(), name=f"send to {self.peer_id}")
 
     def _set_state(self, new: ConnectionState) -> None:
         logger.info("connection to %s: %s -> %s", self.peer_id, self.state.value, new.value)
@@ -96,16 +107,43 @@ class PeerConnection:
         return self.state is ConnectionState.OPEN
 
     async def send(self, messages: list[bytes]) -> None:
-        """Send data channel messages in order; a closed link just drops them."""
+        """Queue data channel messages, in order, without waiting for this peer.
+
+        A peer whose queue outgrows MAX_QUEUED_BYTES is too slow: it is disconnected rather
+        than allowed to hold memory or slow anyone else down.
+        """
         if not messages or not self.is_open:
             return
-        async with self._send_lock:
-            try:
-                for message in messages:
-                    await self.link.send(message)
-            except Exception as exc:  # any send failure means the link is gone
-                logger.info("sending to %s failed: %s", self.peer_id, exc)
-                await self.close()
+        size = sum(map(len, messages))
+        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+            logger.warning("disconnecting %s: it does not keep up", self.peer_id)
+            await self.close()
+            return
+        self._outbox.extend(messages)
+        self._queued_bytes += size
+        self._drained.clear()
+        self._queued.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._outbox:
+                message = self._outbox.popleft()
+                self._queued_bytes -= len(message)
+                try:
+                    await self.link.send(message)  # waits while the channel's buffer is full
+                except Exception as exc:  # any send failure means the link is gone
+                    logger.info("sending to %s failed: %s", self.peer_id, exc)
+                    self._sender_failed()
+                    return
+            self._drained.set()
+
+    def _sender_failed(self) -> None:
+        self._outbox.clear()
+        self._queued_bytes = 0
+        self._drained.set()
+        asyncio.get_running_loop().create_task(self.close())
 
     async def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> None:
         if doc_id not in self.sync.doc_ids:
@@ -196,12 +234,18 @@ class PeerConnection:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""
         logger.warning("disconnecting %s: %s", self.peer_id, reason)
         await self.send(self.sync.send_frame(error_frame(reason)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), _FLUSH_BEFORE_CLOSE_S)
         await self.close()
 
     async def close(self) -> None:
         if not self.is_open:
             return
         self._set_state(ConnectionState.CLOSED)
+        if self._sender is not asyncio.current_task():
+            self._sender.cancel()
+        self._outbox.clear()
+        self._queued_bytes = 0
         await self.link.close()
 
     def status(self) -> dict[str, Any]:
@@ -211,4 +255,5 @@ class PeerConnection:
             "address": f"{address[0]}:{address[1]}" if address else None,
             "connected": self.is_open,
             "path_type": self.link.path_type(),
+            "queued_bytes": self._queued_bytes,
         }
