@@ -266,12 +266,6 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peer's update the store refused (disk full) is never retried: Share.remote_update "
-    "raises before scheduling the write, so the file does not catch up once space is freed, "
-    "and the update is not made durable",
-)
 def test_full_disk_is_reported_loses_nothing_and_catches_up(
     small_disk: Path, tmp_path: Path, notebooks_dir: Path
 ) -> None:

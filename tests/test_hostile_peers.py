@@ -217,12 +217,6 @@ async def test_endless_chunk_stream_is_cut_at_the_size_limit(world: World, evil:
     await assert_unaffected(world, before, "an endless chunk stream")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiortc reassembles a data channel message of any size (rescanning every fragment "
-    "as each arrives) and p2prtc accepts any chunk size: a member can make the daemon buffer "
-    "without limit and stall its event loop. Fix: bound aiortc's reassembly in PeerLink.",
-)
 async def test_message_over_the_advertised_size_gets_the_peer_disconnected(
     world: World, evil: EvilPeer
 ) -> None:

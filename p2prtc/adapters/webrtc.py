@@ -28,7 +28,8 @@ import enum
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,12 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcsctptransport import (
+    SCTP_DATA_UNORDERED,
+    DataChunk,
+    InboundStream,
+    RTCSctpTransport,
+)
 
 from p2prtc.errors import P2PError
 
@@ -53,6 +60,9 @@ CHANNEL_LABEL = "p2prtc"
 CHANNEL_ID = 0
 # aiortc advertises (and accepts) messages up to 256 KiB.
 MAX_MESSAGE_SIZE = 256 * 1024
+# What one SCTP stream may hold in reassembly (see _BoundedInboundStream).
+MAX_REASSEMBLY_BYTES = 64 * MAX_MESSAGE_SIZE
+_SSN_MODULO = 2**16
 # send() waits while more than HIGH_WATER bytes are queued, until LOW_WATER is reached.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -220,6 +230,8 @@ class PeerLink:
         channel.on("bufferedamountlow", self._drained.set)
         channel.on("close", lambda: self._on_lost("data channel closed"))
         pc.on("connectionstatechange", self._on_connection_state)
+        assert pc.sctp is not None  # created with the data channel
+        _bound_inbound_messages(pc.sctp, self._on_lost)
 
     # --- construction ---------------------------------------------------------------
 
@@ -436,6 +448,72 @@ class PeerLink:
         connection = sctp.transport.transport._connection
         pair: CandidatePair | None = connection._nominated.get(1)
         return pair
+
+
+class _BoundedInboundStream(InboundStream):
+    """aiortc's reassembly of one SCTP stream, with limits a hostile peer cannot pass.
+
+    aiortc reassembles a message of any size, rescanning every buffered fragment as each
+    arrives, and buffers anything sent past a gap: a peer ignoring our advertised limits
+    could make us buffer without end and stall the event loop. Here one message may not
+    exceed MAX_MESSAGE_SIZE, nor the stream buffer MAX_REASSEMBLY_BYTES (far above what an
+    honest sender's congestion window puts in flight); past either, fragments are dropped
+    and ``on_overflow(reason)`` closes the link. The channel is ordered: unordered data is refused.
+    """
+
+    def __init__(self, on_overflow: Callable[[str], None]) -> None:
+        super().__init__()
+        self._on_overflow = on_overflow
+        self._overflowed = False
+        self._buffered = 0
+        self._message_sizes: Counter[int] = Counter()  # by stream sequence number
+
+    def add_chunk(self, chunk: DataChunk) -> None:
+        if self._overflowed:
+            return
+        size = len(chunk.user_data)
+        self._buffered += size
+        self._message_sizes[chunk.stream_seq] += size
+        problem = self._problem(chunk)
+        if problem is None:
+            super().add_chunk(chunk)
+            return
+        self._overflowed = True
+        self.reassembly.clear()
+        self._on_overflow(problem)
+
+    def _problem(self, chunk: DataChunk) -> str | None:
+        if chunk.flags & SCTP_DATA_UNORDERED:
+            return "the peer sent unordered data on an ordered channel"
+        if self._message_sizes[chunk.stream_seq] > MAX_MESSAGE_SIZE:
+            return f"the peer sent a message over {MAX_MESSAGE_SIZE} bytes"
+        if self._buffered > MAX_REASSEMBLY_BYTES:
+            return f"the peer left over {MAX_REASSEMBLY_BYTES} bytes unfinished"
+        return None
+
+    def pop_messages(self) -> Iterator[tuple[int, int, bytes]]:
+        for message in super().pop_messages():
+            # aiortc advanced sequence_number past the message just completed.
+            self._message_sizes.pop((self.sequence_number - 1) % _SSN_MODULO, None)
+            self._buffered -= len(message[2])
+            yield message
+
+    def prune_chunks(self, tsn: int) -> int:
+        freed = super().prune_chunks(tsn)
+        self._buffered -= freed
+        return freed
+
+
+def _bound_inbound_messages(sctp: RTCSctpTransport, on_overflow: Callable[[str], None]) -> None:
+    """Make ``sctp`` reassemble through _BoundedInboundStream (aiortc has no option for it)."""
+    streams: dict[int, InboundStream] = sctp._inbound_streams
+
+    def get_inbound_stream(stream_id: int) -> InboundStream:
+        if stream_id not in streams:
+            streams[stream_id] = _BoundedInboundStream(on_overflow)
+        return streams[stream_id]
+
+    sctp._get_inbound_stream = get_inbound_stream  # type: ignore[method-assign]
 
 
 def _create_channel(pc: RTCPeerConnection) -> RTCDataChannel:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import NotebookEngine
@@ -40,6 +40,9 @@ class SharedFile:
         self.engine = engine
         self.store = store
         self._base_seq = 0
+        # Peers' updates the doc has but the store refused (disk full): persisted before
+        # anything else is, and before the file shows them.
+        self._unsaved: list[bytes] = []
 
     @property
     def doc(self) -> Doc[Any]:
@@ -105,6 +108,7 @@ class SharedFile:
 
         Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
         """
+        self.save_unsaved()
         result = self.engine.ingest(text)
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
@@ -124,8 +128,19 @@ class SharedFile:
         return self.ingest(text)
 
     def apply_remote(self, update: bytes) -> None:
-        """Persist an update a peer sent (already applied to the doc by the sync session)."""
-        self.store.append(update)
+        """Persist an update a peer sent (already applied to the doc by the sync session).
+
+        If the store refuses it (disk full), it raises, and the update is kept to be persisted
+        by the next call, save or write.
+        """
+        self._unsaved.append(update)
+        self.save_unsaved()
+
+    def save_unsaved(self) -> None:
+        """Persist the peers' updates a store failure left in memory; raises while it fails."""
+        if self._unsaved:
+            self.store.append(merge_updates(*self._unsaved))
+            self._unsaved.clear()
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
         """Bring the file up to date with the doc.
@@ -135,6 +150,7 @@ class SharedFile:
         untouched until the user fixes it. ``replace_unknown`` is for a joiner's first write
         over a file the user agreed to replace.
         """
+        self.save_unsaved()
         on_disk = self._read_if_present()
         if on_disk is not None and not replace_unknown and not self.engine.is_known(on_disk):
             return self.ingest(on_disk)

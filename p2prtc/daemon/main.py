@@ -855,9 +855,10 @@ class Daemon:
             return
         try:
             share.remote_update(event.update)
-        except P2PError as exc:
+        except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
             share.last_error = exc.message
-            return
+        # Relayed either way: the peer that made it has it durably, and the rest of a
+        # partial mesh must not wait for a reconnection to get it.
         await self._broadcast(share, event.update, exclude=connection.peer_id)
 
     # --- the rendezvous listener ---------------------------------------------------------

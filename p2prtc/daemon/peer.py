@@ -190,6 +190,8 @@ class PeerConnection:
                 if not self.is_open:
                     break
         finally:
+            if self.is_open:  # the link ended by itself: say why (peer gone, limits broken...)
+                logger.info("connection to %s lost: %s", self.peer_id, self.link.close_reason)
             await self.close()
 
     async def _on_control(self, frame: Frame) -> None:

@@ -131,9 +131,13 @@ class Share:
             self.schedule_write()
 
     def remote_update(self, update: bytes) -> None:
-        """A peer's update reached the doc: persist it, then render it to the file."""
-        self.file.apply_remote(update)
+        """A peer's update reached the doc: persist it, then render it to the file.
+
+        The write is scheduled even when persisting fails (disk full): the writer persists
+        first, and retries until the store takes it, so the file catches up once it does.
+        """
         self.schedule_write()
+        self.file.apply_remote(update)
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
