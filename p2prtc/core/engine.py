@@ -122,9 +122,12 @@ class NotebookEngine:
         """Record a text the daemon wrote (or found on disk equal to the doc) as a version."""
         self._remember(text_digest(text), self.notebook())
 
-    def remember_base(self, text: bytes | str, notebook: Notebook, state: bytes) -> None:
-        """Restore a version persisted before a restart: the doc state it was read at."""
-        self._push(self._version(text_digest(text), notebook, state))
+    def remember_base(self, digest: bytes, notebook: Notebook, state: bytes) -> None:
+        """Restore a version persisted before a restart: the doc state it was read at.
+
+        ``digest`` is ``text_digest`` of the file text; ``notebook`` its content.
+        """
+        self._push(self._version(digest, notebook, state))
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""

@@ -16,10 +16,11 @@ from typing import Any
 from pycrdt import Doc, merge_updates
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import NotebookEngine
-from p2prtc.core.model import meta_of
+from p2prtc.core.engine import NotebookEngine, text_digest
+from p2prtc.core.model import doc_to_notebook, meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
 from p2prtc.daemon.files import FileUnreadable, atomic_write, read_file
+from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,10 @@ class SharedFile:
         """Reopen after a restart: the doc from the log, the base from its metadata."""
         shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
         for name in (_PENDING, _BASE):  # the base last: it is the newest version
-            text = store.get_meta(f"{name}_text")
             info = json.loads(store.get_meta(f"{name}_info") or b"{}")
-            if text is not None:
-                shared._base_seq = int(info.get("seq", 0))
-                shared._restore_base(text, info.get("ids", []))
+            if "seq" in info:
+                shared._base_seq = int(info["seq"])
+                shared._restore_version(info, store.get_meta(f"{name}_text") or b"")
         return shared
 
     def catch_up(self) -> bytes | None:
@@ -91,17 +91,27 @@ class SharedFile:
             logger.warning("%s is missing: writing the shared copy back", self.path)
         return self.write()
 
-    def _restore_base(self, text: bytes, ids: list[str]) -> None:
+    def _restore_version(self, info: dict[str, Any], text: bytes) -> None:
+        """Rebuild a remembered version: the doc state at its log position, and its content.
+
+        Usually the content is the doc at that position; a save merged with remote edits
+        (the file then differs from the doc) kept its own text and cell ids.
+        """
         state_doc: Doc[Any] = Doc()
         for update in self.store.updates(upto=self._base_seq):
             state_doc.apply_update(update)
         try:
-            notebook = parse_notebook(text)
-        except Exception:  # a base that no longer parses is just not a base
-            logger.warning("the saved base of %s is unreadable; using the shared copy", self.path)
+            notebook = (
+                _with_ids(parse_notebook(text), info.get("ids", []))
+                if text
+                else doc_to_notebook(state_doc)
+            )
+            digest = bytes.fromhex(info["digest"])
+        except (P2PError, KeyError, ValueError):
+            logger.warning("a saved version of %s is unreadable; using the shared copy", self.path)
             self.engine.remember_written(self.engine.render())
             return
-        self.engine.remember_base(text, _with_ids(notebook, ids), state_doc.get_update())
+        self.engine.remember_base(digest, notebook, state_doc.get_update())
 
     def ingest(self, text: bytes) -> bytes | None:
         """Merge a save of the file; returns the update to send, already persisted.
@@ -113,9 +123,9 @@ class SharedFile:
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
             seq = (self.store.last_seq() or 0) + 1
-            self._base_seq = self.store.append_with_meta(
-                result.update, self._version_meta(_BASE, text, seq)
-            )
+            # A save merged with remote edits differs from the doc: keep its own text.
+            meta = self._version_meta(_BASE, text, seq, keep_text=result.needs_write)
+            self._base_seq = self.store.append_with_meta(result.update, meta)
         if result.needs_write:
             self.write()
         return result.update
@@ -181,9 +191,21 @@ class SharedFile:
         latest = self.engine.latest_version()
         return [cell["id"] for cell in latest.notebook["cells"]] if latest else []
 
-    def _version_meta(self, name: str, text: bytes, seq: int) -> dict[str, bytes]:
-        info = {"ids": self._ids(), "seq": seq}
-        return {f"{name}_text": text, f"{name}_info": json.dumps(info).encode()}
+    def _version_meta(
+        self, name: str, text: bytes, seq: int, *, keep_text: bool = False
+    ) -> dict[str, bytes]:
+        """What restores a version after a restart: its digest and log position.
+
+        Its content is the doc at that position, so the text itself (megabytes, on every
+        save) is only kept when it differs from the doc.
+        """
+        info: dict[str, Any] = {"digest": text_digest(text).hex(), "seq": seq}
+        if keep_text:
+            info["ids"] = self._ids()
+        return {
+            f"{name}_info": json.dumps(info).encode(),
+            f"{name}_text": text if keep_text else b"",
+        }
 
     def _maybe_compact(self) -> None:
         if self.store.count() < COMPACT_AFTER_UPDATES:
