@@ -8,9 +8,9 @@ three others join at once. Then a seeded random schedule runs for DURATION_S:
 - editor saves, the bulk of it: each writes one new line (a unique token) into a random cell
   at a random line, saved like Jupyter (temp file + rename). Most saves read the file first
   (read-modify-write); a STALE one writes the buffer the machine's editor last read or saved,
-  without reloading, so it lacks what peers wrote since: it must not erase their lines.
-  Editors keep saving into the file of a machine whose daemon is down: the restarted daemon
-  must ingest those saves.
+  without reloading, so it lacks what peers wrote since: it must not erase their lines (how
+  stale is bounded: see Editor). Editors keep saving into the file of a machine whose daemon
+  is down: the restarted daemon must ingest those saves.
 - kill -9 of a random daemon (any of them, the sharer included), restarted a few seconds later.
 - a cut link: the machine's veth set down, inside the machine or on the bridge's end, and
   set up again a few seconds later. Cuts and kills overlap freely (partitions happen).
@@ -23,7 +23,13 @@ Meanwhile a poller reads every machine's file every POLL_PERIOD_S: every read mu
 notebook. At the end every link is healed and every dead daemon restarted, then (bounded by
 CONVERGE_TIMEOUT_S) all four files must become byte-identical; every token must be in them
 exactly once, in the cell it was typed into, and taking the tokens out must give back the
-original notebook (nothing lost, doubled or mangled around them).
+original notebook (nothing lost, doubled or mangled around them). One known bug is let
+through as an expected failure at run time: tokens missing because a daemon's write replaced
+a save before any daemon read it (test_saves_while_the_daemon_writes_are_never_lost shows it
+every time); any other loss fails.
+
+The tests at the end reproduce, on two loopback daemons, the stale saves and the race the
+chaos runs found, each an expected failure until the daemon handles it.
 
 The run prints its seed and every action with the time it ran; P2PRTC_CHAOS_SEED=<seed>
 replays the same schedule (the daemons' timing, of course, differs from run to run).
@@ -174,8 +180,8 @@ class Editor:
     A stale save writes the buffer without reloading, within what the daemon can merge: a
     buffer at most STALE_MAX_S old (a few daemon writes; the engine keeps the last 8
     versions, see test_stale_save_after_many_remote_writes_keeps_them) and none read before
-    its daemon was killed (a restart restores only the last version the daemon wrote, see
-    test_stale_save_while_the_daemon_is_down_keeps_remote_edits); older, it reloads.
+    its daemon was killed (a restart restores only the base, the last text the daemon wrote,
+    see test_stale_save_while_the_daemon_is_down_keeps_remote_edits); otherwise it reloads.
     """
 
     path: Path
@@ -570,9 +576,9 @@ def assert_stale_save_merged(pair: Pair, editor: Editor, remote: list[str]) -> N
 @pytest.mark.timeout(90)
 @pytest.mark.xfail(
     strict=True,
-    reason="a restart restores only the last version the daemon wrote (the persisted base), "
-    "so a save made while it was down from an older buffer is diffed against that version "
-    "and deletes the remote edits the buffer lacks",
+    reason="a restart restores only the base (the last text the daemon wrote or read) and a "
+    "pending write, so a save made while it was down from an older buffer is diffed against "
+    "the base and deletes the remote edits the buffer lacks",
 )
 def test_stale_save_while_the_daemon_is_down_keeps_remote_edits(pair: Pair) -> None:
     editor = Editor(pair.b_file, max_staleness_s=float("inf"))
@@ -608,11 +614,6 @@ def type_lines(path: Path, tag: str, gap_s: float, typed: list[str]) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="SharedFile.write reads the file, renders the doc, then renames over the file: a "
-    "save that lands in between is replaced before the daemon read it, and is lost",
-)
 def test_saves_while_the_daemon_writes_are_never_lost(pair: Pair) -> None:
     typed: list[str] = []
     typists = [

@@ -44,7 +44,7 @@ from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import parse_notebook
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.files import atomic_write
+from p2prtc.daemon.files import Signature, atomic_write
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -248,9 +248,9 @@ def test_crash_during_a_write_restarts_consistent(
     shared.doc.apply_update(update)  # as the sync session does, before the daemon persists it
     shared.apply_remote(update)
 
-    def dying_write(target: Path, data: bytes) -> None:
+    def dying_write(target: Path, data: bytes, *, unless_changed_from: Signature | None) -> None:
         if crash_point == "after the rename":
-            atomic_write(target, data)
+            atomic_write(target, data, unless_changed_from=unless_changed_from)
         raise Crash
 
     monkeypatch.setattr(document, "atomic_write", dying_write)

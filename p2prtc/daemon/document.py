@@ -19,7 +19,14 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import NotebookEngine, text_digest
 from p2prtc.core.model import doc_to_notebook, meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
-from p2prtc.daemon.files import FileUnreadable, atomic_write, read_file
+from p2prtc.daemon.files import (
+    FileChangedMeanwhile,
+    FileUnreadable,
+    Signature,
+    atomic_write,
+    read_file,
+    signature_of,
+)
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +38,8 @@ _BASE = "base"
 _PENDING = "pending"
 # Compact the update log once it holds this many rows (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
+# Tries to replace the file when editors keep saving over it meanwhile.
+_WRITE_ATTEMPTS = 5
 
 
 class SharedFile:
@@ -161,23 +170,34 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.save_unsaved()
-        on_disk = self._read_if_present()
-        if on_disk is not None and not replace_unknown and not self.engine.is_known(on_disk):
-            return self.ingest(on_disk)
+        for _ in range(_WRITE_ATTEMPTS):
+            signature = signature_of(self.path)
+            on_disk = self._read_if_present()
+            if on_disk is not None and not replace_unknown and not self.engine.is_known(on_disk):
+                # A save the watcher has not delivered yet: merge it (its ingest writes the
+                # merged result if needed) rather than overwrite it.
+                return self.ingest(on_disk)
+            try:
+                self._replace(on_disk, signature)
+                return None
+            except FileChangedMeanwhile:
+                replace_unknown = False  # whatever is there now is someone's save
+        return None  # editors keep saving: the watcher delivers them, then we write again
+
+    def _replace(self, on_disk: bytes | None, signature: Signature | None) -> None:
         text = self.engine.render()
         data = text.encode()
         if data == on_disk:
             if not self.engine.is_known(data):
                 self.engine.remember_written(text)
-            return None
+            return
         self.engine.remember_written(text)
         seq = self.store.last_seq() or 0
         self.store.set_metas(self._version_meta(_PENDING, data, seq))
-        atomic_write(self.path, data)
+        atomic_write(self.path, data, unless_changed_from=signature)
         self._base_seq = seq
         self.store.set_metas(self._version_meta(_BASE, data, seq))
         self._maybe_compact()
-        return None
 
     def _read_if_present(self) -> bytes | None:
         try:

@@ -19,6 +19,23 @@ class FileUnreadable(P2PError):
     """The notebook file cannot be read."""
 
 
+class FileChangedMeanwhile(P2PError):
+    """The notebook file changed while the daemon was about to write it."""
+
+
+# (inode, size, mtime in ns): what tells a file replaced or rewritten since it was read.
+Signature = tuple[int, int, int]
+
+
+def signature_of(path: Path) -> Signature | None:
+    """The file's signature now; None when there is no file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 class FileWriteFailed(P2PError):
     """The notebook file could not be written; the shared copy is safe and will be retried."""
 
@@ -39,11 +56,15 @@ def read_file(path: Path, max_bytes: int) -> bytes:
         raise FileUnreadable(f"{path}: {exc.strerror}") from None
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, unless_changed_from: Signature | None) -> None:
     """Replace ``path`` with ``data`` so readers see the old file or the new, never half.
 
     A temp file in the same folder is written, fsynced and renamed over the target; the
     folder is fsynced so the rename survives a crash. The file keeps its permission bits.
+    If the file no longer has the signature it had when the caller read it (an editor saved
+    meanwhile), nothing is replaced and FileChangedMeanwhile is raised: that save must be
+    read first. (A save landing between this check and the rename can still be lost; the
+    window is a few system calls, where it used to be the whole render.)
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.p2prtc-tmp")
     mode = _mode_of(path)
@@ -55,6 +76,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.chmod(tmp, mode)
+        if signature_of(path) != unless_changed_from:
+            tmp.unlink()
+            raise FileChangedMeanwhile(str(path))
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
