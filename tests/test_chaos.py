@@ -574,12 +574,6 @@ def assert_stale_save_merged(pair: Pair, editor: Editor, remote: list[str]) -> N
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restart restores only the base (the last text the daemon wrote or read) and a "
-    "pending write, so a save made while it was down from an older buffer is diffed against "
-    "the base and deletes the remote edits the buffer lacks",
-)
 def test_stale_save_while_the_daemon_is_down_keeps_remote_edits(pair: Pair) -> None:
     editor = Editor(pair.b_file, max_staleness_s=float("inf"))
     editor.load()

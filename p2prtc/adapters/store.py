@@ -167,6 +167,12 @@ class UpdateStore:
             )
             return [row[0] for row in rows]
 
+    def entries(self) -> list[tuple[int, bytes]]:
+        """Every stored update with its sequence number, oldest first."""
+        with self._guarded() as db:
+            rows = db.execute("SELECT seq, data FROM updates ORDER BY seq")
+            return [(int(seq), bytes(data)) for seq, data in rows]
+
     def last_seq(self) -> int | None:
         """The sequence number of the newest update, None for an empty store."""
         with self._guarded() as db:

@@ -16,7 +16,7 @@ from typing import Any
 from pycrdt import Doc, merge_updates
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import NotebookEngine, text_digest
+from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.model import doc_to_notebook, meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
 from p2prtc.daemon.files import (
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # the rename: after a crash between the two, the restarted daemon still knows the file.
 _BASE = "base"
 _PENDING = "pending"
+# The versions before the base (digest + log position), so that after a restart an editor's
+# stale buffer still finds the version it started from.
+_HISTORY = "history"
 # Compact the update log once it holds this many rows (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
 # Tries to replace the file when editors keep saving over it meanwhile.
@@ -50,6 +53,7 @@ class SharedFile:
         self.engine = engine
         self.store = store
         self._base_seq = 0
+        self._history: list[dict[str, Any]] = []
         # Peers' updates the doc has but the store refused (disk full): persisted before
         # anything else is, and before the file shows them.
         self._unsaved: list[bytes] = []
@@ -70,7 +74,7 @@ class SharedFile:
         engine = NotebookEngine.load(text)
         shared = cls(path, engine, store)
         shared._base_seq = store.append(engine.full_state())
-        store.set_metas(shared._version_meta(_BASE, text, shared._base_seq))
+        store.set_metas(shared._base_meta(text, shared._base_seq))
         return shared
 
     @classmethod
@@ -80,14 +84,36 @@ class SharedFile:
 
     @classmethod
     def restore(cls, path: Path, store: UpdateStore) -> SharedFile:
-        """Reopen after a restart: the doc from the log, the base from its metadata."""
+        """Reopen after a restart: the doc from the log, the versions from its metadata."""
         shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
+        shared._history = json.loads(store.get_meta(_HISTORY) or b"[]")
+        saved = [(info, b"") for info in shared._history]
         for name in (_PENDING, _BASE):  # the base last: it is the newest version
             info = json.loads(store.get_meta(f"{name}_info") or b"{}")
             if "seq" in info:
-                shared._base_seq = int(info["seq"])
-                shared._restore_version(info, store.get_meta(f"{name}_text") or b"")
+                saved.append((info, store.get_meta(f"{name}_text") or b""))
+        states = shared._states_at({int(info["seq"]) for info, _ in saved})
+        for info, text in saved:
+            shared._base_seq = int(info["seq"])
+            shared._restore_version(info, text, states.get(shared._base_seq))
+        if saved and shared.engine.latest_version() is None:
+            logger.warning("no saved version of %s is usable; using the shared copy", path)
+            shared.engine.remember_written(shared.engine.render())
         return shared
+
+    def _states_at(self, seqs: set[int]) -> dict[int, Doc[Any]]:
+        """The doc as it was just after each of these log positions (one replay of the log).
+
+        A position folded away by compaction is missing: that version cannot be restored.
+        """
+        states: dict[int, Doc[Any]] = {}
+        doc: Doc[Any] = Doc()
+        for seq, update in self.store.entries():
+            doc.apply_update(update)
+            if seq in seqs:
+                states[seq] = Doc()
+                states[seq].apply_update(doc.get_update())
+        return states
 
     def catch_up(self) -> bytes | None:
         """After a restart: ingest edits made while stopped, or rewrite a missing file.
@@ -100,25 +126,25 @@ class SharedFile:
             logger.warning("%s is missing: writing the shared copy back", self.path)
         return self.write()
 
-    def _restore_version(self, info: dict[str, Any], text: bytes) -> None:
+    def _restore_version(
+        self, info: dict[str, Any], text: bytes, state_doc: Doc[Any] | None
+    ) -> None:
         """Rebuild a remembered version: the doc state at its log position, and its content.
 
         Usually the content is the doc at that position; a save merged with remote edits
         (the file then differs from the doc) kept its own text and cell ids.
         """
-        state_doc: Doc[Any] = Doc()
-        for update in self.store.updates(upto=self._base_seq):
-            state_doc.apply_update(update)
         try:
+            if state_doc is None:
+                raise ValueError("its log position was compacted away")
             notebook = (
                 _with_ids(parse_notebook(text), info.get("ids", []))
                 if text
                 else doc_to_notebook(state_doc)
             )
             digest = bytes.fromhex(info["digest"])
-        except (P2PError, KeyError, ValueError):
-            logger.warning("a saved version of %s is unreadable; using the shared copy", self.path)
-            self.engine.remember_written(self.engine.render())
+        except (P2PError, KeyError, ValueError) as exc:
+            logger.info("a saved version of %s cannot be restored: %s", self.path, exc)
             return
         self.engine.remember_base(digest, notebook, state_doc.get_update())
 
@@ -133,7 +159,7 @@ class SharedFile:
             # The seq this append gets is the next one: base and update land in one transaction.
             seq = (self.store.last_seq() or 0) + 1
             # A save merged with remote edits differs from the doc: keep its own text.
-            meta = self._version_meta(_BASE, text, seq, keep_text=result.needs_write)
+            meta = self._base_meta(text, seq, keep_text=result.needs_write)
             self._base_seq = self.store.append_with_meta(result.update, meta)
         if result.needs_write:
             self.write()
@@ -196,7 +222,7 @@ class SharedFile:
         self.store.set_metas(self._version_meta(_PENDING, data, seq))
         atomic_write(self.path, data, unless_changed_from=signature)
         self._base_seq = seq
-        self.store.set_metas(self._version_meta(_BASE, data, seq))
+        self.store.set_metas(self._base_meta(data, seq))
         self._maybe_compact()
 
     def _read_if_present(self) -> bytes | None:
@@ -226,6 +252,15 @@ class SharedFile:
             f"{name}_info": json.dumps(info).encode(),
             f"{name}_text": text if keep_text else b"",
         }
+
+    def _base_meta(self, text: bytes, seq: int, *, keep_text: bool = False) -> dict[str, bytes]:
+        """The new base, and the history of the bases before it (the restorable ones)."""
+        meta = self._version_meta(_BASE, text, seq, keep_text=keep_text)
+        if not keep_text:
+            self._history = [*self._history, json.loads(meta[f"{_BASE}_info"])]
+            self._history = self._history[-MAX_VERSIONS:]
+            meta[_HISTORY] = json.dumps(self._history).encode()
+        return meta
 
     def _maybe_compact(self) -> None:
         if self.store.count() < COMPACT_AFTER_UPDATES:
