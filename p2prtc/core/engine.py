@@ -161,10 +161,11 @@ class NotebookEngine:
             if update is not None:
                 self.doc.apply_update(update)
             needs_write = self.notebook() != ingested
-        # The editor that made this save held at least this text: older versions are no
-        # longer possible bases, and keeping them would turn an undo back to one of them
-        # into "nothing changed".
-        self._versions.clear()
+        # The editor that made this save held at least its base: the base and older versions
+        # are no longer possible bases (keeping them would turn an undo back to one of them
+        # into "nothing changed"). Versions the daemon wrote after the base stay: another
+        # editor (or this one, reloaded) may have read them and will save from them.
+        self._forget_up_to(base)
         self._push(saved)
         needs_write = needs_write or ids_reassigned(new, ingested)
         logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
@@ -236,6 +237,11 @@ class NotebookEngine:
             return closest[0]
         new_parts = part_counts(new)
         return min(closest, key=lambda version: counter_distance(version.parts, new_parts))
+
+    def _forget_up_to(self, version: Version) -> None:
+        while self._versions:
+            if self._versions.popleft() is version:
+                return
 
     def _push(self, version: Version) -> None:
         if self._versions:

@@ -204,26 +204,37 @@ class SharedFile:
                 # merged result if needed) rather than overwrite it.
                 return self.ingest(on_disk)
             try:
-                self._replace(on_disk, signature)
-                return None
+                return self._replace(on_disk, signature)
             except FileChangedMeanwhile:
                 replace_unknown = False  # whatever is there now is someone's save
         return None  # editors keep saving: the watcher delivers them, then we write again
 
-    def _replace(self, on_disk: bytes | None, signature: Signature | None) -> None:
+    def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
+        """Write the doc over the file; the update of a save it displaced, if any."""
         text = self.engine.render()
         data = text.encode()
         if data == on_disk:
             if not self.engine.is_known(data):
                 self.engine.remember_written(text)
-            return
+            return None
         self.engine.remember_written(text)
         seq = self.store.last_seq() or 0
         self.store.set_metas(self._version_meta(_PENDING, data, seq))
-        atomic_write(self.path, data, unless_changed_from=signature)
+        displaced = atomic_write(self.path, data, unless_changed_from=signature)
         self._base_seq = seq
         self.store.set_metas(self._base_meta(data, seq))
         self._maybe_compact()
+        if displaced is None:
+            return None
+        # An editor saved in the very instant of our rename: merge its save now (and write
+        # the merged result), as if the watcher had brought it.
+        logger.info("merging a save of %s that landed while writing it", self.path)
+        try:
+            return self.ingest(displaced)
+        except P2PError:
+            # Not a notebook: give the user's file back untouched, and report it.
+            atomic_write(self.path, displaced, unless_changed_from=signature_of(self.path))
+            raise
 
     def _read_if_present(self) -> bytes | None:
         try:

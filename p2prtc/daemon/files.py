@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import logging
 import os
 import secrets
@@ -56,15 +59,17 @@ def read_file(path: Path, max_bytes: int) -> bytes:
         raise FileUnreadable(f"{path}: {exc.strerror}") from None
 
 
-def atomic_write(path: Path, data: bytes, *, unless_changed_from: Signature | None) -> None:
+def atomic_write(path: Path, data: bytes, *, unless_changed_from: Signature | None) -> bytes | None:
     """Replace ``path`` with ``data`` so readers see the old file or the new, never half.
 
-    A temp file in the same folder is written, fsynced and renamed over the target; the
-    folder is fsynced so the rename survives a crash. The file keeps its permission bits.
-    If the file no longer has the signature it had when the caller read it (an editor saved
-    meanwhile), nothing is replaced and FileChangedMeanwhile is raised: that save must be
-    read first. (A save landing between this check and the rename can still be lost; the
-    window is a few system calls, where it used to be the whole render.)
+    A temp file in the same folder is written, fsynced and put in place; the folder is
+    fsynced so the rename survives a crash. The file keeps its permission bits.
+
+    ``unless_changed_from`` is the signature of the file the caller read. If the file has
+    changed since (an editor saved meanwhile), nothing is replaced: FileChangedMeanwhile.
+    A save landing in the last instant, between that check and the rename, is not lost
+    either: on Linux the two files are swapped atomically (renameat2 RENAME_EXCHANGE), and
+    the displaced file's contents are returned when they are not what the caller read.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.p2prtc-tmp")
     mode = _mode_of(path)
@@ -79,12 +84,46 @@ def atomic_write(path: Path, data: bytes, *, unless_changed_from: Signature | No
         if signature_of(path) != unless_changed_from:
             tmp.unlink()
             raise FileChangedMeanwhile(str(path))
-        os.replace(tmp, path)
+        swapped = unless_changed_from is not None and _exchange(tmp, path)
+        if not swapped:
+            os.replace(tmp, path)
         fsync_dir(path.parent)
+        return _displaced(tmp, unless_changed_from) if swapped else None
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise FileWriteFailed(f"{path}: {exc.strerror}") from None
+
+
+def _displaced(old: Path, expected: Signature | None) -> bytes | None:
+    """The swapped-out file: its bytes if it was not the file the caller read; removed."""
+    try:
+        return None if signature_of(old) == expected else old.read_bytes()
+    finally:
+        old.unlink(missing_ok=True)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the system cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        error = ctypes.get_errno()
+        if error in (errno.ENOSYS, errno.EINVAL, errno.ENOENT):
+            return False  # no support here (or the file vanished): a plain rename will do
+        raise OSError(error, os.strerror(error))
+    return True
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _mode_of(path: Path) -> int:
