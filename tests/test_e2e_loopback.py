@@ -15,7 +15,7 @@ from daemons import (
     Node,
     cell_source,
     copy_notebook,
-    read_notebook,
+    edit_cell,
     wait_until,
     write_like_jupyter,
 )
@@ -53,16 +53,6 @@ def share_and_join(a: Node, b: Node, notebook: Path) -> Path:
     connect(a, b)
     answer = b.join(code)
     return Path(answer["path"])
-
-
-def edit_cell(path: Path, index: int, edit: str, *, prepend: bool = True) -> None:
-    nb = read_notebook(path)
-    source = nb["cells"][index]["source"]
-    if prepend:
-        source.insert(0, edit + "\n")
-    else:
-        source.append("\n" + edit)
-    write_like_jupyter(path, nb)
 
 
 def test_share_join_and_edit_both_ways(pair: tuple[Node, Node, Path]) -> None:
