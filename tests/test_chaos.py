@@ -576,13 +576,6 @@ def test_stale_save_while_the_daemon_is_down_keeps_remote_edits(pair: Pair) -> N
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a save merged with remote edits is restored after a restart as the doc at its log "
-    "position (remote edits included), not as its own text and state: the next stale save "
-    "from it is diffed against remote edits it never had, and deletes them",
-)
 def test_stale_saves_before_and_after_a_restart_keep_remote_edits(pair: Pair) -> None:
     editor = Editor(pair.b_file, max_staleness_s=float("inf"))
     editor.load()

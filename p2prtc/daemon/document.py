@@ -39,6 +39,10 @@ _PENDING = "pending"
 # The versions before the base (digest + log position), so that after a restart an editor's
 # stale buffer still finds the version it started from.
 _HISTORY = "history"
+# The last save merged with remote edits: its content and its doc state are its own (the
+# fork's), not the doc at its log position, so both are kept (an editor may save from it
+# again, even after a restart).
+_MERGED = "merged"
 # Compact the update log once it holds this many rows (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
 # Tries to replace the file when editors keep saving over it meanwhile.
@@ -88,14 +92,21 @@ class SharedFile:
         shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
         shared._history = json.loads(store.get_meta(_HISTORY) or b"[]")
         saved = [(info, b"") for info in shared._history]
-        for name in (_PENDING, _BASE):  # the base last: it is the newest version
+        for name in (_MERGED, _PENDING, _BASE):  # the base last: it is the newest version
             info = json.loads(store.get_meta(f"{name}_info") or b"{}")
             if "seq" in info:
                 saved.append((info, store.get_meta(f"{name}_text") or b""))
+        saved.sort(key=lambda entry: int(entry[0]["seq"]))
         states = shared._states_at({int(info["seq"]) for info, _ in saved})
+        merged_state = store.get_meta(f"{_MERGED}_state")
+        merged_info = json.loads(store.get_meta(f"{_MERGED}_info") or b"{}")
         for info, text in saved:
             shared._base_seq = int(info["seq"])
-            shared._restore_version(info, text, states.get(shared._base_seq))
+            state = states.get(shared._base_seq)
+            if merged_state and info == merged_info:
+                state = Doc()
+                state.apply_update(merged_state)
+            shared._restore_version(info, text, state)
         if saved and shared.engine.latest_version() is None:
             logger.warning("no saved version of %s is usable; using the shared copy", path)
             shared.engine.remember_written(shared.engine.render())
@@ -267,6 +278,10 @@ class SharedFile:
     def _base_meta(self, text: bytes, seq: int, *, keep_text: bool = False) -> dict[str, bytes]:
         """The new base, and the history of the bases before it (the restorable ones)."""
         meta = self._version_meta(_BASE, text, seq, keep_text=keep_text)
+        latest = self.engine.latest_version()
+        if keep_text and latest is not None:
+            meta.update(self._version_meta(_MERGED, text, seq, keep_text=True))
+            meta[f"{_MERGED}_state"] = latest.state
         if not keep_text:
             self._history = [*self._history, json.loads(meta[f"{_BASE}_info"])]
             self._history = self._history[-MAX_VERSIONS:]
