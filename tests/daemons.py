@@ -254,6 +254,15 @@ def reset_peak_memory(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def loopback_nodes(root: Path, *names: str) -> list[Node]:
+    """Daemon homes ``root/<name>/home`` working in ``root/<name>/work``, loopback only."""
+    nodes = []
+    for name in names:
+        (root / name / "work").mkdir(parents=True)
+        nodes.append(Node(root / name / "home", root / name / "work", dict(LOOPBACK_ENV)))
+    return nodes
+
+
 def copy_notebook(source: Path, dest: Path) -> Path:
     shutil.copyfile(source, dest)
     dest.chmod(0o644)

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 from daemons import (
-    LOOPBACK_ENV,
     Node,
     copy_notebook,
     edit_cell,
+    loopback_nodes,
     process_alive,
     share_and_join,
     stored_updates,
@@ -107,10 +107,7 @@ def notebook_problem(path: Path) -> str | None:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("crash")
-    nodes = []
-    for name in ("a", "b"):
-        (root / name / "work").mkdir(parents=True)
-        nodes.append(Node(root / name / "home", root / name / "work", dict(LOOPBACK_ENV)))
+    nodes = loopback_nodes(root, "a", "b")
     a, b = nodes
     a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
     try:

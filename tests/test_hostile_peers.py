@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 from daemons import (
-    LOOPBACK_ENV,
     Node,
     cell_source,
     copy_notebook,
     edit_cell,
+    loopback_nodes,
     memory_mib,
     reset_peak_memory,
     share_and_join,
@@ -75,10 +75,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[World]:
     root = tmp_path_factory.mktemp("hostile-peers")
-    nodes = []
-    for name in ("a", "b"):
-        (root / name / "work").mkdir(parents=True)
-        nodes.append(Node(root / name / "home", root / name / "work", dict(LOOPBACK_ENV)))
+    nodes = loopback_nodes(root, "a", "b")
     a, b = nodes
     a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
     try:
