@@ -20,7 +20,7 @@ from typing import Any
 
 import nbformat
 
-from p2prtc.core.engine import NotebookEngine
+from p2prtc.core.engine import NotebookEngine, text_digest
 
 Notebook = dict[str, Any]
 Cell = dict[str, Any]
@@ -273,7 +273,9 @@ class Replica:
 
     ``buffer`` is what the editor holds: the text the daemon last wrote when the editor
     reloads, or an older text when it does not (a stale buffer). ``sent`` collects the
-    updates this replica's saves produced, in order, for delivery to the peers.
+    updates this replica's saves produced, in order, for delivery to the peers. ``states``
+    stands for the daemon's update log: the doc state at each text it wrote or ingested, by
+    digest, to recall versions older than those the engine keeps whole.
     """
 
     name: str
@@ -281,6 +283,10 @@ class Replica:
     buffer: str
     disk: str
     sent: list[bytes] = field(default_factory=list)
+    states: dict[bytes, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.remember_state(self.disk)
 
     @classmethod
     def sharer(cls, name: str, text: str) -> Replica:
@@ -292,6 +298,9 @@ class Replica:
         text = engine.render()
         engine.remember_written(text)
         return cls(name, engine, text, text)
+
+    def remember_state(self, text: str) -> None:
+        self.states[text_digest(text)] = self.engine.full_state()
 
     def notebook(self) -> Notebook:
         """What the editor shows."""
@@ -305,9 +314,11 @@ class Replica:
 
     def save_text(self, text: str) -> bytes | None:
         self.buffer = self.disk = text
-        result = self.engine.ingest(text)
+        result = self.engine.ingest(text, recall=self.states.get)
         if result.update is not None:
             self.sent.append(result.update)
+            if not result.needs_write:
+                self.remember_state(text)
         if result.needs_write:
             self.write(reload=True)
         return result.update
@@ -323,5 +334,27 @@ class Replica:
             return
         self.disk = text
         self.engine.remember_written(text)
+        self.remember_state(text)
         if reload:
             self.buffer = text
+
+
+def render_with_line(text: str, index: int, line: str, *, last: bool = False) -> str:
+    """``text`` (a notebook) with ``line`` added to cell ``index``, saved like an editor."""
+    nb = json.loads(text)
+    source = nb["cells"][index]["source"]
+    if last:
+        source.append("\n" + line)
+    else:
+        source.insert(0, line + "\n")
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def peer_update(engine: NotebookEngine, index: int, line: str) -> bytes:
+    """A peer's edit of cell ``index``, made on a copy of the doc."""
+    peer = NotebookEngine.from_updates([engine.full_state()])
+    text = peer.render()
+    peer.remember_written(text)
+    update = peer.ingest(render_with_line(text, index, line)).update
+    assert update is not None
+    return update

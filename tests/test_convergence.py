@@ -19,6 +19,9 @@ At the end everyone has every update, and then:
   from a peer since then and is deleted again before anything else changed is ambiguous: the
   file is then what the editor had before the peer's edit, which is also what a stale
   editor saves. The engine keeps the peer's line (a stale save must not erase a peer's edit).
+  Likewise when a deletion makes the file exactly a version the daemon wrote before the
+  replica's last save (a second editor may hold that version: the save is taken as its
+  unchanged save, and the line stays).
 
 The engine picks the version a save started from by the smallest difference. A stale editor
 that deletes what a peer already deleted makes its save look closer to the newer version, and
@@ -111,10 +114,6 @@ class World:
 
     def save(self, peer: Peer, edit: WorldEdit) -> None:
         replica = peer.replica
-        if not replica.engine.is_known(replica.buffer):
-            # The engine remembers the last few versions only; an editor staler than that
-            # is not modelled (its save would be merged against the wrong base).
-            replica.buffer = replica.disk
         nb = replica.notebook()
         effect = edit(nb, next(self.counter))
         if effect is None:
@@ -122,7 +121,9 @@ class World:
         text = dump(nb)
         if replica.buffer != replica.disk and coincides(effect, replica.disk):
             self.may_revert |= unseen(replica.buffer, replica.disk)
-        ambiguous = not effect.deleted <= set(TOKEN.findall(peer.last_save))
+        ambiguous = replica.engine.is_known(text) or not effect.deleted <= set(
+            TOKEN.findall(peer.last_save)
+        )
         if not replica.engine.is_known(text):
             peer.last_save = text
         needs = decode_state_vector(replica.engine.doc.get_state())
@@ -346,18 +347,21 @@ def check(world: World, *, copies_allowed: bool = False) -> None:
         assert tokens[token] == 0, f"deleted {token} came back"
 
 
-def run(data: st.DataObject, edits: list[MakeEdit]) -> World:
-    """Random saves and deliveries, then everyone gets everything."""
+def run(
+    data: st.DataObject, edits: list[MakeEdit], *, steps: int = 25, reloads: float = 0.6
+) -> World:
+    """Random saves and deliveries, then everyone gets everything. An editor reloads after
+    a daemon write with probability ``reloads``."""
     rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     n_replicas = data.draw(st.integers(2, 5), label="replicas")
     world = start(n_replicas, data.draw(st.sampled_from([5, 4]), label="minor"))
-    for _ in range(data.draw(st.integers(1, 25), label="steps")):
+    for _ in range(data.draw(st.integers(1, steps), label="steps")):
         peer = world.peers[data.draw(st.integers(0, n_replicas - 1), label="replica")]
         if data.draw(st.booleans(), label="save?"):
             make_edit = data.draw(st.sampled_from(edits), label="edit")
             world.save(peer, make_edit(data))
         else:
-            deliver(peer, rng, keep=rng.random() < 0.2, reload=rng.random() < 0.6)
+            deliver(peer, rng, keep=rng.random() < 0.2, reload=rng.random() < reloads)
     settle(world, rng)
     return world
 
@@ -376,6 +380,16 @@ PROPERTY = settings(
 @given(data=st.data())
 def test_replicas_converge_without_losing_or_doubling_edits(data: st.DataObject) -> None:
     check(run(data, EDITS))
+
+
+@settings(PROPERTY, max_examples=40)
+@given(data=st.data())
+def test_editors_that_rarely_reload_save_from_versions_older_than_those_kept_whole(
+    data: st.DataObject,
+) -> None:
+    """Long runs where editors seldom reload: buffers many daemon writes old, whose
+    versions the engine recalls from the replica's log."""
+    check(run(data, EDITS, steps=90, reloads=0.15))
 
 
 @PROPERTY

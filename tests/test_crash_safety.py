@@ -38,9 +38,9 @@ from daemons import (
     stored_updates,
     wait_until,
 )
+from nbgen import peer_update, render_with_line
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import parse_notebook
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
@@ -207,27 +207,6 @@ class Crash(BaseException):
     """Stands for kill -9: nothing after it runs (BaseException: no handler catches it)."""
 
 
-def render_with_line(text: str, index: int, line: str, *, last: bool = False) -> str:
-    """``text`` (a notebook) with ``line`` added to cell ``index``, saved like an editor."""
-    nb = json.loads(text)
-    source = nb["cells"][index]["source"]
-    if last:
-        source.append("\n" + line)
-    else:
-        source.insert(0, line + "\n")
-    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def peer_update(shared: SharedFile, index: int, line: str) -> bytes:
-    """A peer's edit of cell ``index``, made on a copy of the doc."""
-    peer = NotebookEngine.from_updates([shared.engine.full_state()])
-    text = peer.render()
-    peer.remember_written(text)
-    update = peer.ingest(render_with_line(text, index, line)).update
-    assert update is not None
-    return update
-
-
 def joined_sources(text: str) -> list[str]:
     return ["".join(cell["source"]) for cell in json.loads(text)["cells"]]
 
@@ -241,7 +220,7 @@ def test_crash_during_a_write_restarts_consistent(
     path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "analysis.ipynb")
     store = UpdateStore(tmp_path / "doc.sqlite")
     shared = SharedFile.create(path, store)
-    update = peer_update(shared, 3, "REMOTE LINE")
+    update = peer_update(shared.engine, 3, "REMOTE LINE")
     shared.doc.apply_update(update)  # as the sync session does, before the daemon persists it
     shared.apply_remote(update)
 

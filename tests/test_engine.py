@@ -26,7 +26,7 @@ from nbgen import (
     stream,
 )
 
-from p2prtc.core.engine import NotebookEngine, text_digest
+from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.model import cells_of
 from p2prtc.core.notebook import InvalidNotebook
 
@@ -465,6 +465,42 @@ def test_stale_save_is_known_afterwards(minor: int) -> None:
     again = a.engine.ingest(text)
     assert again.update is None
     assert again.needs_write
+
+
+@pytest.mark.parametrize("writes", [MAX_VERSIONS + 1, 3 * MAX_VERSIONS])
+def test_save_of_a_buffer_many_writes_old_keeps_every_remote_edit(minor: int, writes: int) -> None:
+    """JupyterLab's "overwrite" long after "file changed on disk": versions no longer kept
+    whole are recalled from the log (here ``Replica.states``)."""
+    a, b = share(sample_notebook(minor=minor))
+    stale = a.notebook()
+    for index in range(writes):
+        deliver(b.save(append_to(index % 4, f" #B{index:03d}")), a, reload=False)
+    deliver(b.save(insert_cell(0, "b_first")), a, reload=False)
+    assert not a.engine.is_known(a.buffer)  # older than every version kept whole
+
+    append_to(2, " # A")(stale)
+    update = a.save_text(dump(stale))
+
+    assert update is not None
+    b.receive(update)
+    text = "\n".join(sources(parse(a.disk)))
+    assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
+    assert text.count("b_first") == 1
+    assert text.count(" # A") == 1
+    assert_converged(a, b)
+
+
+def test_without_recall_a_buffer_many_writes_old_still_merges_against_a_kept_version() -> None:
+    a, b = share(sample_notebook())
+    for index in range(MAX_VERSIONS + 1):
+        deliver(b.save(append_to(1, f" #B{index:03d}")), a, reload=False)
+    stale = parse(a.buffer)
+    append_to(2, " # A")(stale)
+
+    result = a.engine.ingest(dump(stale))  # no log to recall from: the old behaviour
+
+    assert result.update is not None
+    assert "x.sum() # A" in a.engine.render()
 
 
 def test_stale_save_after_remote_notebook_metadata_change_needs_write() -> None:

@@ -195,10 +195,14 @@ class UpdateStore:
                 db.execute("INSERT INTO updates(seq, data) VALUES (?, ?)", (last, full_state))
         logger.debug("compacted %s up to update %s", self.path, last)
 
-    def count(self) -> int:
-        """How many updates are stored (compaction brings this down to one)."""
+    def count(self, upto: int | None = None) -> int:
+        """How many updates are stored (with seq <= `upto` when given); compaction brings
+        this down to one."""
+        limit = upto if upto is not None else -1
         with self._guarded() as db:
-            (count,) = db.execute("SELECT count(*) FROM updates").fetchone()
+            (count,) = db.execute(
+                "SELECT count(*) FROM updates WHERE ? < 0 OR seq <= ?", (limit, limit)
+            ).fetchone()
             return int(count)
 
     def total_bytes(self) -> int:

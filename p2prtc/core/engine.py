@@ -15,15 +15,15 @@ import json
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 from typing import Any
 
 import orjson
 from pycrdt import Doc, TransactionEvent
 
+from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
@@ -31,7 +31,12 @@ from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
 
+# Versions kept whole (notebook and doc state); older ones are remembered as facts only.
 MAX_VERSIONS = 8
+
+# Rebuilds the doc state of an older version, by its digest (from the caller's update log);
+# None when it cannot.
+Recall = Callable[[bytes], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,14 @@ class Version:
 
     @cached_property
     def facts(self) -> frozenset[Fact]:
-        return cell_facts(self.notebook, with_ids=False)
+        return cell_facts(cell_keys(self.notebook), with_ids=False)
 
     @cached_property
     def facts_with_ids(self) -> frozenset[Fact]:
-        return cell_facts(self.notebook, with_ids=True)
+        return cell_facts(cell_keys(self.notebook), with_ids=True)
+
+    def facts_of(self, *, with_ids: bool) -> frozenset[Fact]:
+        return self.facts_with_ids if with_ids else self.facts
 
     def distance(self, new: Notebook, by_id: dict[str, str] | None) -> Distance:
         if by_id is not None:
@@ -88,7 +96,8 @@ class NotebookEngine:
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
-        self._versions: deque[Version] = deque(maxlen=MAX_VERSIONS)
+        self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
+        self._history = VersionHistory()  # the versions before those
 
     @classmethod
     def load(cls, text: bytes | str) -> NotebookEngine:
@@ -129,21 +138,33 @@ class NotebookEngine:
         """
         self._push(self._version(digest, notebook, state))
 
+    def remember_past(self, digest: bytes, notebook: Notebook) -> None:
+        """Restore a version older than those restored whole: its facts only (see history)."""
+        self._history.add(digest, cell_keys(notebook))
+
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""
         digest = text_digest(text)
         return any(version.digest == digest for version in self._versions)
 
+    def remembers(self, digest: bytes) -> bool:
+        """Could a save still start from this version (kept whole or as facts)?"""
+        return digest in self._history or any(v.digest == digest for v in self._versions)
+
     def latest_version(self) -> Version | None:
         return self._versions[-1] if self._versions else None
 
-    def ingest(self, text: bytes | str) -> IngestResult:
-        """Merge a save of the file into the doc. Raises InvalidNotebook & co. untouched."""
+    def ingest(self, text: bytes | str, recall: Recall | None = None) -> IngestResult:
+        """Merge a save of the file into the doc. Raises InvalidNotebook & co. untouched.
+
+        ``recall`` rebuilds older versions, for a save of a buffer older than the versions
+        kept whole; without it such a save is merged against the closest kept version.
+        """
         digest = text_digest(text)
         if any(version.digest == digest for version in self._versions):
             return IngestResult(update=None, needs_write=self._doc_differs_from(digest))
         new = parse_notebook(text)
-        base = self._closest_version(new)
+        base = self._closest_version(new, [*self._recalled(new, recall), *self._versions])
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
         current = None if self._is_current(base) else self.notebook()
@@ -185,7 +206,7 @@ class NotebookEngine:
         return (
             ingested,
             update,
-            Version(digest, ingested, fork.get_update(), decode_state_vector(fork.get_state())),
+            Version(digest, ingested, fork.get_update(), state_vector(fork)),
         )
 
     def _doc_differs_from(self, digest: bytes) -> bool:
@@ -200,11 +221,35 @@ class NotebookEngine:
         and a diff against the version would then land at shifted offsets. Equal encodings
         are proof; an encoding that differs for an equal doc only costs the fork path.
         """
-        if version.state_vector != decode_state_vector(self.doc.get_state()):
+        if version.state_vector != state_vector(self.doc):
             return False
         return version.state == self.doc.get_update()
 
-    def _closest_version(self, new: Notebook) -> Version | None:
+    def _recalled(self, new: Notebook, recall: Recall | None) -> list[Version]:
+        """The older versions a save may have started from, oldest first (usually none).
+
+        Only asked for when the save has facts that no version kept whole has and an older
+        version had: a cell as it was before a peer changed or deleted it, an order since
+        changed. A fact no version had is just the user's edit.
+        """
+        if recall is None or not self._history:
+            return []
+        with_ids = sources_by_id(new) is not None
+        new_facts = cell_facts(cell_keys(new), with_ids=with_ids)
+        kept = frozenset[Fact]().union(*(v.facts_of(with_ids=with_ids) for v in self._versions))
+        if not self._history.knows_any(new_facts - kept, with_ids=with_ids):
+            return []
+        recalled = []
+        for digest in self._history.candidates(new_facts, with_ids=with_ids):
+            state = recall(digest)
+            if state is not None:
+                doc: Doc[Any] = Doc()
+                doc.apply_update(state)
+                recalled.append(Version(digest, doc_to_notebook(doc), state, state_vector(doc)))
+        logger.info("a save older than the kept versions: %d older ones recalled", len(recalled))
+        return recalled
+
+    def _closest_version(self, new: Notebook, versions: list[Version]) -> Version | None:
         """The version the save most likely started from.
 
         First, evidence. A cell of the save that only a newer version has (a cell as a peer
@@ -216,12 +261,11 @@ class NotebookEngine:
         fewest other differences (outputs, metadata: a stale save must not revert a peer's
         outputs just because the newest version has them), then the newest.
         """
-        versions = list(self._versions)  # oldest first
         if len(versions) <= 1:
             return versions[-1] if versions else None
         by_id = sources_by_id(new)
-        new_facts = cell_facts(new, with_ids=by_id is not None)
-        facts = [v.facts_with_ids if by_id is not None else v.facts for v in versions]
+        new_facts = cell_facts(cell_keys(new), with_ids=by_id is not None)
+        facts = [v.facts_of(with_ids=by_id is not None) for v in versions]
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
         def score(index: int) -> tuple[int, int, Distance]:
@@ -239,13 +283,19 @@ class NotebookEngine:
         return min(closest, key=lambda version: counter_distance(version.parts, new_parts))
 
     def _forget_up_to(self, version: Version) -> None:
-        while self._versions:
-            if self._versions.popleft() is version:
-                return
+        if not any(kept is version for kept in self._versions):
+            self._history.forget_through(version.digest)  # a recalled version
+            return
+        self._history.clear()
+        while self._versions.popleft() is not version:
+            pass
 
     def _push(self, version: Version) -> None:
         if self._versions:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
+        if len(self._versions) == MAX_VERSIONS:
+            oldest = self._versions.popleft()
+            self._history.add(oldest.digest, cell_keys(oldest.notebook))
         self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
@@ -253,13 +303,21 @@ class NotebookEngine:
 
     def _snapshot(self, digest: bytes, notebook: Notebook) -> Version:
         """A version of the live doc as it is now."""
-        state_vector = decode_state_vector(self.doc.get_state())
-        return Version(digest, notebook, self.doc.get_update(), state_vector)
+        return Version(digest, notebook, self.doc.get_update(), state_vector(self.doc))
 
     def _version(self, digest: bytes, notebook: Notebook, state: bytes) -> Version:
         doc: Doc[Any] = Doc()
         doc.apply_update(state)
-        return Version(digest, notebook, state, decode_state_vector(doc.get_state()))
+        return Version(digest, notebook, state, state_vector(doc))
+
+
+def state_vector(doc: Doc[Any]) -> StateVector:
+    return decode_state_vector(doc.get_state())
+
+
+def cell_keys(nb: Notebook) -> list[CellKey]:
+    """Each cell's id and source: what facts are made of."""
+    return [(str(cell.get("id")), cell["source"]) for cell in nb["cells"]]
 
 
 def apply_diff_observed(
@@ -359,39 +417,6 @@ def id_distance(base: dict[str, str], new: dict[str, str]) -> Distance:
             lines += line_count(source)
             chars += len(source)
     return cells, lines, chars
-
-
-Fact = tuple[str, str, int]
-
-
-def cell_facts(nb: Notebook, *, with_ids: bool) -> frozenset[Fact]:
-    """What a notebook's cells are, and in which order, as comparable facts.
-
-    With ids: each cell's id, its id with its source, and which id follows which. Without
-    ids, sources stand for ids.
-    """
-    if with_ids:
-        keys = [str(cell.get("id")) for cell in nb["cells"]]
-        facts = [("id", key) for key in keys]
-        facts += [
-            ("cell", f"{key}\0{cell['source']}")
-            for key, cell in zip(keys, nb["cells"], strict=True)
-        ]
-    else:
-        keys = [cell["source"] for cell in nb["cells"]]
-        facts = [("source", key) for key in keys]
-    # The ends count too: the order of the other cells still speaks when one is edited.
-    ends = ["\0start", *keys, "\0end"]
-    facts += [("next", f"{first}\0{second}") for first, second in pairwise(ends)]
-    return frozenset(_numbered(facts))
-
-
-def _numbered(facts: list[tuple[str, str]]) -> Iterator[Fact]:
-    """Each fact with its occurrence number, so that repeated ones stay distinct."""
-    seen: Counter[tuple[str, str]] = Counter()
-    for kind, key in facts:
-        yield kind, key, seen[kind, key]
-        seen[kind, key] += 1
 
 
 def line_count(source: str) -> int:

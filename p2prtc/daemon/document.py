@@ -17,6 +17,7 @@ from pycrdt import Doc, merge_updates
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.history import MAX_HISTORY
 from p2prtc.core.model import doc_to_notebook, meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
 from p2prtc.daemon.files import (
@@ -36,14 +37,16 @@ logger = logging.getLogger(__name__)
 # the rename: after a crash between the two, the restarted daemon still knows the file.
 _BASE = "base"
 _PENDING = "pending"
-# The versions before the base (digest + log position), so that after a restart an editor's
-# stale buffer still finds the version it started from.
+# The versions before the base (digest + log position), so that an editor's stale buffer
+# still finds the version it started from: rebuilt from the log when older than the versions
+# the engine keeps whole, and after a restart. Compaction keeps their log positions.
 _HISTORY = "history"
 # The last save merged with remote edits: its content and its doc state are its own (the
 # fork's), not the doc at its log position, so both are kept (an editor may save from it
 # again, even after a restart).
 _MERGED = "merged"
-# Compact the update log once it holds this many rows (each save or remote edit adds one).
+# Compact the update log once it holds this many rows older than the oldest version in the
+# history (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
 # Tries to replace the file when editors keep saving over it meanwhile.
 _WRITE_ATTEMPTS = 5
@@ -97,10 +100,12 @@ class SharedFile:
             if "seq" in info:
                 saved.append((info, store.get_meta(f"{name}_text") or b""))
         saved.sort(key=lambda entry: int(entry[0]["seq"]))
-        states = shared._states_at({int(info["seq"]) for info, _ in saved})
+        # The newest are restored whole, the older ones as facts (see core.history).
+        whole, past = saved[-MAX_VERSIONS:], [info for info, _ in saved[:-MAX_VERSIONS]]
+        states = shared._replay(past, {int(info["seq"]) for info, _ in whole})
         merged_state = store.get_meta(f"{_MERGED}_state")
         merged_info = json.loads(store.get_meta(f"{_MERGED}_info") or b"{}")
-        for info, text in saved:
+        for info, text in whole:
             shared._base_seq = int(info["seq"])
             state = states.get(shared._base_seq)
             if merged_state and info == merged_info:
@@ -112,19 +117,40 @@ class SharedFile:
             shared.engine.remember_written(shared.engine.render())
         return shared
 
-    def _states_at(self, seqs: set[int]) -> dict[int, Doc[Any]]:
-        """The doc as it was just after each of these log positions (one replay of the log).
+    def _replay(self, past: list[dict[str, Any]], seqs: set[int]) -> dict[int, Doc[Any]]:
+        """One replay of the log: the ``past`` versions go to the engine as facts, and the doc
+        as it was just after each of ``seqs`` is returned.
 
         A position folded away by compaction is missing: that version cannot be restored.
         """
+        past_at: dict[int, list[bytes]] = {}
+        for info in past:
+            past_at.setdefault(int(info["seq"]), []).append(bytes.fromhex(info["digest"]))
         states: dict[int, Doc[Any]] = {}
         doc: Doc[Any] = Doc()
         for seq, update in self.store.entries():
             doc.apply_update(update)
+            for digest in past_at.get(seq, []):
+                self.engine.remember_past(digest, doc_to_notebook(doc))
             if seq in seqs:
                 states[seq] = Doc()
                 states[seq].apply_update(doc.get_update())
         return states
+
+    def _state_at(self, seq: int) -> bytes | None:
+        """The doc state just after log position ``seq``; None once compacted away."""
+        updates = self.store.updates(upto=seq)
+        if not updates:  # compaction deletes every row up to the one it writes
+            return None
+        doc: Doc[Any] = Doc()
+        for update in updates:
+            doc.apply_update(update)
+        return doc.get_update()
+
+    def _recall(self, digest: bytes) -> bytes | None:
+        """The engine's Recall: the doc state of a version in the history."""
+        seqs = [int(info["seq"]) for info in self._history if info["digest"] == digest.hex()]
+        return self._state_at(seqs[-1]) if seqs else None
 
     def catch_up(self) -> bytes | None:
         """After a restart: ingest edits made while stopped, or rewrite a missing file.
@@ -165,7 +191,7 @@ class SharedFile:
         Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
         """
         self.save_unsaved()
-        result = self.engine.ingest(text)
+        result = self.engine.ingest(text, recall=self._recall)
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
             seq = (self.store.last_seq() or 0) + 1
@@ -177,11 +203,9 @@ class SharedFile:
         return result.update
 
     def read_and_ingest(self) -> bytes | None:
-        """The watcher saw the file change: ingest it unless it is our own write."""
-        text = read_file(self.path, MAX_NOTEBOOK_BYTES)
-        if self.engine.is_known(text):
-            return None
-        return self.ingest(text)
+        """The watcher saw the file change: ingest it (our own write is recognised as such;
+        an older version saved unchanged by a stale editor is written over with the doc)."""
+        return self.ingest(read_file(self.path, MAX_NOTEBOOK_BYTES))
 
     def apply_remote(self, update: bytes) -> None:
         """Persist an update a peer sent (already applied to the doc by the sync session).
@@ -283,17 +307,28 @@ class SharedFile:
             meta.update(self._version_meta(_MERGED, text, seq, keep_text=True))
             meta[f"{_MERGED}_state"] = latest.state
         if not keep_text:
-            self._history = [*self._history, json.loads(meta[f"{_BASE}_info"])]
-            self._history = self._history[-MAX_VERSIONS:]
+            # Only versions a save may still start from (the engine forgets those before a
+            # save's start: an undo back to one of them is a change, not "nothing changed").
+            remembered = [
+                info
+                for info in self._history
+                if self.engine.remembers(bytes.fromhex(info["digest"]))
+            ]
+            self._history = [*remembered, json.loads(meta[f"{_BASE}_info"])]
+            self._history = self._history[-(MAX_HISTORY + MAX_VERSIONS) :]
             meta[_HISTORY] = json.dumps(self._history).encode()
         return meta
 
     def _maybe_compact(self) -> None:
-        if self.store.count() < COMPACT_AFTER_UPDATES:
+        # Everything up to the oldest version a stale buffer may start from folds into one
+        # state; the log after it stays, to rebuild those versions.
+        oldest = min([int(info["seq"]) for info in self._history], default=self._base_seq)
+        if self.store.count(upto=oldest) < COMPACT_AFTER_UPDATES:
             return
-        # The base is the doc as just written: everything up to it folds into one state.
-        self.store.compact(self.engine.full_state(), upto=self._base_seq)
-        logger.info("compacted the update log of %s", self.path)
+        state = self._state_at(oldest)
+        if state is not None:
+            self.store.compact(state, upto=oldest)
+            logger.info("compacted the update log of %s", self.path)
 
 
 def _with_ids(notebook: Notebook, ids: list[str]) -> Notebook:
