@@ -216,7 +216,11 @@ def edit_cell(path: Path, index: int, edit: str, *, prepend: bool = True) -> Non
 
 def share_and_join(a: Node, b: Node, notebook: Path, *share_args: str) -> Path:
     """A shares ``notebook``, B dials A's rendezvous port directly and joins; B's file."""
-    code = a.share(notebook, *share_args)
+    return join_directly(a, b, notebook, a.share(notebook, *share_args))
+
+
+def join_directly(a: Node, b: Node, notebook: Path, code: str) -> Path:
+    """B dials A's rendezvous port directly and joins A's ``notebook`` with ``code``."""
     b.env["P2PRTC_PEERS"] = f"127.0.0.1:{a.status()['daemon']['rendezvous_port']}"
     joined = Path(b.join(code)["path"])
     wait_until(lambda: a.peers_synced(notebook, 1) and b.peers_synced(joined, 1), what="synced")

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text, create_update_message
 
-from p2prtc.core.framing import Chunker, Frame, FrameKind, error_frame
+from p2prtc.core.framing import PING_FRAME, Chunker, Frame, FrameKind, Reassembler, error_frame
 from p2prtc.core.sync import (
     ControlFrame,
     PeerError,
@@ -301,6 +301,14 @@ def test_control_and_error_frames_are_passed_up() -> None:
     assert link.receive(chunker.encode(auth)[0]) == [ControlFrame(auth)]
     assert link.receive(chunker.encode(error_frame("disk full"))[0]) == [PeerError("disk full")]
     assert Chunker().encode(auth) == PeerSync("x").send_frame(auth)
+
+
+def test_ping_frames_are_tiny_and_yield_nothing() -> None:
+    link = PeerSync("peer")
+    (ping,) = link.send_frame(PING_FRAME)
+    assert len(ping) < 32
+    assert Reassembler().feed(ping) == PING_FRAME
+    assert PeerSync("other").receive(ping) == []
 
 
 def test_local_update_rules() -> None:

@@ -64,11 +64,12 @@ class FrameKind(enum.IntEnum):
     AUTH = 3  # a member handshake message; ``doc_id`` is the exchange id chosen by its initiator
     ERROR = 4  # connection-level: utf-8 reason; the sender closes the connection next
     REKEY = 5  # the share ``doc_id`` has a new secret and member list (JSON), after a removal
+    PING = 6  # connection-level keepalive, empty: the sender is alive and reading
 
     @property
     def has_doc_id(self) -> bool:
         """Whether frames of this kind carry the 16-byte id slot."""
-        return self is not FrameKind.ERROR
+        return self not in (FrameKind.ERROR, FrameKind.PING)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Frame:
 def error_frame(reason: str) -> Frame:
     """The ERROR frame telling the peer why we are about to close the connection."""
     return Frame(FrameKind.ERROR, b"", reason.encode("utf-8"))
+
+
+PING_FRAME = Frame(FrameKind.PING, b"", b"")
 
 
 def error_reason(frame: Frame) -> str:

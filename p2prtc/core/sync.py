@@ -202,6 +202,8 @@ class PeerSync:
             return self._on_leave(frame.doc_id)
         if frame.kind is FrameKind.ERROR:
             return [PeerError(error_reason(frame))]
+        if frame.kind is FrameKind.PING:
+            return []  # its arrival is all it says (the connection notes every message)
         return [ControlFrame(frame)]
 
     def _on_leave(self, doc_id: bytes) -> list[SyncEvent]:

@@ -11,6 +11,8 @@
 ``P2PRTC_RELAY_ONLY``  ``1`` forces ICE through the TURN relay (tests, strict networks).
 ``P2PRTC_MAX_PEERS``   connections this daemon dials up to (default 8); it accepts up to
                        twice that. Beyond it, shares reach the others by gossip (partial mesh).
+``P2PRTC_MAX_QUEUED_BYTES``  what may wait to be sent to one peer (default 64 MiB); a peer
+                       that falls further behind is disconnected (it resyncs when it is back).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class DaemonConfig:
     turn_credential: str | None = None
     relay_only: bool = False
     max_peers: int = 8
+    max_queued_bytes: int = 64 * 1024 * 1024
 
     def ice_servers(self) -> list[tuple[str, str | None, str | None]]:
         """(url, username, credential) per configured STUN/TURN server."""
@@ -65,6 +68,7 @@ class DaemonConfig:
             turn_credential=env.get("P2PRTC_TURN_CREDENTIAL") or None,
             relay_only=_flag(env.get("P2PRTC_RELAY_ONLY", "0")),
             max_peers=max(1, _port(env.get("P2PRTC_MAX_PEERS", "8"), "P2PRTC_MAX_PEERS")),
+            max_queued_bytes=_size(env.get("P2PRTC_MAX_QUEUED_BYTES"), "P2PRTC_MAX_QUEUED_BYTES"),
         )
 
 
@@ -84,6 +88,14 @@ def _port(value: str, name: str) -> int:
     if not 0 <= port <= 65535:
         raise BadSetting(f"{name}={value!r} is not a port number")
     return port
+
+
+def _size(value: str | None, name: str) -> int:
+    if value is None:
+        return DaemonConfig.max_queued_bytes
+    if not value.strip().isdigit() or int(value) < 1:
+        raise BadSetting(f"{name}={value!r} is not a size in bytes")
+    return int(value)
 
 
 def _endpoint(item: str) -> tuple[str, int]:

@@ -20,8 +20,15 @@ logger = logging.getLogger(__name__)
 ENVELOPE_VERSION = 1
 HANDSHAKE_TIMEOUT_S = 10.0
 _MAX_ENVELOPE = 1024
+
+
+class TooManyPeers(P2PError):
+    """The other daemon has as many connections as it accepts."""
+
+
 _REMOTE_ERRORS: dict[str, type[P2PError]] = {
-    cls.__name__: cls for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned)
+    cls.__name__: cls
+    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, TooManyPeers)
 }
 
 

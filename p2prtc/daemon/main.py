@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import time
@@ -53,6 +54,7 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.handshakes import (
     HANDSHAKE_TIMEOUT_S,
     BytePipe,
+    TooManyPeers,
     envelope,
     error_reply,
     expect_ok,
@@ -78,6 +80,12 @@ JOINING_PRESENCE_INTERVAL_S = 1.0
 RESYNC_INTERVAL_S = 30.0
 LINK_OPEN_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 30.0
+# A daemon that refused us for having as many connections as it accepts: tried again after
+# about this long (not a failure: it backs off no further, and other members are tried).
+BUSY_RETRY_S = 2.0
+# A connection that ends sooner than this counts as a failed attempt (backing off), so a
+# peer that keeps dropping us right away is not redialled in a tight loop.
+STABLE_CONNECTION_S = 10.0
 
 
 class AlreadyShared(P2PError):
@@ -98,10 +106,6 @@ class JoinTimedOut(P2PError):
 
 class BadRequest(P2PError):
     """The request to the daemon is invalid."""
-
-
-class TooManyPeers(P2PError):
-    """The other daemon has as many connections as it accepts."""
 
 
 class NoSuchMember(P2PError):
@@ -149,9 +153,16 @@ class Endpoint:
         self.failures += 1
         self.next_attempt = time.monotonic() + min(MAX_BACKOFF_S, 0.5 * 2**self.failures)
 
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.next_attempt = 0.0
+    def busy(self) -> None:
+        # Jittered, so that joiners refused together do not all come back together.
+        self.next_attempt = time.monotonic() + BUSY_RETRY_S * random.uniform(0.5, 1.5)
+
+    def connection_ended(self, lasted_s: float) -> None:
+        if lasted_s < STABLE_CONNECTION_S:
+            self.failed()
+        else:
+            self.failures = 0
+            self.next_attempt = 0.0
 
 
 def lan_opener(host: str, port: int) -> PipeOpener:
@@ -739,7 +750,9 @@ class Daemon:
                 await pipe.close()
             endpoint.peer_id = _stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, self.daemon_id, endpoint.key)
-            endpoint.succeeded()
+        except TooManyPeers:
+            logger.info("%s has as many connections as it accepts: trying others", endpoint.key)
+            endpoint.busy()
         except Exception as exc:  # any failure: back off and retry later
             logger.info("connecting to %s failed: %s", endpoint.key, exc)
             endpoint.failed()
@@ -787,6 +800,7 @@ class Daemon:
             on_events=self._on_peer_events,
             on_share=self._on_peer_share,
             on_rekey=self._on_rekey,
+            max_queued_bytes=self.config.max_queued_bytes,
             endpoint=endpoint,
         )
         if not await self._register(connection):
@@ -816,6 +830,9 @@ class Daemon:
         finally:
             if self.connections.get(connection.peer_id) is connection:
                 del self.connections[connection.peer_id]
+            endpoint = self.endpoints.get(connection.endpoint or "")
+            if endpoint is not None:
+                endpoint.connection_ended(time.monotonic() - connection.opened_at)
             self._poke.set()
 
     def _lookup(self, nonce: bytes, tag: bytes) -> tuple[bytes, bytes] | None:

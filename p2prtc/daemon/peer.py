@@ -13,6 +13,7 @@ import contextlib
 import enum
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from pycrdt import Doc
 
 from p2prtc.adapters.webrtc import PeerLink
-from p2prtc.core.framing import Frame, FrameKind, error_frame
+from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
 from p2prtc.core.handshake import (
     Authenticated,
     Failed,
@@ -36,10 +37,12 @@ logger = logging.getLogger(__name__)
 
 AUTH_SESSION_ID_SIZE = 16
 _MAX_AUTH_SESSIONS = 64
-# What may wait for a slow peer before it is dropped (it resyncs when it comes back): a
-# slow peer costs memory up to this, never time for the others.
-MAX_QUEUED_BYTES = 64 * 1024 * 1024
 _FLUSH_BEFORE_CLOSE_S = 1.0
+# Each side pings this often; a connection that heard nothing for SILENCE_LIMIT_S is dead (a
+# frozen or vanished peer, whose link ICE consent checks notice late or, seen here, not at
+# all) and is closed, so that it is dialled again.
+KEEPALIVE_INTERVAL_S = 5.0
+SILENCE_LIMIT_S = 20.0
 
 # (connection, events) -> None: the daemon's handler for what the peer's messages caused.
 EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
@@ -74,6 +77,7 @@ class PeerConnection:
         on_events: EventHandler,
         on_share: ShareHandler,
         on_rekey: RekeyHandler,
+        max_queued_bytes: int,
         endpoint: str | None = None,
     ) -> None:
         self.link = link
@@ -91,12 +95,19 @@ class PeerConnection:
         self._on_rekey = on_rekey
         self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
         self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
+        # What may wait for this peer before it is dropped (it resyncs when it comes back):
+        # a slow peer costs memory up to this, never time for the others.
+        self._max_queued_bytes = max_queued_bytes
         self._outbox: deque[bytes] = deque()
         self._queued_bytes = 0
         self._queued = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
         self._sender = asyncio.create_task(self._send_loop(), name=f"send to {self.peer_id}")
+        self.opened_at = self._last_heard = time.monotonic()
+        self._keepalive = asyncio.create_task(
+            self._keepalive_loop(), name=f"keepalive {self.peer_id}"
+        )
 
     def _set_state(self, new: ConnectionState) -> None:
         logger.info("connection to %s: %s -> %s", self.peer_id, self.state.value, new.value)
@@ -109,13 +120,15 @@ class PeerConnection:
     async def send(self, messages: list[bytes]) -> None:
         """Queue data channel messages, in order, without waiting for this peer.
 
-        A peer whose queue outgrows MAX_QUEUED_BYTES is too slow: it is disconnected rather
-        than allowed to hold memory or slow anyone else down.
+        A peer that already has more than its bound (P2PRTC_MAX_QUEUED_BYTES) waiting is too
+        slow: it is disconnected rather than allowed to hold memory or slow anyone else down.
+        One batch always fits over the bound: a peer catching up gets the doc in one sync
+        reply, however big (it would otherwise be dropped at every reconnection).
         """
         if not messages or not self.is_open:
             return
         size = sum(map(len, messages))
-        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+        if self._queued_bytes > self._max_queued_bytes:
             logger.warning("disconnecting %s: it does not keep up", self.peer_id)
             await self.close()
             return
@@ -138,6 +151,17 @@ class PeerConnection:
                     self._sender_failed()
                     return
             self._drained.set()
+
+    async def _keepalive_loop(self) -> None:
+        while self.is_open:
+            await asyncio.sleep(KEEPALIVE_INTERVAL_S)
+            silent = time.monotonic() - self._last_heard
+            if silent > SILENCE_LIMIT_S:
+                logger.warning("disconnecting %s: silent for %.0f s", self.peer_id, silent)
+                await self.close()
+                return
+            if not self._outbox:  # otherwise what is queued tells the peer we are here
+                await self.send(self.sync.send_frame(PING_FRAME))
 
     def _sender_failed(self) -> None:
         self._outbox.clear()
@@ -180,6 +204,7 @@ class PeerConnection:
         """Read messages until the link closes."""
         try:
             async for message in self.link:
+                self._last_heard = time.monotonic()
                 events = self.sync.receive(message)
                 control = [event for event in events if isinstance(event, ControlFrame)]
                 others = [event for event in events if not isinstance(event, ControlFrame)]
@@ -244,8 +269,9 @@ class PeerConnection:
         if not self.is_open:
             return
         self._set_state(ConnectionState.CLOSED)
-        if self._sender is not asyncio.current_task():
-            self._sender.cancel()
+        for task in (self._sender, self._keepalive):
+            if task is not asyncio.current_task():
+                task.cancel()
         self._outbox.clear()
         self._queued_bytes = 0
         await self.link.close()
