@@ -8,8 +8,8 @@ no assert on it), with the connections each daemon holds (status --json peers).
 Run twice: with the default connection bound (P2PRTC_MAX_PEERS=8: ten daemons form a full
 mesh, 9 connections each), and with a bound of 2, where daemons hold fewer connections and
 an edit reaches some machines only through relays (gossip over a partial mesh). With that
-bound the daemons are expected to accept at most 4 connections; parallel joins overshoot it
-(see BOUND_RACE), which is an expected failure until the daemon enforces the bound.
+bound a daemon accepts at most 4 connections and refuses more (TooManyPeers): the refused
+joiners try other members, and the refusing one again about 2 s later.
 """
 
 from __future__ import annotations
@@ -103,13 +103,7 @@ def mesh_is_connected(lab: Lab) -> bool:
     "lab",
     [
         pytest.param(8, id="max-peers-8"),
-        pytest.param(
-            2,
-            id="max-peers-2",
-            # Open (issue 6): a joiner refused by a full sharer backs off exponentially and,
-            # on a loaded 2-core machine, can miss its 60 s join window.
-            marks=pytest.mark.xfail(strict=False, reason="refused joiners may time out"),
-        ),
+        pytest.param(2, id="max-peers-2"),
     ],
     indirect=True,
 )
