@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from p2prtc.core.notebook import parse_notebook
 
 P2PRTC = [sys.executable, "-m", "p2prtc"]
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
@@ -271,3 +274,55 @@ def copy_notebook(source: Path, dest: Path) -> Path:
     shutil.copyfile(source, dest)
     dest.chmod(0o644)
     return dest
+
+
+def kill_9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not process_alive(pid), 10, "the daemon to die")
+
+
+def notebook_problem(path: Path) -> str | None:
+    """Why the file at ``path`` is not a valid notebook right now, None when it is."""
+    try:
+        data = path.read_bytes()
+        json.loads(data)
+        parse_notebook(data)
+    except Exception as exc:  # any failure is what we report
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@dataclass
+class FilePoller:
+    """Reads files in a loop on a thread (every ``period_s``, 0: back to back); remembers
+    every read that was not a notebook. Subclasses see each valid read in ``on_valid``."""
+
+    paths: list[Path]
+    period_s: float = 0.0
+    reads: int = 0
+    bad: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> FilePoller:
+        self._thread = threading.Thread(target=self._run, name="file poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            for path in self.paths:
+                self.reads += 1
+                problem = notebook_problem(path)
+                if problem is None:
+                    self.on_valid(path)
+                else:
+                    self.bad.append(f"{path.parent.name}: {problem}")
+
+    def on_valid(self, path: Path) -> None:
+        """A read of ``path`` found a valid notebook."""

@@ -53,10 +53,17 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
-from daemons import LOOPBACK_ENV, Node, share_and_join, wait_until, write_like_jupyter
+from daemons import (
+    LOOPBACK_ENV,
+    FilePoller,
+    Node,
+    kill_9,
+    share_and_join,
+    wait_until,
+    write_like_jupyter,
+)
 from nbgen import Notebook, generated_notebook, parse, split_lines
 from netns import NetnsLab
-from test_crash_safety import kill_9, notebook_problem
 
 from p2prtc.core.engine import MAX_VERSIONS
 
@@ -201,40 +208,15 @@ class Editor:
 
 
 @dataclass
-class Poller:
+class Poller(FilePoller):
     """Reads every file every POLL_PERIOD_S on a thread: keeps each read that was invalid,
     and when tokens appeared in or vanished from each file (what a failure report shows)."""
 
-    paths: list[Path]
-    origin: float  # time.monotonic() at the start of the schedule
-    reads: int = 0
-    bad: list[str] = field(default_factory=list)
+    origin: float = 0.0  # time.monotonic() at the start of the schedule
     vanished: list[tuple[float, str, set[str]]] = field(default_factory=list)
     _seen: dict[Path, set[str]] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def __enter__(self) -> Poller:
-        self._thread = threading.Thread(target=self._run, name="chaos poller", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(POLL_PERIOD_S):
-            for path in self.paths:
-                self._read(path)
-
-    def _read(self, path: Path) -> None:
-        self.reads += 1
-        problem = notebook_problem(path)
-        if problem is not None:
-            self.bad.append(f"{path.parent.name}: {problem}")
-            return
+    def on_valid(self, path: Path) -> None:
         tokens = set(TOKEN.findall(path.read_text(errors="replace")))
         gone = self._seen.get(path, set()) - tokens
         if gone:
@@ -440,13 +422,6 @@ class Convergence:
 
 @pytest.mark.netns
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason="open (issue 6): under heavy load some seeds still lose a few stale-saved lines "
-    "(e.g. P2PRTC_CHAOS_SEED=324379331 in CI: 3 tokens lost after a kill + stale saves); "
-    "most runs pass. Any other failure (invalid file, daemon death, timeout) still fails.",
-)
 def test_chaos_kills_cuts_and_stale_saves_converge_exactly_once(machines: Machines) -> None:
     seed = chaos_seed()
     print(f"\n[chaos] seed {seed} (replay: {SEED_VARIABLE}={seed})")
@@ -459,7 +434,8 @@ def test_chaos_kills_cuts_and_stale_saves_converge_exactly_once(machines: Machin
     tokens = [save.token for save in saves]
 
     origin = time.monotonic()
-    with Poller(machines.paths, origin) as poller, Chaos(machines) as chaos:
+    poller = Poller(machines.paths, POLL_PERIOD_S, origin=origin)
+    with poller, Chaos(machines) as chaos:
         chaos.run(schedule, origin)
         ended = time.monotonic()  # a daemon is down and a link cut: settle repairs them
         chaos.settle()

@@ -20,20 +20,21 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from daemons import (
+    FilePoller,
     Node,
     copy_notebook,
     edit_cell,
+    kill_9,
     loopback_nodes,
-    process_alive,
+    notebook_problem,
     share_and_join,
     stored_updates,
     wait_until,
@@ -41,7 +42,6 @@ from daemons import (
 from nbgen import peer_update, render_with_line
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.notebook import parse_notebook
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.files import Signature, atomic_write
@@ -65,45 +65,6 @@ class Pair:
     b_file: Path
 
 
-@dataclass
-class FilePoller:
-    """Reads a file in a loop on a thread; remembers every read that was not a notebook."""
-
-    path: Path
-    reads: int = 0
-    bad: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> FilePoller:
-        self._thread = threading.Thread(target=self._run, name="file poller", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            problem = notebook_problem(self.path)
-            self.reads += 1
-            if problem is not None:
-                self.bad.append(problem)
-
-
-def notebook_problem(path: Path) -> str | None:
-    """Why the file at ``path`` is not a valid notebook right now, None when it is."""
-    try:
-        data = path.read_bytes()
-        json.loads(data)
-        parse_notebook(data)
-    except Exception as exc:  # any failure is what we report
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("crash")
@@ -120,11 +81,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Itera
 def markers_in(path: Path, markers: list[str]) -> list[str]:
     text = path.read_text()
     return [marker for marker in markers if marker in text]
-
-
-def kill_9(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not process_alive(pid), 10, "the daemon to die")
 
 
 def check_after_kill(pair: Pair, markers: list[str]) -> None:
@@ -165,7 +121,7 @@ def burst(pair: Pair, tag: str, count: int) -> list[str]:
 def test_kill_9_at_random_moments_keeps_file_valid_and_edits_durable(pair: Pair) -> None:
     rng = random.Random(os.urandom(8))
     markers: list[str] = []
-    with FilePoller(pair.b_file) as poller:
+    with FilePoller([pair.b_file]) as poller:
         for round_ in range(RANDOM_KILLS):
             wait_until(lambda: pair.b.peers_synced(pair.b_file, 1), 30, "B synced")
             (pid,) = pair.b.daemon_pids()

@@ -13,10 +13,12 @@ def digest(number: int) -> bytes:
     return number.to_bytes(16, "big")
 
 
-def history_of(versions: list[list[CellKey]], limit: int = 100) -> VersionHistory:
+def history_of(
+    versions: list[list[CellKey]], limit: int = 100, *, with_ids: bool = True
+) -> VersionHistory:
     history = VersionHistory(limit)
     for number, version in enumerate(versions):
-        history.add(digest(number), version)
+        history.add(digest(number), version, with_ids=with_ids)
     return history
 
 
@@ -54,12 +56,13 @@ def test_candidates_are_few_and_oldest_first() -> None:
     assert len(found) <= 3
 
 
-def test_facts_without_ids_match_by_source() -> None:
-    history = history_of(VERSIONS)
+def test_files_without_ids_are_matched_by_source() -> None:
+    history = history_of(VERSIONS, with_ids=False)
     save = cells("a", "b", "c\nmine")
     found = history.candidates(facts(save, with_ids=False), with_ids=False)
 
     assert digest(0) in found
+    assert history.candidates(facts(save), with_ids=True) == []  # one kind of facts only
 
 
 def test_facts_no_version_had_match_nothing() -> None:
@@ -86,7 +89,7 @@ def test_clear_forgets_everything_but_keeps_adding() -> None:
 
     assert len(history) == 0
     assert not history.knows_any(facts(VERSIONS[-1]), with_ids=True)
-    history.add(digest(9), VERSIONS[0])
+    history.add(digest(9), VERSIONS[0], with_ids=True)
     assert history.candidates(facts(VERSIONS[0]), with_ids=True) == [digest(9)]
 
 

@@ -140,7 +140,7 @@ class NotebookEngine:
 
     def remember_past(self, digest: bytes, notebook: Notebook) -> None:
         """Restore a version older than those restored whole: its facts only (see history)."""
-        self._history.add(digest, cell_keys(notebook))
+        self._history.add(digest, cell_keys(notebook), with_ids=keeps_cell_ids(notebook))
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""
@@ -295,7 +295,9 @@ class NotebookEngine:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
         if len(self._versions) == MAX_VERSIONS:
             oldest = self._versions.popleft()
-            self._history.add(oldest.digest, cell_keys(oldest.notebook))
+            self._history.add(
+                oldest.digest, cell_keys(oldest.notebook), with_ids=keeps_cell_ids(oldest.notebook)
+            )
         self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:

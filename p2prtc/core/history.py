@@ -60,6 +60,9 @@ def _numbered(facts: list[tuple[str, str]]) -> Iterator[Fact]:
         seen[kind, key] += 1
 
 
+NONE: frozenset[Fact] = frozenset()
+
+
 @dataclass
 class _Runs:
     """For each fact, the runs [start, stop) of consecutive version numbers that had it."""
@@ -110,14 +113,18 @@ class VersionHistory:
     def __contains__(self, digest: bytes) -> bool:
         return self._numbers.get(digest, -1) >= self._first
 
-    def add(self, digest: bytes, cells: Sequence[CellKey]) -> None:
-        """Remember a version that is newer than every version remembered so far."""
+    def add(self, digest: bytes, cells: Sequence[CellKey], *, with_ids: bool) -> None:
+        """Remember a version that is newer than every version remembered so far.
+
+        Its facts are of one kind: with ids for a file that has them (nbformat >= 4.5), the
+        kind its saves will be matched by.
+        """
         number = self._next
         self._next += 1
         self._digests[number] = digest
         self._numbers[digest] = number
-        for with_ids, runs in self._runs.items():
-            runs.add(number, cell_facts(cells, with_ids=with_ids))
+        for kind, runs in self._runs.items():
+            runs.add(number, cell_facts(cells, with_ids=with_ids) if kind == with_ids else NONE)
         if len(self._digests) > self._limit + _FORGET_BATCH:
             self._forget_before(number - self._limit + 1)
 
