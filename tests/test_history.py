@@ -18,7 +18,7 @@ def history_of(
 ) -> VersionHistory:
     history = VersionHistory(limit)
     for number, version in enumerate(versions):
-        history.add(digest(number), version, with_ids=with_ids)
+        history.add(digest(number), facts(version, with_ids=with_ids), with_ids=with_ids)
     return history
 
 
@@ -89,7 +89,7 @@ def test_clear_forgets_everything_but_keeps_adding() -> None:
 
     assert len(history) == 0
     assert not history.knows_any(facts(VERSIONS[-1]), with_ids=True)
-    history.add(digest(9), VERSIONS[0], with_ids=True)
+    history.add(digest(9), facts(VERSIONS[0]), with_ids=True)
     assert history.candidates(facts(VERSIONS[0]), with_ids=True) == [digest(9)]
 
 

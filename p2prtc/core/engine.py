@@ -140,7 +140,9 @@ class NotebookEngine:
 
     def remember_past(self, digest: bytes, notebook: Notebook) -> None:
         """Restore a version older than those restored whole: its facts only (see history)."""
-        self._history.add(digest, cell_keys(notebook), with_ids=keeps_cell_ids(notebook))
+        with_ids = keeps_cell_ids(notebook)
+        facts = cell_facts(cell_keys(notebook), with_ids=with_ids)
+        self._history.add(digest, facts, with_ids=with_ids)
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""
@@ -295,9 +297,9 @@ class NotebookEngine:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
         if len(self._versions) == MAX_VERSIONS:
             oldest = self._versions.popleft()
-            self._history.add(
-                oldest.digest, cell_keys(oldest.notebook), with_ids=keeps_cell_ids(oldest.notebook)
-            )
+            with_ids = keeps_cell_ids(oldest.notebook)
+            # Its facts were likely worked out already, to match a save against it.
+            self._history.add(oldest.digest, oldest.facts_of(with_ids=with_ids), with_ids=with_ids)
         self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:

@@ -54,10 +54,14 @@ def cell_facts(cells: Sequence[CellKey], *, with_ids: bool) -> frozenset[Fact]:
 
 def _numbered(facts: list[tuple[str, str]]) -> Iterator[Fact]:
     """Each fact with its occurrence number, so that repeated ones stay distinct."""
+    repeated = {fact for fact, count in Counter(facts).items() if count > 1}
     seen: Counter[tuple[str, str]] = Counter()
-    for kind, key in facts:
-        yield kind, key, seen[kind, key]
-        seen[kind, key] += 1
+    for fact in facts:
+        if fact in repeated:  # rare (empty cells, say): most facts skip the counting
+            yield *fact, seen[fact]
+            seen[fact] += 1
+        else:
+            yield *fact, 0
 
 
 NONE: frozenset[Fact] = frozenset()
@@ -113,18 +117,18 @@ class VersionHistory:
     def __contains__(self, digest: bytes) -> bool:
         return self._numbers.get(digest, -1) >= self._first
 
-    def add(self, digest: bytes, cells: Sequence[CellKey], *, with_ids: bool) -> None:
+    def add(self, digest: bytes, facts: frozenset[Fact], *, with_ids: bool) -> None:
         """Remember a version that is newer than every version remembered so far.
 
-        Its facts are of one kind: with ids for a file that has them (nbformat >= 4.5), the
-        kind its saves will be matched by.
+        Its ``cell_facts`` are of one kind: with ids for a file that has them (nbformat >=
+        4.5), the kind its saves will be matched by.
         """
         number = self._next
         self._next += 1
         self._digests[number] = digest
         self._numbers[digest] = number
         for kind, runs in self._runs.items():
-            runs.add(number, cell_facts(cells, with_ids=with_ids) if kind == with_ids else NONE)
+            runs.add(number, facts if kind == with_ids else NONE)
         if len(self._digests) > self._limit + _FORGET_BATCH:
             self._forget_before(number - self._limit + 1)
 
