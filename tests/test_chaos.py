@@ -556,21 +556,15 @@ def test_stale_saves_before_and_after_a_restart_keep_remote_edits(pair: Pair) ->
 
 
 @pytest.mark.timeout(90)
-def test_stale_save_after_many_remote_writes_keeps_them(pair: Pair) -> None:
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_stale_save_after_many_remote_writes_keeps_them(pair: Pair, restart: bool) -> None:
     editor = Editor(pair.b_file)
     editor.load()
     remote = remote_lines_reach_b(pair, STALE_WRITES)
     assert STALE_WRITES > MAX_VERSIONS  # older than the versions the engine keeps whole
-    assert_stale_save_merged(pair, editor, remote)
-
-
-@pytest.mark.timeout(90)
-def test_stale_save_after_many_remote_writes_and_a_restart_keeps_them(pair: Pair) -> None:
-    editor = Editor(pair.b_file)
-    editor.load()
-    remote = remote_lines_reach_b(pair, STALE_WRITES)
-    pair.b.kill()  # the versions come back from B's update log
-    pair.b.start()
+    if restart:
+        pair.b.kill()  # the versions come back from B's update log
+        pair.b.start()
     assert_stale_save_merged(pair, editor, remote)
 
 

@@ -236,7 +236,8 @@ def test_update_with_missing_dependency_is_reported_once_complete() -> None:
     sender = PeerSync("us")
     sender.add_doc(DOC1, text_doc())
     early = [e for m in sender.local_update(DOC1, second) for e in link.receive(m)]
-    assert early == []  # pending in yrs: nothing changed yet, nothing to relay
+    # Pending in yrs: nothing changed yet, nothing to relay; the peer is asked for the rest.
+    assert [type(event) for event in early] == [Send]
     late = [e for m in sender.local_update(DOC1, first) for e in link.receive(m)]
     assert len(late) == 1 and isinstance(late[0], RemoteUpdate)
     replica = text_doc()
@@ -417,12 +418,49 @@ def test_resync_on_a_live_connection_repairs_a_lost_update() -> None:
     mesh.run()
     mesh.edit("a", DOC1, insert(0, "lost "))
     mesh.wire.clear()  # the update never arrives (a broken gossip path)
-    mesh.edit("a", DOC1, insert(len("lost shared"), " edit"))
-    mesh.run()
     assert text_of(b.docs[DOC1]) != text_of(a.docs[DOC1])
 
     mesh.send("b", "a", b.links["a"].resync(DOC1))
     mesh.run()
 
-    assert text_of(b.docs[DOC1]) == text_of(a.docs[DOC1]) == "lost shared edit"
+    assert text_of(b.docs[DOC1]) == text_of(a.docs[DOC1]) == "lost shared"
     assert b.links["a"].resync(b"\x09" * 16) == []
+
+
+def test_an_update_ahead_of_a_lost_one_makes_the_peer_send_what_is_missing() -> None:
+    a = Node("a", {DOC1: text_doc("shared")})
+    b = Node("b", {DOC1: text_doc()})
+    mesh = Mesh(a, b)
+    mesh.connect("a", "b")
+    mesh.run()
+    mesh.edit("a", DOC1, insert(0, "lost "))
+    mesh.wire.clear()
+    b.events.clear()
+
+    mesh.edit("a", DOC1, insert(len("lost shared"), " edit"))  # builds on the lost one
+    mesh.run()
+
+    assert text_of(b.docs[DOC1]) == text_of(a.docs[DOC1]) == "lost shared edit"
+    assert len(events_of(b, Send)) == 1  # one request, answered by one SyncStep2
+
+
+def test_updates_out_of_order_that_pycrdt_would_lose_are_repaired_at_once() -> None:
+    """The case of test_pycrdt_applies_out_of_order_updates_wrongly, through PeerSync."""
+    source = text_doc("0123456789")
+    receiver = Node("c", {DOC1: text_doc()})
+    receiver.docs[DOC1].apply_update(source.get_update())
+    sender = Node("b", {DOC1: source})
+    mesh = Mesh(sender, receiver)
+    mesh.connect("b", "c")
+    mesh.run()
+    updates = []
+    for position, text in ((2, "abc"), (5, "def"), (12, "ghi")):
+        before = source.get_state()
+        insert(position, text)(source)
+        updates.append(source.get_update(before))
+
+    for update in (updates[1], updates[2], updates[0]):
+        mesh.send("b", "c", sender.links["c"].local_update(DOC1, update))
+    mesh.run()
+
+    assert text_of(receiver.docs[DOC1]) == text_of(source) == "01abcdef2345ghi6789"

@@ -7,6 +7,11 @@ peer's updates to the documents itself and reports those that changed something 
 ``RemoteUpdate`` events, which the daemon persists, renders and relays to its other peers.
 Updates that change nothing produce no event, which is what stops gossip from looping.
 
+An update that arrives before one it builds on (gossip takes several paths) is not fully
+applied: pycrdt can even lose it (see tests/test_convergence.py). The doc then lacks part of
+what the update covers, so the session asks this peer at once for what it misses (a fresh
+SyncStep1; its SyncStep2 repairs the doc), one request per round trip.
+
 Nothing the peer sends can make it raise: garbage becomes a ``ProtocolViolation`` event and
 the daemon disconnects that peer.
 """
@@ -27,6 +32,7 @@ from pycrdt import (
     YSyncMessageType,
     create_sync_message,
     create_update_message,
+    get_update,
     handle_sync_message,
 )
 
@@ -118,6 +124,7 @@ class _DocLink:
     doc_id: bytes
     doc: Doc[Any]
     state: DocSyncState = field(default=DocSyncState.AWAITING_STEP2)
+    repairing: bool = False  # a SyncStep1 asked for what an out-of-order update lacked
 
     def _set_state(self, new: DocSyncState) -> None:
         logger.debug("doc %s: %s -> %s", self.doc_id.hex(), self.state.value, new.value)
@@ -223,9 +230,18 @@ class PeerSync:
         if message_type is YSyncMessageType.SYNC_STEP1:
             return self._on_step1(link, payload)
         events = self._apply(link, payload)
-        if message_type is YSyncMessageType.SYNC_STEP2 and link.state is not DocSyncState.SYNCED:
-            link._set_state(DocSyncState.SYNCED)
-            events.append(Synced(doc_id))
+        if message_type is YSyncMessageType.SYNC_STEP2:
+            link.repairing = False
+            if link.state is not DocSyncState.SYNCED:
+                link._set_state(DocSyncState.SYNCED)
+                events.append(Synced(doc_id))
+        # Updates only: a SyncStep2 may carry what the peer itself holds pending, and asking
+        # again would not make it any more complete.
+        ahead = message_type is YSyncMessageType.SYNC_UPDATE and not link.repairing
+        if ahead and not _covers(link.doc, _update_of(payload)):
+            logger.info("doc %s: an update came before what it builds on", doc_id.hex())
+            link.repairing = True
+            events.append(Send(self._sync_frame(doc_id, create_sync_message(link.doc))))
         return events
 
     def _on_step1(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
@@ -267,6 +283,26 @@ def _captured_updates(doc: Doc[Any]) -> Iterator[list[bytes]]:
         yield updates
     finally:
         doc.unobserve(subscription)
+
+
+def _update_of(payload: bytes) -> bytes:
+    """The update a (checked) update message carries."""
+    _, start = _read_varint(payload, 2)
+    return payload[start:]
+
+
+def _covers(doc: Doc[Any], update: bytes) -> bool:
+    """Does the doc hold every item the update inserts? (Not when yrs left some pending.)
+
+    The update's own state vector cannot tell: yrs counts a client only from clock 0. Its
+    diff against the doc's state vector can: that diff starts with the number of clients
+    whose items the doc lacks (deletions come after, and are always repeated).
+    """
+    try:
+        missing = get_update(update, doc.get_state())
+    except Exception:  # pycrdt read it already; whatever happens, input never raises
+        return True
+    return missing[:1] == b"\x00"
 
 
 def _check_sync_message(payload: bytes) -> YSyncMessageType:
