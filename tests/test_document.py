@@ -74,6 +74,25 @@ def test_buffer_older_than_the_kept_versions_keeps_remote_edits(
     assert shared.engine.render() == final
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_stale_buffer_saved_twice_across_many_writes_keeps_everything(
+    shared: SharedFile, restart: bool
+) -> None:
+    """The editor never reloads: its first save is merged with a remote line it lacks (the
+    file then differs from its buffer), and its second save comes many writes later."""
+    buffer = shared.path.read_text()
+    early = remote_lines(shared, 1, "EARLY")
+    buffer = render_with_line(buffer, 6, "MINE 1")
+    save(shared, buffer)
+    late = remote_lines(shared, WRITES, "LATE")
+    if restart:
+        shared = restarted(shared)
+
+    final = save(shared, render_with_line(buffer, 7, "MINE 2"))
+
+    assert_once(final, [*early, *late, "MINE 1", "MINE 2"])
+
+
 def test_compaction_keeps_the_versions_a_buffer_may_start_from(
     shared: SharedFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:

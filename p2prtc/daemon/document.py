@@ -101,7 +101,7 @@ class SharedFile:
                 saved.append((info, store.get_meta(f"{name}_text") or b""))
         saved.sort(key=lambda entry: int(entry[0]["seq"]))
         # The newest are restored whole, the older ones as facts (see core.history).
-        whole, past = saved[-MAX_VERSIONS:], [info for info, _ in saved[:-MAX_VERSIONS]]
+        whole, past = saved[-MAX_VERSIONS:], saved[:-MAX_VERSIONS]
         states = shared._replay(past, {int(info["seq"]) for info, _ in whole})
         merged_state = store.get_meta(f"{_MERGED}_state")
         merged_info = json.loads(store.get_meta(f"{_MERGED}_info") or b"{}")
@@ -117,21 +117,27 @@ class SharedFile:
             shared.engine.remember_written(shared.engine.render())
         return shared
 
-    def _replay(self, past: list[dict[str, Any]], seqs: set[int]) -> dict[int, Doc[Any]]:
-        """One replay of the log: the ``past`` versions go to the engine as facts, and the doc
-        as it was just after each of ``seqs`` is returned.
+    def _replay(
+        self, past: list[tuple[dict[str, Any], bytes]], seqs: set[int]
+    ) -> dict[int, Doc[Any]]:
+        """One replay of the log: the ``past`` versions (info, own text) go to the engine as
+        facts, and the doc as it was just after each of ``seqs`` is returned.
 
         A position folded away by compaction is missing: that version cannot be restored.
         """
-        past_at: dict[int, list[bytes]] = {}
-        for info in past:
-            past_at.setdefault(int(info["seq"]), []).append(bytes.fromhex(info["digest"]))
+        past_at: dict[int, list[tuple[dict[str, Any], bytes]]] = {}
+        for info, text in past:
+            past_at.setdefault(int(info["seq"]), []).append((info, text))
         states: dict[int, Doc[Any]] = {}
         doc: Doc[Any] = Doc()
         for seq, update in self.store.entries():
             doc.apply_update(update)
-            for digest in past_at.get(seq, []):
-                self.engine.remember_past(digest, doc_to_notebook(doc))
+            for info, text in past_at.get(seq, []):
+                try:
+                    notebook = _content(info, text, doc)
+                    self.engine.remember_past(bytes.fromhex(info["digest"]), notebook)
+                except (P2PError, KeyError, ValueError) as exc:
+                    logger.info("an old version of %s cannot be restored: %s", self.path, exc)
             if seq in seqs:
                 states[seq] = Doc()
                 states[seq].apply_update(doc.get_update())
@@ -148,7 +154,14 @@ class SharedFile:
         return doc.get_update()
 
     def _recall(self, digest: bytes) -> bytes | None:
-        """The engine's Recall: the doc state of a version in the history."""
+        """The engine's Recall: the doc state of a remembered version.
+
+        The last save merged with remote edits has a state of its own (the fork's, kept with
+        it): an editor that never reloads saves from it next.
+        """
+        merged = json.loads(self.store.get_meta(f"{_MERGED}_info") or b"{}")
+        if merged.get("digest") == digest.hex():
+            return self.store.get_meta(f"{_MERGED}_state")
         seqs = [int(info["seq"]) for info in self._history if info["digest"] == digest.hex()]
         return self._state_at(seqs[-1]) if seqs else None
 
@@ -166,19 +179,11 @@ class SharedFile:
     def _restore_version(
         self, info: dict[str, Any], text: bytes, state_doc: Doc[Any] | None
     ) -> None:
-        """Rebuild a remembered version: the doc state at its log position, and its content.
-
-        Usually the content is the doc at that position; a save merged with remote edits
-        (the file then differs from the doc) kept its own text and cell ids.
-        """
+        """Rebuild a remembered version whole: its doc state and its content."""
         try:
             if state_doc is None:
                 raise ValueError("its log position was compacted away")
-            notebook = (
-                _with_ids(parse_notebook(text), info.get("ids", []))
-                if text
-                else doc_to_notebook(state_doc)
-            )
+            notebook = _content(info, text, state_doc)
             digest = bytes.fromhex(info["digest"])
         except (P2PError, KeyError, ValueError) as exc:
             logger.info("a saved version of %s cannot be restored: %s", self.path, exc)
@@ -329,6 +334,12 @@ class SharedFile:
         if state is not None:
             self.store.compact(state, upto=oldest)
             logger.info("compacted the update log of %s", self.path)
+
+
+def _content(info: dict[str, Any], text: bytes, doc: Doc[Any]) -> Notebook:
+    """A remembered version's content: usually the doc at its log position; a save merged
+    with remote edits (the file then differs from the doc) kept its own text and cell ids."""
+    return _with_ids(parse_notebook(text), info.get("ids", [])) if text else doc_to_notebook(doc)
 
 
 def _with_ids(notebook: Notebook, ids: list[str]) -> Notebook:
