@@ -111,6 +111,15 @@ class Mesh:
                 self.send(name, peer, link.local_update(event.doc_id, event.update))
 
 
+def synced_pair(text: str) -> tuple[Node, Node, Mesh]:
+    """Nodes a (with ``text``) and b (empty), connected and synced."""
+    a, b = Node("a", {DOC1: text_doc(text)}), Node("b", {DOC1: text_doc()})
+    mesh = Mesh(a, b)
+    mesh.connect("a", "b")
+    mesh.run()
+    return a, b, mesh
+
+
 def insert(position: int, text: str) -> Callable[[Doc[Any]], None]:
     def change(doc: Doc[Any]) -> None:
         doc.get("text", type=Text).insert(position, text)
@@ -146,11 +155,7 @@ def test_initial_sync_both_ways_and_synced_events() -> None:
 
 
 def test_remote_update_carries_what_changed_and_can_be_replayed_elsewhere() -> None:
-    a = Node("a", {DOC1: text_doc("x")})
-    b = Node("b", {DOC1: text_doc()})
-    mesh = Mesh(a, b)
-    mesh.connect("a", "b")
-    mesh.run()
+    _, b, mesh = synced_pair("x")
     mesh.edit("a", DOC1, insert(1, "yz"))
     mesh.run()
     replica = text_doc()
@@ -160,11 +165,7 @@ def test_remote_update_carries_what_changed_and_can_be_replayed_elsewhere() -> N
 
 
 def test_anti_entropy_after_divergent_offline_edits() -> None:
-    a = Node("a", {DOC1: text_doc("shared base")})
-    b = Node("b", {DOC1: text_doc()})
-    mesh = Mesh(a, b)
-    mesh.connect("a", "b")
-    mesh.run()
+    a, b, mesh = synced_pair("shared base")
     mesh.disconnect("a", "b")
     mesh.edit("a", DOC1, insert(0, "A: "))
     mesh.edit("b", DOC1, insert(11, " (B)"))
@@ -411,11 +412,7 @@ def test_mutated_real_messages_never_raise(data: st.DataObject) -> None:
 
 
 def test_resync_on_a_live_connection_repairs_a_lost_update() -> None:
-    a = Node("a", {DOC1: text_doc("shared")})
-    b = Node("b", {DOC1: text_doc()})
-    mesh = Mesh(a, b)
-    mesh.connect("a", "b")
-    mesh.run()
+    a, b, mesh = synced_pair("shared")
     mesh.edit("a", DOC1, insert(0, "lost "))
     mesh.wire.clear()  # the update never arrives (a broken gossip path)
     assert text_of(b.docs[DOC1]) != text_of(a.docs[DOC1])
@@ -428,11 +425,7 @@ def test_resync_on_a_live_connection_repairs_a_lost_update() -> None:
 
 
 def test_an_update_ahead_of_a_lost_one_makes_the_peer_send_what_is_missing() -> None:
-    a = Node("a", {DOC1: text_doc("shared")})
-    b = Node("b", {DOC1: text_doc()})
-    mesh = Mesh(a, b)
-    mesh.connect("a", "b")
-    mesh.run()
+    a, b, mesh = synced_pair("shared")
     mesh.edit("a", DOC1, insert(0, "lost "))
     mesh.wire.clear()
     b.events.clear()
