@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,34 @@ def join_directly(a: Node, b: Node, notebook: Path, code: str) -> Path:
     joined = Path(b.join(code)["path"])
     wait_until(lambda: a.peers_synced(notebook, 1) and b.peers_synced(joined, 1), what="synced")
     return joined
+
+
+@dataclass
+class Pair:
+    """Sharer A and joiner B: two loopback daemons synced over A's notebook."""
+
+    a: Node
+    b: Node
+    a_file: Path
+    b_file: Path
+
+    def converged_with(self, line: str) -> bool:
+        """Both files hold ``line`` and are byte-identical."""
+        text = self.a_file.read_text()
+        return line in text and self.b_file.read_bytes() == text.encode()
+
+
+@contextlib.contextmanager
+def synced_pair(root: Path, notebook: Path) -> Iterator[Pair]:
+    """Homes ``root/a`` and ``root/b`` on loopback; A shares a copy of ``notebook`` and B
+    joins. Both daemons are shut down at the end."""
+    a, b = loopback_nodes(root, "a", "b")
+    a_file = copy_notebook(notebook, a.workdir / notebook.name)
+    try:
+        yield Pair(a, b, a_file, share_and_join(a, b, a_file))
+    finally:
+        for node in (b, a):
+            node.shut_down()
 
 
 def stored_updates(home: Path) -> list[bytes]:

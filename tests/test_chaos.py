@@ -54,11 +54,11 @@ from types import TracebackType
 
 import pytest
 from daemons import (
-    LOOPBACK_ENV,
     FilePoller,
     Node,
+    Pair,
     kill_9,
-    share_and_join,
+    synced_pair,
     wait_until,
     write_like_jupyter,
 )
@@ -475,32 +475,12 @@ RACE_GAPS_S = (0.03, 0.037)
 # editor saves its stale buffer with a line of its own.
 
 
-@dataclass
-class Pair:
-    a: Node
-    b: Node
-    a_file: Path
-    b_file: Path
-
-    def converged_with(self, line: str) -> bool:
-        text = self.a_file.read_text()
-        return line in text and self.b_file.read_bytes() == text.encode()
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
-    nodes = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        nodes.append(Node(tmp_path / f"{name}-home", tmp_path / name, dict(LOOPBACK_ENV)))
-    a, b = nodes
-    a_file = tmp_path / "a" / "stale.ipynb"
-    write_like_jupyter(a_file, split_lines(generated_notebook(CELLS)))
-    try:
-        yield Pair(a, b, a_file, share_and_join(a, b, a_file))
-    finally:
-        for node in nodes:
-            node.shut_down()
+    notebook = tmp_path / "stale.ipynb"
+    write_like_jupyter(notebook, split_lines(generated_notebook(CELLS)))
+    with synced_pair(tmp_path / "pair", notebook) as pair:
+        yield pair
 
 
 def type_line(editor: Editor, cell: int, line: str, *, stale: bool = False) -> None:

@@ -23,20 +23,18 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from daemons import (
     FilePoller,
-    Node,
+    Pair,
     copy_notebook,
     edit_cell,
     kill_9,
-    loopback_nodes,
     notebook_problem,
-    share_and_join,
     stored_updates,
+    synced_pair,
     wait_until,
 )
 from nbgen import peer_update, render_with_line
@@ -57,25 +55,10 @@ EDIT_GAP_S = 0.03
 KILL_WINDOW_S = 0.3
 
 
-@dataclass
-class Pair:
-    a: Node
-    b: Node
-    a_file: Path
-    b_file: Path
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Pair]:
-    root = tmp_path_factory.mktemp("crash")
-    nodes = loopback_nodes(root, "a", "b")
-    a, b = nodes
-    a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
-    try:
-        yield Pair(a, b, a_file, share_and_join(a, b, a_file))
-    finally:
-        for node in reversed(nodes):
-            node.shut_down()
+    with synced_pair(tmp_path_factory.mktemp("crash"), notebooks_dir / SAMPLE) as pair:
+        yield pair
 
 
 def markers_in(path: Path, markers: list[str]) -> list[str]:

@@ -19,7 +19,6 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,14 @@ import pytest
 from daemons import (
     LOOPBACK_ENV,
     Node,
+    Pair,
     cell_source,
     copy_notebook,
+    loopback_nodes,
     read_notebook,
     share_and_join,
     stored_updates,
+    synced_pair,
     wait_until,
     write_like_jupyter,
 )
@@ -49,51 +51,25 @@ DISK_FULL = "could not be updated (disk full or unwritable?)"
 TMPFS_SIZE = "600k"
 
 
-@dataclass
-class Pair:
-    """Sharer A (whose file gets hurt) and joiner B, synced."""
-
-    a: Node
-    b: Node
-    a_file: Path
-    b_file: Path
-
-    def a_error(self) -> str | None:
-        return last_error(self.a)
-
-    def b_error(self) -> str | None:
-        return last_error(self.b)
-
-
 def last_error(node: Node) -> str | None:
     (share,) = node.status()["shares"]
     error: str | None = share["last_error"]
     return error
 
 
-def make_node(root: Path, name: str) -> Node:
-    (root / name / "work").mkdir(parents=True)
-    return Node(root / name / "home", root / name / "work", dict(LOOPBACK_ENV))
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Pair]:
-    """One pair for the module: sharing and joining is the slow part of every case."""
-    root = tmp_path_factory.mktemp("hostile")
-    a, b = make_node(root, "a"), make_node(root, "b")
-    a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
-    try:
-        yield Pair(a, b, a_file, share_and_join(a, b, a_file))
-    finally:
-        for node in (a, b):
-            node.shut_down()
+    """One pair for the module (A's file gets hurt): sharing and joining is the slow part
+    of every case."""
+    with synced_pair(tmp_path_factory.mktemp("hostile"), notebooks_dir / SAMPLE) as pair:
+        yield pair
 
 
 @pytest.fixture
 def pair(shared: Pair) -> Pair:
     """The module's pair, checked healthy: both files equal, valid, no error reported."""
     wait_until(lambda: shared.a_file.read_bytes() == shared.b_file.read_bytes(), what="equal")
-    assert shared.a_error() is None and shared.b_error() is None
+    assert last_error(shared.a) is None and last_error(shared.b) is None
     parse_notebook(shared.a_file.read_bytes())
     return shared
 
@@ -166,15 +142,15 @@ def test_bad_file_is_reported_kept_local_and_recovers(pair: Pair, corruption: st
     from_b, from_a = f"B edited while A's file was {corruption}", f"A repaired {corruption}"
 
     corrupt(pair.a_file)
-    wait_until(lambda: expected_error in (pair.a_error() or ""), what="A to report the file")
+    wait_until(lambda: expected_error in (last_error(pair.a) or ""), what="A to report the file")
     assert pair.b_file.read_bytes() == good  # nothing of it spread
-    assert pair.b_error() is None
+    assert last_error(pair.b) is None
 
     # A peer's edit meanwhile: durable in A's store, though A's file cannot take it, and A
     # never overwrites a file it could not read.
     write_like_jupyter(pair.b_file, add_line(json.loads(good), 2, from_b))
     wait_until(lambda: marker_in_store(pair.a, from_b), what="B's edit in A's store")
-    assert expected_error in (pair.a_error() or "")
+    assert expected_error in (last_error(pair.a) or "")
     assert not pair.a_file.is_file() or from_b.encode() not in pair.a_file.read_bytes()
 
     # The user repairs the file from the version they had, with an edit of their own: both
@@ -190,7 +166,7 @@ def test_bad_file_is_reported_kept_local_and_recovers(pair: Pair, corruption: st
 
     wait_until(both_everywhere, what="both edits in both files")
     wait_until(lambda: pair.a_file.read_bytes() == pair.b_file.read_bytes(), what="equal files")
-    assert pair.a_error() is None
+    assert last_error(pair.a) is None
 
 
 def test_deleted_file_is_written_back_and_never_empties_the_peer(pair: Pair) -> None:
@@ -201,7 +177,7 @@ def test_deleted_file_is_written_back_and_never_empties_the_peer(pair: Pair) -> 
     wait_until(pair.a_file.is_file, what="A's daemon to write the file back")
     assert pair.a_file.read_bytes() == good
     assert pair.b_file.read_bytes() == good
-    assert pair.a_error() is None
+    assert last_error(pair.a) is None
 
     # Deleted again, and a peer edits before the grace is over: the file comes back with it.
     pair.a_file.unlink()
@@ -224,7 +200,7 @@ def test_read_only_file_still_follows_the_share(pair: Pair) -> None:
         write_like_jupyter(pair.b_file, add_line(read_notebook(pair.b_file), 4, from_b))
         wait_until(lambda: from_b in cell_source(pair.a_file, 4), what="B's edit in A's file")
         assert stat.S_IMODE(pair.a_file.stat().st_mode) == 0o444
-        assert pair.a_error() is None
+        assert last_error(pair.a) is None
         wait_until(lambda: pair.a_file.read_bytes() == pair.b_file.read_bytes(), what="equal")
     finally:
         pair.a_file.chmod(0o644)
@@ -270,7 +246,7 @@ def test_full_disk_is_reported_loses_nothing_and_catches_up(
     small_disk: Path, tmp_path: Path, notebooks_dir: Path
 ) -> None:
     """B's home and notebook on a full disk while A edits; then space is freed."""
-    a = make_node(tmp_path, "a")
+    (a,) = loopback_nodes(tmp_path, "a")
     (small_disk / "work").mkdir()
     b = Node(small_disk / "home", small_disk / "work", dict(LOOPBACK_ENV))
     a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
