@@ -78,6 +78,21 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Save:
+    """A save being ingested, and what matching it against the versions needs."""
+
+    notebook: Notebook
+
+    @cached_property
+    def by_id(self) -> dict[str, str] | None:
+        return sources_by_id(self.notebook)
+
+    @cached_property
+    def facts(self) -> frozenset[Fact]:
+        return cell_facts(cell_keys(self.notebook), with_ids=self.by_id is not None)
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """What one save did to the doc."""
 
@@ -166,7 +181,8 @@ class NotebookEngine:
         if any(version.digest == digest for version in self._versions):
             return IngestResult(update=None, needs_write=self._doc_differs_from(digest))
         new = parse_notebook(text)
-        base = self._closest_version(new, [*self._recalled(new, recall), *self._versions])
+        save = Save(new)
+        base = self._closest_version(save, [*self._recalled(save, recall), *self._versions])
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
         current = None if self._is_current(base) else self.notebook()
@@ -227,7 +243,7 @@ class NotebookEngine:
             return False
         return version.state == self.doc.get_update()
 
-    def _recalled(self, new: Notebook, recall: Recall | None) -> list[Version]:
+    def _recalled(self, save: Save, recall: Recall | None) -> list[Version]:
         """The older versions a save may have started from, oldest first (usually none).
 
         Only asked for when the save has facts that no version kept whole has and an older
@@ -236,13 +252,12 @@ class NotebookEngine:
         """
         if recall is None or not self._history:
             return []
-        with_ids = sources_by_id(new) is not None
-        new_facts = cell_facts(cell_keys(new), with_ids=with_ids)
+        with_ids = save.by_id is not None
         kept = frozenset[Fact]().union(*(v.facts_of(with_ids=with_ids) for v in self._versions))
-        if not self._history.knows_any(new_facts - kept, with_ids=with_ids):
+        if not self._history.knows_any(save.facts - kept, with_ids=with_ids):
             return []
         recalled = []
-        for digest in self._history.candidates(new_facts, with_ids=with_ids):
+        for digest in self._history.candidates(save.facts, with_ids=with_ids):
             state = recall(digest)
             if state is not None:
                 doc: Doc[Any] = Doc()
@@ -251,7 +266,7 @@ class NotebookEngine:
         logger.info("a save older than the kept versions: %d older ones recalled", len(recalled))
         return recalled
 
-    def _closest_version(self, new: Notebook, versions: list[Version]) -> Version | None:
+    def _closest_version(self, save: Save, versions: list[Version]) -> Version | None:
         """The version the save most likely started from.
 
         First, evidence. A cell of the save that only a newer version has (a cell as a peer
@@ -265,14 +280,13 @@ class NotebookEngine:
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
-        by_id = sources_by_id(new)
-        new_facts = cell_facts(cell_keys(new), with_ids=by_id is not None)
+        new, by_id = save.notebook, save.by_id
         facts = [v.facts_of(with_ids=by_id is not None) for v in versions]
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
         def score(index: int) -> tuple[int, int, Distance]:
             # Facts of the save this version lacks, by the newest version that has them.
-            found = [newest_with[fact] for fact in new_facts - facts[index] if fact in newest_with]
+            found = [newest_with[fact] for fact in save.facts - facts[index] if fact in newest_with]
             newer = sum(1 for found_in in found if found_in > index)
             return newer, len(found) - newer, versions[index].distance(new, by_id)
 

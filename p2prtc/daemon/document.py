@@ -208,9 +208,13 @@ class SharedFile:
         return result.update
 
     def read_and_ingest(self) -> bytes | None:
-        """The watcher saw the file change: ingest it (our own write is recognised as such;
-        an older version saved unchanged by a stale editor is written over with the doc)."""
-        return self.ingest(read_file(self.path, MAX_NOTEBOOK_BYTES))
+        """The watcher saw the file change: ingest it unless it is our own last write (an
+        older version saved unchanged by a stale editor is written over with the doc)."""
+        text = read_file(self.path, MAX_NOTEBOOK_BYTES)
+        latest = self.engine.latest_version()
+        if latest is not None and latest.digest == text_digest(text):
+            return None
+        return self.ingest(text)
 
     def apply_remote(self, update: bytes) -> None:
         """Persist an update a peer sent (already applied to the doc by the sync session).
