@@ -21,12 +21,13 @@ from functools import cached_property
 from typing import Any
 
 import orjson
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, TransactionEvent, merge_updates
 
 from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from p2prtc.core.repair import CellCopy, cell_copies, repair_cells
 from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ class Version:
 
     def facts_of(self, *, with_ids: bool) -> frozenset[Fact]:
         return self.facts_with_ids if with_ids else self.facts
+
+    @cached_property
+    def cells(self) -> list[CellCopy]:
+        """Its cells with the doc items that held them (to tell a moved cell's copy)."""
+        doc: Doc[Any] = Doc()
+        doc.apply_update(self.state)
+        return cell_copies(doc)
 
     def distance(self, new: Notebook, by_id: dict[str, str] | None) -> Distance:
         if by_id is not None:
@@ -136,8 +144,18 @@ class NotebookEngine:
         return doc_to_notebook(self.doc)
 
     def render(self) -> str:
-        """The file text for the current doc, as Jupyter would write it."""
-        return render_notebook(without_cell_ids(self.notebook()))
+        """The file text for the current doc, as Jupyter would write it.
+
+        A cell id twice (concurrent moves not repaired yet) is written once: the copy
+        ``repair`` keeps, so the file is valid whatever the doc holds.
+        """
+        return render_notebook(without_cell_ids(first_copies(self.notebook())))
+
+    def repair(self) -> bytes | None:
+        """Repair cells moved concurrently with other moves or edits (see core.repair),
+        against what the file last showed; the update to persist and send, if any."""
+        latest = self.latest_version()
+        return repair_cells(self.doc, latest.cells if latest else [])
 
     def full_state(self) -> bytes:
         return self.doc.get_update()
@@ -199,6 +217,8 @@ class NotebookEngine:
             ingested, update, saved = self._ingest_on_fork(base, new, digest)
             if update is not None:
                 self.doc.apply_update(update)
+                # Typing into a cell a peer moved meanwhile went to the original.
+                update = merge_repair(update, repair_cells(self.doc, saved.cells))
             needs_write = self.notebook() != ingested
         # The editor that made this save held at least its base: the base and older versions
         # are no longer possible bases (keeping them would turn an undo back to one of them
@@ -327,6 +347,21 @@ class NotebookEngine:
         doc: Doc[Any] = Doc()
         doc.apply_update(state)
         return Version(digest, notebook, state, state_vector(doc))
+
+
+def merge_repair(update: bytes, repair: bytes | None) -> bytes:
+    return update if repair is None else merge_updates(update, repair)
+
+
+def first_copies(nb: Notebook) -> Notebook:
+    """The notebook with each cell id's first cell only."""
+    seen: set[str] = set()
+    cells = []
+    for cell in nb["cells"]:
+        if cell["id"] not in seen:
+            seen.add(cell["id"])
+            cells.append(cell)
+    return nb if len(cells) == len(nb["cells"]) else {**nb, "cells": cells}
 
 
 def state_vector(doc: Doc[Any]) -> StateVector:

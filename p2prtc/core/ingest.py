@@ -39,7 +39,7 @@ def edit_text(text: Text, old: str, new: str) -> None:
     if old == new:
         return
     offset = 0  # pycrdt indexes Text in UTF-8 bytes
-    for op, chunk in _line_aligned_diff(old, new):
+    for op, chunk in line_aligned_diff(old, new):
         size = len(chunk.encode())
         if op == _DIFF_EQUAL:
             offset += size
@@ -50,7 +50,7 @@ def edit_text(text: Text, old: str, new: str) -> None:
             offset += size
 
 
-def _line_aligned_diff(old: str, new: str) -> list[tuple[int, str]]:
+def line_aligned_diff(old: str, new: str) -> list[tuple[int, str]]:
     """A character diff whose edits are slid to line (or word) boundaries where they can be.
 
     A line typed above an equal-looking one has several equally short diffs: "a\n<t1>" ->
@@ -165,7 +165,28 @@ def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
             if base[base_index]["cell_type"] == new[new_index]["cell_type"]:
                 ids[new_index] = base[base_index]["id"]
                 continued[new_index] = True
+    _match_moved(base, new, ids, continued)
     return CellMatch(ids, continued)
+
+
+def _match_moved(
+    base: Sequence[Cell], new: Sequence[Cell], ids: list[str], continued: list[bool]
+) -> None:
+    """A new cell equal to a base cell the alignment left unmatched is that cell, moved.
+
+    Taken as a deletion plus a new cell, a move would lose what a peer types into the cell
+    meanwhile; as a move, the doc keeps the cell's identity (see core.repair).
+    """
+    taken = set(ids)
+    unmatched: dict[tuple[str, str], list[str]] = {}
+    for cell in base:
+        if cell["id"] not in taken:
+            unmatched.setdefault(_fingerprint(cell), []).append(cell["id"])
+    for index, cell in enumerate(new):
+        candidates = unmatched.get(_fingerprint(cell))
+        if not continued[index] and candidates:
+            ids[index] = candidates.pop(0)
+            continued[index] = True
 
 
 def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Notebook:

@@ -240,6 +240,21 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.save_unsaved()
+        repair = self._repair()
+        written = self._write(replace_unknown)
+        if repair is None or written is None:
+            return repair or written
+        return merge_updates(repair, written)
+
+    def _repair(self) -> bytes | None:
+        """Repair cells moved concurrently (core.repair) before the file shows the doc:
+        persisted first, then sent like any update."""
+        repair = self.engine.repair()
+        if repair is not None:
+            self.store.append(repair)
+        return repair
+
+    def _write(self, replace_unknown: bool) -> bytes | None:
         for _ in range(_WRITE_ATTEMPTS):
             signature = signature_of(self.path)
             on_disk = self._read_if_present()
