@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+from pycrdt import merge_updates
 
 from p2prtc.core.engine import NotebookEngine, text_digest
 
@@ -319,9 +320,10 @@ class Replica:
             self.sent.append(result.update)
             if not result.needs_write:
                 self.remember_state(text)
-        if result.needs_write:
-            self.write(reload=True)
-        return result.update
+        repair = self.write(reload=True) if result.needs_write else None
+        if result.update is None or repair is None:
+            return result.update or repair
+        return merge_updates(result.update, repair)
 
     def receive(self, update: bytes, *, reload: bool = True) -> bytes | None:
         """A peer's update arrives: the daemon applies it, repairs moved cells and writes the

@@ -7,6 +7,7 @@ version is also the end of everything older: an undo back to an old text is a ch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -207,3 +208,36 @@ def test_cell_moved_by_two_peers_at_once_is_there_once(minor_shared: SharedFile)
     assert after.count(source) == 1
     assert after.index(source) in (0, cells - 1)
     assert len(after) == cells
+
+
+# --- fidelity: a file's own form survives restarts and remote edits --------------------------
+
+
+def json_dump_style(text: str) -> str:
+    """The notebook as a script using ``json.dump`` writes it: each source one string."""
+    nb = json.loads(text)
+    for cell in nb["cells"]:
+        cell["source"] = "".join(cell["source"])
+    return json.dumps(nb, indent=1)
+
+
+def test_restart_leaves_a_file_in_its_own_form_alone(shared: SharedFile) -> None:
+    save(shared, json_dump_style(render_with_line(shared.path.read_text(), 2, "EDITED")))
+    before = shared.path.read_bytes()
+
+    shared = restarted(shared)
+    assert shared.catch_up() is None
+
+    assert shared.path.read_bytes() == before
+
+
+def test_remote_edit_keeps_sources_written_as_one_string(shared: SharedFile) -> None:
+    save(shared, json_dump_style(shared.path.read_text()))
+    shared = restarted(shared)
+    shared.catch_up()
+
+    receive(shared, 3, "REMOTE")
+
+    cells = json.loads(shared.path.read_text())["cells"]
+    assert all(isinstance(cell["source"], str) for cell in cells)
+    assert cells[3]["source"].startswith("REMOTE\n")

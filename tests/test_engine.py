@@ -680,7 +680,7 @@ def test_saves_after_concurrent_moves_of_one_cell(minor: int) -> None:
     moved = sources(parse(a.disk)).index("x.sum()")
 
     exchange(
-        (a, a.save(both(delete_cell(3), append_to(moved, "\n# A")))),
+        (a, a.save(both(append_to(moved, "\n# A"), delete_cell(3)))),
         (b, b.save(both(append_to(moved, "\n# B"), delete_cell(1)))),
     )
 

@@ -26,8 +26,8 @@ from pycrdt import Doc, TransactionEvent, merge_updates
 from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
-from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
-from p2prtc.core.repair import CellCopy, cell_copies, repair_cells
+from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
+from p2prtc.core.repair import CellCopy, cell_copies, repair_cells, survivors
 from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ class NotebookEngine:
         self.doc = doc
         self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
         self._history = VersionHistory()  # the versions before those
+        # Cells (by id) whose source the file holds as one string: written back that way.
+        self._string_sources: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, text: bytes | str) -> NotebookEngine:
@@ -129,7 +131,29 @@ class NotebookEngine:
         engine = cls(Doc())
         load_notebook(engine.doc, nb)
         engine._remember(text_digest(text), engine.notebook())
+        engine.learn_form(text)
         return engine
+
+    def learn_form(self, text: bytes | str) -> None:
+        """Note which cells of a file the engine knows hold their source as one string."""
+        version = self._version_of(text_digest(text))
+        raw = text.encode() if isinstance(text, str) else text
+        if version is None:
+            return
+        if b'"source": "' not in raw and b'"source":"' not in raw:  # spares a parse
+            self._string_sources = frozenset()
+            return
+        ids = [cell["id"] for cell in version.notebook["cells"]]
+        self._string_sources = frozenset(ids[index] for index in string_sources(raw))
+
+    def _version_of(self, digest: bytes) -> Version | None:
+        """The newest version with this text, if the engine keeps it whole."""
+        return next((v for v in reversed(self._versions) if v.digest == digest), None)
+
+    def shows_doc(self, text: bytes | str) -> bool:
+        """Does this known file text hold what the doc holds (whatever its form)?"""
+        version = self._version_of(text_digest(text))
+        return version is not None and version.notebook == self.notebook()
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
@@ -149,7 +173,14 @@ class NotebookEngine:
         A cell id twice (concurrent moves not repaired yet) is written once: the copy
         ``repair`` keeps, so the file is valid whatever the doc holds.
         """
-        return render_notebook(without_cell_ids(first_copies(self.notebook())))
+        notebook = self.notebook()
+        ids = [cell["id"] for cell in notebook["cells"]]
+        if len(set(ids)) < len(ids):
+            kept = survivors(self.doc)
+            cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
+            notebook = {**notebook, "cells": cells}
+        keep = [i for i, cell in enumerate(notebook["cells"]) if cell["id"] in self._string_sources]
+        return render_notebook(without_cell_ids(notebook), keep)
 
     def repair(self) -> bytes | None:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
@@ -226,6 +257,7 @@ class NotebookEngine:
         # editor (or this one, reloaded) may have read them and will save from them.
         self._forget_up_to(base)
         self._push(saved)
+        self.learn_form(text)
         needs_write = needs_write or ids_reassigned(new, ingested)
         logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
         return IngestResult(update=update, needs_write=needs_write)
@@ -351,17 +383,6 @@ class NotebookEngine:
 
 def merge_repair(update: bytes, repair: bytes | None) -> bytes:
     return update if repair is None else merge_updates(update, repair)
-
-
-def first_copies(nb: Notebook) -> Notebook:
-    """The notebook with each cell id's first cell only."""
-    seen: set[str] = set()
-    cells = []
-    for cell in nb["cells"]:
-        if cell["id"] not in seen:
-            seen.add(cell["id"])
-            cells.append(cell)
-    return nb if len(cells) == len(nb["cells"]) else {**nb, "cells": cells}
 
 
 def state_vector(doc: Doc[Any]) -> StateVector:

@@ -4,8 +4,8 @@ A Y array cannot move an element: p2prtc, like JupyterLab's collaboration, moves
 deleting it and inserting a copy. Two things then go wrong under concurrency:
 
 - Two peers move one cell at once: two copies with one id (an invalid nbformat 4.5 file).
-  The copy that comes first in the array is kept (every peer orders the same items the same
-  way), the text the others have and it lacks is transplanted into it, and they are deleted.
+  The copy whose Map item has the smallest id (client, clock) is kept, the lines the others
+  have and it lacks are transplanted into it, and they are deleted.
 - A peer types into a cell another moves: the typing lands in the deleted original. A peer
   that still shows the typing (its file has it, or it is the save being merged) sees the
   cell's id now held by another Map item: it transplants the text the copy lacks.
@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, merge_updates
+from diff_match_patch import diff_match_patch
+from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
 
-from p2prtc.core.ingest import line_aligned_diff
 from p2prtc.core.model import cells_of
 from p2prtc.core.statevector import decode_state_vector
 
@@ -38,19 +38,21 @@ logger = logging.getLogger(__name__)
 
 ItemId = tuple[int, int]  # (client, clock) of a Yjs item
 
-_DIFF_INSERT, _DIFF_EQUAL = 1, 0
-_CONTENT_STRING = 4  # Yjs struct info: the content type, plus these flags
+_DIFF_INSERT, _DIFF_EQUAL, _DIFF_DELETE = 1, 0, -1
+_differ = diff_match_patch()
 _HAS_ORIGIN, _HAS_RIGHT_ORIGIN = 0x80, 0x40
+# The client of the scratch doc that asks Yjs where an insertion goes (never sent).
+_SCRATCH_CLIENT = 1
 
 
 @dataclass(frozen=True)
 class CellCopy:
-    """A cell as a file showed it: its id, the Map item that held it, and its source (in
-    the doc of that moment, to tell which item each character came from)."""
+    """A cell as a file showed it: its id, the Map item that held it, and its source."""
 
     cell_id: str
     item: ItemId
-    source: Text
+    source: str
+    index: int
 
 
 def cell_items(doc: Doc[Any]) -> list[ItemId]:
@@ -62,9 +64,8 @@ def cell_items(doc: Doc[Any]) -> list[ItemId]:
 def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
     cells = cells_of(doc)
     return [
-        CellCopy(str(cell.get("id")), item, cell["source"])
-        for cell, item in zip(cells, cell_items(doc), strict=True)
-        if isinstance(cell.get("source"), Text)
+        CellCopy(str(cell.get("id")), item, str(cell.get("source", "")), index)
+        for index, (cell, item) in enumerate(zip(cells, cell_items(doc), strict=True))
     ]
 
 
@@ -73,6 +74,12 @@ def repair_cells(doc: Doc[Any], shown: list[CellCopy]) -> bytes | None:
 
     ``shown`` is the cells as the file (or the save being merged) last showed them.
     """
+    if _has_pending(doc):
+        # An update came before one it builds on: yrs shows its insertions but holds its
+        # deletions back, so a moved cell shows twice until the missing update arrives
+        # (the sync session asks for it at once). Repairing now would delete the real copy.
+        logger.debug("not repairing moved cells: the doc waits for missing updates")
+        return None
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: _record(updates, event))
     try:
@@ -85,6 +92,12 @@ def repair_cells(doc: Doc[Any], shown: list[CellCopy]) -> bytes | None:
     return updates[0] if len(updates) == 1 else merge_updates(*updates)
 
 
+def _has_pending(doc: Doc[Any]) -> bool:
+    """Does the doc hold items beyond its own state vector (an update applied before one it
+    builds on)? Its state diffed against its state vector then names a client."""
+    return get_update(doc.get_update(), doc.get_state())[:1] != b"\x00"
+
+
 def _record(updates: list[bytes], event: TransactionEvent) -> None:
     updates.append(event.update)
 
@@ -93,12 +106,13 @@ def _merge_duplicates(doc: Doc[Any]) -> None:
     by_id: dict[str, list[CellCopy]] = defaultdict(list)
     for copy in cell_copies(doc):
         by_id[copy.cell_id].append(copy)
-    repeated = [copies for copies in by_id.values() if len(copies) > 1]
+    # The copy with the smallest item id stays: the same choice on every peer that sees it.
+    repeated = [sorted(copies, key=_by_item) for copies in by_id.values() if len(copies) > 1]
     if not repeated:
         return
     for keep, *others in repeated:
         for other in others:
-            _transplant(doc, keep.source, other.source)
+            _transplant(doc, keep.index, other.source)
     logger.info("kept one copy of %d cells that were moved concurrently", len(repeated))
     doomed = {copy.item for _, *others in repeated for copy in others}
     with doc.transaction(origin="repair"):
@@ -108,6 +122,19 @@ def _merge_duplicates(doc: Doc[Any]) -> None:
                 del cells[index]
 
 
+def _by_item(copy: CellCopy) -> ItemId:
+    return copy.item
+
+
+def survivors(doc: Doc[Any]) -> set[int]:
+    """The indexes of the cells a repair keeps (each id's copy with the smallest item)."""
+    kept: dict[str, CellCopy] = {}
+    for copy in cell_copies(doc):
+        if copy.cell_id not in kept or copy.item < kept[copy.cell_id].item:
+            kept[copy.cell_id] = copy
+    return {copy.index for copy in kept.values()}
+
+
 def _recover_replaced(doc: Doc[Any], shown: list[CellCopy]) -> None:
     """Text a replaced cell showed and its copy lacks goes into the copy."""
     now = {copy.cell_id: copy for copy in cell_copies(doc)}
@@ -115,130 +142,180 @@ def _recover_replaced(doc: Doc[Any], shown: list[CellCopy]) -> None:
     for old in shown:
         copy = now.get(old.cell_id)
         if copy is not None and old.item not in alive:
-            _transplant(doc, copy.source, old.source)
+            _transplant(doc, copy.index, old.source)
         # else: deleted (the deletion wins), or the same Map still holds the cell
 
 
-def _transplant(doc: Doc[Any], target: Text, old: Text) -> None:
-    """Insert into ``target`` the text ``old`` has and it lacks.
+def _transplant(doc: Doc[Any], index: int, old: str) -> None:
+    """Insert into cell ``index``'s source the lines ``old`` has and it lacks.
 
-    One Yjs item per run of ``old`` that one item held (one edit, usually), with a client
-    id that hashes the run's origin and everything in the new item: a peer that misses
-    only some of the runs transplants those exactly as another peer does.
+    Each line goes in as its own Yjs item, made by yrs on a copy of the doc under a client
+    id that hashes the item (its text and the two items Yjs puts it between): a peer that
+    misses only some of the lines transplants those exactly as another peer does, the same
+    item, which Yjs then holds once. Lines stay whole in whatever order Yjs puts them.
     """
-    known = _clients(doc)
-    runs = [run for run in _missing_runs(target, old) if run[0] not in known]
-    if runs:
-        logger.info("transplanted %d edits into a moved cell", len(runs))
-        doc.apply_update(encode_insertions(runs))
+    now = cells_of(doc)[index].get("source")
+    if not isinstance(now, Text):
+        return
+    state, vector, known = doc.get_update(), doc.get_state(), _clients(doc)
+    items = []
+    for offset, line in _missing_lines(str(now), old):
+        probe = _insert_on_copy(state, vector, index, offset, line, _SCRATCH_CLIENT)
+        client = _client_of(_read_neighbours(probe), line)
+        if client not in known:
+            items.append(_insert_on_copy(state, vector, index, offset, line, client))
+    if items:
+        logger.info("transplanted %d lines into a moved cell", len(items))
+        doc.apply_update(merge_updates(*items))
 
 
 def _clients(doc: Doc[Any]) -> set[int]:
     return set(decode_state_vector(doc.get_state()))
 
 
-@dataclass(frozen=True)
-class Insertion:
-    """A run of text to insert between two characters (None: that end of the text); in an
-    empty text, under its parent item instead."""
+def _missing_lines(now: str, old: str) -> Iterator[tuple[int, str]]:
+    """Each line of ``old`` that ``now`` lacks, with the UTF-8 offset in ``now`` (pycrdt's
+    Text index) where it goes."""
+    for at, start, size in missing_spans(now, old):
+        offset = len(now[:at].encode())
+        # A last line without newline that goes before another line takes the added one.
+        for line in _lines((old + "\n")[start : start + size]):
+            yield offset, line
 
-    origin: ItemId | None
-    right: ItemId | None
-    parent: ItemId | None
-    text: str
+
+def _insert_on_copy(
+    state: bytes, vector: bytes, index: int, offset: int, text: str, client: int
+) -> bytes:
+    """The update of inserting ``text`` at ``offset`` of cell ``index``'s source, made by
+    ``client`` on a copy of the doc (``state``, whose state vector is ``vector``)."""
+    scratch: Doc[Any] = Doc(client_id=client)
+    scratch.apply_update(state)
+    source = cells_of(scratch)[index]["source"]
+    assert isinstance(source, Text)
+    source.insert(offset, text)
+    return scratch.get_update(vector)
 
 
-def _missing_runs(target: Text, old: Text) -> Iterator[tuple[int, Insertion]]:
-    """Each run of ``old`` that ``target`` lacks, as an insertion with its client id."""
-    now, before = str(target), str(old)
-    position = 0  # in ``target``, in UTF-16 units as Yjs counts
-    old_position = 0  # in ``old``
-    end = _utf16_len(now)
-    parent = _parent_item(target) if not now else None
-    for op, chunk in line_aligned_diff(now, before):
-        size = _utf16_len(chunk)
+Neighbours = tuple[ItemId | None, ItemId | None, ItemId | None]  # origin, right, parent
+
+
+def _read_neighbours(update: bytes) -> Neighbours:
+    """The origin, right origin and parent of the one item in a v1 update."""
+    reader = _Reader(update)
+    for _ in range(4):  # 1 client, 1 struct, its client and clock
+        reader.var_uint()
+    info = reader.byte()
+    origin = reader.item_id() if info & _HAS_ORIGIN else None
+    right = reader.item_id() if info & _HAS_RIGHT_ORIGIN else None
+    parent = None
+    if origin is None and right is None and reader.var_uint() == 0:  # 0: by item id
+        parent = reader.item_id()
+    return origin, right, parent
+
+
+class _Reader:
+    """lib0 decoding, just what ``_read_neighbours`` needs."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def byte(self) -> int:
+        self._at += 1
+        return self._data[self._at - 1]
+
+    def var_uint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def item_id(self) -> ItemId:
+        return self.var_uint(), self.var_uint()
+
+
+def _client_of(neighbours: Neighbours, text: str) -> int:
+    """A client id that stands for the whole item (Yjs client ids are 32-bit)."""
+    return int.from_bytes(hashlib.sha256(repr((neighbours, text)).encode()).digest()[:4], "big")
+
+
+def _lines(chunk: str) -> list[str]:
+    """Lines with their newline; led by it when the chunk starts with one (added after a
+    last line that has none)."""
+    if chunk.startswith("\n") and len(chunk) > 1:
+        return ["\n" + line for line in chunk[1:].split("\n")]
+    return chunk.splitlines(keepends=True)
+
+
+def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
+    """What ``before`` has and ``now`` lacks: (where in ``now``, where in ``before``, how
+    many characters), in characters.
+
+    Lines are the unit (a character diff aligns "<t2>\n<t3>" with "<t102>\n<t2>" by
+    pieces of both). Where lines of ``before`` replace lines of ``now``, a line that only
+    adds characters to one of those gives the characters, any other line is added whole.
+    Both texts get a final newline, so that a last line without one still matches.
+    """
+    a, b, lines = _differ.diff_linesToChars(now + "\n", before + "\n")
+    diffs = _differ.diff_main(a, b, False)
+    _differ.diff_charsToLines(diffs, lines)
+    spans: list[tuple[int, int, int]] = []
+    at = start = 0
+    for index, (op, chunk) in enumerate(diffs):
         if op == _DIFF_INSERT:
-            origin = None if position == 0 else _sticky_item(target, position, Assoc.BEFORE)
-            right = None if position == end else _sticky_item(target, position, Assoc.AFTER)
-            for first, text in _item_runs(old, old_position, chunk):
-                insertion = Insertion(origin, right, parent, text)
-                seed = repr((first, insertion)).encode()
-                yield int.from_bytes(hashlib.sha256(seed).digest()[:4], "big"), insertion
-            old_position += size
+            replaced = diffs[index - 1][1] if index and diffs[index - 1][0] == _DIFF_DELETE else ""
+            added = _added_lines(replaced, chunk, at - len(replaced), start)
+            spans += [_within(len(now), span) for span in added]
+            start += len(chunk)
         elif op == _DIFF_EQUAL:
-            position += size
-            old_position += size
-        else:  # text only the target has: kept
-            position += size
+            at += len(chunk)
+            start += len(chunk)
+        else:
+            at += len(chunk)
+    return spans
 
 
-def _item_runs(text: Text, start: int, chunk: str) -> Iterator[tuple[ItemId, str]]:
-    """``chunk`` (at UTF-16 ``start`` in ``text``) cut where its characters stop coming
-    from one item, each piece with the id of its first character."""
-    position, piece, first, last = start, "", (-1, -1), (-1, -1)
-    for char in chunk:
-        item = _sticky_item(text, position, Assoc.AFTER)
-        if piece and item != (last[0], last[1] + 1):
-            yield first, piece
-            piece = ""
-        if not piece:
-            first = item
-        piece += char
-        width = _utf16_len(char)
-        last = (item[0], item[1] + width - 1)
-        position += width
-    if piece:
-        yield first, piece
+def _added_lines(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+    """The spans of ``new`` (at ``start``) that ``old`` (at ``at``), which it replaces,
+    lacks: each new line extends the next old line it can, or is added before it."""
+    old_lines = old.splitlines(keepends=True)
+    offsets = [at + sum(map(len, old_lines[:index])) for index in range(len(old_lines) + 1)]
+    cursor = 0  # the next old line a new line may extend
+    for line in new.splitlines(keepends=True):
+        extended = next(
+            (i for i in range(cursor, len(old_lines)) if _only_adds(old_lines[i], line)), None
+        )
+        if extended is None:
+            yield offsets[cursor], start, len(line)
+        else:
+            yield from _added_characters(old_lines[extended], line, offsets[extended], start)
+            cursor = extended + 1
+        start += len(line)
+
+
+def _within(length: int, span: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A span placed after the added final newline: that newline goes first instead."""
+    at, start, size = span
+    return (length, start - 1, size) if at > length else span
+
+
+def _only_adds(old: str, new: str) -> bool:
+    return all(op != _DIFF_DELETE for op, _ in _differ.diff_main(old, new, False))
+
+
+def _added_characters(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+    for op, chunk in _differ.diff_main(old, new, False):
+        if op == _DIFF_INSERT:
+            yield at, start, len(chunk)
+        else:
+            at += len(chunk)
+        start += len(chunk)
 
 
 def _sticky_item(sequence: Text | Array[Any], position: int, assoc: Assoc) -> ItemId:
     """The element before (or at) a position, never at the sequence's ends."""
     item = sequence.sticky_index(position, assoc).to_json()["item"]
     return int(item["client"]), int(item["clock"])
-
-
-def _parent_item(text: Text) -> ItemId:
-    """The item that holds the text (the cell's "source" entry)."""
-    scope = text.sticky_index(0, Assoc.BEFORE).to_json()["type"]
-    return int(scope["client"]), int(scope["clock"])
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def encode_insertions(runs: list[tuple[int, Insertion]]) -> bytes:
-    """A Yjs v1 update of string items, one per client (clock 0), and no deletions."""
-    out = bytearray()
-    _var_uint(out, len(runs))
-    for client, insert in runs:
-        _var_uint(out, 1)  # one struct
-        _var_uint(out, client)
-        _var_uint(out, 0)  # its clock
-        info = _CONTENT_STRING
-        info |= _HAS_ORIGIN if insert.origin is not None else 0
-        info |= _HAS_RIGHT_ORIGIN if insert.right is not None else 0
-        out.append(info)
-        for neighbour in (insert.origin, insert.right):
-            if neighbour is not None:
-                _var_uint(out, neighbour[0])
-                _var_uint(out, neighbour[1])
-        if insert.origin is None and insert.right is None:
-            # An empty text: the item names its parent (0: by item id, not a root name).
-            if insert.parent is None:
-                raise ValueError("an insertion into an empty text needs its parent")
-            _var_uint(out, 0)
-            _var_uint(out, insert.parent[0])
-            _var_uint(out, insert.parent[1])
-        data = insert.text.encode()
-        _var_uint(out, len(data))
-        out += data
-    _var_uint(out, 0)  # the delete set: empty
-    return bytes(out)
-
-
-def _var_uint(out: bytearray, value: int) -> None:
-    while value > 0x7F:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    out.append(value)

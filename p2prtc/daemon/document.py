@@ -8,6 +8,7 @@ three-way against the last version the daemon wrote or read (persisted as the *b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -174,6 +175,9 @@ class SharedFile:
             return None  # a join that never completed: wait for peers
         if not self.path.exists():
             logger.warning("%s is missing: writing the shared copy back", self.path)
+        else:
+            with contextlib.suppress(P2PError):  # an unreadable file is the write's to report
+                self.engine.learn_form(read_file(self.path, MAX_NOTEBOOK_BYTES))
         return self.write()
 
     def _restore_version(
@@ -270,6 +274,8 @@ class SharedFile:
 
     def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
+        if on_disk is not None and self.engine.shows_doc(on_disk):
+            return None  # the same content (written in another form, say): left alone
         text = self.engine.render()
         data = text.encode()
         if data == on_disk:
