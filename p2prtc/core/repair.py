@@ -10,12 +10,13 @@ deleting it and inserting a copy. Two things then go wrong under concurrency:
   that still shows the typing (its file has it, or it is the save being merged) sees the
   cell's id now held by another Map item: it transplants the text the copy lacks.
 
-A transplant only inserts (a text the copy lacks might be a deletion made with the move, or
-the user's new text: nothing is lost, a deletion concurrent with a move may come back). Its
-insertions are encoded by hand as Yjs items whose neighbours (origin, right origin) are the
-copy's characters around the spot and whose client id is a hash of everything in them, so
-two peers that compute the same transplant produce the same items, which Yjs then holds
-once, and two that compute different ones can never produce one item id with two contents.
+A transplant only inserts (text the copy lacks may be a deletion made with the move, or
+the user's typing: nothing is lost, a deletion concurrent with a move may come back). Each
+missing line becomes one Yjs item, made by yrs itself on a copy of the doc under a client
+id that hashes the item (its text and the two items Yjs puts it between): two peers that
+compute the same line produce the same item, which Yjs then holds once, and two that
+compute different ones never produce one item id with two contents. (Items encoded by hand
+with neighbours Yjs would not choose made peers' docs diverge: found by the property test.)
 Deleting a copy is idempotent as it is. Sans-IO: docs in, an update out.
 """
 
