@@ -170,3 +170,23 @@ def test_cell_copies_name_the_map_items() -> None:
     copies = cell_copies(doc)
     assert len({copy.item for copy in copies}) == 4
     assert all(isinstance(copy, CellCopy) for copy in copies)
+
+
+def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
+    """Peers that saw different parts of a moved cell place its missing line differently."""
+    left, right = shared_docs(2)
+    gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
+    left_repair = repair_cells(left, [CellCopy("c1", gone, "#c1\nTYPED\nline 1\n", 1)])
+    right_repair = repair_cells(right, [CellCopy("c1", gone, "#c1\nline 1\nTYPED\n", 1)])
+    assert left_repair is not None and right_repair is not None
+    left.apply_update(right_repair)
+    right.apply_update(left_repair)
+    assert [source.count("TYPED") for _, source in sources(left)] == [0, 2, 0, 0]
+
+    dropped = repair_cells(left, [])
+    assert dropped is not None
+    right.apply_update(dropped)
+    assert repair_cells(right, []) is None  # the same extra copy was already dropped
+
+    assert sources(left) == sources(right)
+    assert sources(left)[1][1].count("TYPED") == 1

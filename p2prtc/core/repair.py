@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,8 @@ ItemId = tuple[int, int]  # (client, clock) of a Yjs item
 _DIFF_INSERT, _DIFF_EQUAL, _DIFF_DELETE = 1, 0, -1
 _differ = diff_match_patch()
 _HAS_ORIGIN, _HAS_RIGHT_ORIGIN = 0x80, 0x40
+# Client ids of transplanted lines (see _client_of).
+_TRANSPLANTS = range(2**32, 2**33)
 # The client of the scratch doc that asks Yjs where an insertion goes (never sent).
 _SCRATCH_CLIENT = 1
 
@@ -86,6 +88,7 @@ def repair_cells(doc: Doc[Any], shown: list[CellCopy]) -> bytes | None:
     try:
         _merge_duplicates(doc)
         _recover_replaced(doc, shown)
+        _drop_doubled_transplants(doc)
     finally:
         doc.unobserve(subscription)
     if not updates:
@@ -239,8 +242,92 @@ class _Reader:
 
 
 def _client_of(neighbours: Neighbours, text: str) -> int:
-    """A client id that stands for the whole item (Yjs client ids are 32-bit)."""
-    return int.from_bytes(hashlib.sha256(repr((neighbours, text)).encode()).digest()[:4], "big")
+    """A client id that stands for the whole item, in a range of its own (2^32 to 2^33):
+    Yjs (JavaScript) clients draw 32-bit ids, yrs ones 53-bit ids, so a client there is a
+    transplant (one chance in two million for a yrs client)."""
+    digest = hashlib.sha256(repr((neighbours, text)).encode()).digest()
+    return _TRANSPLANTS.start + int.from_bytes(digest[:4], "big")
+
+
+def _drop_doubled_transplants(doc: Doc[Any]) -> None:
+    """A line a transplant made that is in its cell twice goes, once per extra copy.
+
+    Peers that saw different parts of a moved cell may place one missing line between
+    different neighbours: two items, one line twice. Kept: the line typed by a user if there
+    is one, else the transplant with the smallest client id (every peer that sees both keeps
+    the same one). Blank lines are left alone. Only looked for once the doc holds any
+    transplant, and only in cells with a repeated line.
+    """
+    if not any(client in _TRANSPLANTS for client in _clients(doc)):
+        return
+    for copy in cell_copies(doc):
+        counts = Counter(line for line in copy.source.split("\n") if line.strip())
+        if max(counts.values(), default=0) < 2:
+            continue
+        source = cells_of(doc)[copy.index]["source"]
+        assert isinstance(source, Text)
+        doomed = _doubled_transplants(source, {line for line, n in counts.items() if n > 1})
+        for start, stop in sorted(doomed, reverse=True):
+            del source[start:stop]
+        if doomed:
+            logger.info("dropped %d lines two transplants had doubled", len(doomed))
+
+
+@dataclass(frozen=True)
+class _Line:
+    start: int  # UTF-16 units, as Yjs counts
+    stop: int
+    transplant: int | None  # the transplant client that made all of it
+
+
+def _doubled_transplants(source: Text, repeated: set[str]) -> list[tuple[int, int]]:
+    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants."""
+    text = str(source)
+    occurrences: dict[str, list[_Line]] = defaultdict(list)
+    at = 0
+    for line in text.split("\n"):
+        stop = at + _utf16_len(line)
+        if line in repeated:
+            made_by = {_client_at(source, position) for position in range(at, stop)}
+            transplant = made_by.pop() if len(made_by) == 1 else -1
+            # (Only ints: ``None in range(...)`` would walk the whole range.)
+            occurrences[line].append(
+                _Line(at, stop, transplant if transplant in _TRANSPLANTS else None)
+            )
+        at = stop + 1
+    doomed = []
+    for lines in occurrences.values():
+        made = sorted((line for line in lines if line.transplant is not None), key=_by_client)
+        extra = made if len(made) < len(lines) else made[1:]  # a typed one stays, or one
+        doomed += [_with_its_newline(source, line, at - 1) for line in extra]
+    utf16 = text.encode("utf-16-le")
+    return [(_utf8_offset(utf16, start), _utf8_offset(utf16, stop)) for start, stop in doomed]
+
+
+def _by_client(line: _Line) -> int:
+    return line.transplant or 0
+
+
+def _with_its_newline(source: Text, line: _Line, end: int) -> tuple[int, int]:
+    """The line's span, with the newline its transplant brought (after it, or before)."""
+    if line.stop < end and _client_at(source, line.stop) == line.transplant:
+        return line.start, line.stop + 1
+    if line.start > 0 and _client_at(source, line.start - 1) == line.transplant:
+        return line.start - 1, line.stop
+    return line.start, line.stop
+
+
+def _client_at(source: Text, position: int) -> int:
+    return _sticky_item(source, position, Assoc.AFTER)[0]
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _utf8_offset(utf16: bytes, units: int) -> int:
+    """A UTF-16 offset as the UTF-8 offset pycrdt's Text index takes."""
+    return len(utf16[: 2 * units].decode("utf-16-le").encode())
 
 
 def _lines(chunk: str) -> list[str]:
