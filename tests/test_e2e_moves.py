@@ -1,4 +1,4 @@
-"""Moved cells through two real daemons on loopback (issue 16).
+"""Moved and deleted cells through two real daemons on loopback (issue 16).
 
 The concurrency comes from a daemon that is down: B's daemon is stopped, both editors save
 (A moves a cell, B types into it or moves it too), and B's daemon starts again: it ingests
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from daemons import Pair, edit_cell, read_notebook, synced_pair, wait_until
+from daemons import Pair, edit_cell, read_notebook, synced_pair, wait_until, write_like_jupyter
 from nbgen import nbformat_node, render_with_move, upgrade_to_45
 
 SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -78,3 +78,24 @@ def test_cell_moved_on_both_machines_at_once_is_there_once(pair: Pair) -> None:
     after = sources(pair.a_file)
     assert after.index(moved) in (0, len(before) - 1)
     assert sorted(after) == sorted(before)
+
+
+def test_cell_deleted_while_typed_into_stays_deleted(pair: Pair) -> None:
+    before = sources(pair.a_file)
+    deleted = before[3]
+    pair.b.shut_down()  # gone before either editor saves
+    edit_cell(pair.b_file, 3, "TYPED ON B")
+    nb = read_notebook(pair.a_file)
+    del nb["cells"][3]
+    write_like_jupyter(pair.a_file, nb)
+    pair.b.start()
+
+    wait_until(
+        lambda: settled(pair, lambda now: len(now) == len(before) - 1),
+        60,
+        what="both files without the deleted cell",
+    )
+    after = sources(pair.a_file)
+    assert "TYPED ON B" not in "".join(after)
+    assert deleted not in after
+    assert after == before[:3] + before[4:]
