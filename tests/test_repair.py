@@ -9,7 +9,7 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from p2prtc.core.model import cells_of
-from p2prtc.core.repair import CellCopy, cell_copies, missing_spans, repair_cells
+from p2prtc.core.repair import CellCopy, Shown, cell_copies, missing_spans, repair_cells
 
 
 def cell(cell_id: str, source: str) -> Map[Any]:
@@ -59,7 +59,7 @@ def sources(doc: Doc[Any]) -> list[tuple[str, str]]:
 def test_typing_into_a_cell_another_client_moves_is_transplanted_once() -> None:
     typist, mover, third = shared_docs(3)
     typed = type_into(typist, 1, len("#c1\n"), "typed\n")
-    shown = cell_copies(typist)  # what the typist's file showed before the move came
+    shown = Shown.of(typist)  # what the typist's file showed before the move came
     moved = foreign_move(mover, 1, 3)
     for doc, update in ((typist, moved), (mover, typed), (third, moved), (third, typed)):
         doc.apply_update(update)
@@ -80,7 +80,7 @@ def test_two_peers_that_both_showed_the_typing_transplant_the_same_item() -> Non
     typed = type_into(typist, 1, 0, "typed\n")
     other.apply_update(typed)
     moved = foreign_move(mover, 1, 0)
-    shown = {id(doc): cell_copies(doc) for doc in (typist, other)}
+    shown = {id(doc): Shown.of(doc) for doc in (typist, other)}
     repairs = []
     for doc in (typist, other):
         doc.apply_update(moved)
@@ -107,7 +107,7 @@ def test_a_cell_moved_by_two_clients_is_kept_once_with_both_edits() -> None:
     right.apply_update(updates[0])
     right.apply_update(updates[2])
 
-    repairs = [repair_cells(doc, []) for doc in (left, right)]
+    repairs = [repair_cells(doc, Shown([])) for doc in (left, right)]
     for doc in (left, right):
         for repair in repairs:
             assert repair is not None
@@ -120,7 +120,7 @@ def test_a_cell_moved_by_two_clients_is_kept_once_with_both_edits() -> None:
 
 def test_a_cell_deleted_while_typed_into_stays_deleted() -> None:
     typist, deleter = shared_docs(2)
-    shown = cell_copies(typist)
+    shown = Shown.of(typist)
     typed = type_into(typist, 1, 0, "typed\n")
     deleted = observed(deleter, lambda: cells_of(deleter).__delitem__(1))
     typist.apply_update(deleted)
@@ -140,10 +140,10 @@ def test_no_repair_while_an_update_waits_for_one_it_builds_on() -> None:
     late.apply_update(second)
     assert [cell_id for cell_id, _ in sources(late)].count("c0") == 2
 
-    assert repair_cells(late, []) is None
+    assert repair_cells(late, Shown([])) is None
 
     late.apply_update(first)
-    assert repair_cells(late, []) is None
+    assert repair_cells(late, Shown([])) is None
     assert sources(late) == sources(mover)
 
 
@@ -176,17 +176,17 @@ def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
     """Peers that saw different parts of a moved cell place its missing line differently."""
     left, right = shared_docs(2)
     gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
-    left_repair = repair_cells(left, [CellCopy("c1", gone, "#c1\nTYPED\nline 1\n", 1)])
-    right_repair = repair_cells(right, [CellCopy("c1", gone, "#c1\nline 1\nTYPED\n", 1)])
+    left_repair = repair_cells(left, Shown([("c1", "#c1\nTYPED\nline 1\n")], items=[gone]))
+    right_repair = repair_cells(right, Shown([("c1", "#c1\nline 1\nTYPED\n")], items=[gone]))
     assert left_repair is not None and right_repair is not None
     left.apply_update(right_repair)
     right.apply_update(left_repair)
     assert [source.count("TYPED") for _, source in sources(left)] == [0, 2, 0, 0]
 
-    dropped = repair_cells(left, [])
+    dropped = repair_cells(left, Shown([]))
     assert dropped is not None
     right.apply_update(dropped)
-    assert repair_cells(right, []) is None  # the same extra copy was already dropped
+    assert repair_cells(right, Shown([])) is None  # the same extra copy was already dropped
 
     assert sources(left) == sources(right)
     assert sources(left)[1][1].count("TYPED") == 1

@@ -27,7 +27,7 @@ from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
-from p2prtc.core.repair import CellCopy, cell_copies, repair_cells, survivors
+from p2prtc.core.repair import Shown, repair_cells, survivors
 from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,11 @@ class Version:
         return self.facts_with_ids if with_ids else self.facts
 
     @cached_property
-    def cells(self) -> list[CellCopy]:
-        """Its cells with the doc items that held them (to tell a moved cell's copy)."""
-        doc: Doc[Any] = Doc()
-        doc.apply_update(self.state)
-        return cell_copies(doc)
+    def shown(self) -> Shown:
+        """Its cells, and the doc items that held them when asked (to tell a moved cell's
+        copy)."""
+        cells = [(cell["id"], cell["source"]) for cell in self.notebook["cells"]]
+        return Shown(cells, state=self.state)
 
     def distance(self, new: Notebook, by_id: dict[str, str] | None) -> Distance:
         if by_id is not None:
@@ -186,7 +186,7 @@ class NotebookEngine:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
         against what the file last showed; the update to persist and send, if any."""
         latest = self.latest_version()
-        return repair_cells(self.doc, latest.cells if latest else [])
+        return repair_cells(self.doc, latest.shown if latest else Shown([]))
 
     def full_state(self) -> bytes:
         return self.doc.get_update()
@@ -249,7 +249,7 @@ class NotebookEngine:
             if update is not None:
                 self.doc.apply_update(update)
                 # Typing into a cell a peer moved meanwhile went to the original.
-                update = merge_repair(update, repair_cells(self.doc, saved.cells))
+                update = merge_repair(update, repair_cells(self.doc, saved.shown))
             needs_write = self.notebook() != ingested
         # The editor that made this save held at least its base: the base and older versions
         # are no longer possible bases (keeping them would turn an undo back to one of them

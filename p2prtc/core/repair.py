@@ -32,7 +32,7 @@ from typing import Any
 from diff_match_patch import diff_match_patch
 from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
 
-from p2prtc.core.model import cells_of
+from p2prtc.core.model import cells_of, shared_to_py
 from p2prtc.core.statevector import decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,30 @@ class CellCopy:
     index: int
 
 
+@dataclass
+class Shown:
+    """The cells a file showed (ids and sources, in order) and, found only when a repair
+    needs them, the Map items that held them: from ``items``, or the doc ``state`` of then."""
+
+    cells: list[tuple[str, str]]
+    state: bytes = b""
+    items: list[ItemId] | None = None
+
+    @classmethod
+    def of(cls, doc: Doc[Any]) -> Shown:
+        """What a doc shows now."""
+        copies = cell_copies(doc)
+        return cls([(c.cell_id, c.source) for c in copies], items=[c.item for c in copies])
+
+    def item(self, position: int) -> ItemId:
+        if self.items is None:
+            doc: Doc[Any] = Doc()
+            doc.apply_update(self.state)
+            self.items = cell_items(doc)
+        # A version whose text and state disagree in length: no item, so never "the same".
+        return self.items[position] if position < len(self.items) else (-1, -1)
+
+
 def cell_items(doc: Doc[Any]) -> list[ItemId]:
     """The Yjs item id of each cell's Map, in order."""
     cells = cells_of(doc)
@@ -72,7 +96,7 @@ def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
     ]
 
 
-def repair_cells(doc: Doc[Any], shown: list[CellCopy]) -> bytes | None:
+def repair_cells(doc: Doc[Any], shown: Shown) -> bytes | None:
     """Repair moved cells in ``doc``; the update to persist and send (None: nothing to do).
 
     ``shown`` is the cells as the file (or the save being merged) last showed them.
@@ -86,8 +110,10 @@ def repair_cells(doc: Doc[Any], shown: list[CellCopy]) -> bytes | None:
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: _record(updates, event))
     try:
-        _merge_duplicates(doc)
-        _recover_replaced(doc, shown)
+        now: list[dict[str, Any]] = shared_to_py(cells_of(doc))
+        if _merge_duplicates(doc, now):
+            now = shared_to_py(cells_of(doc))
+        _recover_replaced(doc, now, shown)
         _drop_doubled_transplants(doc)
     finally:
         doc.unobserve(subscription)
@@ -106,14 +132,16 @@ def _record(updates: list[bytes], event: TransactionEvent) -> None:
     updates.append(event.update)
 
 
-def _merge_duplicates(doc: Doc[Any]) -> None:
+def _merge_duplicates(doc: Doc[Any], now: list[dict[str, Any]]) -> bool:
+    """Keep one copy of each cell id (``now``: the cells as plain values); did it?"""
+    ids = [str(cell.get("id")) for cell in now]
+    if len(set(ids)) == len(ids):
+        return False
     by_id: dict[str, list[CellCopy]] = defaultdict(list)
     for copy in cell_copies(doc):
         by_id[copy.cell_id].append(copy)
     # The copy with the smallest item id stays: the same choice on every peer that sees it.
     repeated = [sorted(copies, key=_by_item) for copies in by_id.values() if len(copies) > 1]
-    if not repeated:
-        return
     for keep, *others in repeated:
         for other in others:
             _transplant(doc, keep.index, other.source)
@@ -124,6 +152,7 @@ def _merge_duplicates(doc: Doc[Any]) -> None:
         for index, item in reversed(list(enumerate(cell_items(doc)))):
             if item in doomed:
                 del cells[index]
+    return True
 
 
 def _by_item(copy: CellCopy) -> ItemId:
@@ -139,15 +168,22 @@ def survivors(doc: Doc[Any]) -> set[int]:
     return {copy.index for copy in kept.values()}
 
 
-def _recover_replaced(doc: Doc[Any], shown: list[CellCopy]) -> None:
-    """Text a replaced cell showed and its copy lacks goes into the copy."""
-    now = {copy.cell_id: copy for copy in cell_copies(doc)}
-    alive = {copy.item for copy in now.values()}
-    for old in shown:
-        copy = now.get(old.cell_id)
-        if copy is not None and old.item not in alive:
-            _transplant(doc, copy.index, old.source)
-        # else: deleted (the deletion wins), or the same Map still holds the cell
+def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) -> None:
+    """Text a replaced cell showed and its copy lacks goes into the copy.
+
+    Cheap first: only a cell whose text now lacks some of what the file showed is looked
+    at, and only then is its Map item compared (a peer's deletion in the same Map stays).
+    """
+    index_of = {str(cell.get("id")): index for index, cell in enumerate(now)}
+    for position, (cell_id, old) in enumerate(shown.cells):
+        index = index_of.get(cell_id)
+        if index is None:
+            continue  # deleted: the deletion wins
+        source = str(now[index].get("source", ""))
+        if source == old or not missing_spans(source, old):
+            continue
+        if _sticky_item(cells_of(doc), index, Assoc.AFTER) != shown.item(position):
+            _transplant(doc, index, old)
 
 
 def _transplant(doc: Doc[Any], index: int, old: str) -> None:
@@ -260,11 +296,11 @@ def _drop_doubled_transplants(doc: Doc[Any]) -> None:
     """
     if not any(client in _TRANSPLANTS for client in _clients(doc)):
         return
-    for copy in cell_copies(doc):
-        counts = Counter(line for line in copy.source.split("\n") if line.strip())
+    for index, cell in enumerate(shared_to_py(cells_of(doc))):
+        counts = Counter(line for line in str(cell.get("source", "")).split("\n") if line.strip())
         if max(counts.values(), default=0) < 2:
             continue
-        source = cells_of(doc)[copy.index]["source"]
+        source = cells_of(doc)[index]["source"]
         assert isinstance(source, Text)
         doomed = _doubled_transplants(source, {line for line, n in counts.items() if n > 1})
         for start, stop in sorted(doomed, reverse=True):
