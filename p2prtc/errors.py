@@ -18,3 +18,12 @@ class P2PError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def describe(exc: BaseException) -> str:
+    """Any exception as the one line shown in status and logs."""
+    if isinstance(exc, P2PError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "it stopped answering"
+    return f"{type(exc).__name__}: {exc}"

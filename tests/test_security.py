@@ -46,8 +46,8 @@ from p2prtc.core.keys import (
     matches_share_tag,
     member_topic,
 )
+from p2prtc.daemon.dialer import RECONCILE_INTERVAL_S
 from p2prtc.daemon.handshakes import envelope, expect_ok
-from p2prtc.daemon.main import RECONCILE_INTERVAL_S
 
 pytestmark = pytest.mark.timeout(90)
 
