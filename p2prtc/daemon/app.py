@@ -16,13 +16,14 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
+from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.daemon import control
 from p2prtc.daemon.commands import Commands
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.dialer import Dialer, Identity
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe, parse_envelope
+from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
@@ -156,10 +157,10 @@ class Daemon:
     async def _on_pipe(self, pipe: BytePipe) -> None:
         """A dialler on our rendezvous listener (LAN or relay): to the service it asks for."""
         try:
-            opening = parse_envelope(await pipe.recv(HANDSHAKE_TIMEOUT_S))
-            if opening.get("kind") == "invite":
-                await self.joining.host_invitation(pipe, str(opening.get("nameplate", "")))
-            elif opening.get("kind") == "member":
+            opening = Opening.decode(await pipe.recv(HANDSHAKE_TIMEOUT_S))
+            if opening.kind is OpeningKind.INVITE:
+                await self.joining.host_invitation(pipe, opening.nameplate)
+            else:
                 await self.dialer.answer_member(pipe)
         except Exception as exc:  # a bad dialler must never hurt the daemon
             logger.info("rendezvous from %s ended: %s", pipe.remote_address, exc)

@@ -103,6 +103,7 @@ class Commands:
         return {**await self._joining.invite(share, request), "path": str(share.path)}
 
     async def _status(self, request: Request) -> Answer:
+        self._invitations.expire()  # an expired invitation is not shown, even between ticks
         now = time.time()
         signal = self._discovery.signal
         return {

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
 from p2prtc.core.keys import epoch_of, invite_topic, member_topic
+from p2prtc.core.messages import Announcement, BadMessage
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.endpoints import SIGNAL_PREFIX, Endpoint, PipeOpener, lan_opener
 from p2prtc.daemon.handshakes import BytePipe
@@ -58,7 +59,7 @@ class Discovery:
         self._last_presence = 0.0
         self._announcer: Announcer | None = None
         self._browser: Browser | None = None
-        self._announced: dict[str, str] = {}
+        self._announced = Announcement()
 
     async def start(self, rendezvous_port: int) -> None:
         for host, port in self.config.peers:
@@ -73,7 +74,8 @@ class Discovery:
     async def _start_mdns(self, rendezvous_port: int) -> None:
         interfaces = self.config.interfaces or lan_addresses()
         self._announced = self._announcement()
-        self._announcer = await Announcer.start(interfaces, rendezvous_port, self._announced)
+        properties = self._announced.encode()
+        self._announcer = await Announcer.start(interfaces, rendezvous_port, properties)
         self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
 
     async def close(self) -> None:
@@ -84,18 +86,17 @@ class Discovery:
 
     # --- what we announce ----------------------------------------------------------------
 
-    def _announcement(self) -> dict[str, str]:
+    def _announcement(self) -> Announcement:
         epoch = epoch_of(time.time())
-        return {
-            "v": "1",
-            "n": ",".join(self._invitations.nameplates()),
+        return Announcement(
+            nameplates=tuple(self._invitations.nameplates()),
             # A joiner has nothing to give yet: other joiners must not take it for a source.
-            "t": ",".join(
+            tags=tuple(
                 share.tag(epoch)
                 for share in self._registry.shares.values()
                 if share.state is ShareState.ACTIVE
             ),
-        }
+        )
 
     async def refresh(self) -> None:
         """Announce what changed: mDNS TXT, and the signaling topics we listen on."""
@@ -103,7 +104,7 @@ class Discovery:
             announcement = self._announcement()
             if announcement != self._announced:
                 self._announced = announcement
-                await self._announcer.update(announcement)
+                await self._announcer.update(announcement.encode())
         if self.signal is not None:
             await self.signal.set_topics(self._signal_topics())
 
@@ -139,7 +140,7 @@ class Discovery:
         """Our name and the endpoint's, as both sides compare them to pick who dials."""
         if endpoint.relay_instance is not None and self.signal is not None:
             return self.signal.instance, endpoint.relay_instance
-        if endpoint.properties is None or self._announcer is None:
+        if endpoint.announcement is None or self._announcer is None:
             return None
         return self._announcer.name, endpoint.key
 
@@ -183,12 +184,17 @@ class Discovery:
             return
         if not service.addresses:
             return
+        try:
+            announcement = Announcement.decode(service.properties)
+        except BadMessage as exc:
+            logger.info("ignoring the mDNS service %s: %s", service.name, exc)
+            return
         opener = lan_opener(service.addresses[0], service.port)
         endpoint = self.endpoints.get(service.name)
         if endpoint is None:
             endpoint = self.endpoints[service.name] = Endpoint(service.name, opener)
         endpoint.open_pipe = opener
-        endpoint.properties = dict(service.properties)
+        endpoint.announcement = announcement
         endpoint.backoff.retry_now()
         self._poke()
 

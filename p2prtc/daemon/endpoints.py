@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from p2prtc.adapters.rendezvous import connect_pipe
 from p2prtc.core.keys import matches_share_tag
 from p2prtc.core.mesh import Backoff
+from p2prtc.core.messages import Announcement
 from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe
 
 PipeOpener = Callable[[], Awaitable[BytePipe]]
@@ -25,12 +26,12 @@ class Endpoint:
         self,
         key: str,
         opener: PipeOpener,
-        properties: dict[str, str] | None = None,
+        announcement: Announcement | None = None,
         shares: set[bytes] | None = None,
     ) -> None:
         self.key = key
         self.open_pipe = opener
-        self.properties = properties  # mDNS TXT; None when nothing was announced
+        self.announcement = announcement  # its mDNS TXT; None when nothing was announced
         self.shares = shares  # the shares a signaling topic proves it holds
         self.peer_id: str | None = None  # learnt from the first successful handshake
         self.seen = time.monotonic()
@@ -44,17 +45,16 @@ class Endpoint:
 
     @property
     def nameplates(self) -> set[str] | None:
-        if self.properties is None:
+        if self.announcement is None:
             return None if self.shares is None else set()
-        return {n for n in self.properties.get("n", "").split(",") if n}
+        return set(self.announcement.nameplates)
 
     def may_hold(self, share_id: bytes, secret: bytes, epoch: int) -> bool:
         if self.shares is not None:
             return share_id in self.shares
-        if self.properties is None:
+        if self.announcement is None:
             return True
-        tags = [t for t in self.properties.get("t", "").split(",") if t]
-        return any(matches_share_tag(secret, tag, epoch) for tag in tags)
+        return any(matches_share_tag(secret, tag, epoch) for tag in self.announcement.tags)
 
 
 def lan_opener(host: str, port: int) -> PipeOpener:

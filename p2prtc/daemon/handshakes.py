@@ -7,19 +7,17 @@ flow as raw bytes, and after a member handshake the SDP offer and answer, sealed
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Protocol
 
 from p2prtc.core.handshake import Authenticated, Failed, Joined, SendMessage, Welcomed
+from p2prtc.core.messages import Opening, OpeningKind, Reply
 from p2prtc.daemon.invitations import CodeBurned, CodeExpired, CodeUsedUp, NoSuchInvitation
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
-ENVELOPE_VERSION = 1
 HANDSHAKE_TIMEOUT_S = 10.0
-_MAX_ENVELOPE = 1024
 
 
 class TooManyPeers(P2PError):
@@ -71,36 +69,20 @@ async def run_handshake(
 
 
 def envelope(kind: str, **fields: str) -> bytes:
-    return json.dumps({"v": ENVELOPE_VERSION, "kind": kind, **fields}).encode()
-
-
-def parse_envelope(data: bytes) -> dict[str, Any]:
-    """The dialler's opening message; raises HandshakePeerError for anything malformed."""
-    try:
-        message = json.loads(data[:_MAX_ENVELOPE]) if len(data) <= _MAX_ENVELOPE else None
-    except (ValueError, UnicodeDecodeError):
-        message = None
-    if not isinstance(message, dict) or message.get("v") != ENVELOPE_VERSION:
-        raise HandshakePeerError("malformed or unsupported opening message")
-    return message
+    """A dialler's opening message (``invite`` with ``nameplate=``, or ``member``)."""
+    return Opening(OpeningKind(kind), **fields).encode()
 
 
 def ok_reply() -> bytes:
-    return json.dumps({"ok": True}).encode()
+    return Reply().encode()
 
 
 def error_reply(error: P2PError) -> bytes:
-    return json.dumps({"ok": False, "kind": type(error).__name__}).encode()
+    return Reply(type(error).__name__).encode()
 
 
 async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
     """Wait for the listener's answer to our envelope; raise the error it reports."""
-    try:
-        reply = json.loads(await pipe.recv(timeout))
-    except (ValueError, UnicodeDecodeError):
-        raise HandshakePeerError("malformed answer") from None
-    if not isinstance(reply, dict):
-        raise HandshakePeerError("malformed answer")
-    if reply.get("ok") is True:
-        return
-    raise _REMOTE_ERRORS.get(str(reply.get("kind")), HandshakePeerError)()
+    reply = Reply.decode(await pipe.recv(timeout))
+    if reply.error is not None:
+        raise _REMOTE_ERRORS.get(reply.error, HandshakePeerError)()

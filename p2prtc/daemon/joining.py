@@ -8,7 +8,6 @@ the nameplate, runs the PAKE, and opens the share from the welcome until a membe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import InviteHost, InviteJoiner, Welcomed, WrongCode
 from p2prtc.core.keys import invite_topic
+from p2prtc.core.messages import Welcome
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.endpoints import Endpoint
@@ -86,13 +86,12 @@ class Joining:
         share = self._registry.shares[invitation.share_id]
         self._invitations.begin(invitation)  # so two joiners cannot both use a 1-use code
         joined = wrong_code = False
-        welcome = json.dumps(
-            {
-                "share_id": share.share_id.hex(),
-                "secret": share.record.secret.hex(),
-                "name": share.record.name,
-                "members": share.record.members,
-            }
+        welcome = Welcome(
+            share_id=share.share_id,
+            secret=share.record.secret,
+            name=share.record.name,
+            members=tuple(share.record.members),
+            generation=share.record.generation,
         ).encode()
         try:
             await pipe.send(ok_reply())
@@ -138,20 +137,20 @@ class Joining:
         if dest.exists() and not force:
             raise DestinationExists(str(dest))
 
-    def _record_from_welcome(self, welcome: bytes, dest: Path | None, cwd: Path) -> ShareRecord:
-        data = json.loads(welcome)
-        share_id = bytes.fromhex(data["share_id"])
+    def _record_from_welcome(self, payload: bytes, dest: Path | None, cwd: Path) -> ShareRecord:
+        """The new share's record; a welcome that is not exactly valid is refused whole."""
+        welcome = Welcome.decode(payload)  # its name is a plain file name, never a path
         shares = self._registry.shares
-        if share_id in shares:
-            raise AlreadyShared(str(shares[share_id].path))
-        name = Path(str(data["name"])).name or "shared.ipynb"  # never a path from the peer
-        members = [str(m) for m in data.get("members", [])]
+        if welcome.share_id in shares:
+            raise AlreadyShared(str(shares[welcome.share_id].path))
+        others = [m for m in welcome.members if m != self._daemon_id]
         return ShareRecord(
-            share_id=share_id,
-            secret=bytes.fromhex(data["secret"]),
-            path=dest or cwd / name,
-            name=name,
-            members=[*members, self._daemon_id],
+            share_id=welcome.share_id,
+            secret=welcome.secret,
+            path=dest or cwd / welcome.name,
+            name=welcome.name,
+            members=[*others, self._daemon_id],
+            generation=welcome.generation,
         )
 
     async def _redeem(self, code: JoinCode, deadline: float) -> bytes:

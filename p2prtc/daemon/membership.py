@@ -6,15 +6,14 @@ authenticated connections, to the members that remain; they pass it on (REKEY fr
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from p2prtc.core.keys import new_secret
+from p2prtc.core.messages import BadMessage, Rekey
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share
-from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -54,20 +53,12 @@ class Membership:
         logger.info("removed member %s from %s and rotated its secret", removed, share.path)
         return removed
 
-    def _rekey_payload(self, record: ShareRecord) -> bytes:
-        return json.dumps(
-            {
-                "secret": record.secret.hex(),
-                "generation": record.generation,
-                "members": record.members,
-            }
-        ).encode()
-
     async def _spread_rekey(self, share: Share, exclude: str | None) -> None:
         """New secret to connected members; connections to non-members drop the share."""
-        payload = self._rekey_payload(share.record)
+        record = share.record
+        payload = Rekey(record.secret, record.generation, tuple(record.members)).encode()
         for connection in self._registry.peers_of(share):
-            if connection.peer_id not in share.record.members:
+            if connection.peer_id not in record.members:
                 await connection.remove_doc(share.share_id)
             elif connection.peer_id != exclude:
                 await connection.send_rekey(share.share_id, payload)
@@ -76,19 +67,16 @@ class Membership:
         """A member sent a share's rotated secret (the connections' ``on_rekey``)."""
         share = self._registry.shares.get(share_id)
         try:
-            data = json.loads(payload)
-            secret = bytes.fromhex(data["secret"])
-            generation = int(data["generation"])
-            members = [str(m) for m in data["members"]]
-        except (ValueError, KeyError, TypeError):
-            await connection.fail("malformed REKEY")
+            rekey = Rekey.decode(payload)
+        except BadMessage as exc:
+            await connection.fail(f"malformed REKEY: {exc.detail}")
             return
-        if share is None or generation <= share.record.generation or len(secret) != 32:
+        if share is None or rekey.generation <= share.record.generation:
             return
-        if connection.peer_id not in share.record.members or self._daemon_id not in members:
+        if connection.peer_id not in share.record.members or self._daemon_id not in rekey.members:
             return
-        share.record.secret, share.record.generation = secret, generation
-        share.record.members = members
+        share.record.secret, share.record.generation = rekey.secret, rekey.generation
+        share.record.members = list(rekey.members)
         share.record.save(self._registry.home)
         logger.info("the secret of %s was rotated by %s", share.path, connection.peer_id)
         await self._spread_rekey(share, exclude=connection.peer_id)

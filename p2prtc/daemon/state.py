@@ -16,10 +16,10 @@ from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.core.keys import new_secret
+from p2prtc.core.messages import SHARE_ID_SIZE
 
 logger = logging.getLogger(__name__)
 
-SHARE_ID_SIZE = 16
 _RECORD = "share.json"
 _STORE = "doc.sqlite"
 
