@@ -35,6 +35,7 @@ EXIT_CODES = {
     "CodeExpired": 4,
     "CodeUsedUp": 4,
     "CodeBurned": 4,
+    "CodeBusy": 4,
     "NoSuchInvitation": 4,
     "DestinationExists": 5,
     "InvalidNotebook": 6,
@@ -228,8 +229,15 @@ def _status_text(status: dict[str, Any]) -> str:
         for invitation in item.get("invitations", []):
             lines.append(
                 f"  invitation {invitation['nameplate']}-…  uses left {invitation['uses_left']}"
+                f"  failed attempts {invitation['wrong_attempts_used']}"
                 f"  expires in {invitation['expires_in_s']:.0f}s"
             )
+        for retired in item.get("retired_invitations", []):
+            if retired["reason"] == "burned":
+                lines.append(
+                    f"  invitation {retired['nameplate']}-… burned after"
+                    f" {retired['wrong_attempts_used']} failed attempts (someone may be guessing)"
+                )
         for peer in item["peers"]:
             state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
             lines.append(
