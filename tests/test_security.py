@@ -12,9 +12,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import secrets
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -600,6 +602,49 @@ def test_secrets_at_rest_are_private_and_never_logged(joined_via_proxy: JoinedVi
         assert leaked(log, secret_values(share_record(node))) == []
         assert setup.code.encode() not in log
         assert secret not in json.dumps(node.status())
+
+
+@contextlib.contextmanager
+def umask(value: int) -> Iterator[None]:
+    """This process's umask for the block (the CLI, and the daemon it starts, inherit it)."""
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_a_code_read_from_stdin_and_files_made_as_the_user_expects(
+    sharer: Sharer, joiner: Node
+) -> None:
+    """The code never sits in argv; the joined notebook gets the user's umask like an editor's
+    file would, the daemon's log stays private whatever the umask."""
+    code = sharer.invite()
+    dial_directly(joiner, rendezvous_port(sharer.node))
+    with umask(0o027):
+        result = subprocess.run(
+            joiner.command("join", "-", "--json"),
+            input=f"{code}\n",
+            cwd=joiner.workdir,
+            env=joiner.full_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    joined = Path(json.loads(result.stdout)["path"])
+    assert mode(joined) == 0o640
+    assert mode(joiner.home / "daemon.log") == 0o600
+
+
+def test_a_mistyped_code_fails_before_any_daemon_starts(joiner: Node) -> None:
+    result = joiner.run("join", "7-guitar-notaword", check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        4,
+        "p2prtc: The join code is not valid. (unknown word 'notaword')",
+    )
+    assert not (joiner.home / "daemon.log").exists()
 
 
 # --- what the LAN sees: mDNS --------------------------------------------------------------
