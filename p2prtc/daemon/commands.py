@@ -134,6 +134,9 @@ class Commands:
             "members": share.record.members,
             "peers": peers,
             "invitations": [i.status(now) for i in self._invitations.for_share(share.share_id)],
+            "retired_invitations": [
+                r.status() for r in self._invitations.retired_for_share(share.share_id)
+            ],
         }
 
     async def _leave(self, request: Request) -> Answer:

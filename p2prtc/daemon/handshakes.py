@@ -12,7 +12,13 @@ from typing import Any, Protocol
 
 from p2prtc.core.handshake import Authenticated, Failed, Joined, SendMessage, Welcomed
 from p2prtc.core.messages import Opening, OpeningKind, Reply
-from p2prtc.daemon.invitations import CodeBurned, CodeExpired, CodeUsedUp, NoSuchInvitation
+from p2prtc.daemon.invitations import (
+    CodeBurned,
+    CodeBusy,
+    CodeExpired,
+    CodeUsedUp,
+    NoSuchInvitation,
+)
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +32,7 @@ class TooManyPeers(P2PError):
 
 _REMOTE_ERRORS: dict[str, type[P2PError]] = {
     cls.__name__: cls
-    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, TooManyPeers)
+    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, CodeBusy, TooManyPeers)
 }
 
 
@@ -85,4 +91,9 @@ async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> Non
     """Wait for the listener's answer to our envelope; raise the error it reports."""
     reply = Reply.decode(await pipe.recv(timeout))
     if reply.error is not None:
-        raise _REMOTE_ERRORS.get(reply.error, HandshakePeerError)()
+        raise remote_error(reply.error)
+
+
+def remote_error(kind: str) -> P2PError:
+    """The error the other daemon reported by name (anything unknown: a broken-off handshake)."""
+    return _REMOTE_ERRORS.get(kind, HandshakePeerError)()

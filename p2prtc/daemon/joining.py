@@ -17,7 +17,7 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import RendezvousError
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.codes import JoinCode, parse_code
-from p2prtc.core.handshake import InviteHost, InviteJoiner, Welcomed, WrongCode
+from p2prtc.core.handshake import InviteHost, InviteJoiner, Refused, Welcomed
 from p2prtc.core.keys import invite_topic
 from p2prtc.core.messages import Welcome
 from p2prtc.daemon.discovery import Discovery
@@ -29,6 +29,7 @@ from p2prtc.daemon.handshakes import (
     error_reply,
     expect_ok,
     ok_reply,
+    remote_error,
     run_handshake,
 )
 from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
@@ -85,25 +86,32 @@ class Joining:
             return
         share = self._registry.shares[invitation.share_id]
         self._invitations.begin(invitation)  # so two joiners cannot both use a 1-use code
-        joined = wrong_code = False
-        welcome = Welcome(
+        host = InviteHost(
+            invitation.code,
+            self._welcome_for(share),
+            admit=lambda: self._invitations.reserve_guess(invitation),
+        )
+        try:
+            await pipe.send(ok_reply())
+            await run_handshake(pipe, host)
+            logger.info("a new member joined %s", share.path)
+        finally:
+            # Settled whatever ended the exchange: a closed pipe, junk or a timeout after
+            # the PAKE answer costs an attempt like a wrong confirmation does.
+            self._invitations.end(
+                invitation, guessed=host.guessed, proven=host.proven, peer=pipe.remote_address
+            )
+            await self._registry.changed()
+
+    @staticmethod
+    def _welcome_for(share: Share) -> bytes:
+        return Welcome(
             share_id=share.share_id,
             secret=share.record.secret,
             name=share.record.name,
             members=tuple(share.record.members),
             generation=share.record.generation,
         ).encode()
-        try:
-            await pipe.send(ok_reply())
-            await run_handshake(pipe, InviteHost(invitation.code, welcome))
-            joined = True
-            logger.info("a new member joined %s", share.path)
-        except WrongCode:
-            wrong_code = True
-            raise
-        finally:
-            self._invitations.end(invitation, joined=joined, wrong_code=wrong_code)
-            await self._registry.changed()
 
     # --- the joining side ----------------------------------------------------------------
 
@@ -188,7 +196,10 @@ class Joining:
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             await expect_ok(pipe)
-            welcomed = await run_handshake(pipe, InviteJoiner(code))
+            try:
+                welcomed = await run_handshake(pipe, InviteJoiner(code))
+            except Refused as refused:
+                raise remote_error(refused.kind) from None
             assert isinstance(welcomed, Welcomed)
             return welcomed.payload
         finally:

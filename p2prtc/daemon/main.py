@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from p2prtc import paths
-from p2prtc.daemon import control
+from p2prtc.daemon import control, files
 from p2prtc.daemon.app import Daemon
 from p2prtc.daemon.config import DaemonConfig
 
@@ -49,7 +49,9 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
 
 def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
     """Run the daemon of ``home`` in the foreground until ``p2prtc stop`` or a signal."""
-    os.umask(0o077)  # the store, the log and everything else we create: owner only
+    # The store, the log and everything else we keep: owner only. Notebooks we create get
+    # the user's own umask, as their editor would.
+    files.use_umask_for_new_files(os.umask(0o077))
     lock = _HomeLock(home)
     lock.acquire()
     _configure_logging(home, log_level)
