@@ -1,6 +1,7 @@
 """The ``p2prtc`` command: click commands that hand work to the daemon and print results.
 
-Every error reaches the user as one line on stderr and a non-zero exit code (see EXIT_CODES).
+Every error reaches the user as one line on stderr and the exit code it carries
+(``P2PError.exit_code``, see ``errors.ExitCode``).
 ``--json`` output is stable: see docs/cli.md.
 """
 
@@ -18,40 +19,19 @@ from typing import Any
 
 import click
 
-from p2prtc import __version__, paths
+from p2prtc import __version__, control, paths
 from p2prtc.core.codes import complete_code, parse_code
-from p2prtc.daemon import control
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
-# Exit codes by the daemon-side error class; anything else is 1.
-EXIT_CODES = {
-    "DaemonNotRunning": 3,
-    "DaemonTimeout": 3,
-    "DaemonGone": 3,
-    "DaemonDidNotStart": 3,
-    "WrongCode": 4,
-    "InvalidCode": 4,
-    "CodeExpired": 4,
-    "CodeUsedUp": 4,
-    "CodeBurned": 4,
-    "CodeBusy": 4,
-    "NoSuchInvitation": 4,
-    "DestinationExists": 5,
-    "InvalidNotebook": 6,
-    "NotebookTooLarge": 6,
-    "UnsupportedNotebookFormat": 6,
-    "FileUnreadable": 6,
-    "NotShared": 7,
-    "AlreadyShared": 7,
-    "NoSuchMember": 7,
-}
 _START_TIMEOUT_S = 15.0
 
 
 class DaemonDidNotStart(P2PError):
     """The p2prtc daemon did not start; see its log file."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
 
 
 def _home() -> Path:
@@ -59,9 +39,8 @@ def _home() -> Path:
 
 
 def _fail(exc: P2PError) -> None:
-    kind = exc.kind if isinstance(exc, control.DaemonError) else type(exc).__name__
     click.echo(f"p2prtc: {exc.message}", err=True)
-    sys.exit(EXIT_CODES.get(kind, 1))
+    sys.exit(exc.exit_code)
 
 
 def _call(request: dict[str, Any], timeout: float | None = control.DEFAULT_TIMEOUT) -> Any:

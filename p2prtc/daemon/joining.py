@@ -36,13 +36,15 @@ from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
 from p2prtc.daemon.registry import AlreadyShared, Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
-from p2prtc.errors import P2PError, describe
+from p2prtc.errors import ExitCode, P2PError, describe
 
 logger = logging.getLogger(__name__)
 
 
 class DestinationExists(P2PError):
     """The destination file exists and differs; pass --force to replace it."""
+
+    exit_code = ExitCode.DESTINATION_EXISTS
 
 
 class JoinTimedOut(P2PError):

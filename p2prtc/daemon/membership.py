@@ -14,13 +14,15 @@ from p2prtc.core.messages import BadMessage, Rekey
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
 
 class NoSuchMember(P2PError):
     """No other member of this share has that id (see p2prtc members)."""
+
+    exit_code = ExitCode.NOT_SHARED
 
 
 class Membership:

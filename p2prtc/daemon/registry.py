@@ -17,7 +17,7 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,13 @@ Listener = Callable[[], Awaitable[None]]
 class AlreadyShared(P2PError):
     """This notebook is already shared by this daemon."""
 
+    exit_code = ExitCode.NOT_SHARED
+
 
 class NotShared(P2PError):
     """This file is not shared by this daemon."""
+
+    exit_code = ExitCode.NOT_SHARED
 
 
 class Registry:
