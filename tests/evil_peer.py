@@ -30,7 +30,7 @@ from p2prtc.core.framing import (
     error_reason,
 )
 from p2prtc.core.handshake import Authenticated, InviteJoiner, MemberInitiator, Welcomed
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
 
 logger = logging.getLogger(__name__)
 

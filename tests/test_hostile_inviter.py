@@ -26,7 +26,7 @@ from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.core.codes import generate_code, parse_code
 from p2prtc.core.handshake import InviteHost
 from p2prtc.core.messages import Opening, OpeningKind, Welcome
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe, ok_reply, run_handshake
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe, ok_reply, run_handshake
 
 pytestmark = pytest.mark.timeout(120)
 

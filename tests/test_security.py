@@ -51,8 +51,8 @@ from p2prtc.core.keys import (
     member_topic,
 )
 from p2prtc.daemon.dialer import RECONCILE_INTERVAL_S
-from p2prtc.daemon.handshakes import envelope, expect_ok
 from p2prtc.daemon.invitations import CodeBurned
+from p2prtc.daemon.pipes import envelope, expect_ok
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,10 +23,10 @@ from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.dialer import Dialer, Identity
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records

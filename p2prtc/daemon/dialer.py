@@ -20,7 +20,8 @@ from p2prtc.core.mesh import should_dial
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.handshakes import (
+from p2prtc.daemon.peer import PeerConnection, RekeyHandler
+from p2prtc.daemon.pipes import (
     HANDSHAKE_TIMEOUT_S,
     BytePipe,
     TooManyPeers,
@@ -30,7 +31,6 @@ from p2prtc.daemon.handshakes import (
     ok_reply,
     run_handshake,
 )
-from p2prtc.daemon.peer import PeerConnection, RekeyHandler
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.syncing import Syncing

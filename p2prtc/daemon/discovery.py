@@ -16,8 +16,8 @@ from p2prtc.core.keys import epoch_of, invite_topic, member_topic
 from p2prtc.core.messages import Announcement, BadMessage
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.endpoints import SIGNAL_PREFIX, Endpoint, PipeOpener, lan_opener
-from p2prtc.daemon.handshakes import BytePipe
 from p2prtc.daemon.invitations import Invitations
+from p2prtc.daemon.pipes import BytePipe
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.signal_pipes import OnPipe, SignalHub

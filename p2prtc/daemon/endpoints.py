@@ -13,7 +13,7 @@ from p2prtc.adapters.rendezvous import connect_pipe
 from p2prtc.core.keys import matches_share_tag
 from p2prtc.core.mesh import Backoff
 from p2prtc.core.messages import Announcement
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, BytePipe
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 
 PipeOpener = Callable[[], Awaitable[BytePipe]]
 SIGNAL_PREFIX = "signal:"

@@ -23,7 +23,8 @@ from p2prtc.core.messages import Welcome
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.handshakes import (
+from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
+from p2prtc.daemon.pipes import (
     BytePipe,
     envelope,
     error_reply,
@@ -32,7 +33,6 @@ from p2prtc.daemon.handshakes import (
     remote_error,
     run_handshake,
 )
-from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
 from p2prtc.daemon.registry import AlreadyShared, Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord

@@ -1,8 +1,9 @@
-"""Running the sans-IO handshakes over a rendezvous pipe, and the pipe's opening envelope.
+"""Talking over a rendezvous pipe (a LAN WebSocket or a relay topic): what flows, in order.
 
-A dialler's first message says what it wants (``invite`` with a nameplate, or ``member``);
-the listener answers ``ok`` or the error the dialler should report. Then handshake messages
-flow as raw bytes, and after a member handshake the SDP offer and answer, sealed.
+A dialler's first message says what it wants (``Opening``: ``invite`` with a nameplate, or
+``member``); the listener answers ``ok`` or the error the dialler should report (``Reply``).
+Then the messages of a sans-IO handshake (core/handshake.py) flow as raw bytes, driven by
+``run_handshake``, and after a member handshake the SDP offer and answer, sealed.
 """
 
 from __future__ import annotations
