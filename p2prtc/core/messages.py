@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from p2prtc.core.codes import MAX_NAMEPLATE_DIGITS
 from p2prtc.core.keys import SECRET_SIZE, TAG_HEX_CHARS
@@ -132,6 +132,16 @@ def _nameplate(value: object) -> str:
     return value
 
 
+Kind = TypeVar("Kind", bound=enum.Enum)
+
+
+def _kind(kinds: type[Kind], value: object) -> Kind:
+    try:
+        return kinds(value)
+    except ValueError:
+        raise BadMessage(f"unknown kind {value!r:.40}") from None
+
+
 def _encode(fields: Mapping[str, Any]) -> bytes:
     return json.dumps({"v": MESSAGES_VERSION, **fields}).encode()
 
@@ -161,10 +171,7 @@ class Opening:
         message = _object(data, MAX_OPENING_BYTES)
         if "v" not in message:
             raise BadMessage("no version")
-        try:
-            kind = OpeningKind(message.get("kind"))
-        except ValueError:
-            raise BadMessage(f"unknown kind {message.get('kind')!r:.40}") from None
+        kind = _kind(OpeningKind, message.get("kind"))
         if kind is OpeningKind.INVITE:
             return cls(kind, _nameplate(message.get("nameplate")))
         return cls(kind)
@@ -307,10 +314,7 @@ class SignalMessage:
         message = _object(data)
         if "v" not in message:
             raise BadMessage("no version")
-        try:
-            kind = SignalKind(message.get("k"))
-        except ValueError:
-            raise BadMessage(f"unknown kind {message.get('k')!r:.40}") from None
+        kind = _kind(SignalKind, message.get("k"))
         sender = _identifier(message.get("from"), "the sender", MAX_INSTANCE_CHARS)
         to = message.get("to")
         if to != "":

@@ -153,7 +153,7 @@ class Dialer:
                 )
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
-                link = await self._offer_link(pipe, auth)
+                link = await offer_link(pipe, auth, self._ice)
             finally:
                 await pipe.close()
             endpoint.peer_id = stable_id(auth.peer_daemon_id)
@@ -181,33 +181,10 @@ class Dialer:
             machine = MemberResponder(self._registry.lookup, self._identity.handshake_id)
             auth = await run_handshake(pipe, machine)
             assert isinstance(auth, Authenticated)
-            link = await self._answer_link(pipe, auth)
+            link = await answer_link(pipe, auth, self._ice)
         finally:
             self._registry.connecting -= 1
         await self._adopt_link(link, auth, stable_id(auth.peer_daemon_id), None)
-
-    async def _offer_link(self, pipe: BytePipe, auth: Authenticated) -> PeerLink:
-        link, offer = await PeerLink.offer(self._ice)
-        try:
-            await pipe.send(auth.channel.seal(offer.encode()))
-            answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-            await link.accept_answer(answer)
-            await link.wait_open(LINK_OPEN_TIMEOUT_S)
-        except BaseException:
-            await link.close()
-            raise
-        return link
-
-    async def _answer_link(self, pipe: BytePipe, auth: Authenticated) -> PeerLink:
-        offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-        link, answer = await PeerLink.answer(self._ice, offer)
-        try:
-            await pipe.send(auth.channel.seal(answer.encode()))
-            await link.wait_open(LINK_OPEN_TIMEOUT_S)
-        except BaseException:
-            await link.close()
-            raise
-        return link
 
     # --- adopted connections -------------------------------------------------------------
 
@@ -248,6 +225,33 @@ class Dialer:
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
+
+
+async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
+    link, offer = await PeerLink.offer(ice)
+    try:
+        await pipe.send(auth.channel.seal(offer.encode()))
+        answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+        await link.accept_answer(answer)
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
+    except BaseException:
+        await link.close()
+        raise
+    return link
+
+
+async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The listener's side: the peer's sealed SDP offer, our sealed answer."""
+    offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+    link, answer = await PeerLink.answer(ice, offer)
+    try:
+        await pipe.send(auth.channel.seal(answer.encode()))
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
+    except BaseException:
+        await link.close()
+        raise
+    return link
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:
