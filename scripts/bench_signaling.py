@@ -15,17 +15,14 @@ import asyncio
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from signaling.loadgen import LoadPlan, run_load
+from tests.signaling_server import fetch_health, signaling_relay, wait_for_health
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from signaling_server import fetch_health, signaling_relay, wait_for_health  # noqa: E402
-
-from signaling.loadgen import LoadPlan, run_load  # noqa: E402
 
 
 def _relay_cpu_seconds(pid: int) -> float:
