@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, read_notebook, wait_until, write_like_jupyter
+from daemons import (
+    Node,
+    cell_source,
+    copy_notebook,
+    join_directly,
+    loopback_nodes,
+    read_notebook,
+    wait_until,
+    write_like_jupyter,
+)
 
 LOOPBACK = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
 SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -82,4 +93,93 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
         lambda: "B reconnected with the new secret" in cell_source(b_file, 8),
         30,
         what="A's edit on B after B's restart",
+    )
+
+
+def key_state(node: Node) -> tuple[int, str, list[str]]:
+    """The share's generation, secret and member list as ``node`` persisted them."""
+    (record_file,) = (node.home / "shares").glob("*/share.json")
+    record = json.loads(record_file.read_text())
+    return record["generation"], record["secret"], sorted(record["members"])
+
+
+def daemon_id(node: Node) -> str:
+    return str(node.status()["daemon"]["id"])
+
+
+def peers_of_share(node: Node) -> set[str]:
+    (share,) = node.status()["shares"]
+    return {peer["id"] for peer in share["peers"] if peer["connected"]}
+
+
+@pytest.fixture
+def quartet(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[list[Node], list[Path]]]:
+    """A shares; B, C and D joined (each dials A): four daemons, four files."""
+    nodes = loopback_nodes(tmp_path, "a", "b", "c", "d")
+    a = nodes[0]
+    notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "team.ipynb")
+    try:
+        files = [notebook]
+        code = a.share(notebook, "--uses", "3")
+        files += [join_directly(a, joiner, notebook, code) for joiner in nodes[1:]]
+        wait_until(lambda: a.peers_synced(notebook, 3), what="A synced with B, C and D")
+        yield nodes, files
+    finally:
+        for node in nodes:
+            node.shut_down()
+
+
+def test_a_member_who_joined_after_a_removal_can_remove_too(
+    quartet: tuple[list[Node], list[Path]],
+) -> None:
+    """Issue 10: the welcome carries the current generation, so a later member's own removal
+    rotates above it and every remaining member takes it (it used to be ignored silently,
+    leaving the removed member connected and the share split at the next reconnection)."""
+    (a, b, c, d), (notebook, b_file, _, d_file) = quartet
+    a.json("remove", str(notebook), daemon_id(c))
+    wait_until(lambda: key_state(b)[0] == key_state(d)[0] == 1, what="B and D at generation 1")
+    # E joins now: its welcome says generation 1.
+    e = loopback_nodes(notebook.parent.parent.parent, "e")[0]
+    try:
+        e_file = join_directly(a, e, notebook, str(a.json("invite", str(notebook))["code"]))
+        assert key_state(e)[:2] == key_state(a)[:2]
+        answer = e.json("remove", str(e_file), daemon_id(b))
+        assert answer["removed"] == daemon_id(b)
+        remaining = [a, d, e]
+        wait_until(lambda: len({key_state(n)[:2] for n in remaining}) == 1, what="one secret left")
+        generation, secret, members = key_state(a)
+        assert generation == 2
+        assert members == sorted(daemon_id(n) for n in remaining)
+        assert key_state(b)[1] != secret  # B keeps only the old secret
+        wait_until(lambda: daemon_id(b) not in peers_of_share(a), what="A dropped B")
+        append_line(e_file, 3, "E edits after removing B")
+        wait_until(lambda: "E edits after removing B" in cell_source(d_file, 3), what="E -> D")
+        assert "E edits after removing B" not in cell_source(b_file, 3)
+    finally:
+        e.shut_down()
+
+
+def test_concurrent_removals_converge_to_one_secret(
+    quartet: tuple[list[Node], list[Path]],
+) -> None:
+    """A removes C while D removes B: A and D end on one secret without B and C, and the
+    share keeps syncing between them."""
+    (a, b, c, d), (notebook, _, _, d_file) = quartet
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                lambda job: job[0].run("remove", str(job[1]), daemon_id(job[2]), "--json"),
+                [(a, notebook, c), (d, d_file, b)],
+            )
+        )
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    wait_until(lambda: key_state(a) == key_state(d), what="A and D on one key state")
+    _, secret, members = key_state(a)
+    assert members == sorted([daemon_id(a), daemon_id(d)])
+    assert secret not in (key_state(b)[1], key_state(c)[1])
+    append_line(notebook, 5, "A after the removals")
+    wait_until(lambda: "A after the removals" in cell_source(d_file, 5), what="A -> D")
+    wait_until(
+        lambda: peers_of_share(a) == {daemon_id(d)} and peers_of_share(d) == {daemon_id(a)},
+        what="B and C dropped",
     )

@@ -6,7 +6,8 @@ message that crosses to another daemon is here, built by ``encode`` and read by 
 - ``Opening`` / ``Reply``: a rendezvous dialler's first message and the listener's answer.
 - ``Welcome``: what an inviter seals to a new member (share id, secret, name, members,
   membership generation).
-- ``Rekey``: a rotated share secret, with its generation and the remaining members.
+- ``Rekey``: a rotated share secret, with its generation, author, the remaining members
+  and every removal, and optionally a reply (which rotation it answers, accepted or not).
 - ``Announcement``: the mDNS TXT record (open nameplates, rotating share tags).
 - ``SignalMessage``: presence and pipe messages on a signaling relay topic.
 
@@ -202,15 +203,35 @@ class Reply:
 # --- membership -------------------------------------------------------------------------
 
 
+def _removals(message: Mapping[str, Any]) -> frozenset[tuple[str, int]]:
+    """Daemons removed from a share, each with the generation that removed it."""
+    entries = message.get("removed", [])
+    if not isinstance(entries, list) or len(entries) > MAX_MEMBERS:
+        raise BadMessage(f"'removed' is not a list of at most {MAX_MEMBERS} entries")
+    removed: dict[str, int] = {}
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise BadMessage("a 'removed' entry is not [id, generation]")
+        member = _identifier(entry[0], "a removed member id", MAX_MEMBER_ID_BYTES)
+        removed[member] = _generation({"generation": entry[1]})
+    return frozenset(removed.items())
+
+
+def _encode_removals(removed: frozenset[tuple[str, int]]) -> list[list[object]]:
+    return [[member, generation] for member, generation in sorted(removed)]
+
+
 @dataclass(frozen=True)
 class Welcome:
-    """What the inviter seals to a new member once both proved the code."""
+    """What the inviter seals to a new member once both proved the code: the share and its
+    current key state (so the joiner's own rotations build on it, never below it)."""
 
     share_id: bytes
     secret: bytes
     name: str
     members: tuple[str, ...]
     generation: int = 0
+    removed: frozenset[tuple[str, int]] = frozenset()
 
     def encode(self) -> bytes:
         return _encode(
@@ -220,6 +241,7 @@ class Welcome:
                 "name": self.name,
                 "members": list(self.members),
                 "generation": self.generation,
+                "removed": _encode_removals(self.removed),
             }
         )
 
@@ -232,33 +254,56 @@ class Welcome:
             name=check_file_name(message.get("name")),
             members=_members(message),
             generation=_generation(message, default=0),
+            removed=_removals(message),
         )
 
 
 @dataclass(frozen=True)
 class Rekey:
-    """A share's rotated secret, handed to the members that remain (REKEY frame payload)."""
+    """A share's key state after a rotation (REKEY frame payload): the secret, its
+    generation and author, the remaining members and every removal so far.
+
+    ``want_reply`` asks the receiver to answer with its own state after judging this one;
+    that answer carries ``reply_to`` (the generation it answers) and ``accepted``. Daemons
+    that predate the fields ignore them (they neither ask nor answer).
+    """
 
     secret: bytes
     generation: int
     members: tuple[str, ...]
+    removed: frozenset[tuple[str, int]] = frozenset()
+    author: str = ""
+    want_reply: bool = False
+    reply_to: int | None = None
+    accepted: bool = False
 
     def encode(self) -> bytes:
-        return _encode(
-            {
-                "secret": self.secret.hex(),
-                "generation": self.generation,
-                "members": list(self.members),
-            }
-        )
+        fields: dict[str, object] = {
+            "secret": self.secret.hex(),
+            "generation": self.generation,
+            "members": list(self.members),
+            "removed": _encode_removals(self.removed),
+            "author": self.author,
+            "want_reply": self.want_reply,
+        }
+        if self.reply_to is not None:
+            fields |= {"reply_to": self.reply_to, "accepted": self.accepted}
+        return _encode(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Rekey:
         message = _object(data)
+        author = message.get("author", "")
+        reply_to = message.get("reply_to")
         return cls(
             secret=_hex_bytes(message, "secret", SECRET_SIZE),
             generation=_generation(message),
             members=_members(message),
+            removed=_removals(message),
+            author=_identifier(author, "the author", MAX_MEMBER_ID_BYTES) if author else "",
+            want_reply=message.get("want_reply") is True,
+            reply_to=None if reply_to is None else _generation({"generation": reply_to}),
+            accepted=message.get("accepted") is True,
         )
 
 

@@ -152,8 +152,10 @@ class Commands:
 
     async def _remove(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))
-        removed = await self._membership.remove(share, str(request["member"]))
-        return {"path": str(share.path), "removed": removed, "members": share.record.members}
+        return {
+            "path": str(share.path),
+            **await self._membership.remove(share, str(request["member"])),
+        }
 
     async def _stop(self, request: Request) -> Answer:
         # Answer first; the control server is closed by the shutdown this schedules.

@@ -113,6 +113,7 @@ class Joining:
             name=share.record.name,
             members=tuple(share.record.members),
             generation=share.record.generation,
+            removed=frozenset(share.record.removed.items()),
         ).encode()
 
     # --- the joining side ----------------------------------------------------------------
@@ -161,6 +162,7 @@ class Joining:
             name=welcome.name,
             members=[*others, self._daemon_id],
             generation=welcome.generation,
+            removed=dict(welcome.removed),
         )
 
     async def _redeem(self, code: JoinCode, deadline: float) -> bytes:

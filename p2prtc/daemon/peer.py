@@ -220,8 +220,11 @@ class PeerConnection:
             await self.close()
 
     async def _on_control(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.REKEY and frame.doc_id in self.sync.doc_ids:
-            await self._on_rekey(self, frame.doc_id, frame.payload)
+        if frame.kind is FrameKind.REKEY:
+            if frame.doc_id in self.sync.doc_ids:
+                await self._on_rekey(self, frame.doc_id, frame.payload)
+            else:  # one that crossed our LEAVE (or theirs) on the wire
+                logger.debug("ignoring a REKEY for a document %s left", self.peer_id)
             return
         if frame.kind is not FrameKind.AUTH:
             await self.fail(f"unexpected {frame.kind.name} frame")

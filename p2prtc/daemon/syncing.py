@@ -29,6 +29,9 @@ class Syncing:
         share = self._registry.shares.get(share_id)
         if share is None or share.state is ShareState.CLOSED:
             return
+        if connection.peer_id in share.record.removed:
+            await connection.remove_doc(share_id)  # it proved an old secret we rotated away
+            return
         if connection.peer_id not in share.record.members:
             share.record.members.append(connection.peer_id)
             share.record.save(self._registry.home)
