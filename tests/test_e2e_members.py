@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from daemons import (
     join_directly,
     loopback_nodes,
     read_notebook,
+    synced_pair,
     wait_until,
     write_like_jupyter,
 )
@@ -183,3 +185,38 @@ def test_concurrent_removals_converge_to_one_secret(
         lambda: peers_of_share(a) == {daemon_id(d)} and peers_of_share(d) == {daemon_id(a)},
         what="B and C dropped",
     )
+
+
+def test_a_daemon_of_another_share_cannot_take_a_members_id(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """Issue 10: E copies member B's daemon id and joins another notebook of A's. Its
+    connection claims B's id with a share B's link does not carry: A refuses it and keeps
+    its link to B (it used to drop B's link for E's, again and again)."""
+    with synced_pair(tmp_path, notebooks_dir / SAMPLE) as pair:
+        a, b = pair.a, pair.b
+        (e,) = loopback_nodes(tmp_path, "e")
+        e.home.mkdir(parents=True)
+        shutil.copy(b.home / "identity.json", e.home / "identity.json")
+        other = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "other.ipynb")
+        code = a.share(other)
+        e.env["P2PRTC_PEERS"] = f"127.0.0.1:{a.status()['daemon']['rendezvous_port']}"
+        log_start = len((a.home / "daemon.log").read_text())
+        try:
+            result = e.run("join", code, "--timeout", "3", check=False)
+            assert result.returncode != 0  # it cannot sync under a stolen id
+            wait_until(
+                lambda: (
+                    "refused a connection claiming to be"
+                    in (a.home / "daemon.log").read_text()[log_start:]
+                ),
+                what="A refusing E's claim",
+            )
+        finally:
+            e.shut_down()
+        a_log = (a.home / "daemon.log").read_text()[log_start:]
+        # The only connections to "B" that closed are E's refused ones.
+        closed = a_log.count(f"connection to {daemon_id(b)}: open -> closed")
+        assert closed == a_log.count("refused a connection claiming to be"), a_log
+        append_line(pair.b_file, 2, "B is still connected")
+        wait_until(lambda: "B is still connected" in cell_source(pair.a_file, 2), what="B -> A")

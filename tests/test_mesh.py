@@ -11,6 +11,7 @@ from p2prtc.core.mesh import (
     MAX_BACKOFF_S,
     STABLE_CONNECTION_S,
     Backoff,
+    may_claim,
     newcomer_wins,
     relay_targets,
     should_dial,
@@ -123,3 +124,10 @@ def test_a_fresh_announcement_ends_the_wait_but_not_the_failure_count() -> None:
     backoff.failed(now=10.0)
     backoff.retry_now()
     assert backoff.due(10.0) and backoff.failures == 1
+
+
+def test_an_id_can_only_be_claimed_with_a_share_of_its_open_link() -> None:
+    share, other = b"S" * 16, b"X" * 16
+    assert may_claim({share}, share) is True  # a restarted member redials with our share
+    assert may_claim({share}, other) is False  # a daemon of another share claims the id
+    assert may_claim(set(), other) is True  # a link that carries nothing protects nothing

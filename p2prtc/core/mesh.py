@@ -1,4 +1,5 @@
-"""The mesh's pure rules: which side dials, which duplicate connection wins, backoff, relay.
+"""The mesh's pure rules: which side dials, which duplicate connection wins (and which may
+claim an id at all), backoff, relay.
 
 The daemon's dialer and registry apply these; ``scripts/sim_mesh.py`` runs the same relay
 rule at scale. Time and randomness are arguments, so a seeded replay decides the same way.
@@ -7,7 +8,7 @@ rule at scale. Time and randomness are arguments, so a seeded replay decides the
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -65,6 +66,17 @@ def newcomer_wins(
         or existing_initiator == new_initiator
         or new_initiator < existing_initiator
     )
+
+
+def may_claim(existing_shares: Collection[bytes], proven_share: bytes) -> bool:
+    """Whether a new connection that claims the daemon id of an open one may take its place.
+
+    A daemon id is only asserted, not proven: a daemon that shares another notebook with us
+    could claim a member's id and make us drop that member's link again and again. So a
+    newcomer must have proven a share the open link carries (a restarted peer redials with
+    one of the shares it holds with us); a link that carries nothing yet protects nothing.
+    """
+    return not existing_shares or proven_share in existing_shares
 
 
 def relay_targets(peers: Iterable[tuple[Peer, bool]], origin: Peer | None) -> list[Peer]:

@@ -206,7 +206,7 @@ class Dialer:
             max_queued_bytes=self.config.max_queued_bytes,
             endpoint=endpoint,
         )
-        if not await self._registry.register(connection):
+        if not await self._registry.register(connection, auth.share_id):
             return
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
         await self._syncing.on_peer_share(connection, auth.share_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from p2prtc.adapters.watcher import FileWatcher
 from p2prtc.core.handshake import share_lookup
-from p2prtc.core.mesh import newcomer_wins, relay_targets
+from p2prtc.core.mesh import may_claim, newcomer_wins, relay_targets
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
@@ -110,10 +110,22 @@ class Registry:
         open_now = sum(1 for connection in self.connections.values() if connection.is_open)
         return open_now + self.connecting
 
-    async def register(self, connection: PeerConnection) -> bool:
-        """One connection per pair of daemons: a duplicate keeps a deterministic winner."""
+    async def register(self, connection: PeerConnection, proven_share: bytes) -> bool:
+        """One connection per pair of daemons: a duplicate keeps a deterministic winner.
+
+        ``proven_share`` is the share the newcomer authenticated with: a claim of an id
+        whose open link carries other shares only is refused (see ``mesh.may_claim``).
+        """
         existing = self.connections.get(connection.peer_id)
         if existing is not None and existing.is_open:
+            if not may_claim(existing.sync.doc_ids, proven_share):
+                logger.warning(
+                    "refused a connection claiming to be %s: it proved no share of the open "
+                    "link to that daemon",
+                    connection.peer_id,
+                )
+                await connection.close()
+                return False
             newcomer = newcomer_wins(
                 existing_identity=existing.peer_identity,
                 existing_initiator=existing.initiator_id,
