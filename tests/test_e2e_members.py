@@ -21,6 +21,9 @@ from daemons import (
     wait_until,
     write_like_jupyter,
 )
+from idle_pipes import IdlePipes
+
+from p2prtc.core.mesh import MAX_PER_SOURCE
 
 LOOPBACK = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
 SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -220,3 +223,20 @@ def test_a_daemon_of_another_share_cannot_take_a_members_id(
         assert closed == a_log.count("refused a connection claiming to be"), a_log
         append_line(pair.b_file, 2, "B is still connected")
         wait_until(lambda: "B is still connected" in cell_source(pair.a_file, 2), what="B -> A")
+
+
+def test_idle_unauthenticated_pipes_do_not_keep_members_apart(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """Issue 10: 50 pipes that open as a member and never send HELLO used to hold every
+    connection slot; now they get a few handshake slots of their own and B, restarted
+    meanwhile, reconnects and syncs."""
+    with synced_pair(tmp_path, notebooks_dir / SAMPLE) as pair:
+        port = int(pair.a.status()["daemon"]["rendezvous_port"])
+        with IdlePipes(port, 50) as neighbour:
+            wait_until(lambda: neighbour.opened >= 50, what="50 idle pipes open")
+            pair.b.stop()
+            pair.b.start()
+            append_line(pair.b_file, 3, "B through the crowd")
+            wait_until(lambda: "B through the crowd" in cell_source(pair.a_file, 3), what="B -> A")
+        assert 0 < neighbour.accepted_at_once <= MAX_PER_SOURCE

@@ -11,6 +11,7 @@ from p2prtc.core.mesh import (
     MAX_BACKOFF_S,
     STABLE_CONNECTION_S,
     Backoff,
+    HandshakeSlots,
     may_claim,
     newcomer_wins,
     relay_targets,
@@ -131,3 +132,12 @@ def test_an_id_can_only_be_claimed_with_a_share_of_its_open_link() -> None:
     assert may_claim({share}, share) is True  # a restarted member redials with our share
     assert may_claim({share}, other) is False  # a daemon of another share claims the id
     assert may_claim(set(), other) is True  # a link that carries nothing protects nothing
+
+
+def test_handshake_slots_bound_each_source_and_the_total() -> None:
+    slots = HandshakeSlots(total=5, per_source=2)
+    assert [slots.take("10.0.0.9") for _ in range(3)] == [True, True, False]
+    assert [slots.take(f"10.0.0.{n}") for n in range(1, 5)] == [True, True, True, False]
+    slots.release("10.0.0.9")
+    assert slots.take("10.0.0.4") is True  # a slot freed anywhere serves anyone
+    assert slots.take("10.0.0.9") is False

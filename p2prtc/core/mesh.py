@@ -20,6 +20,9 @@ BUSY_RETRY_S = 2.0
 # A connection that ends sooner than this counts as a failed attempt (backing off), so a
 # peer that keeps dropping us right away is not redialled in a tight loop.
 STABLE_CONNECTION_S = 10.0
+# Rendezvous pipes still in their handshake, in all and from one source address.
+MAX_HANDSHAKES = 64
+MAX_PER_SOURCE = 8
 
 Peer = TypeVar("Peer")
 
@@ -77,6 +80,31 @@ def may_claim(existing_shares: Collection[bytes], proven_share: bytes) -> bool:
     one of the shares it holds with us); a link that carries nothing yet protects nothing.
     """
     return not existing_shares or proven_share in existing_shares
+
+
+class HandshakeSlots:
+    """Rendezvous pipes whose dialler has proven nothing yet: bounded in all and per source
+    address, apart from the members' connection budget, so idle or hostile pipes from one
+    LAN neighbour can neither fill the daemon nor keep members from connecting."""
+
+    def __init__(self, total: int = MAX_HANDSHAKES, per_source: int = MAX_PER_SOURCE) -> None:
+        self._total = total
+        self._per_source = per_source
+        self._held: dict[str, int] = {}
+
+    def take(self, source: str) -> bool:
+        """One more pipe from ``source``, unless a bound is reached."""
+        if sum(self._held.values()) >= self._total or self._held.get(source, 0) >= self._per_source:
+            return False
+        self._held[source] = self._held.get(source, 0) + 1
+        return True
+
+    def release(self, source: str) -> None:
+        left = self._held.get(source, 0) - 1
+        if left > 0:
+            self._held[source] = left
+        else:
+            self._held.pop(source, None)
 
 
 def relay_targets(peers: Iterable[tuple[Peer, bool]], origin: Peer | None) -> list[Peer]:

@@ -16,6 +16,7 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
+from p2prtc.core.mesh import HandshakeSlots
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.daemon import control
 from p2prtc.daemon.commands import Commands
@@ -46,6 +47,7 @@ class Daemon:
         self.tasks = Tasks()
         self.watcher = FileWatcher()
         self.invitations = Invitations()
+        self._handshakes = HandshakeSlots()
         self.registry = Registry(home, self.watcher)
         wake = asyncio.Event()  # something changed: the dialer reconciles now
         self.discovery = Discovery(
@@ -156,6 +158,10 @@ class Daemon:
 
     async def _on_pipe(self, pipe: BytePipe) -> None:
         """A dialler on our rendezvous listener (LAN or relay): to the service it asks for."""
+        source = source_of(pipe.remote_address)
+        if not self._handshakes.take(source):
+            logger.info("too many rendezvous pipes from %s in their handshake: closing", source)
+            return  # the pipe closes when this returns
         try:
             opening = Opening.decode(await pipe.recv(HANDSHAKE_TIMEOUT_S))
             if opening.kind is OpeningKind.INVITE:
@@ -164,3 +170,13 @@ class Daemon:
                 await self.dialer.answer_member(pipe)
         except Exception as exc:  # a bad dialler must never hurt the daemon
             logger.info("rendezvous from %s ended: %s", pipe.remote_address, exc)
+        finally:
+            self._handshakes.release(source)
+
+
+def source_of(remote_address: object) -> str:
+    """Who a pipe comes from, for the per-source bound: a LAN pipe's host, a relay pipe's
+    (self-chosen) instance, which the relay's own limits and the total bound cover."""
+    if isinstance(remote_address, tuple) and remote_address:
+        return str(remote_address[0])
+    return str(remote_address)

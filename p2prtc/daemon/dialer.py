@@ -172,15 +172,17 @@ class Dialer:
 
     async def answer_member(self, pipe: BytePipe) -> None:
         """A member dialled our rendezvous listener: authenticate it and answer its offer."""
+        # Only authenticated connections count against the budget: pipes still proving
+        # nothing are bounded apart (the app's handshake slots).
         if self._registry.open_connections() >= 2 * self.config.max_peers:
             await pipe.send(error_reply(TooManyPeers()))
             return
+        await pipe.send(ok_reply())
+        machine = MemberResponder(self._registry.lookup, self._identity.handshake_id)
+        auth = await run_handshake(pipe, machine)
+        assert isinstance(auth, Authenticated)
         self._registry.connecting += 1
         try:
-            await pipe.send(ok_reply())
-            machine = MemberResponder(self._registry.lookup, self._identity.handshake_id)
-            auth = await run_handshake(pipe, machine)
-            assert isinstance(auth, Authenticated)
             link = await answer_link(pipe, auth, self._ice)
         finally:
             self._registry.connecting -= 1

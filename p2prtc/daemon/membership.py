@@ -72,7 +72,8 @@ class Membership:
         answers = await self._spread(share, exclude=None, want_reply=True)
         await self._registry.changed()
         logger.info("removed member %s from %s and rotated its secret", removed, share.path)
-        refused = await self._collect(answers)
+        # A member removed meanwhile (a concurrent removal) owes us no answer.
+        refused = [p for p in await self._collect(answers) if p in share.record.members]
         offline = [m for m in share.record.members if m != self._daemon_id and m not in answers]
         if refused:
             raise RemovalNotConfirmed(
