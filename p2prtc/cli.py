@@ -307,7 +307,13 @@ def members(path: Path, as_json: bool) -> None:
 def remove(path: Path, member: str, as_json: bool) -> None:
     """Remove MEMBER (an id or prefix) from the share PATH and rotate its secret."""
     answer = _call({"cmd": "remove", "path": str(path.resolve()), "member": member})
-    _emit(as_json, answer, f"removed {answer['removed']}")
+    text = f"removed {answer['removed']}; the members reached took the new secret"
+    if answer.get("not_reached"):
+        text += (
+            f"\nnot reached (offline): {', '.join(answer['not_reached'])}:"
+            " they will need a new invitation (p2prtc invite)"
+        )
+    _emit(as_json, answer, text)
 
 
 @main.command()
