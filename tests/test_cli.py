@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Node, loopback_nodes
+from daemons import Node, copy_notebook, loopback_nodes, process_alive, wait_until
+
+from p2prtc.daemon.main import SHUTDOWN_BOUND_S
+
+SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 @pytest.fixture
@@ -91,3 +97,15 @@ def test_service_install_writes_a_unit_for_this_home_and_uninstall_removes_it(
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_scripts(node: Node, shell: str) -> None:
     assert "_P2PRTC_COMPLETE" in node.run("completion", shell).stdout
+
+
+def test_a_daemon_with_many_shares_ends_on_sigterm(node: Node, notebooks_dir: Path) -> None:
+    """Issue 13: one such daemon logged "daemon stopped" and stayed alive; a stop now ends
+    the process within a bound whatever hangs in the shutdown."""
+    for number in range(20):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, node.workdir / f"nb{number}.ipynb")
+        node.share(notebook)
+    pid = node.pid()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not process_alive(pid), SHUTDOWN_BOUND_S + 20, "the daemon to exit")
+    assert "daemon stopped" in (node.home / "daemon.log").read_text()

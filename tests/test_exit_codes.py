@@ -41,13 +41,12 @@ def test_the_path_not_shared_exits_7(node: Node) -> None:
     assert fails_with(node, "members", str(other))[0] == 7
 
 
-def test_sharing_twice_and_removing_nobody_exit_7(node: Node) -> None:
+def test_sharing_twice_gives_a_fresh_code_and_removing_nobody_exits_7(node: Node) -> None:
     shared = node.workdir / "shared.ipynb"
-    code, message = fails_with(node, "share", str(shared))
-    assert (code, message.split(" (")[0]) == (
-        7,
-        "p2prtc: This notebook is already shared by this daemon.",
-    )
+    again = node.json("share", str(shared))
+    assert again["already_shared"] is True and again["path"] == str(shared)
+    (share,) = node.status()["shares"]
+    assert again["code"].split("-")[0] in [i["nameplate"] for i in share["invitations"]]
     assert fails_with(node, "remove", str(shared), "ffff")[0] == 7
 
 

@@ -113,6 +113,10 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def stop_requested(self) -> None:
+        """Until someone asks the daemon to stop (a signal, ``p2prtc stop``)."""
+        await self._stop.wait()
+
     async def shutdown(self) -> None:
         await self._control.close()
         self.tasks.cancel_all()

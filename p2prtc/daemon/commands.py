@@ -20,7 +20,7 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
-from p2prtc.daemon.registry import AlreadyShared, Registry
+from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
@@ -80,7 +80,8 @@ class Commands:
     async def _share(self, request: Request) -> Answer:
         path = Path(str(request["path"]))
         if self._registry.share_for_path(path) is not None:
-            raise AlreadyShared(str(path))
+            # Sharing it again means "let one more machine in": a fresh invitation.
+            return {**await self._invite(request), "already_shared": True}
         home = self._registry.home
         record = ShareRecord.new(path, self._daemon_id)
         paths.make_private_dir(record.folder(home))

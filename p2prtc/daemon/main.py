@@ -7,12 +7,18 @@ import fcntl
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.daemon import control, files
 from p2prtc.daemon.app import Daemon
 from p2prtc.daemon.config import DaemonConfig
+
+logger = logging.getLogger(__name__)
+
+# How long a requested stop may take before the process exits regardless.
+SHUTDOWN_BOUND_S = 10.0
 
 
 class _HomeLock:
@@ -44,7 +50,25 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.request_stop)
     await daemon.start()
-    await daemon.run_until_stopped()
+    running = asyncio.create_task(daemon.run_until_stopped())
+    await daemon.stop_requested()
+    _exit_if_still_running_after(SHUTDOWN_BOUND_S)
+    await running
+
+
+def _exit_if_still_running_after(seconds: float) -> None:
+    """Shutdown always ends: whatever hangs in it (a task that will not cancel, a thread
+    of the default executor that asyncio.run waits for) cannot keep the process alive.
+    Nothing is lost by exiting: every ingested change was durable before it was acked."""
+
+    def force_exit() -> None:
+        logger.warning("shutdown still running after %.0f s: exiting now", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, force_exit)
+    timer.daemon = True  # a clean exit does not wait for it
+    timer.start()
 
 
 def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
