@@ -29,6 +29,8 @@ from p2prtc.core.notebook import parse_notebook
 P2PRTC = [sys.executable, "-m", "p2prtc"]
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
 LOOPBACK_ENV = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
+# The notebook most end-to-end tests share (in ../shared/notebooks: the notebooks_dir fixture).
+SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 def write_like_jupyter(path: Path, nb: dict[str, Any]) -> bytes:
@@ -160,6 +162,11 @@ class Node:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def log(self, since: int = 0) -> str:
+        """The daemon's log from character ``since`` on (``len(node.log())`` marks a point)."""
+        log = self.home / "daemon.log"
+        return log.read_text(errors="replace")[since:] if log.exists() else ""
 
     def log_tail(self, lines: int = 40) -> str:
         log = self.home / "daemon.log"

@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, read_notebook, wait_until, write_like_jupyter
-
-LOOPBACK = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+from daemons import (
+    SAMPLE,
+    Node,
+    cell_source,
+    copy_notebook,
+    edit_cell,
+    loopback_nodes,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
+
+NOT_A_MEMBER = "The other daemon could not prove it is a member of this share."
 
 
 @pytest.fixture
 def trio(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[Node, Node, Node, Path]]:
-    nodes = []
-    for name in ("a", "b", "c"):
-        (tmp_path / name).mkdir()
-        nodes.append(Node(tmp_path / name / "home", tmp_path / name, dict(LOOPBACK)))
-    a, b, c = nodes
+    a, b, c = loopback_nodes(tmp_path, "a", "b", "c")
     notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "team.ipynb")
     try:
         yield a, b, c, notebook
     finally:
-        for node in nodes:
-            node.stop()
-
-
-def append_line(path: Path, index: int, line: str) -> None:
-    nb = read_notebook(path)
-    nb["cells"][index]["source"].insert(0, line + "\n")
-    write_like_jupyter(path, nb)
+        for node in (a, b, c):
+            node.shut_down()
 
 
 def test_removed_member_cannot_reconnect_and_others_keep_syncing(
@@ -63,12 +59,16 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
     # C restarts and tries again with the old secret: refused.
     c.stop()
     c.start()
-    append_line(notebook, 2, "after the removal")
+    edit_cell(notebook, 2, "after the removal")
     wait_until(lambda: "after the removal" in cell_source(b_file, 2), what="A's edit on B")
-    append_line(c_file, 4, "from the removed member")
-    append_line(b_file, 6, "B still syncs")
+    c_log = len(c.log())
+    edit_cell(c_file, 4, "from the removed member")
+    edit_cell(b_file, 6, "B still syncs")
     wait_until(lambda: "B still syncs" in cell_source(notebook, 6), what="B's edit on A")
-    time.sleep(2)  # give a wrongly accepted C every chance to show up
+    # Not a sleep: C really tried again after its edit, and A refused it.
+    wait_until(
+        lambda: f"failed: {NOT_A_MEMBER}" in c.log(c_log), 30, "C to be refused after its edit"
+    )
     assert "from the removed member" not in cell_source(notebook, 4)
     assert "after the removal" not in cell_source(c_file, 2)
     (share,) = a.status()["shares"]
@@ -77,7 +77,7 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
     # B got the new secret over its connection: it reconnects after a restart.
     b.stop()
     b.start()
-    append_line(notebook, 8, "B reconnected with the new secret")
+    edit_cell(notebook, 8, "B reconnected with the new secret")
     wait_until(
         lambda: "B reconnected with the new secret" in cell_source(b_file, 8),
         30,

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, read_notebook, wait_until
+from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, read_notebook, wait_until
 from netns import NetnsLab
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 # mDNS discovery plus a WebRTC link take seconds.
 SYNC_TIMEOUT_S = 25.0
 # After B's crash, A and C may keep their link to the dead B until ICE consent gives up

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, wait_until
+from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, wait_until
 from netns import NetnsLab
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 MACHINES = 10
 SYNC_TIMEOUT_S = 40.0
 EDITED_CELL = 3

@@ -9,9 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, read_notebook, wait_until, write_like_jupyter
-
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+from daemons import (
+    LOOPBACK_ENV,
+    SAMPLE,
+    Node,
+    cell_source,
+    copy_notebook,
+    read_notebook,
+    wait_until,
+    write_like_jupyter,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -19,7 +26,7 @@ pytestmark = pytest.mark.timeout(180)
 def test_share_and_join_through_signaling_only(
     tmp_path: Path, notebooks_dir: Path, signaling_server: str
 ) -> None:
-    env = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0", "P2PRTC_SIGNAL": signaling_server}
+    env = {**LOOPBACK_ENV, "P2PRTC_SIGNAL": signaling_server}
     nodes = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -42,4 +49,4 @@ def test_share_and_join_through_signaling_only(
         assert [peer["path_type"] for peer in share["peers"]] == ["host"]
     finally:
         for node in nodes:
-            node.stop()
+            node.shut_down()

@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Node, copy_notebook, loopback_nodes
+from daemons import SAMPLE, Node, copy_notebook, loopback_nodes
 
 pytestmark = pytest.mark.timeout(60)
-
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import LOOPBACK_ENV, Node, copy_notebook
+from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook
 
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.core.codes import generate_code, parse_code
@@ -30,7 +30,6 @@ from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe, ok_reply, run_han
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 MALFORMED = "p2prtc: Another daemon sent a malformed message"
 JOIN_TIMED_OUT = "p2prtc: No member of the share could be reached to sync the notebook"
 VALID = json.loads(
