@@ -70,7 +70,14 @@ class Daemon:
             wake=wake,
             spawn=self.tasks.spawn,
         )
-        self.joining = Joining(daemon_id, self.registry, self.invitations, self.discovery, wake)
+        self.joining = Joining(
+            daemon_id,
+            self.registry,
+            self.invitations,
+            self.discovery,
+            self.discovery.relay,
+            wake,
+        )
         self.commands = Commands(
             daemon_id,
             self.registry,

@@ -105,7 +105,6 @@ class Commands:
     async def _status(self, request: Request) -> Answer:
         self._invitations.expire()  # an expired invitation is not shown, even between ticks
         now = time.time()
-        signal = self._discovery.signal
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -114,7 +113,7 @@ class Commands:
                 "id": self._daemon_id,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
-                "signaling": signal.status() if signal else [],
+                "signaling": self._discovery.relay.status(),
             },
             "shares": [self._share_status(share, now) for share in self._registry.shares.values()],
         }

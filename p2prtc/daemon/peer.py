@@ -2,8 +2,9 @@
 
 The connection is authenticated for the share whose member handshake set it up (the SDPs
 travelled sealed under that handshake's keys). Every further share is added by a member
-handshake over the data channel itself (AUTH frames), bound to the DTLS fingerprints of this
-very connection, so a membership proof cannot be replayed onto another connection.
+handshake over the data channel itself (AUTH frames, share_auth.py), bound to the DTLS
+fingerprints of this very connection. This module owns the link's life: the bounded
+outbox, keepalive, the y-sync session, and the control frames (AUTH, REKEY, ERROR).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,21 +22,12 @@ from pycrdt import Doc
 
 from p2prtc.adapters.webrtc import PeerLink
 from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
-from p2prtc.core.handshake import (
-    Authenticated,
-    Failed,
-    HandshakeEvent,
-    Lookup,
-    MemberInitiator,
-    MemberResponder,
-    SendMessage,
-)
+from p2prtc.core.handshake import Authenticated, Lookup
 from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
+from p2prtc.daemon.share_auth import ShareAuth
 
 logger = logging.getLogger(__name__)
 
-AUTH_SESSION_ID_SIZE = 16
-_MAX_AUTH_SESSIONS = 64
 _FLUSH_BEFORE_CLOSE_S = 1.0
 # Each side pings this often; a connection that heard nothing for SILENCE_LIMIT_S is dead (a
 # frozen or vanished peer, whose link ICE consent checks notice late or, seen here, not at
@@ -87,14 +78,17 @@ class PeerConnection:
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
         self.sync = PeerSync(self.peer_id)
         self.state = ConnectionState.OPEN
-        self.declined: set[bytes] = set()  # shares the peer said it does not hold
-        self._identity = identity
-        self._lookup = lookup
         self._on_events = on_events
         self._on_share = on_share
         self._on_rekey = on_rekey
-        self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
-        self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
+        self.auth = ShareAuth(
+            identity,
+            lookup,
+            fingerprint_binding(link),
+            send=self.send_frames,
+            on_authenticated=self._on_authenticated,
+            fail=self.fail,
+        )
         # What may wait for this peer before it is dropped (it resyncs when it comes back):
         # a slow peer costs memory up to this, never time for the others.
         self._max_queued_bytes = max_queued_bytes
@@ -176,29 +170,21 @@ class PeerConnection:
     async def remove_doc(self, doc_id: bytes) -> None:
         await self.send(self.sync.remove_doc(doc_id))
 
+    async def send_frames(self, frames: list[Frame]) -> None:
+        messages: list[bytes] = []
+        for frame in frames:
+            messages += self.sync.send_frame(frame)
+        await self.send(messages)
+
     async def send_rekey(self, share_id: bytes, payload: bytes) -> None:
         """Hand the share's new secret to this (authenticated, DTLS-protected) member."""
         if share_id in self.sync.doc_ids:
-            await self.send(self.sync.send_frame(Frame(FrameKind.REKEY, share_id, payload)))
-
-    def is_authenticating(self, share_id: bytes) -> bool:
-        return share_id in self._auth_shares.values()
+            await self.send_frames([Frame(FrameKind.REKEY, share_id, payload)])
 
     async def authenticate_share(self, share_id: bytes, secret: bytes) -> None:
         """Prove membership of one more share over this connection (AUTH frames)."""
-        if self.is_authenticating(share_id) or share_id in self.sync.doc_ids:
-            return
-        session = secrets.token_bytes(AUTH_SESSION_ID_SIZE)
-        machine = MemberInitiator(share_id, secret, self._identity, fingerprint_binding(self.link))
-        self._auth[session] = machine
-        self._auth_shares[session] = share_id
-        await self._send_auth(session, machine.start())
-
-    async def _send_auth(self, session: bytes, messages: list[bytes]) -> None:
-        frames: list[bytes] = []
-        for message in messages:
-            frames += self.sync.send_frame(Frame(FrameKind.AUTH, session, message))
-        await self.send(frames)
+        if share_id not in self.sync.doc_ids:
+            await self.auth.start(share_id, secret)
 
     async def run(self) -> None:
         """Read messages until the link closes."""
@@ -226,36 +212,13 @@ class PeerConnection:
         if frame.kind is not FrameKind.AUTH:
             await self.fail(f"unexpected {frame.kind.name} frame")
             return
-        session = frame.doc_id
-        machine = self._auth.get(session)
-        if machine is None:
-            if len(self._auth) >= _MAX_AUTH_SESSIONS:
-                await self.fail("too many AUTH sessions")
-                return
-            machine = MemberResponder(self._lookup, self._identity, fingerprint_binding(self.link))
-            self._auth[session] = machine
-            machine.start()
-        await self._on_auth_events(session, machine.receive(frame.payload))
+        await self.auth.receive(frame)
 
-    async def _on_auth_events(self, session: bytes, events: list[HandshakeEvent]) -> None:
-        for event in events:
-            if isinstance(event, SendMessage):
-                await self._send_auth(session, [event.data])
-            elif isinstance(event, Authenticated):
-                self._end_auth(session)
-                if event.peer_daemon_id != self.peer_identity:
-                    await self.fail("AUTH from a different daemon than the connection's")
-                    return
-                await self._on_share(self, event.share_id)
-            elif isinstance(event, Failed):
-                share_id = self._end_auth(session)
-                if share_id is not None:
-                    self.declined.add(share_id)
-                logger.info("share auth with %s failed: %s", self.peer_id, event.error)
-
-    def _end_auth(self, session: bytes) -> bytes | None:
-        self._auth.pop(session, None)
-        return self._auth_shares.pop(session, None)
+    async def _on_authenticated(self, event: Authenticated) -> None:
+        if event.peer_daemon_id != self.peer_identity:
+            await self.fail("AUTH from a different daemon than the connection's")
+            return
+        await self._on_share(self, event.share_id)
 
     async def fail(self, reason: str) -> None:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""
