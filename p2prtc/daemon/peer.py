@@ -10,11 +10,9 @@ outbox, keepalive, the y-sync session, and the control frames (AUTH, REKEY, ERRO
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -24,6 +22,7 @@ from p2prtc.adapters.webrtc import PeerLink
 from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
 from p2prtc.core.handshake import Authenticated, Lookup
 from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
+from p2prtc.daemon.outbox import Outbox
 from p2prtc.daemon.share_auth import ShareAuth
 
 logger = logging.getLogger(__name__)
@@ -89,15 +88,13 @@ class PeerConnection:
             on_authenticated=self._on_authenticated,
             fail=self.fail,
         )
-        # What may wait for this peer before it is dropped (it resyncs when it comes back):
-        # a slow peer costs memory up to this, never time for the others.
-        self._max_queued_bytes = max_queued_bytes
-        self._outbox: deque[bytes] = deque()
-        self._queued_bytes = 0
-        self._queued = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._sender = asyncio.create_task(self._send_loop(), name=f"send to {self.peer_id}")
+        # What may wait for this peer before it is dropped (it resyncs when it comes back).
+        self._outbox = Outbox(
+            link.send,
+            max_queued_bytes,
+            peer=self.peer_id,
+            on_failure=lambda: asyncio.get_running_loop().create_task(self.close()),
+        )
         self.opened_at = self._last_heard = time.monotonic()
         self._keepalive = asyncio.create_task(
             self._keepalive_loop(), name=f"keepalive {self.peer_id}"
@@ -121,30 +118,11 @@ class PeerConnection:
         """
         if not messages or not self.is_open:
             return
-        size = sum(map(len, messages))
-        if self._queued_bytes > self._max_queued_bytes:
+        if self._outbox.over_bound:
             logger.warning("disconnecting %s: it does not keep up", self.peer_id)
             await self.close()
             return
-        self._outbox.extend(messages)
-        self._queued_bytes += size
-        self._drained.clear()
-        self._queued.set()
-
-    async def _send_loop(self) -> None:
-        while True:
-            await self._queued.wait()
-            self._queued.clear()
-            while self._outbox:
-                message = self._outbox.popleft()
-                self._queued_bytes -= len(message)
-                try:
-                    await self.link.send(message)  # waits while the channel's buffer is full
-                except Exception as exc:  # any send failure means the link is gone
-                    logger.info("sending to %s failed: %s", self.peer_id, exc)
-                    self._sender_failed()
-                    return
-            self._drained.set()
+        self._outbox.put(messages)
 
     async def _keepalive_loop(self) -> None:
         while self.is_open:
@@ -154,14 +132,8 @@ class PeerConnection:
                 logger.warning("disconnecting %s: silent for %.0f s", self.peer_id, silent)
                 await self.close()
                 return
-            if not self._outbox:  # otherwise what is queued tells the peer we are here
+            if self._outbox.empty:  # otherwise what is queued tells the peer we are here
                 await self.send(self.sync.send_frame(PING_FRAME))
-
-    def _sender_failed(self) -> None:
-        self._outbox.clear()
-        self._queued_bytes = 0
-        self._drained.set()
-        asyncio.get_running_loop().create_task(self.close())
 
     async def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> None:
         if doc_id not in self.sync.doc_ids:
@@ -224,19 +196,16 @@ class PeerConnection:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""
         logger.warning("disconnecting %s: %s", self.peer_id, reason)
         await self.send(self.sync.send_frame(error_frame(reason)))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), _FLUSH_BEFORE_CLOSE_S)
+        await self._outbox.flush(_FLUSH_BEFORE_CLOSE_S)
         await self.close()
 
     async def close(self) -> None:
         if not self.is_open:
             return
         self._set_state(ConnectionState.CLOSED)
-        for task in (self._sender, self._keepalive):
-            if task is not asyncio.current_task():
-                task.cancel()
-        self._outbox.clear()
-        self._queued_bytes = 0
+        if self._keepalive is not asyncio.current_task():
+            self._keepalive.cancel()
+        self._outbox.close()
         await self.link.close()
 
     def status(self) -> dict[str, Any]:
@@ -246,5 +215,5 @@ class PeerConnection:
             "address": f"{address[0]}:{address[1]}" if address else None,
             "connected": self.is_open,
             "path_type": self.link.path_type(),
-            "queued_bytes": self._queued_bytes,
+            "queued_bytes": self._outbox.queued_bytes,
         }
