@@ -148,5 +148,10 @@ def test_the_same_inviter_with_a_valid_welcome_gets_a_joining_share(
     assert result.stderr.strip().startswith(JOIN_TIMED_OUT), result.stderr
     names = [Path(s["path"]).name for s in joiner.node.status()["shares"]]
     assert sorted(names) == ["mine.ipynb", "welcome.ipynb"]
+    record = json.loads(
+        (joiner.node.home / "shares" / VALID["share_id"] / "share.json").read_text()
+    )
+    assert record["generation"] == VALID["generation"] == 1  # the membership generation
+    assert record["members"] == [*VALID["members"], joiner.node.status()["daemon"]["id"]]
     joiner.node.run("leave", str(joiner.node.workdir / "welcome.ipynb"))
     assert joiner.own_record.read_text() == joiner.own_record_text
