@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from redis_server import RedisServer, relay_cluster
 from signaling_server import (
     REPO_ROOT,
     SignalingServerProcess,
@@ -96,15 +97,40 @@ def publish(topic: str, **data: Any) -> dict[str, Any]:
     return {"type": "publish", "topic": topic, "data": data}
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[SignalingServerProcess]:
-    async with signaling_relay() as server:
-        yield server
+ONE_RELAY, CLUSTER = "one relay", "three relays on redis"
+# The y-webrtc protocol holds for one relay and for a cluster whose clients sit on
+# different relays; `relays` is parametrized indirectly (default: one relay).
+conformance = pytest.mark.parametrize("relays", [ONE_RELAY, CLUSTER], indirect=True)
 
 
 @pytest.fixture
-async def clients(relay: SignalingServerProcess) -> AsyncIterator[list[ClientConnection]]:
-    connections = [await open_client(relay.url) for _ in range(3)]
+async def relays(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[list[SignalingServerProcess]]:
+    if getattr(request, "param", ONE_RELAY) == ONE_RELAY:
+        async with signaling_relay() as server:
+            yield [server]
+        return
+    redis = RedisServer.start(tmp_path)
+    try:
+        async with relay_cluster(redis.url, 3) as cluster:
+            yield cluster
+    finally:
+        redis.stop()
+
+
+@pytest.fixture
+def relay(relays: list[SignalingServerProcess]) -> SignalingServerProcess:
+    """The relay of the first client."""
+    return relays[0]
+
+
+@pytest.fixture
+async def clients(
+    relays: list[SignalingServerProcess],
+) -> AsyncIterator[list[ClientConnection]]:
+    """Three clients; in a cluster each on another relay."""
+    connections = [await open_client(relays[i % len(relays)].url) for i in range(3)]
     yield connections
     for ws in connections:
         await ws.close()
@@ -189,8 +215,9 @@ def test_limits_must_be_positive() -> None:
 # --- protocol conformance -----------------------------------------------------------
 
 
+@conformance
 async def test_publish_reaches_every_subscriber_including_the_sender(
-    clients: list[ClientConnection],
+    relays: list[SignalingServerProcess], clients: list[ClientConnection]
 ) -> None:
     alice, bob, carol = clients
     await subscribe(alice, "room")
@@ -198,12 +225,16 @@ async def test_publish_reaches_every_subscriber_including_the_sender(
     await subscribe(carol, "elsewhere")
     message = {"type": "publish", "topic": "room", "data": {"sdp": "v=0", "n": [1, 2]}, "x": 1}
     await send(alice, message)
-    relayed = {**message, "clients": 2}
+    # `clients`: the receivers on the relay that delivers it (alice and bob share one relay,
+    # or each has its own).
+    relayed = {**message, "clients": 2 if len(relays) == 1 else 1}
     assert await recv(alice) == relayed
     assert await recv(bob) == relayed
     assert await until_pong(carol) == []
+    assert await until_pong(alice) == []  # once, not again through Redis
 
 
+@conformance
 async def test_publish_from_a_non_subscriber_is_relayed(
     clients: list[ClientConnection],
 ) -> None:
@@ -216,6 +247,7 @@ async def test_publish_from_a_non_subscriber_is_relayed(
     assert await until_pong(outsider) == []
 
 
+@conformance
 async def test_unsubscribe_stops_delivery_and_frees_the_topic(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -233,11 +265,13 @@ async def test_unsubscribe_stops_delivery_and_frees_the_topic(
     assert (health["topics"], health["subscriptions"]) == (1, 1)
 
 
+@conformance
 async def test_ping_is_answered_with_pong(clients: list[ClientConnection]) -> None:
     await send(clients[0], {"type": "ping"})
     assert await recv(clients[0]) == {"type": "pong"}
 
 
+@conformance
 async def test_subscribe_skips_topics_that_are_not_strings(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -245,6 +279,7 @@ async def test_subscribe_skips_topics_that_are_not_strings(
     assert (await fetch_health(relay.url))["subscriptions"] == 1
 
 
+@conformance
 async def test_binary_json_frames_are_understood(clients: list[ClientConnection]) -> None:
     alice = clients[0]
     await alice.send(json.dumps({"type": "subscribe", "topics": ["room"]}).encode())
@@ -252,6 +287,7 @@ async def test_binary_json_frames_are_understood(clients: list[ClientConnection]
     assert (await recv(alice))["data"] == {"n": 1}
 
 
+@conformance
 async def test_publish_to_an_empty_topic_goes_nowhere(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -261,6 +297,7 @@ async def test_publish_to_an_empty_topic_goes_nowhere(
     assert (counters["publishes"], counters["publishes_unrouted"]) == (1, 1)
 
 
+@conformance
 async def test_disconnect_frees_topics_and_slots(relay: SignalingServerProcess) -> None:
     ws = await open_client(relay.url)
     await subscribe(ws, "a", "b")
@@ -273,6 +310,7 @@ async def test_disconnect_frees_topics_and_slots(relay: SignalingServerProcess) 
 # --- malformed input ----------------------------------------------------------------
 
 
+@conformance
 @pytest.mark.parametrize(
     ("raw", "error"),
     [

@@ -1,0 +1,134 @@
+"""Relays that scale out on Redis: three real relay processes on one real redis-server.
+
+The y-webrtc conformance tests also run against such a cluster (test_signaling_server.py,
+parametrized); here: what only a cluster has (exactly-once delivery across relays, Redis
+subscriptions that follow the local clients, a lost and restarted Redis, a dead relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis_server import RedisServer, relay_cluster
+from signaling_server import SignalingServerProcess, fetch_health, wait_for_health
+from test_signaling_server import open_client, publish, recv, send, subscribe, until_pong
+from websockets.asyncio.client import ClientConnection
+
+from signaling.cluster import CHANNEL_PREFIX, redacted
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cluster(redis_server: RedisServer) -> AsyncIterator[list[SignalingServerProcess]]:
+    async with relay_cluster(redis_server.url, 3) as relays:
+        yield relays
+
+
+async def relays_subscribed(redis_url: str, topic: str) -> int:
+    """How many relays hold a Redis subscription for `topic`."""
+    client = Redis.from_url(redis_url)
+    try:
+        counts = await client.pubsub_numsub(CHANNEL_PREFIX + topic)
+        return int(counts[0][1])
+    finally:
+        await client.aclose()
+
+
+async def open_on(relays: list[SignalingServerProcess]) -> list[ClientConnection]:
+    return [await open_client(relay.url) for relay in relays]
+
+
+async def test_clients_on_different_relays_get_each_publish_exactly_once(
+    cluster: list[SignalingServerProcess],
+) -> None:
+    alice, bob, carol = await open_on(cluster)
+    for ws in (alice, bob, carol):
+        await subscribe(ws, "room")
+    await send(alice, publish("room", n=1))
+    for ws in (alice, bob, carol):
+        assert (await recv(ws))["data"] == {"n": 1}
+    # bob publishes only once Redis handed him alice's message: an echo of it through
+    # Redis would reach alice's relay before bob's message, so alice would see it first.
+    await send(bob, publish("room", n=2))
+    for ws in (alice, bob, carol):
+        assert (await recv(ws))["data"] == {"n": 2}
+    # A non-subscriber on a third relay publishes too; nobody gets anything twice.
+    await send(carol, {"type": "unsubscribe", "topics": ["room"]})
+    await until_pong(carol)
+    await send(carol, publish("room", n=3))
+    for ws in (alice, bob):
+        assert (await recv(ws))["data"] == {"n": 3}
+    assert await until_pong(carol) == []
+
+
+async def test_a_relay_subscribes_in_redis_only_to_its_clients_topics(
+    redis_server: RedisServer, cluster: list[SignalingServerProcess]
+) -> None:
+    alice, bob, _ = await open_on(cluster)
+    await subscribe(alice, "room", "alice-only")
+    await subscribe(bob, "room")
+    assert await relays_subscribed(redis_server.url, "room") == 2
+    assert await relays_subscribed(redis_server.url, "alice-only") == 1
+    await send(alice, {"type": "unsubscribe", "topics": ["alice-only"]})
+    await until_pong(alice)
+    assert await relays_subscribed(redis_server.url, "alice-only") == 0
+    await bob.close()
+    await wait_for_health(cluster[1].url, lambda h: h["connections"] == 0)
+    assert await relays_subscribed(redis_server.url, "room") == 1
+
+
+async def test_relays_recover_when_redis_restarts_and_clients_keep_their_connections(
+    redis_server: RedisServer, cluster: list[SignalingServerProcess]
+) -> None:
+    alice, bob, carol = await open_on(cluster)
+    for ws in (alice, bob, carol):
+        await subscribe(ws, "room")
+    redis_server.stop()
+    for relay in cluster:
+        health = await wait_for_health(relay.url, lambda h: h["status"] == "degraded")
+        assert health["redis"]["state"] in ("degraded", "connecting")
+    # Degraded, a relay still serves its own clients.
+    await send(alice, publish("room", n=1))
+    assert (await recv(alice))["data"] == {"n": 1}
+    assert await until_pong(alice) == []
+    redis_server.start_again()
+    for relay in cluster:
+        health = await wait_for_health(relay.url, lambda h: h["status"] == "ok", timeout=20)
+        assert health["redis"]["reconnects"] >= 1
+    # The same connections, subscribed again in Redis by their relays.
+    assert await relays_subscribed(redis_server.url, "room") == 3
+    await send(bob, publish("room", n=2))
+    for ws in (alice, bob, carol):
+        assert (await recv(ws))["data"] == {"n": 2}
+
+
+async def test_a_relay_killed_mid_run_leaves_the_others_serving(
+    cluster: list[SignalingServerProcess],
+) -> None:
+    alice, bob, carol = await open_on(cluster)
+    for ws in (alice, bob, carol):
+        await subscribe(ws, "room")
+    cluster[1].process.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(cluster[1].process.wait)
+    await send(alice, publish("room", n=1))
+    assert (await recv(carol))["data"] == {"n": 1}
+    assert (await fetch_health(cluster[2].url))["status"] == "ok"
+
+
+async def test_limits_per_connection_hold_in_a_cluster(redis_server: RedisServer) -> None:
+    async with relay_cluster(redis_server.url, 2, max_topics_per_connection=2) as relays:
+        ws = await open_client(relays[0].url)
+        refused = await subscribe(ws, "a", "b", "c")
+        assert [(m["error"], m["topics"]) for m in refused] == [("too-many-topics", ["c"])]
+        assert await relays_subscribed(redis_server.url, "c") == 0
+
+
+def test_the_redis_password_is_never_shown() -> None:
+    assert redacted("redis://:hunter2@db:6379/0") == "redis://db:6379/0"
+    assert redacted("rediss://user:hunter2@db/1") == "rediss://user@db/1"
+    assert redacted("redis://db:6379/0") == "redis://db:6379/0"
