@@ -171,9 +171,11 @@ def test_topic_table_limits_and_frees_empty_topics() -> None:
     assert table.subscribe("c3", "toolong") is ErrorCode.TOPIC_TOO_LONG
     assert set(table.subscribers("t1")) == {"c1", "c2"}
     assert (table.topic_count, table.subscription_count) == (2, 3)
-    table.remove("c1")
-    table.unsubscribe("c2", "t1")
-    table.unsubscribe("c2", "t1")
+    # What each change frees tells a clustered relay which Redis channels to drop.
+    assert table.remove("c1") == ["t2"]
+    assert table.topics() == ["t1"] and "t1" in table and "t2" not in table
+    assert table.unsubscribe("c2", "t1") is True
+    assert table.unsubscribe("c2", "t1") is False
     assert (table.topic_count, table.subscription_count) == (0, 0)
     assert table.subscribers("t1") == ()
 
