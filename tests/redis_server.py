@@ -3,7 +3,8 @@
 - `RedisServer.start(workdir)`: a private redis-server on a free loopback port, no
   persistence; `stop()` / `start_again()` restart it on the same port (relays must recover);
 - fixture `redis_server`: one for the test, stopped after;
-- `relay_cluster(redis_url, count)` (async): `count` relay processes sharing that Redis.
+- `relay_cluster(redis_url, count)` (async) and `running_relay_cluster` (sync): `count`
+  relay processes sharing that Redis.
 
 Without redis-server the tests skip with a reason, except under CI=true where the CI
 script installs it: there a missing server fails the test.
@@ -11,18 +12,24 @@ script installs it: there a missing server fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from signaling_server import SignalingServerProcess, signaling_relay, wait_for_health
+from signaling_server import (
+    SignalingServerProcess,
+    running_signaling_server,
+    signaling_relay,
+    wait_for_health,
+)
 
 STARTUP_TIMEOUT = 10.0
 
@@ -102,18 +109,34 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+async def _all_linked(relays: list[SignalingServerProcess]) -> None:
+    for relay in relays:
+        await wait_for_health(relay.url, lambda h: h["status"] == "ok")
+
+
 @contextlib.asynccontextmanager
 async def relay_cluster(
-    redis_url: str, count: int = 3, extra_args: Sequence[str] = (), **limits: float
+    redis_url: str, count: int = 3, **limits: float
 ) -> AsyncIterator[list[SignalingServerProcess]]:
     """`count` relays sharing `redis_url`, each linked to it before this yields."""
     async with contextlib.AsyncExitStack() as stack:
         relays = [
-            await stack.enter_async_context(
-                signaling_relay(0, ["--redis", redis_url, *extra_args], **limits)
-            )
+            await stack.enter_async_context(signaling_relay(0, ["--redis", redis_url], **limits))
             for _ in range(count)
         ]
-        for relay in relays:
-            await wait_for_health(relay.url, lambda h: h["status"] == "ok")
+        await _all_linked(relays)
+        yield relays
+
+
+@contextlib.contextmanager
+def running_relay_cluster(
+    redis_url: str, count: int = 3, **limits: float
+) -> Iterator[list[SignalingServerProcess]]:
+    """`relay_cluster` for tests without an event loop (daemon tests)."""
+    with contextlib.ExitStack() as stack:
+        relays = [
+            stack.enter_context(running_signaling_server(0, ["--redis", redis_url], **limits))
+            for _ in range(count)
+        ]
+        asyncio.run(_all_linked(relays))
         yield relays
