@@ -658,7 +658,7 @@ async def test_load_loses_nothing_and_memory_returns_near_baseline() -> None:
         baseline = (await fetch_health(relay.url))["memory_rss_bytes"]
         after_rounds = []
         for _ in range(2):
-            report = await run_load(relay.url, plan)
+            report = await run_load([relay.url], plan)
             assert (report.lost, report.duplicated) == (0, 0), report
             assert report.delivered == 500 * 10 * 10
             health = await wait_for_health(relay.url, lambda h: h["connections"] == 0)
