@@ -43,12 +43,18 @@ async def open_on(relays: list[SignalingServerProcess]) -> list[ClientConnection
     return [await open_client(relay.url) for relay in relays]
 
 
+async def one_room_per_relay(relays: list[SignalingServerProcess]) -> list[ClientConnection]:
+    """A client on each relay, all subscribed to "room"."""
+    clients = await open_on(relays)
+    for ws in clients:
+        await subscribe(ws, "room")
+    return clients
+
+
 async def test_clients_on_different_relays_get_each_publish_exactly_once(
     cluster: list[SignalingServerProcess],
 ) -> None:
-    alice, bob, carol = await open_on(cluster)
-    for ws in (alice, bob, carol):
-        await subscribe(ws, "room")
+    alice, bob, carol = await one_room_per_relay(cluster)
     await send(alice, publish("room", n=1))
     for ws in (alice, bob, carol):
         assert (await recv(ws))["data"] == {"n": 1}
@@ -85,9 +91,7 @@ async def test_a_relay_subscribes_in_redis_only_to_its_clients_topics(
 async def test_relays_recover_when_redis_restarts_and_clients_keep_their_connections(
     redis_server: RedisServer, cluster: list[SignalingServerProcess]
 ) -> None:
-    alice, bob, carol = await open_on(cluster)
-    for ws in (alice, bob, carol):
-        await subscribe(ws, "room")
+    alice, bob, carol = await one_room_per_relay(cluster)
     redis_server.stop()
     for relay in cluster:
         health = await wait_for_health(relay.url, lambda h: h["status"] == "degraded")
@@ -110,9 +114,7 @@ async def test_relays_recover_when_redis_restarts_and_clients_keep_their_connect
 async def test_a_relay_killed_mid_run_leaves_the_others_serving(
     cluster: list[SignalingServerProcess],
 ) -> None:
-    alice, bob, carol = await open_on(cluster)
-    for ws in (alice, bob, carol):
-        await subscribe(ws, "room")
+    alice, _on_the_dead_relay, carol = await one_room_per_relay(cluster)
     cluster[1].process.send_signal(signal.SIGKILL)
     await asyncio.to_thread(cluster[1].process.wait)
     await send(alice, publish("room", n=1))
