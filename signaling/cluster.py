@@ -91,7 +91,13 @@ class RedisLink:
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(max_queued)
         self._confirmations: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._task: asyncio.Task[None] | None = None
-        self.counters = {"published": 0, "received": 0, "dropped": 0, "reconnects": 0}
+        self.counters = {
+            "published": 0,
+            "received": 0,
+            "refused": 0,
+            "dropped": 0,
+            "reconnects": 0,
+        }
 
     @property
     def connected(self) -> bool:
@@ -256,6 +262,10 @@ class RedisLink:
         origin, _, body = _text(message["data"]).partition(" ")
         if origin == self.relay_id:
             return  # delivered to our own clients already
+        if not (body.startswith("{") and body.endswith("}")):
+            # Not from a relay (another program on the same Redis): never pass it on.
+            self.counters["refused"] += 1
+            return
         self.counters["received"] += 1
         self._on_remote(channel.removeprefix(CHANNEL_PREFIX), body)
 

@@ -130,6 +130,22 @@ async def test_limits_per_connection_hold_in_a_cluster(redis_server: RedisServer
         assert await relays_subscribed(redis_server.url, "c") == 0
 
 
+async def test_what_is_not_a_relays_message_in_redis_is_not_passed_on(
+    redis_server: RedisServer, cluster: list[SignalingServerProcess]
+) -> None:
+    (alice,) = await one_room_per_relay(cluster[:1])
+    intruder = Redis.from_url(redis_server.url)
+    try:
+        for junk in (b"no-space", b"relay-id not json", b"relay-id \xff\xfe", b"x [1]"):
+            await intruder.publish(CHANNEL_PREFIX + "room", junk)
+        await intruder.publish(CHANNEL_PREFIX + "room", b'other-relay {"type":"publish"}')
+    finally:
+        await intruder.aclose()
+    assert await recv(alice) == {"type": "publish", "clients": 1}
+    health = await fetch_health(cluster[0].url)
+    assert (health["redis"]["refused"], health["redis"]["received"]) == (4, 1)
+
+
 def test_the_redis_password_is_never_shown() -> None:
     assert redacted("redis://:hunter2@db:6379/0") == "redis://db:6379/0"
     assert redacted("rediss://user:hunter2@db/1") == "rediss://user@db/1"
