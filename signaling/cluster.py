@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from signaling.logs import fields
@@ -40,6 +41,12 @@ _SUBSCRIBE_BATCH = 256
 _PUBLISH_BATCH = 512
 # A client's subscribe waits this long for Redis to confirm before the relay moves on.
 _CONFIRM_TIMEOUT = 2.0
+# Connecting, and closing a connection, take at most this long.
+_LINK_TIMEOUT = 5.0
+# The subscription connection pings Redis this often, and a Redis silent for
+# _SILENCE_LIMIT (hung, or a network that drops packets without a reset) is given up.
+_KEEPALIVE_INTERVAL = 2.0
+_SILENCE_LIMIT = 6.0
 
 OnRemote = Callable[[str, str], object]
 """Called with (topic, message) for each publish another relay forwarded."""
@@ -88,6 +95,7 @@ class RedisLink:
         self._since = time.monotonic()
         self._failures = 0
         self._pubsub: PubSub | None = None
+        self._last_heard = 0.0
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(max_queued)
         self._confirmations: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +185,7 @@ class RedisLink:
         while True:
             try:
                 await self._session()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 logger.warning("redis.lost", extra=fields(error=str(exc) or type(exc).__name__))
             except Exception:
                 # Whatever Redis answers must not end the reconnect loop for good.
@@ -202,34 +210,38 @@ class RedisLink:
         subscriber, publisher = self._client(), self._client()
         pubsub = subscriber.pubsub()
         try:
-            await publisher.ping()
-            await pubsub.ping()  # connects the subscription connection
+            await asyncio.wait_for(publisher.ping(), _LINK_TIMEOUT)
+            # Connects the subscription connection; its pong is read by _read.
+            await asyncio.wait_for(pubsub.ping(), _LINK_TIMEOUT)
             self._pubsub = pubsub
+            self._last_heard = time.monotonic()
             # Taken after _pubsub is set, with no await in between: a topic opened from
             # now on is subscribed by its own subscribe() call.
             held = list(self._held_topics())
-            reader = asyncio.create_task(self._read(pubsub))
-            writer = asyncio.create_task(self._write(publisher))
+            tasks = {
+                asyncio.create_task(self._read(pubsub)),
+                asyncio.create_task(self._write(publisher)),
+                asyncio.create_task(self._keep_alive(pubsub)),
+            }
             try:
                 for start in range(0, len(held), _SUBSCRIBE_BATCH):
                     await self.subscribe(held[start : start + _SUBSCRIBE_BATCH])
                 self._set_state(LinkState.CONNECTED)
                 self._failures = 0
-                done, _ = await asyncio.wait({reader, writer}, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
                 for task in done:
                     task.result()  # the failure that ended the session
             finally:
-                for task in (reader, writer):
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(reader, writer, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._pubsub = None
             self._forget_session()
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
-            for client in (subscriber, publisher):
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+            for closable in (pubsub, subscriber, publisher):
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    # A hung Redis must not hold the reconnect loop either.
+                    await asyncio.wait_for(closable.aclose(), _LINK_TIMEOUT)
 
     def _forget_session(self) -> None:
         for waiters in self._confirmations.values():
@@ -243,8 +255,16 @@ class RedisLink:
     async def _read(self, pubsub: PubSub) -> None:
         while True:
             message = await pubsub.get_message(timeout=None)
+            self._last_heard = time.monotonic()
             if message is not None:
                 self._on_redis_message(message)
+
+    async def _keep_alive(self, pubsub: PubSub) -> None:
+        while True:
+            await asyncio.sleep(_KEEPALIVE_INTERVAL)
+            if time.monotonic() - self._last_heard > _SILENCE_LIMIT:
+                raise RedisConnectionError("Redis stopped answering")
+            await asyncio.wait_for(pubsub.ping(), _LINK_TIMEOUT)
 
     def _on_redis_message(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], _text(message["channel"])

@@ -121,6 +121,24 @@ async def test_relays_recover_when_redis_restarts_and_clients_keep_their_connect
         assert (await recv(ws))["data"] == {"n": 2}
 
 
+async def test_relays_give_up_a_hung_redis_and_recover_when_it_answers_again(
+    redis_server: RedisServer, cluster: list[SignalingServerProcess]
+) -> None:
+    alice, bob, carol = await one_room_per_relay(cluster)
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)  # connections stay open, no answers
+    try:
+        for relay in cluster:
+            await wait_for_health(relay.url, lambda h: h["status"] == "degraded", timeout=30)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    for relay in cluster:
+        await wait_for_health(relay.url, lambda h: h["status"] == "ok", timeout=30)
+    await send(bob, publish("room", n=1))
+    for ws in (alice, bob, carol):
+        assert (await recv(ws))["data"] == {"n": 1}
+
+
 async def test_a_relay_killed_mid_run_leaves_the_others_serving(
     cluster: list[SignalingServerProcess],
 ) -> None:
