@@ -8,10 +8,12 @@ subscriptions that follow the local clients, a lost and restarted Redis, a dead 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -137,6 +139,27 @@ async def test_relays_give_up_a_hung_redis_and_recover_when_it_answers_again(
     await send(bob, publish("room", n=1))
     for ws in (alice, bob, carol):
         assert (await recv(ws))["data"] == {"n": 1}
+
+
+async def test_cluster_logs_carry_no_topic_payload_or_redis_password(tmp_path: Path) -> None:
+    redis = RedisServer.start(tmp_path)
+    password_url = redis.url.replace("redis://", "redis://:hunter2-4242@")
+    try:
+        async with relay_cluster(password_url, 2) as relays:
+            # This Redis wants no password: Redis 7 accepts any with the default user.
+            first, second = await open_on(relays)
+            await subscribe(second, "secret-topic-4242")
+            await send(first, publish("secret-topic-4242", blob="secret-payload-4242"))
+            await recv(second)
+            redis.stop()
+            await wait_for_health(relays[0].url, lambda h: h["status"] == "degraded")
+            health = await fetch_health(relays[0].url)
+            logs = "".join(relay.log_path.read_text() for relay in relays)
+    finally:
+        redis.stop()
+    assert "4242" not in logs + json.dumps(health)
+    events = {json.loads(line)["event"] for line in logs.splitlines()}
+    assert {"redis.state", "redis.lost"} <= events
 
 
 async def test_a_relay_killed_mid_run_leaves_the_others_serving(
