@@ -29,8 +29,8 @@ from p2prtc.core.handshake import (
     InviteJoiner,
     MemberInitiator,
     MemberResponder,
+    Refused,
     Welcomed,
-    WrongCode,
     share_lookup,
 )
 from p2prtc.core.keys import (
@@ -48,7 +48,7 @@ from p2prtc.core.sync import (
     Synced,
     SyncEvent,
 )
-from p2prtc.daemon import control
+from p2prtc.daemon import control, files
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.handshakes import (
@@ -60,6 +60,7 @@ from p2prtc.daemon.handshakes import (
     expect_ok,
     ok_reply,
     parse_envelope,
+    remote_error,
     run_handshake,
 )
 from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
@@ -463,6 +464,9 @@ class Daemon:
             "members": share.record.members,
             "peers": peers,
             "invitations": [i.status(now) for i in self.invitations.for_share(share.share_id)],
+            "retired_invitations": [
+                r.status() for r in self.invitations.retired_for_share(share.share_id)
+            ],
         }
 
     async def _cmd_leave(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -898,8 +902,26 @@ class Daemon:
             return
         share = self.shares[invitation.share_id]
         self.invitations.begin(invitation)  # so two joiners cannot both use a 1-use code
-        joined = wrong_code = False
-        welcome = json.dumps(
+        host = InviteHost(
+            invitation.code,
+            self._welcome_for(share),
+            admit=lambda: self.invitations.reserve_guess(invitation),
+        )
+        try:
+            await pipe.send(ok_reply())
+            await run_handshake(pipe, host)
+            logger.info("a new member joined %s", share.path)
+        finally:
+            # Settled whatever ended the exchange: a closed pipe, junk or a timeout after
+            # the PAKE answer costs an attempt like a wrong confirmation does.
+            self.invitations.end(
+                invitation, guessed=host.guessed, proven=host.proven, peer=pipe.remote_address
+            )
+            await self._refresh_discovery()
+
+    @staticmethod
+    def _welcome_for(share: Share) -> bytes:
+        return json.dumps(
             {
                 "share_id": share.share_id.hex(),
                 "secret": share.record.secret.hex(),
@@ -907,17 +929,6 @@ class Daemon:
                 "members": share.record.members,
             }
         ).encode()
-        try:
-            await pipe.send(ok_reply())
-            await run_handshake(pipe, InviteHost(invitation.code, welcome))
-            joined = True
-            logger.info("a new member joined %s", share.path)
-        except WrongCode:
-            wrong_code = True
-            raise
-        finally:
-            self.invitations.end(invitation, joined=joined, wrong_code=wrong_code)
-            await self._refresh_discovery()
 
     async def _answer_member(self, pipe: BytePipe) -> None:
         if self._open_connections() >= 2 * self.config.max_peers:
@@ -979,7 +990,10 @@ class Daemon:
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             await expect_ok(pipe)
-            welcomed = await run_handshake(pipe, InviteJoiner(code))
+            try:
+                welcomed = await run_handshake(pipe, InviteJoiner(code))
+            except Refused as refused:
+                raise remote_error(refused.kind) from None
             assert isinstance(welcomed, Welcomed)
             return welcomed.payload
         finally:
@@ -1033,7 +1047,9 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
 
 def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
     """Run the daemon of ``home`` in the foreground until ``p2prtc stop`` or a signal."""
-    os.umask(0o077)  # the store, the log and everything else we create: owner only
+    # The store, the log and everything else we keep: owner only. Notebooks we create get
+    # the user's own umask, as their editor would.
+    files.use_umask_for_new_files(os.umask(0o077))
     lock = _HomeLock(home)
     lock.acquire()
     _configure_logging(home, log_level)
