@@ -66,6 +66,8 @@ def redacted(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     if parts.username:
         netloc = f"{parts.username}@{netloc}"

@@ -213,4 +213,5 @@ def test_cli_refuses_a_url_that_is_not_redis(url: str) -> None:
 def test_the_redis_password_is_never_shown() -> None:
     assert redacted("redis://:hunter2@db:6379/0") == "redis://db:6379/0"
     assert redacted("rediss://user:hunter2@db/1") == "rediss://user@db/1"
+    assert redacted("redis://:hunter2@[::1]:6379/0") == "redis://[::1]:6379/0"
     assert redacted("redis://db:6379/0") == "redis://db:6379/0"
