@@ -26,19 +26,13 @@ from pathlib import Path
 import pytest
 from signaling_server import (
     SignalingServerProcess,
+    free_port,
     running_signaling_server,
     signaling_relay,
     wait_for_health,
 )
 
 STARTUP_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_redis_server() -> str:
@@ -65,7 +59,7 @@ class RedisServer:
 
     @classmethod
     def start(cls, workdir: Path) -> RedisServer:
-        server = cls(require_redis_server(), _free_port(), workdir)
+        server = cls(require_redis_server(), free_port(), workdir)
         server.start_again()
         return server
 

@@ -7,12 +7,11 @@ import base64
 import contextlib
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from signaling_server import fetch_health, signaling_relay, wait_for_health
+from signaling_server import fetch_health, free_port, signaling_relay, wait_for_health
 from websockets.asyncio.client import ClientConnection, connect
 
 from p2prtc.adapters.signaling import (
@@ -76,13 +75,6 @@ async def raw_publish(ws: ClientConnection, topic: str, data: Any) -> None:
 
 def ours(payload: bytes, sender: str = "someone-else") -> dict[str, str]:
     return {"p2prtc": base64.b64encode(payload).decode(), "from": sender}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def wait_for_state(client: SignalingClient, *states: SignalingState) -> None:

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis_server import RedisServer, relay_cluster
-from signaling_server import REPO_ROOT, SignalingServerProcess, fetch_health, wait_for_health
+from redis_server import RedisServer, relay_cluster, require_redis_server
+from signaling_server import (
+    REPO_ROOT,
+    SignalingServerProcess,
+    fetch_health,
+    free_port,
+    signaling_relay,
+    wait_for_health,
+)
 from test_signaling_server import open_client, publish, recv, send, subscribe, until_pong
 from websockets.asyncio.client import ClientConnection
 
@@ -121,6 +128,25 @@ async def test_relays_recover_when_redis_restarts_and_clients_keep_their_connect
     await send(bob, publish("room", n=2))
     for ws in (alice, bob, carol):
         assert (await recv(ws))["data"] == {"n": 2}
+
+
+async def test_a_relay_started_before_redis_serves_its_clients_then_links(
+    tmp_path: Path,
+) -> None:
+    redis = RedisServer(require_redis_server(), free_port(), tmp_path)
+    try:
+        async with signaling_relay(0, ["--redis", redis.url]) as relay:
+            health = await wait_for_health(relay.url, lambda h: h["status"] == "degraded")
+            assert health["redis"]["state"] in ("degraded", "connecting")
+            (alice,) = await one_room_per_relay([relay])
+            await send(alice, publish("room", n=1))
+            assert (await recv(alice))["data"] == {"n": 1}
+            redis.start_again()
+            await wait_for_health(relay.url, lambda h: h["status"] == "ok", timeout=20)
+            assert await relays_subscribed(redis.url, "room") == 1
+            await alice.close()
+    finally:
+        redis.stop()
 
 
 async def test_relays_give_up_a_hung_redis_and_recover_when_it_answers_again(
