@@ -15,12 +15,11 @@ import base64
 import json
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2prtc.adapters.signaling import SignalingClient, SignalingUnavailable
-from signaling.limits import TokenBucket
+from p2prtc.daemon.presence import PresenceReplies
 
 logger = logging.getLogger(__name__)
 
@@ -30,64 +29,6 @@ _VERSION = 1
 # (topic, peer instance, addressed to us) -> None
 OnPresence = Callable[[str, str, bool], None]
 OnPipe = Callable[["SignalPipe"], Awaitable[None]]
-
-
-class PresenceReplies:
-    """Which presence announcements to answer: a bounded number, whoever sends them (sans-IO).
-
-    Anyone who knows a topic can announce on it as fast as the relay allows, and an
-    invitation's topic comes from a short nameplate. Answering every announcement would
-    push this daemon over the relay's rate limit: the relay then drops our pings too, we
-    reconnect in a loop and members' messages are lost. So each instance is answered once
-    per `repeat_after` seconds (the copies of one announcement through several relays, or
-    a joiner's retries, get one answer), each topic
-    within its own token bucket (a flood on one invitation topic uses up only that
-    topic's answers) and all topics within a total well under the relay's 50/s default.
-    """
-
-    def __init__(
-        self,
-        *,
-        per_topic_rate: float = 1.0,
-        per_topic_burst: int = 8,
-        total_rate: float = 10.0,
-        total_burst: int = 30,
-        repeat_after: float = 5.0,
-        remembered: int = 4096,
-    ) -> None:
-        self._per_topic = (per_topic_rate, per_topic_burst)
-        self._topics: dict[str, TokenBucket] = {}
-        self._total: TokenBucket | None = None
-        self._total_limits = (total_rate, total_burst)
-        self._repeat_after = repeat_after
-        self._remembered = remembered
-        self._answered: dict[tuple[str, str], float] = {}  # oldest first
-        self.refused = 0
-
-    def allow(self, topic: str, peer: str, now: float) -> bool:
-        """Whether to answer `peer`'s announcement on `topic` now; counts it if so."""
-        last = self._answered.get((topic, peer))
-        if last is not None and now - last < self._repeat_after:
-            return False  # already answered (and the same announcement via a second relay)
-        if self._total is None:
-            self._total = TokenBucket(*self._total_limits, now)
-        bucket = self._topics.setdefault(topic, TokenBucket(*self._per_topic, now))
-        if not (bucket.take(now) and self._total.take(now)):
-            self.refused += 1
-            return False
-        self._remember(topic, peer, now)
-        return True
-
-    def forget_topics_except(self, topics: set[str]) -> None:
-        """Drop the buckets of topics we no longer listen on."""
-        for topic in set(self._topics) - topics:
-            del self._topics[topic]
-
-    def _remember(self, topic: str, peer: str, now: float) -> None:
-        self._answered.pop((topic, peer), None)
-        self._answered[(topic, peer)] = now
-        while len(self._answered) > self._remembered:
-            del self._answered[next(iter(self._answered))]
 
 
 class SignalPipe:
@@ -146,6 +87,14 @@ class SignalHub:
     def status(self) -> list[dict[str, Any]]:
         return [{"url": c.url, "connected": c.connected} for c in self._clients]
 
+    def answer(self, topic: str, peer: str) -> None:
+        """Announce ourselves to `peer`, who announced on `topic`, unless over the bounds."""
+        if not self._replies.allow(topic, peer, asyncio.get_running_loop().time()):
+            return
+        task = asyncio.create_task(self.announce(topic, to=peer), name="presence reply")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def start(self) -> None:
         for client in self._clients:
             client.start()
@@ -164,13 +113,6 @@ class SignalHub:
                 await client.unsubscribe(topic)
             for topic in topics - client.topics:
                 await client.subscribe(topic)
-
-    def answer(self, topic: str, peer: str) -> None:
-        """Announce ourselves to `peer`, who announced on `topic`, unless over the bounds."""
-        if not self._replies.allow(topic, peer, time.monotonic()):
-            logger.debug("presence on a topic not answered: over the bound")
-            return
-        self._spawn(self.announce(topic, to=peer), "presence reply")
 
     async def announce(self, topic: str, to: str = "") -> None:
         try:
@@ -223,14 +165,11 @@ class SignalHub:
                 return
             pipe = SignalPipe(self, topic, message["from"], session)
             self._pipes[session] = pipe
-            self._spawn(self._serve(pipe), f"signal pipe {session}")
+            task = asyncio.create_task(self._serve(pipe), name=f"signal pipe {session}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if pipe.peer == message["from"] and pipe.topic == topic:
             pipe.deliver(number, data)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, pipe: SignalPipe) -> None:
         try:

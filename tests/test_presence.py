@@ -1,12 +1,12 @@
 """Presence answers over signaling relays are bounded, whoever announces (issue 10).
 
-Pure: `PresenceReplies` takes the time as an argument. The daemon-level flood through a
-real relay is in test_e2e_signaling.py.
+Pure: `PresenceReplies` (p2prtc/daemon/presence.py) takes the time as an argument. The
+daemon-level flood through a real relay is in test_e2e_signaling.py.
 """
 
 from __future__ import annotations
 
-from p2prtc.daemon.signal_pipes import PresenceReplies
+from p2prtc.daemon.presence import PresenceReplies
 
 
 def test_one_announcement_heard_through_several_relays_is_answered_once() -> None:
