@@ -605,7 +605,7 @@ class Daemon:
                 self._invite_hosts[topic].append(peer)
             return
         if not addressed:
-            self._spawn(self._signal.announce(topic, to=peer), "presence reply")
+            self._signal.answer(topic, peer)  # bounded per topic (issue 10)
         share = self._share_for_topic(topic)
         if share is None:
             return  # an invitation topic: the joiner dials us, nothing to remember
