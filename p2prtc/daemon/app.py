@@ -54,7 +54,6 @@ class Daemon:
             self.invitations,
             on_pipe=self._on_pipe,
             poke=wake.set,
-            spawn=self.tasks.spawn,
         )
         self.registry.on_changed(self.discovery.refresh)
         daemon_id = self.identity.daemon_id

@@ -22,7 +22,6 @@ from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.relay_presence import RelayPresence
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.signal_pipes import OnPipe
-from p2prtc.daemon.tasks import Spawn
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,6 @@ class Discovery:
         *,
         on_pipe: OnPipe,
         poke: Callable[[], None],
-        spawn: Spawn,
     ) -> None:
         self.config = config
         self.endpoints: dict[str, Endpoint] = {}
@@ -49,7 +47,6 @@ class Discovery:
             self.endpoints,
             on_pipe=on_pipe,
             poke=poke,
-            spawn=spawn,
         )
         self._registry = registry
         self._invitations = invitations

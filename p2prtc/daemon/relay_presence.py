@@ -17,7 +17,6 @@ from p2prtc.daemon.pipes import BytePipe
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.signal_pipes import OnPipe, SignalHub
-from p2prtc.daemon.tasks import Spawn
 
 # Presence is repeated this often, and forgotten when not heard for PRESENCE_TTL_S.
 PRESENCE_INTERVAL_S = 15.0
@@ -37,14 +36,12 @@ class RelayPresence:
         *,
         on_pipe: OnPipe,
         poke: Callable[[], None],
-        spawn: Spawn,
     ) -> None:
         self.hub = SignalHub(urls, self._on_presence, on_pipe) if urls else None
         self._registry = registry
         self._invitations = invitations
         self._endpoints = endpoints
         self._poke = poke
-        self._spawn = spawn
         self._invite_hosts: dict[str, list[str]] = {}  # invite topic -> instances offering it
         self._last_presence = 0.0
 
@@ -93,7 +90,7 @@ class RelayPresence:
                 self._invite_hosts[topic].append(peer)
             return
         if not addressed:
-            self._spawn(self.hub.announce(topic, to=peer), "presence reply")
+            self.hub.answer(topic, peer)  # bounded per topic (issue 10)
         share = self._share_for_topic(topic)
         if share is None:
             return  # an invitation topic: the joiner dials us, nothing to remember
