@@ -15,6 +15,7 @@ from typing import Any
 
 from p2prtc import __version__, paths
 from p2prtc.adapters.store import UpdateStore
+from p2prtc.core.messages import BadMessage, check_file_name
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -31,6 +32,10 @@ Answer = dict[str, Any]
 
 class BadRequest(P2PError):
     """The request to the daemon is invalid."""
+
+
+class NameNotShareable(P2PError):
+    """Other machines would refuse this file name (hidden or not a plain name); rename it."""
 
 
 class Commands:
@@ -81,6 +86,10 @@ class Commands:
         path = Path(str(request["path"]))
         if self._registry.share_for_path(path) is not None:
             raise AlreadyShared(str(path))
+        try:
+            check_file_name(path.name)  # what a joiner checks in the welcome
+        except BadMessage as exc:
+            raise NameNotShareable(exc.detail) from None
         home = self._registry.home
         record = ShareRecord.new(path, self._daemon_id)
         paths.make_private_dir(record.folder(home))
