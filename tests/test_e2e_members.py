@@ -4,52 +4,40 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from daemons import (
+    SAMPLE,
     Node,
     cell_source,
     copy_notebook,
+    edit_cell,
     join_directly,
     loopback_nodes,
-    read_notebook,
     synced_pair,
     wait_until,
-    write_like_jupyter,
 )
 from idle_pipes import IdlePipes
 
 from p2prtc.core.mesh import MAX_PER_SOURCE
 
-LOOPBACK = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
-
 pytestmark = pytest.mark.timeout(180)
+
+NOT_A_MEMBER = "The other daemon could not prove it is a member of this share."
 
 
 @pytest.fixture
 def trio(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[Node, Node, Node, Path]]:
-    nodes = []
-    for name in ("a", "b", "c"):
-        (tmp_path / name).mkdir()
-        nodes.append(Node(tmp_path / name / "home", tmp_path / name, dict(LOOPBACK)))
-    a, b, c = nodes
+    a, b, c = loopback_nodes(tmp_path, "a", "b", "c")
     notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "team.ipynb")
     try:
         yield a, b, c, notebook
     finally:
-        for node in nodes:
-            node.stop()
-
-
-def append_line(path: Path, index: int, line: str) -> None:
-    nb = read_notebook(path)
-    nb["cells"][index]["source"].insert(0, line + "\n")
-    write_like_jupyter(path, nb)
+        for node in (a, b, c):
+            node.shut_down()
 
 
 def test_removed_member_cannot_reconnect_and_others_keep_syncing(
@@ -79,12 +67,16 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
     # C restarts and tries again with the old secret: refused.
     c.stop()
     c.start()
-    append_line(notebook, 2, "after the removal")
+    edit_cell(notebook, 2, "after the removal")
     wait_until(lambda: "after the removal" in cell_source(b_file, 2), what="A's edit on B")
-    append_line(c_file, 4, "from the removed member")
-    append_line(b_file, 6, "B still syncs")
+    c_log = len(c.log())
+    edit_cell(c_file, 4, "from the removed member")
+    edit_cell(b_file, 6, "B still syncs")
     wait_until(lambda: "B still syncs" in cell_source(notebook, 6), what="B's edit on A")
-    time.sleep(2)  # give a wrongly accepted C every chance to show up
+    # Not a sleep: C really tried again after its edit, and A refused it.
+    wait_until(
+        lambda: f"failed: {NOT_A_MEMBER}" in c.log(c_log), 30, "C to be refused after its edit"
+    )
     assert "from the removed member" not in cell_source(notebook, 4)
     assert "after the removal" not in cell_source(c_file, 2)
     (share,) = a.status()["shares"]
@@ -93,7 +85,7 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
     # B got the new secret over its connection: it reconnects after a restart.
     b.stop()
     b.start()
-    append_line(notebook, 8, "B reconnected with the new secret")
+    edit_cell(notebook, 8, "B reconnected with the new secret")
     wait_until(
         lambda: "B reconnected with the new secret" in cell_source(b_file, 8),
         30,
@@ -157,7 +149,7 @@ def test_a_member_who_joined_after_a_removal_can_remove_too(
         assert members == sorted(daemon_id(n) for n in remaining)
         assert key_state(b)[1] != secret  # B keeps only the old secret
         wait_until(lambda: daemon_id(b) not in peers_of_share(a), what="A dropped B")
-        append_line(e_file, 3, "E edits after removing B")
+        edit_cell(e_file, 3, "E edits after removing B")
         wait_until(lambda: "E edits after removing B" in cell_source(d_file, 3), what="E -> D")
         assert "E edits after removing B" not in cell_source(b_file, 3)
     finally:
@@ -182,7 +174,7 @@ def test_concurrent_removals_converge_to_one_secret(
     _, secret, members = key_state(a)
     assert members == sorted([daemon_id(a), daemon_id(d)])
     assert secret not in (key_state(b)[1], key_state(c)[1])
-    append_line(notebook, 5, "A after the removals")
+    edit_cell(notebook, 5, "A after the removals")
     wait_until(lambda: "A after the removals" in cell_source(d_file, 5), what="A -> D")
     wait_until(
         lambda: peers_of_share(a) == {daemon_id(d)} and peers_of_share(d) == {daemon_id(a)},
@@ -221,7 +213,7 @@ def test_a_daemon_of_another_share_cannot_take_a_members_id(
         # The only connections to "B" that closed are E's refused ones.
         closed = a_log.count(f"connection to {daemon_id(b)}: open -> closed")
         assert closed == a_log.count("refused a connection claiming to be"), a_log
-        append_line(pair.b_file, 2, "B is still connected")
+        edit_cell(pair.b_file, 2, "B is still connected")
         wait_until(lambda: "B is still connected" in cell_source(pair.a_file, 2), what="B -> A")
 
 
@@ -237,6 +229,6 @@ def test_idle_unauthenticated_pipes_do_not_keep_members_apart(
             wait_until(lambda: neighbour.opened >= 50, what="50 idle pipes open")
             pair.b.stop()
             pair.b.start()
-            append_line(pair.b_file, 3, "B through the crowd")
+            edit_cell(pair.b_file, 3, "B through the crowd")
             wait_until(lambda: "B through the crowd" in cell_source(pair.a_file, 3), what="B -> A")
         assert 0 < neighbour.accepted_at_once <= MAX_PER_SOURCE

@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Node, copy_notebook, loopback_nodes
+from daemons import SAMPLE, Node, copy_notebook, loopback_nodes
 
 pytestmark = pytest.mark.timeout(60)
-
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +54,14 @@ def test_an_invalid_notebook_exits_6(node: Node) -> None:
     code, message = fails_with(node, "share", str(broken))
     assert code == 6 and message.startswith("p2prtc: "), message
     assert [s["path"] for s in node.status()["shares"]] == [str(node.workdir / "shared.ipynb")]
+
+
+def test_a_hidden_notebook_is_refused_before_joiners_would_refuse_it(node: Node) -> None:
+    hidden = copy_notebook(node.workdir / "shared.ipynb", node.workdir / ".hidden.ipynb")
+    code, message = fails_with(node, "share", str(hidden))
+    assert code == 1
+    assert message.startswith("p2prtc: Other machines would refuse this file name"), message
+    assert len(node.status()["shares"]) == 1
 
 
 def test_a_mistyped_code_exits_4_before_any_daemon_is_asked(node: Node) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import LOOPBACK_ENV, Node, copy_notebook
+from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook
 
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.core.codes import generate_code, parse_code
@@ -30,7 +30,6 @@ from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe, ok_reply, run_han
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 MALFORMED = "p2prtc: Another daemon sent a malformed message"
 JOIN_TIMED_OUT = "p2prtc: No member of the share could be reached to sync the notebook"
 VALID = json.loads(
@@ -149,5 +148,10 @@ def test_the_same_inviter_with_a_valid_welcome_gets_a_joining_share(
     assert result.stderr.strip().startswith(JOIN_TIMED_OUT), result.stderr
     names = [Path(s["path"]).name for s in joiner.node.status()["shares"]]
     assert sorted(names) == ["mine.ipynb", "welcome.ipynb"]
+    record = json.loads(
+        (joiner.node.home / "shares" / VALID["share_id"] / "share.json").read_text()
+    )
+    assert record["generation"] == VALID["generation"] == 1  # the membership generation
+    assert record["members"] == [*VALID["members"], joiner.node.status()["daemon"]["id"]]
     joiner.node.run("leave", str(joiner.node.workdir / "welcome.ipynb"))
     assert joiner.own_record.read_text() == joiner.own_record_text

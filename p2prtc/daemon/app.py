@@ -56,7 +56,6 @@ class Daemon:
             self.invitations,
             on_pipe=self._on_pipe,
             poke=wake.set,
-            spawn=self.tasks.spawn,
         )
         self.registry.on_changed(self.discovery.refresh)
         daemon_id = self.identity.daemon_id
@@ -72,7 +71,14 @@ class Daemon:
             wake=wake,
             spawn=self.tasks.spawn,
         )
-        self.joining = Joining(daemon_id, self.registry, self.invitations, self.discovery, wake)
+        self.joining = Joining(
+            daemon_id,
+            self.registry,
+            self.invitations,
+            self.discovery,
+            self.discovery.relay,
+            wake,
+        )
         self.commands = Commands(
             daemon_id,
             self.registry,

@@ -15,6 +15,7 @@ from typing import Any
 
 from p2prtc import __version__, paths
 from p2prtc.adapters.store import UpdateStore
+from p2prtc.core.messages import BadMessage, check_file_name
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -31,6 +32,10 @@ Answer = dict[str, Any]
 
 class BadRequest(P2PError):
     """The request to the daemon is invalid."""
+
+
+class NameNotShareable(P2PError):
+    """Other machines would refuse this file name (hidden or not a plain name); rename it."""
 
 
 class Commands:
@@ -82,6 +87,10 @@ class Commands:
         if self._registry.share_for_path(path) is not None:
             # Sharing it again means "let one more machine in": a fresh invitation.
             return {**await self._invite(request), "already_shared": True}
+        try:
+            check_file_name(path.name)  # what a joiner checks in the welcome
+        except BadMessage as exc:
+            raise NameNotShareable(exc.detail) from None
         home = self._registry.home
         record = ShareRecord.new(path, self._daemon_id)
         paths.make_private_dir(record.folder(home))
@@ -106,7 +115,6 @@ class Commands:
     async def _status(self, request: Request) -> Answer:
         self._invitations.expire()  # an expired invitation is not shown, even between ticks
         now = time.time()
-        signal = self._discovery.signal
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -115,7 +123,7 @@ class Commands:
                 "id": self._daemon_id,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
-                "signaling": signal.status() if signal else [],
+                "signaling": self._discovery.relay.status(),
             },
             "shares": [self._share_status(share, now) for share in self._registry.shares.values()],
         }

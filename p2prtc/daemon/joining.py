@@ -34,6 +34,7 @@ from p2prtc.daemon.pipes import (
     run_handshake,
 )
 from p2prtc.daemon.registry import AlreadyShared, Registry
+from p2prtc.daemon.relay_presence import RelayPresence
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import ExitCode, P2PError, describe
@@ -60,12 +61,14 @@ class Joining:
         registry: Registry,
         invitations: Invitations,
         discovery: Discovery,
+        relay: RelayPresence,
         wake: asyncio.Event,
     ) -> None:
         self._daemon_id = daemon_id
         self._registry = registry
         self._invitations = invitations
         self._discovery = discovery
+        self._relay = relay
         self._wake = wake
 
     # --- the inviting side ---------------------------------------------------------------
@@ -169,11 +172,11 @@ class Joining:
         """Find the daemon offering ``code`` and run the PAKE with it; the sealed welcome."""
         tried: set[str] = set()
         topic = invite_topic(code.nameplate)
-        await self._discovery.look_for_invitation(topic)
+        await self._relay.look_for_invitation(topic)
         try:
             return await self._redeem_until(code, deadline, tried, topic)
         finally:
-            await self._discovery.stop_looking(topic)
+            await self._relay.stop_looking(topic)
 
     async def _redeem_until(
         self, code: JoinCode, deadline: float, tried: set[str], topic: str
@@ -181,7 +184,7 @@ class Joining:
         next_probe = 0.0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_probe:
-                await self._discovery.ask_for_invitation(topic)
+                await self._relay.ask_for_invitation(topic)
                 next_probe = time.monotonic() + 1.0
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
                 if endpoint.key in tried:

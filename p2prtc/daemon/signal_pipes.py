@@ -18,6 +18,7 @@ from typing import Any
 
 from p2prtc.adapters.signaling import SignalingClient, SignalingUnavailable
 from p2prtc.core.messages import BadMessage, SignalKind, SignalMessage
+from p2prtc.daemon.presence import PresenceReplies
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class SignalHub:
         self._on_pipe = on_pipe
         self._pipes: dict[str, SignalPipe] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = PresenceReplies()
 
     @property
     def urls(self) -> list[str]:
@@ -86,6 +88,14 @@ class SignalHub:
 
     def status(self) -> list[dict[str, Any]]:
         return [{"url": c.url, "connected": c.connected} for c in self._clients]
+
+    def answer(self, topic: str, peer: str) -> None:
+        """Announce ourselves to `peer`, who announced on `topic`, unless over the bounds."""
+        if not self._replies.allow(topic, peer, asyncio.get_running_loop().time()):
+            return
+        task = asyncio.create_task(self.announce(topic, to=peer), name="presence reply")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self) -> None:
         for client in self._clients:
@@ -99,6 +109,7 @@ class SignalHub:
 
     async def set_topics(self, topics: set[str]) -> None:
         """Subscribe to exactly these topics (kept across reconnects by the clients)."""
+        self._replies.forget_topics_except(topics)
         for client in self._clients:
             for topic in client.topics - topics:
                 await client.unsubscribe(topic)
