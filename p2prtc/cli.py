@@ -227,7 +227,7 @@ def invitation_options(command: Callable[..., None]) -> Callable[..., None]:
                 "--expires",
                 default=15.0,
                 show_default=True,
-                type=click.FloatRange(0.1, MAX_EXPIRES_MIN),
+                type=click.FloatRange(0, MAX_EXPIRES_MIN, min_open=True),
                 help="Lifetime, minutes.",
             ),
             click.option(
