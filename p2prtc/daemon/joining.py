@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from p2prtc.core.messages import Welcome
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
+from p2prtc.daemon.invitations import CodeBusy, Invitations, NoSuchInvitation
 from p2prtc.daemon.pipes import (
     BytePipe,
     envelope,
@@ -40,6 +41,9 @@ from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import ExitCode, P2PError, describe
 
 logger = logging.getLogger(__name__)
+
+# A joiner told the code is busy (other joins being judged) waits this long, jittered.
+CODE_BUSY_RETRY_S = (0.1, 0.5)
 
 
 class DestinationExists(P2PError):
@@ -192,6 +196,11 @@ class Joining:
                 tried.add(endpoint.key)
                 try:
                     return await self._redeem_at(endpoint, code)
+                except CodeBusy:
+                    # Other joins on this code are being judged: ours waits its turn.
+                    logger.info("redeeming at %s: the code is busy, trying again", endpoint.key)
+                    tried.discard(endpoint.key)
+                    await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
                 except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
                     logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
                     continue
