@@ -12,6 +12,7 @@ from p2prtc.core.mesh import (
     STABLE_CONNECTION_S,
     Backoff,
     HandshakeSlots,
+    accepts_member,
     may_claim,
     newcomer_wins,
     relay_targets,
@@ -141,3 +142,10 @@ def test_handshake_slots_bound_each_source_and_the_total() -> None:
     slots.release("10.0.0.9")
     assert slots.take("10.0.0.4") is True  # a slot freed anywhere serves anyone
     assert slots.take("10.0.0.9") is False
+
+
+def test_a_full_listener_still_lets_one_joiner_in() -> None:
+    assert accepts_member(open_connections=3, max_peers=2, joining=False) is True
+    assert accepts_member(open_connections=4, max_peers=2, joining=False) is False
+    assert accepts_member(open_connections=4, max_peers=2, joining=True) is True
+    assert accepts_member(open_connections=5, max_peers=2, joining=True) is False

@@ -20,6 +20,8 @@ BUSY_RETRY_S = 2.0
 # A connection that ends sooner than this counts as a failed attempt (backing off), so a
 # peer that keeps dropping us right away is not redialled in a tight loop.
 STABLE_CONNECTION_S = 10.0
+# Connections a listener accepts beyond its bound for members still joining.
+JOINER_ALLOWANCE = 1
 # Rendezvous pipes still in their handshake, in all and from one source address.
 MAX_HANDSHAKES = 64
 MAX_PER_SOURCE = 8
@@ -80,6 +82,16 @@ def may_claim(existing_shares: Collection[bytes], proven_share: bytes) -> bool:
     one of the shares it holds with us); a link that carries nothing yet protects nothing.
     """
     return not existing_shares or proven_share in existing_shares
+
+
+def accepts_member(*, open_connections: int, max_peers: int, joining: bool) -> bool:
+    """Whether a listener lets one more member connect.
+
+    It accepts twice the connections it dials; a member still waiting for a share's
+    content may take one more, so daemons full of connections to each other never lock a
+    late joiner out (it gets the notebook, then the mesh goes on without it dialling).
+    """
+    return open_connections < 2 * max_peers + (JOINER_ALLOWANCE if joining else 0)
 
 
 class HandshakeSlots:

@@ -161,10 +161,16 @@ class Opening:
 
     kind: OpeningKind
     nameplate: str = ""
+    # A member still waiting for a share's content: listeners at their connection bound
+    # still let it in (core.mesh.accepts_member), or a late joiner could find every member
+    # full of connections to each other and never get the notebook.
+    joining: bool = False
 
     def encode(self) -> bytes:
         if self.kind is OpeningKind.INVITE:
             return _encode({"kind": self.kind.value, "nameplate": self.nameplate})
+        if self.joining:
+            return _encode({"kind": self.kind.value, "joining": True})
         return _encode({"kind": self.kind.value})
 
     @classmethod
@@ -175,7 +181,7 @@ class Opening:
         kind = _kind(OpeningKind, message.get("kind"))
         if kind is OpeningKind.INVITE:
             return cls(kind, _nameplate(message.get("nameplate")))
-        return cls(kind)
+        return cls(kind, joining=message.get("joining") is True)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import time
 from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
-from p2prtc.core.mesh import should_dial
+from p2prtc.core.mesh import accepts_member, should_dial
+from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
@@ -25,7 +26,6 @@ from p2prtc.daemon.pipes import (
     HANDSHAKE_TIMEOUT_S,
     BytePipe,
     TooManyPeers,
-    envelope,
     error_reply,
     expect_ok,
     ok_reply,
@@ -126,7 +126,8 @@ class Dialer:
         ):
             return
         endpoint.dialling = True
-        self._spawn(self._dial(endpoint, wanted[0]), f"dial {endpoint.key}")
+        joining = any(s.state is ShareState.JOINING for s in wanted)
+        self._spawn(self._dial(endpoint, wanted[0], joining), f"dial {endpoint.key}")
 
     def _connection_for(self, endpoint: Endpoint) -> PeerConnection | None:
         """Our link to that daemon, whichever side dialled it."""
@@ -141,12 +142,12 @@ class Dialer:
 
     # --- the two ends of a member rendezvous ---------------------------------------------
 
-    async def _dial(self, endpoint: Endpoint, share: Share) -> None:
+    async def _dial(self, endpoint: Endpoint, share: Share, joining: bool) -> None:
         self._registry.connecting += 1
         try:
             pipe = await endpoint.open_pipe()
             try:
-                await pipe.send(envelope("member"))
+                await pipe.send(Opening(OpeningKind.MEMBER, joining=joining).encode())
                 await expect_ok(pipe)
                 machine = MemberInitiator(
                     share.share_id, share.record.secret, self._identity.handshake_id
@@ -170,23 +171,34 @@ class Dialer:
             endpoint.dialling = False
             self._registry.connecting -= 1
 
-    async def answer_member(self, pipe: BytePipe) -> None:
+    async def answer_member(self, pipe: BytePipe, *, joining: bool) -> None:
         """A member dialled our rendezvous listener: authenticate it and answer its offer."""
         # Only authenticated connections count against the budget: pipes still proving
         # nothing are bounded apart (the app's handshake slots).
-        if self._registry.open_connections() >= 2 * self.config.max_peers:
+        if not self._accepts(joining):
             await pipe.send(error_reply(TooManyPeers()))
             return
         await pipe.send(ok_reply())
         machine = MemberResponder(self._registry.lookup, self._identity.handshake_id)
         auth = await run_handshake(pipe, machine)
         assert isinstance(auth, Authenticated)
+        # Checked again: answers authenticated meanwhile may have taken the last places.
+        if not self._accepts(joining):
+            logger.info("%s authenticated, but we are full now: closing", pipe.remote_address)
+            return
         self._registry.connecting += 1
         try:
             link = await answer_link(pipe, auth, self._ice)
         finally:
             self._registry.connecting -= 1
         await self._adopt_link(link, auth, stable_id(auth.peer_daemon_id), None)
+
+    def _accepts(self, joining: bool) -> bool:
+        return accepts_member(
+            open_connections=self._registry.open_connections(),
+            max_peers=self.config.max_peers,
+            joining=joining,
+        )
 
     # --- adopted connections -------------------------------------------------------------
 

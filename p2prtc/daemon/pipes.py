@@ -75,9 +75,9 @@ async def run_handshake(
             return outcome
 
 
-def envelope(kind: str, **fields: str) -> bytes:
+def envelope(kind: str, nameplate: str = "") -> bytes:
     """A dialler's opening message (``invite`` with ``nameplate=``, or ``member``)."""
-    return Opening(OpeningKind(kind), **fields).encode()
+    return Opening(OpeningKind(kind), nameplate).encode()
 
 
 def ok_reply() -> bytes:
