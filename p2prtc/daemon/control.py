@@ -10,6 +10,9 @@ concurrently, so a long request (`join` waits until synced) does not block `stat
 handler's exception becomes an error answer; nothing a client sends can stop the server.
 If the client goes away during a long request, the daemon still finishes the work.
 
+A *stream* request (`{"cmd": "attach", ...}`, see `p2prtc/core/roomlink.py`) takes the
+connection over: its handler answers and then both sides exchange lines until either closes.
+
 The client is synchronous (it runs inside click commands) and opens one connection per call.
 """
 
@@ -33,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 Handler = Callable[[JsonObject], Awaitable[JsonObject]]
+# Serves a stream request on its connection until either side closes it.
+StreamHandler = Callable[[JsonObject, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 # Generous: `join` waits for the first sync, which can take a while on a slow network.
 DEFAULT_TIMEOUT = 300.0
@@ -82,11 +87,11 @@ class DaemonError(P2PError):
 # --- wire format ------------------------------------------------------------------------
 
 
-def _encode(message: Mapping[str, Any]) -> bytes:
+def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
-def _decode_object(line: bytes) -> JsonObject:
+def decode_object(line: bytes) -> JsonObject:
     try:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -100,7 +105,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _error_response(exc: BaseException) -> JsonObject:
+def error_response(exc: BaseException) -> JsonObject:
     """The answer that reports `exc` to the client."""
     if isinstance(exc, P2PError):
         message = exc.message
@@ -115,9 +120,12 @@ def _error_response(exc: BaseException) -> JsonObject:
 class ControlServer:
     """Serves control requests on a unix socket with an async handler."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(
+        self, path: Path, handler: Handler, streams: Mapping[str, StreamHandler] | None = None
+    ) -> None:
         self.path = path
         self._handler = handler
+        self._streams = dict(streams or {})
         self._server: asyncio.AbstractServer | None = None
         self._socket_inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -176,30 +184,44 @@ class ControlServer:
             try:
                 line = await reader.readline()
             except ValueError:  # longer than MAX_LINE: the stream cannot be resynchronised
-                writer.write(_encode(_error_response(ProtocolError("request too long"))))
+                writer.write(encode(error_response(ProtocolError("request too long"))))
                 await writer.drain()
                 return
             if not line:
                 return
+            stream = self._stream_request(line)
+            if stream is not None:
+                handler, request = stream
+                await handler(request, reader, writer)
+                return
             try:
                 answer = await self._answer(line)
             except asyncio.CancelledError:
-                writer.write(_encode(_error_response(DaemonShuttingDown())))
+                writer.write(encode(error_response(DaemonShuttingDown())))
                 raise
             writer.write(answer)
             await writer.drain()
 
+    def _stream_request(self, line: bytes) -> tuple[StreamHandler, JsonObject] | None:
+        """The handler and request when ``line`` opens a stream, else None."""
+        try:
+            request = decode_object(line)
+        except ProtocolError:
+            return None  # answered as an error by _answer
+        handler = self._streams.get(str(request.get("cmd")))
+        return None if handler is None else (handler, request)
+
     async def _answer(self, line: bytes) -> bytes:
         try:
-            request = _decode_object(line)
+            request = decode_object(line)
             if not isinstance(request.get("cmd"), str):
                 raise ProtocolError('no "cmd" string')
             result = await self._handler(request)
-            return _encode({**result, "ok": True})
+            return encode({**result, "ok": True})
         except Exception as exc:
             if not isinstance(exc, P2PError):
                 logger.exception("control request failed")  # its text may hold a join code
-            return _encode(_error_response(exc))
+            return encode(error_response(exc))
 
 
 async def _answers(path: Path) -> bool:
@@ -230,10 +252,10 @@ def call(
     with _connect(paths.control_socket(home)) as sock:
         _set_remaining(sock, deadline)
         try:
-            sock.sendall(_encode(request))
+            sock.sendall(encode(request))
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise DaemonGone() from exc
-        answer = _decode_object(_read_line(sock, deadline))
+        answer = decode_object(_read_line(sock, deadline))
     if answer.get("ok") is True:
         return answer
     error, kind = answer.get("error"), answer.get("kind")

@@ -22,6 +22,7 @@ from p2prtc.adapters.rendezvous import RendezvousError, RendezvousServer, connec
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
 from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
+from p2prtc.core import roomlink  # issue 12: Jupyter rooms
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import (
     Authenticated,
@@ -64,6 +65,7 @@ from p2prtc.daemon.handshakes import (
 )
 from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
 from p2prtc.daemon.peer import PeerConnection
+from p2prtc.daemon.rooms import RoomLinks  # issue 12: Jupyter rooms
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.signal_pipes import SignalHub
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
@@ -207,7 +209,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._control = control.ControlServer(paths.control_socket(home), self._handle_request)
+        # --- issue 12: Jupyter rooms attach over the control socket (p2prtc/daemon/rooms.py)
+        self.rooms = RoomLinks(self._share_for_path, self._broadcast)
+        self._control = control.ControlServer(
+            paths.control_socket(home), self._handle_request, {roomlink.ATTACH: self.rooms.serve}
+        )
+        # --- end issue 12
         self._rendezvous: RendezvousServer | None = None
         self._announcer: Announcer | None = None
         self._browser: Browser | None = None
@@ -463,6 +470,7 @@ class Daemon:
             "members": share.record.members,
             "peers": peers,
             "invitations": [i.status(now) for i in self.invitations.for_share(share.share_id)],
+            "rooms": self.rooms.labels(share),  # issue 12: attached Jupyter rooms
         }
 
     async def _cmd_leave(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -470,6 +478,7 @@ class Daemon:
         if share is None:
             raise NotShared(str(request["path"]))
         del self.shares[share.share_id]
+        self.rooms.share_left(share)  # issue 12: its Jupyter rooms go back to plain rooms
         self.invitations.drop_share(share.share_id)
         for connection in list(self.connections.values()):
             await connection.remove_doc(share.share_id)

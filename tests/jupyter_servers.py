@@ -1,0 +1,231 @@
+"""Real Jupyter servers (jupyter_server + jupyter-collaboration) beside real daemons, and tabs.
+
+``JupyterServer`` runs ``python -m jupyter_server`` on 127.0.0.1 with its own Jupyter dirs and
+the ``P2PRTC_HOME`` of a test daemon, so the p2prtc extension (enabled by the config this
+package installs, as a user's would be) finds that daemon. ``Tab`` plays a JupyterLab tab the
+way the frontend does: the collaboration session API, then the room's websocket, synced by a
+pycrdt provider (pycrdt-websocket's client protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from daemons import Node
+from jupyter_ydoc import YNotebook
+from pycrdt import Provider, Text
+from websockets.asyncio.client import ClientConnection, connect
+
+SERVER_START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class JupyterServer:
+    """One Jupyter server process serving ``root`` for the daemon of ``node``."""
+
+    root: Path
+    node: Node
+    state: Path
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.state / "server.log"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "P2PRTC_HOME": str(self.node.home),
+            "JUPYTER_CONFIG_DIR": str(self.state / "config"),
+            "JUPYTER_DATA_DIR": str(self.state / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.state / "runtime"),
+        }
+
+    def start(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={self.token}",
+            # Nothing beyond loopback: no extension manager asking PyPI.
+            "--LabApp.extension_manager=readonly",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+            *self.extra_args,
+        ]
+        with self.log.open("ab") as log:
+            # The server's own state (SQLite ystore, file ids) stays in the test's folder.
+            self.process = subprocess.Popen(
+                argv, cwd=self.state, env=self.env(), stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"jupyter server exited:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/status", headers=self.headers()).is_success:
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"jupyter server did not start:\n{self.log_tail()}")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    async def room_url(self, path: str) -> str:
+        """The websocket URL of ``path``'s room, through the collaboration session API."""
+        async with httpx.AsyncClient(headers=self.headers()) as client:
+            answer = await client.put(
+                f"{self.url}/api/collaboration/session/{path}",
+                json={"format": "json", "type": "notebook"},
+            )
+            answer.raise_for_status()
+            session = answer.json()
+        room = f"json:notebook:{session['fileId']}"
+        return (
+            f"ws://127.0.0.1:{self.port}/api/collaboration/room/{room}"
+            f"?sessionId={session['sessionId']}&token={self.token}"
+        )
+
+
+@contextlib.contextmanager
+def jupyter_server(root: Path, node: Node, state: Path, *args: str) -> Iterator[JupyterServer]:
+    server = JupyterServer(root, node, state, list(args))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _WebsocketChannel:
+    """pycrdt's Channel over a websockets client connection."""
+
+    def __init__(self, websocket: ClientConnection, path: str) -> None:
+        self._websocket = websocket
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __aiter__(self) -> _WebsocketChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except Exception:
+            raise StopAsyncIteration() from None
+
+    async def send(self, message: bytes) -> None:
+        await self._websocket.send(message)
+
+    async def recv(self) -> bytes:
+        message = await self._websocket.recv()
+        return message if isinstance(message, bytes) else message.encode()
+
+
+@dataclass
+class Tab:
+    """A JupyterLab tab on one notebook: a YNotebook synced with the server's room."""
+
+    notebook: YNotebook
+
+    def source(self, index: int) -> str:
+        return str(self.notebook.ycells[index]["source"])
+
+    def text(self, index: int) -> Text:
+        text: Text = self.notebook.ycells[index]["source"]
+        return text
+
+    def type(self, index: int, characters: str, at: int | None = None) -> None:
+        """Insert ``characters`` into cell ``index`` (at the end by default), like typing."""
+        text = self.text(index)
+        text.insert(len(text) if at is None else at, characters)
+
+    def content(self) -> dict[str, Any]:
+        content: dict[str, Any] = self.notebook.get()
+        return content
+
+    async def wait_for(
+        self, predicate: Callable[[Tab], bool], timeout: float = 20.0, what: str = ""
+    ) -> None:
+        await until(lambda: predicate(self), timeout, what)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """``daemons.wait_until`` for tests with open tabs: the tabs' websockets keep running.
+
+    The predicate runs on a thread (it may read files or ask a daemon for its status).
+    """
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(_holds, predicate):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(0.005)
+
+
+def _holds(predicate: Callable[[], bool]) -> bool:
+    try:
+        return predicate()
+    except (OSError, ValueError, KeyError, IndexError):
+        return False  # a file mid-replace or not there yet
+
+
+@contextlib.asynccontextmanager
+async def open_tab(server: JupyterServer, path: str) -> AsyncIterator[Tab]:
+    """A tab on ``path``, synced with its room (the room's content is there on entry)."""
+    url = await server.room_url(path)
+    notebook = YNotebook()
+    async with connect(url, max_size=None) as websocket:
+        provider = Provider(notebook.ydoc, _WebsocketChannel(websocket, url))
+        async with provider:
+            await asyncio.wait_for(provider.synced.wait(), 30)
+            yield Tab(notebook)
