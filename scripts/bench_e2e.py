@@ -337,10 +337,10 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def print_table(values: dict[str, float]) -> None:
+def print_table(values: dict[str, float], targets: dict[str, float] = TARGETS) -> None:
     print(f"{'measure':<26}{'value':>10}  {'target':>8}  ok")
     for name, value in values.items():
-        target = TARGETS.get(name)
+        target = targets.get(name)
         verdict = "" if target is None else ("yes" if value <= target else "NO")
         target_text = "" if target is None else f"{target:g}"
         print(f"{name:<26}{value:>10.1f}  {target_text:>8}  {verdict}")

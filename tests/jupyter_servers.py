@@ -47,6 +47,9 @@ class JupyterServer:
     node: Node
     state: Path
     extra_args: list[str] = field(default_factory=list)
+    # Without the p2prtc extension: stock jupyter-collaboration (its rooms load and save the
+    # file, which the daemon syncs like any editor's).
+    stock: bool = False
     port: int = 0
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
@@ -70,6 +73,11 @@ class JupyterServer:
 
     def start(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
+        if self.stock:
+            # The user config folder outranks the one the package installs its config into.
+            config = self.state / "config" / "jupyter_server_config.json"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text('{"ServerApp": {"jpserver_extensions": {"p2prtc.jupyter": false}}}')
         self.port = self.port or free_port()
         argv = [
             sys.executable,
@@ -135,8 +143,10 @@ class JupyterServer:
 
 
 @contextlib.contextmanager
-def jupyter_server(root: Path, node: Node, state: Path, *args: str) -> Iterator[JupyterServer]:
-    server = JupyterServer(root, node, state, list(args))
+def jupyter_server(
+    root: Path, node: Node, state: Path, *args: str, stock: bool = False
+) -> Iterator[JupyterServer]:
+    server = JupyterServer(root, node, state, list(args), stock=stock)
     server.start()
     try:
         yield server
@@ -203,10 +213,11 @@ class Tab:
 async def until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
     """``daemons.wait_until`` for tests with open tabs: the tabs' websockets keep running.
 
-    The predicate runs on a thread (it may read files or ask a daemon for its status).
+    The predicate runs on the loop's thread (pycrdt objects must not change thread): it must
+    be quick (reading a file is).
     """
     deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(_holds, predicate):
+    while not _holds(predicate):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(0.005)

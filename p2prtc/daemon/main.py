@@ -478,12 +478,12 @@ class Daemon:
         if share is None:
             raise NotShared(str(request["path"]))
         del self.shares[share.share_id]
-        self.rooms.share_left(share)  # issue 12: its Jupyter rooms go back to plain rooms
         self.invitations.drop_share(share.share_id)
         for connection in list(self.connections.values()):
             await connection.remove_doc(share.share_id)
         await self.watcher.remove(share.path)
         await share.close()
+        self.rooms.share_left(share)  # issue 12: after its last write; rooms turn stock again
         share.record.delete(self.home)
         await self._refresh_discovery()
         return {"path": str(share.path)}

@@ -191,15 +191,20 @@ class RoomLinkClient:
         document = room._document
         document.__class__ = _local_path_class(type(document))
 
-    def _unguard_room(self) -> None:
-        """Back to a stock room (the share was left)."""
+    async def _unguard_room(self) -> None:
+        """Back to a stock room (the share was left): the file as the daemon last wrote it is
+        the room's starting point, not an out-of-band change (that would reload the room from
+        it and lose what is typed meanwhile)."""
         room = self.room
+        with contextlib.suppress(Exception):  # a file that is gone: the room reports it later
+            await room._file.load_content(room.file_format, room.file_type)
         room._save_delay = self._saved_delay
         del room._save_to_disc
         room._file.observe(room.room_id, room._on_outofband_change, room._on_filepath_change)
         room._document.__class__ = type(room._document).__mro__[1]
         with contextlib.suppress(AttributeError):
             del room._document.aget  # a check that never came
+        room._save_to_disc()  # what was typed since the daemon's last write
 
     async def _on_outofband_change(self) -> None:
         if self.state is LinkState.STOCK:
@@ -253,7 +258,7 @@ class RoomLinkClient:
             self._writer.close()
             self._stop_following()
         if detached:
-            self._unguard_room()
+            await self._unguard_room()
             self._set_state(LinkState.STOCK)
         else:
             self._set_state(LinkState.WAITING)
