@@ -47,15 +47,17 @@ CELL = 1
 
 
 async def arrival(tab: Tab, expected: str, deadline: float) -> None:
-    """Until cell CELL of ``tab`` ends with ``expected`` (woken by the tab's own doc events)."""
+    """Until cell CELL of ``tab`` ends with ``expected`` (woken by the tab's doc events; a stock
+    room's reload may replace the cell, so it is looked up again each time)."""
     changed = asyncio.Event()
-    subscription = tab.text(CELL).observe(lambda _: changed.set())
+    doc = tab.notebook.ydoc
+    subscription = doc.observe(lambda _: changed.set())
     try:
         while not tab.source(CELL).endswith(expected):
             await asyncio.wait_for(changed.wait(), max(0.0, deadline - time.monotonic()))
             changed.clear()
     finally:
-        tab.text(CELL).unobserve(subscription)
+        doc.unobserve(subscription)
 
 
 async def file_arrival(path: Path, expected: str, deadline: float) -> None:
