@@ -34,12 +34,16 @@ class Machines:
     b: JupyterServer
 
 
+# A room is dropped this long after its last tab closed (stock: 60 s).
+CLEANUP = "--YDocExtension.document_cleanup_delay=0.5"
+
+
 @contextlib.contextmanager
 def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
     with (
         synced_pair(root / "daemons", notebook) as pair,
-        jupyter_server(pair.a.workdir, pair.a, root / "jupyter-a") as a,
-        jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b") as b,
+        jupyter_server(pair.a.workdir, pair.a, root / "jupyter-a", CLEANUP) as a,
+        jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b", CLEANUP) as b,
     ):
         yield Machines(pair, a, b)
 
@@ -99,6 +103,9 @@ async def test_a_keystroke_in_one_tab_arrives_in_the_other_machines_tab(
         typed = {0: "typed on A", 1: "typed on B"}
         assert_only_typed(notebooks_dir / NOTEBOOK, a_file, typed)
         assert_only_typed(notebooks_dir / NOTEBOOK, b_file, typed)
+        # The tabs are closed: once Jupyter drops the rooms, the daemons list none.
+        await wait_for_rooms(m.pair.a, a_file, 0, "A's room gone from status")
+        await wait_for_rooms(m.pair.b, b_file, 0, "B's room gone from status")
 
 
 async def type_fragments(tab: Tab, cell: int, prefix: str, count: int) -> list[str]:

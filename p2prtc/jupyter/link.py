@@ -108,14 +108,6 @@ class RoomLinkClient:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"p2prtc {self.label}")
 
-    async def close(self) -> None:
-        self._set_state(LinkState.CLOSED)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._stop_following()
-
     # --- attaching ---------------------------------------------------------------------
 
     async def _attach(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -138,7 +130,7 @@ class RoomLinkClient:
             self._merge(roomlink.unb64(answer, "update"), roomlink.unb64(answer, "state_vector"))
             missing = self.doc.get_update(roomlink.unb64(answer, "state_vector"))
             writer.write(control.encode(roomlink.update_message(missing)))
-        except (OSError, P2PError) as exc:
+        except (OSError, P2PError, ValueError) as exc:  # ValueError: a line over MAX_LINE
             writer.close()
             raise NotAttached(str(exc)) from exc
         except BaseException:
@@ -235,26 +227,36 @@ class RoomLinkClient:
             self._applying = False
 
     async def _run(self) -> None:
-        while True:
+        """Until the room stops (its last tab closed a while ago): stream, or try again."""
+        while not self._room_stopped():
             if self.state is LinkState.ATTACHED:
                 await self._stream()
+                continue
             delay = LOOK_FOR_SHARE_S if self.state is LinkState.STOCK else REATTACH_S
             await asyncio.sleep(delay)
             with contextlib.suppress(NotAttached):
                 self._start(*await self._attach())
+        self._set_state(LinkState.CLOSED)
+
+    def _room_stopped(self) -> bool:
+        return bool(self.room._stopped.is_set())
 
     async def _stream(self) -> None:
-        """Pump updates both ways until the link ends."""
+        """Pump updates both ways until the link or the room ends."""
         sender = asyncio.create_task(self._send_loop())
+        receiver = asyncio.create_task(self._receive_loop())
+        room_stopped = asyncio.create_task(self.room._stopped.wait())
+        detached = False
         try:
-            detached = await self._receive_loop()
-        except (OSError, P2PError, ValueError) as exc:
+            await asyncio.wait({receiver, room_stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver.done():
+                detached = receiver.result()
+        except Exception as exc:  # a broken link: try again, the room keeps working
             logger.info("room %s lost the daemon: %s", self.room.room_id, exc)
-            detached = False
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await sender
+            for task in (sender, receiver, room_stopped):
+                task.cancel()
+            await asyncio.gather(sender, receiver, room_stopped, return_exceptions=True)
             self._writer.close()
             self._stop_following()
         if detached:
