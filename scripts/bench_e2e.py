@@ -389,16 +389,28 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     values = figures(results)
     print_table(values)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_record(args.out, "scripts/bench_e2e.py", started, TARGETS, values, results)
+
+
+def save_record(
+    out: Path,
+    script: str,
+    started: dict[str, Any],
+    targets: dict[str, float],
+    values: dict[str, float],
+    results: dict[str, Any],
+) -> None:
+    """Save a benchmark's figures with its command line and the machine's load."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": " ".join(["scripts/bench_e2e.py", *sys.argv[1:]]),
+        "command": " ".join([script, *sys.argv[1:]]),
         "environment": {**started, "load_average_at_end": os.getloadavg()},
-        "targets": TARGETS,
+        "targets": targets,
         "figures": values,
         **results,
     }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {args.out}")
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":

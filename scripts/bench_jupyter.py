@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import shutil
 import statistics
 import sys
@@ -33,7 +31,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from bench_e2e import environment, print_table  # noqa: E402
+from bench_e2e import environment, print_table, save_record  # noqa: E402
 from daemons import Pair, synced_pair  # noqa: E402
 from jupyter_servers import Tab, jupyter_server, open_tab  # noqa: E402
 
@@ -157,16 +155,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     values = figures(results)
     print_table(values, TARGETS)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "command": " ".join(["scripts/bench_jupyter.py", *sys.argv[1:]]),
-        "environment": {**started, "load_average_at_end": os.getloadavg()},
-        "targets": TARGETS,
-        "figures": values,
-        **results,
-    }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save_record(args.out, "scripts/bench_jupyter.py", started, TARGETS, values, results)
 
 
 if __name__ == "__main__":

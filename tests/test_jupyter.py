@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,23 @@ def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
         jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b", CLEANUP) as b,
     ):
         yield Machines(pair, a, b)
+
+
+@contextlib.asynccontextmanager
+async def two_tabs(machines: Machines) -> AsyncIterator[tuple[Tab, Tab]]:
+    """A tab on the shared notebook on each machine."""
+    async with (
+        open_tab(machines.a, machines.pair.a_file.name) as tab_a,
+        open_tab(machines.b, machines.pair.b_file.name) as tab_b,
+    ):
+        yield tab_a, tab_b
+
+
+@pytest.fixture
+def machines(tmp_path: Path, notebooks_dir: Path) -> Iterator[Machines]:
+    """The two machines, A having shared NOTEBOOK and B joined it."""
+    with two_machines(tmp_path, notebooks_dir / NOTEBOOK) as pair_of_machines:
+        yield pair_of_machines
 
 
 def rooms_of(node: Node, path: Path) -> list[str]:
@@ -85,27 +102,28 @@ def ends_with(index: int, text: str) -> Any:
 
 
 async def test_a_keystroke_in_one_tab_arrives_in_the_other_machines_tab(
-    tmp_path: Path, notebooks_dir: Path
+    machines: Machines, notebooks_dir: Path
 ) -> None:
-    with two_machines(tmp_path, notebooks_dir / NOTEBOOK) as m:
-        a_file, b_file = m.pair.a_file, m.pair.b_file
-        async with open_tab(m.a, a_file.name) as tab_a, open_tab(m.b, b_file.name) as tab_b:
-            assert tab_a.content() == tab_b.content()
-            assert len(rooms_of(m.pair.a, a_file)) == len(rooms_of(m.pair.b, b_file)) == 1
-            tab_a.type(0, "typed on A")
-            await tab_b.wait_for(ends_with(0, "typed on A"), what="A's typing in B's tab")
-            tab_b.type(1, "typed on B")
-            await tab_a.wait_for(ends_with(1, "typed on B"), what="B's typing in A's tab")
-            await until(
-                lambda: m.pair.converged_with("typed on B") and "typed on A" in a_file.read_text(),
-                what="both files to hold both edits",
-            )
-        typed = {0: "typed on A", 1: "typed on B"}
-        assert_only_typed(notebooks_dir / NOTEBOOK, a_file, typed)
-        assert_only_typed(notebooks_dir / NOTEBOOK, b_file, typed)
-        # The tabs are closed: once Jupyter drops the rooms, the daemons list none.
-        await wait_for_rooms(m.pair.a, a_file, 0, "A's room gone from status")
-        await wait_for_rooms(m.pair.b, b_file, 0, "B's room gone from status")
+    a_file, b_file = machines.pair.a_file, machines.pair.b_file
+    async with two_tabs(machines) as (tab_a, tab_b):
+        assert tab_a.content() == tab_b.content()
+        assert len(rooms_of(machines.pair.a, a_file)) == len(rooms_of(machines.pair.b, b_file)) == 1
+        tab_a.type(0, "typed on A")
+        await tab_b.wait_for(ends_with(0, "typed on A"), what="A's typing in B's tab")
+        tab_b.type(1, "typed on B")
+        await tab_a.wait_for(ends_with(1, "typed on B"), what="B's typing in A's tab")
+        await until(
+            lambda: (
+                machines.pair.converged_with("typed on B") and "typed on A" in a_file.read_text()
+            ),
+            what="both files to hold both edits",
+        )
+    typed = {0: "typed on A", 1: "typed on B"}
+    assert_only_typed(notebooks_dir / NOTEBOOK, a_file, typed)
+    assert_only_typed(notebooks_dir / NOTEBOOK, b_file, typed)
+    # The tabs are closed: once Jupyter drops the rooms, the daemons list none.
+    await wait_for_rooms(machines.pair.a, a_file, 0, "A's room gone from status")
+    await wait_for_rooms(machines.pair.b, b_file, 0, "B's room gone from status")
 
 
 async def type_fragments(tab: Tab, cell: int, prefix: str, count: int) -> list[str]:
@@ -117,98 +135,93 @@ async def type_fragments(tab: Tab, cell: int, prefix: str, count: int) -> list[s
 
 
 async def test_both_tabs_type_into_one_cell_while_an_editor_saves_nothing_lost_or_doubled(
-    tmp_path: Path, notebooks_dir: Path
+    machines: Machines, notebooks_dir: Path
 ) -> None:
     cell = 2
-    with two_machines(tmp_path, notebooks_dir / NOTEBOOK) as m:
-        a_file, b_file = m.pair.a_file, m.pair.b_file
-        async with open_tab(m.a, a_file.name) as tab_a, open_tab(m.b, b_file.name) as tab_b:
+    a_file, b_file = machines.pair.a_file, machines.pair.b_file
+    async with two_tabs(machines) as (tab_a, tab_b):
 
-            async def editor_saves() -> list[str]:
-                lines = []
-                for i in range(3):
-                    await asyncio.sleep(0.15)
-                    lines.append(f"# saved by an editor {i}")
-                    await asyncio.to_thread(edit_cell, a_file, cell, lines[-1])
-                return lines
+        async def editor_saves() -> list[str]:
+            lines = []
+            for i in range(3):
+                await asyncio.sleep(0.15)
+                lines.append(f"# saved by an editor {i}")
+                await asyncio.to_thread(edit_cell, a_file, cell, lines[-1])
+            return lines
 
-            typed_a, typed_b, edited = await asyncio.gather(
-                type_fragments(tab_a, cell, "A", 40),
-                type_fragments(tab_b, cell, "B", 40),
-                editor_saves(),
-            )
-            everything = [*typed_a, *typed_b, *edited]
+        typed_a, typed_b, edited = await asyncio.gather(
+            type_fragments(tab_a, cell, "A", 40),
+            type_fragments(tab_b, cell, "B", 40),
+            editor_saves(),
+        )
+        everything = [*typed_a, *typed_b, *edited]
 
-            def holds_everything(tab: Tab) -> bool:
-                return all(piece in tab.source(cell) for piece in everything)
+        def holds_everything(tab: Tab) -> bool:
+            return all(piece in tab.source(cell) for piece in everything)
 
-            await tab_a.wait_for(holds_everything, what="everything in A's tab")
-            await tab_b.wait_for(holds_everything, what="everything in B's tab")
-            await until(
-                lambda: (
-                    a_file.read_bytes() == b_file.read_bytes()
-                    and all(piece in joined_sources(a_file)[cell] for piece in everything)
-                ),
-                what="both files identical, holding everything",
-            )
-            for source in (tab_a.source(cell), tab_b.source(cell), joined_sources(a_file)[cell]):
-                assert all(source.count(piece) == 1 for piece in everything), source
-            assert tab_a.content() == tab_b.content()
-        sources = joined_sources(a_file)
-        original = joined_sources(notebooks_dir / NOTEBOOK)
-        assert sources[:cell] + sources[cell + 1 :] == original[:cell] + original[cell + 1 :]
+        await tab_a.wait_for(holds_everything, what="everything in A's tab")
+        await tab_b.wait_for(holds_everything, what="everything in B's tab")
+        await until(
+            lambda: (
+                a_file.read_bytes() == b_file.read_bytes()
+                and all(piece in joined_sources(a_file)[cell] for piece in everything)
+            ),
+            what="both files identical, holding everything",
+        )
+        for source in (tab_a.source(cell), tab_b.source(cell), joined_sources(a_file)[cell]):
+            assert all(source.count(piece) == 1 for piece in everything), source
+        assert tab_a.content() == tab_b.content()
+    sources = joined_sources(a_file)
+    original = joined_sources(notebooks_dir / NOTEBOOK)
+    assert sources[:cell] + sources[cell + 1 :] == original[:cell] + original[cell + 1 :]
 
 
 async def test_a_daemon_killed_and_restarted_under_an_open_room(
-    tmp_path: Path, notebooks_dir: Path
+    machines: Machines, notebooks_dir: Path
 ) -> None:
-    with two_machines(tmp_path, notebooks_dir / NOTEBOOK) as m:
-        a_file, b_file = m.pair.a_file, m.pair.b_file
-        async with open_tab(m.a, a_file.name) as tab_a, open_tab(m.b, b_file.name) as tab_b:
-            await asyncio.to_thread(m.pair.b.kill)
-            tab_b.type(0, "typed on B while its daemon was down")
-            tab_a.type(1, "typed on A meanwhile")
-            await asyncio.sleep(0.3)  # the room keeps working: nothing to wait for
-            await asyncio.to_thread(m.pair.b.start)
-            await tab_a.wait_for(ends_with(0, "while its daemon was down"), what="B's typing")
-            await tab_b.wait_for(ends_with(1, "typed on A meanwhile"), what="A's typing")
-            await wait_for_rooms(m.pair.b, b_file, 1, "B's room re-attached")
-            tab_b.type(2, "typed on B after")
-            await tab_a.wait_for(ends_with(2, "typed on B after"), what="B's typing after")
-            await until(
-                lambda: m.pair.converged_with("typed on B after"), what="both files converged"
-            )
-        typed = {0: "typed on B while its daemon was down", 1: "typed on A meanwhile"}
-        assert_only_typed(notebooks_dir / NOTEBOOK, a_file, {**typed, 2: "typed on B after"})
+    a_file, b_file = machines.pair.a_file, machines.pair.b_file
+    async with two_tabs(machines) as (tab_a, tab_b):
+        await asyncio.to_thread(machines.pair.b.kill)
+        tab_b.type(0, "typed on B while its daemon was down")
+        tab_a.type(1, "typed on A meanwhile")
+        await asyncio.sleep(0.3)  # the room keeps working: nothing to wait for
+        await asyncio.to_thread(machines.pair.b.start)
+        await tab_a.wait_for(ends_with(0, "while its daemon was down"), what="B's typing")
+        await tab_b.wait_for(ends_with(1, "typed on A meanwhile"), what="A's typing")
+        await wait_for_rooms(machines.pair.b, b_file, 1, "B's room re-attached")
+        tab_b.type(2, "typed on B after")
+        await tab_a.wait_for(ends_with(2, "typed on B after"), what="B's typing after")
+        await until(
+            lambda: machines.pair.converged_with("typed on B after"), what="both files converged"
+        )
+    typed = {0: "typed on B while its daemon was down", 1: "typed on A meanwhile"}
+    assert_only_typed(notebooks_dir / NOTEBOOK, a_file, {**typed, 2: "typed on B after"})
 
 
 async def test_a_room_of_an_unshared_file_is_stock_and_a_share_made_later_attaches_it(
-    tmp_path: Path, notebooks_dir: Path
+    machines: Machines, notebooks_dir: Path
 ) -> None:
-    with two_machines(tmp_path, notebooks_dir / NOTEBOOK) as m:
-        a = m.pair.a
-        other = a.workdir / OTHER_NOTEBOOK
-        shutil.copyfile(notebooks_dir / OTHER_NOTEBOOK, other)
-        async with open_tab(m.a, other.name) as tab:
-            tab.type(0, "saved by Jupyter itself")
-            # Stock jupyter-collaboration saves the room after its 1 s delay.
-            await until(lambda: "saved by Jupyter itself" in joined_sources(other)[0], what="save")
-            assert [s["path"] for s in a.status()["shares"]] == [str(m.pair.a_file)]
-            await asyncio.to_thread(a.share, other)
-            await wait_for_rooms(a, other, 1, "the room attached to the share")
-            tab.type(1, "typed once shared")
-            await until(
-                lambda: "typed once shared" in joined_sources(other)[1], what="daemon write"
-            )
-            await asyncio.sleep(0.5)  # a replaced room shows up as cells deleted and re-added
-            expected = joined_sources(notebooks_dir / OTHER_NOTEBOOK)
-            expected[0] += "saved by Jupyter itself"
-            expected[1] += "typed once shared"
-            assert joined_sources(other) == expected
-            assert len(tab.content()["cells"]) == len(read_notebook(other)["cells"])
-            await asyncio.to_thread(a.run, "leave", str(other))
-            tab.type(2, "saved by Jupyter after leaving")
-            await until(
-                lambda: "saved by Jupyter after leaving" in joined_sources(other)[2],
-                what="Jupyter saving the file again",
-            )
+    a = machines.pair.a
+    other = a.workdir / OTHER_NOTEBOOK
+    shutil.copyfile(notebooks_dir / OTHER_NOTEBOOK, other)
+    async with open_tab(machines.a, other.name) as tab:
+        tab.type(0, "saved by Jupyter itself")
+        # Stock jupyter-collaboration saves the room after its 1 s delay.
+        await until(lambda: "saved by Jupyter itself" in joined_sources(other)[0], what="save")
+        assert [s["path"] for s in a.status()["shares"]] == [str(machines.pair.a_file)]
+        await asyncio.to_thread(a.share, other)
+        await wait_for_rooms(a, other, 1, "the room attached to the share")
+        tab.type(1, "typed once shared")
+        await until(lambda: "typed once shared" in joined_sources(other)[1], what="daemon write")
+        await asyncio.sleep(0.5)  # a replaced room shows up as cells deleted and re-added
+        expected = joined_sources(notebooks_dir / OTHER_NOTEBOOK)
+        expected[0] += "saved by Jupyter itself"
+        expected[1] += "typed once shared"
+        assert joined_sources(other) == expected
+        assert len(tab.content()["cells"]) == len(read_notebook(other)["cells"])
+        await asyncio.to_thread(a.run, "leave", str(other))
+        tab.type(2, "saved by Jupyter after leaving")
+        await until(
+            lambda: "saved by Jupyter after leaving" in joined_sources(other)[2],
+            what="Jupyter saving the file again",
+        )
