@@ -1,0 +1,157 @@
+"""The room link (core/roomlink.py, daemon/rooms.py): a Jupyter room's stream on the control
+socket, played here by a raw client against a real daemon; the messages without any I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemons import Node, copy_notebook, edit_cell, loopback_nodes, notebook_problem, read_notebook
+from jupyter_servers import until
+from jupyter_ydoc import YNotebook
+
+from p2prtc import paths
+from p2prtc.core import roomlink
+from p2prtc.daemon import control
+
+NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+
+
+# --- the messages, sans-IO ---------------------------------------------------------------
+
+
+def test_messages_round_trip() -> None:
+    request = roomlink.attach_request("/x/nb.ipynb", b"\x00", "tab")
+    assert request["cmd"] == roomlink.ATTACH
+    assert roomlink.unb64(request, "state_vector") == b"\x00"
+    assert roomlink.parse_message(roomlink.update_message(b"\x01\x02")) == roomlink.Update(
+        b"\x01\x02"
+    )
+    assert roomlink.parse_message(roomlink.detached_message("left")) == roomlink.Detached("left")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{}, {"update": 3}, {"update": "not base64!"}, {"detached": None}, {"other": "x"}],
+)
+def test_malformed_messages_are_refused_with_a_clear_error(message: dict[str, Any]) -> None:
+    with pytest.raises(roomlink.RoomLinkError):
+        roomlink.parse_message(message)
+
+
+# --- a real daemon ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[Node, Path]]:
+    (node,) = loopback_nodes(tmp_path, "a")
+    notebook = copy_notebook(notebooks_dir / NOTEBOOK, node.workdir / NOTEBOOK)
+    node.share(notebook)
+    try:
+        yield node, notebook
+    finally:
+        node.shut_down()
+
+
+class RawRoom:
+    """The Jupyter side of a room link, by hand: a YNotebook and the socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.notebook = YNotebook()
+
+    async def receive(self) -> None:
+        """Apply the daemon's updates until the link ends."""
+        while line := await self.reader.readline():
+            message = roomlink.parse_message(control.decode_object(line))
+            assert isinstance(message, roomlink.Update)
+            self.notebook.ydoc.apply_update(message.update)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(control.encode(message))
+
+    def type(self, cell: int, text: str) -> None:
+        """Edit the local doc like a tab and send that update to the daemon."""
+        doc = self.notebook.ydoc
+        before = doc.get_state()
+        source = self.notebook.ycells[cell]["source"]
+        source.insert(len(source), text)
+        self.send(roomlink.update_message(doc.get_update(before)))
+
+    def source(self, cell: int) -> str:
+        return str(self.notebook.ycells[cell]["source"])
+
+
+async def attach(node: Node, path: Path) -> tuple[dict[str, Any], asyncio.StreamReader, Any]:
+    reader, writer = await asyncio.open_unix_connection(
+        paths.control_socket(node.home), limit=control.MAX_LINE
+    )
+    writer.write(control.encode(roomlink.attach_request(str(path), b"\x00", "raw test room")))
+    return control.decode_object(await reader.readline()), reader, writer
+
+
+@contextlib.asynccontextmanager
+async def attached(node: Node, path: Path) -> AsyncIterator[RawRoom]:
+    answer, reader, writer = await attach(node, path)
+    assert answer["ok"] is True, answer
+    room = RawRoom(reader, writer)
+    room.notebook.ydoc.apply_update(roomlink.unb64(answer, "update"))
+    receiving = asyncio.create_task(room.receive())
+    try:
+        yield room
+    finally:
+        writer.close()
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await receiving
+
+
+def rooms(node: Node) -> list[str]:
+    return list(node.status()["shares"][0]["rooms"])
+
+
+async def test_a_room_gets_the_doc_and_edits_flow_both_ways_with_the_file(
+    shared: tuple[Node, Path],
+) -> None:
+    node, notebook = shared
+    async with attached(node, notebook) as room:
+        sources = [cell["source"] for cell in room.notebook.get()["cells"]]
+        assert sources == ["".join(cell["source"]) for cell in read_notebook(notebook)["cells"]]
+        assert await asyncio.to_thread(rooms, node) == ["raw test room"]
+        room.type(0, "typed in the room")
+        await until(lambda: "typed in the room" in notebook.read_text(), what="the daemon write")
+        await asyncio.to_thread(edit_cell, notebook, 1, "# saved by an editor")
+        await until(lambda: "# saved by an editor" in room.source(1), what="the editor's save")
+        assert room.source(0).endswith("typed in the room")
+    await until(lambda: not rooms(node), what="the room to leave status")
+
+
+async def test_a_room_sending_garbage_is_dropped_and_the_daemon_and_file_stay_fine(
+    shared: tuple[Node, Path],
+) -> None:
+    node, notebook = shared
+    before = notebook.read_bytes()
+    for garbage in (b"not json\n", b'{"update": "////"}\n', json.dumps({"x": 1}).encode() + b"\n"):
+        _, reader, writer = await attach(node, notebook)
+        writer.write(garbage)
+        assert await asyncio.wait_for(reader.read(), 10) == b"", "the link is closed"
+        writer.close()
+    assert await asyncio.to_thread(rooms, node) == []
+    assert notebook.read_bytes() == before
+    assert notebook_problem(notebook) is None
+
+
+async def test_attaching_a_file_that_is_not_shared_is_refused(
+    shared: tuple[Node, Path], tmp_path: Path
+) -> None:
+    node, _ = shared
+    answer, _, writer = await attach(node, tmp_path / "elsewhere.ipynb")
+    writer.close()
+    assert answer["ok"] is False
+    assert answer["kind"] == "NotSharedForRoom"
+    assert "not shared" in answer["error"]
