@@ -26,7 +26,14 @@ import httpx
 import pytest
 from daemons import Node
 from jupyter_ydoc import YNotebook
-from pycrdt import Provider, Text
+from pycrdt import (
+    Awareness,
+    Provider,
+    Text,
+    YMessageType,
+    create_awareness_message,
+    read_message,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 SERVER_START_TIMEOUT_S = 60.0
@@ -155,11 +162,13 @@ def jupyter_server(
 
 
 class _WebsocketChannel:
-    """pycrdt's Channel over a websockets client connection."""
+    """pycrdt's Channel over a websockets client connection; awareness messages also go to
+    ``awareness`` (the provider only syncs the doc)."""
 
-    def __init__(self, websocket: ClientConnection, path: str) -> None:
+    def __init__(self, websocket: ClientConnection, path: str, awareness: Awareness) -> None:
         self._websocket = websocket
         self._path = path
+        self._awareness = awareness
 
     @property
     def path(self) -> str:
@@ -179,14 +188,34 @@ class _WebsocketChannel:
 
     async def recv(self) -> bytes:
         message = await self._websocket.recv()
-        return message if isinstance(message, bytes) else message.encode()
+        data = message if isinstance(message, bytes) else message.encode()
+        if data[0] == YMessageType.AWARENESS:
+            self._awareness.apply_awareness_update(read_message(data[1:]), "remote")
+        return data
 
 
 @dataclass
 class Tab:
-    """A JupyterLab tab on one notebook: a YNotebook synced with the server's room."""
+    """A JupyterLab tab on one notebook: a YNotebook synced with the server's room, and the
+    room's awareness (who is there)."""
 
     notebook: YNotebook
+    awareness: Awareness
+    channel: _WebsocketChannel
+
+    async def announce(self, name: str) -> None:
+        """Say who we are, as JupyterLab does (awareness ``user``)."""
+        self.awareness.set_local_state({"user": {"name": name, "username": name}})
+        update = self.awareness.encode_awareness_update([self.awareness.client_id])
+        await self.channel.send(create_awareness_message(update))
+
+    def collaborators(self) -> set[str]:
+        """Names of the other users the room says are here."""
+        return {
+            state["user"]["name"]
+            for client, state in self.awareness.states.items()
+            if client != self.awareness.client_id and state and "user" in state
+        }
 
     def source(self, index: int) -> str:
         return str(self.notebook.ycells[index]["source"])
@@ -235,8 +264,9 @@ async def open_tab(server: JupyterServer, path: str) -> AsyncIterator[Tab]:
     """A tab on ``path``, synced with its room (the room's content is there on entry)."""
     url = await server.room_url(path)
     notebook = YNotebook()
+    awareness = Awareness(notebook.ydoc)
     async with connect(url, max_size=None) as websocket:
-        provider = Provider(notebook.ydoc, _WebsocketChannel(websocket, url))
-        async with provider:
+        channel = _WebsocketChannel(websocket, url, awareness)
+        async with Provider(notebook.ydoc, channel) as provider:
             await asyncio.wait_for(provider.synced.wait(), 30)
-            yield Tab(notebook)
+            yield Tab(notebook, awareness, channel)

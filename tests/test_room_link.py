@@ -11,13 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, copy_notebook, edit_cell, loopback_nodes, notebook_problem, read_notebook
+from daemons import (
+    Node,
+    copy_notebook,
+    edit_cell,
+    loopback_nodes,
+    notebook_problem,
+    read_notebook,
+    stored_updates,
+)
 from jupyter_servers import until
 from jupyter_ydoc import YNotebook
 
 from p2prtc import paths
 from p2prtc.core import roomlink
+from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.daemon import control
+from p2prtc.daemon.peer import AWARENESS_BURST
 
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
@@ -64,13 +74,17 @@ class RawRoom:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.notebook = YNotebook()
+        self.awareness: list[bytes] = []
 
     async def receive(self) -> None:
-        """Apply the daemon's updates until the link ends."""
+        """Apply the daemon's updates (and keep its awareness updates) until the link ends."""
         while line := await self.reader.readline():
             message = roomlink.parse_message(control.decode_object(line))
-            assert isinstance(message, roomlink.Update)
-            self.notebook.ydoc.apply_update(message.update)
+            if isinstance(message, roomlink.Awareness):
+                self.awareness.append(message.update)
+            else:
+                assert isinstance(message, roomlink.Update)
+                self.notebook.ydoc.apply_update(message.update)
 
     def send(self, message: dict[str, Any]) -> None:
         self.writer.write(control.encode(message))
@@ -155,3 +169,28 @@ async def test_attaching_a_file_that_is_not_shared_is_refused(
     assert answer["ok"] is False
     assert answer["kind"] == "NotSharedForRoom"
     assert "not shared" in answer["error"]
+
+
+def test_a_token_bucket_lets_a_burst_then_the_rate_through() -> None:
+    bucket = TokenBucket(rate=10, burst=3)
+    assert [bucket.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.allow(0.05) is False  # half a token back
+    assert bucket.allow(0.1) is True
+    assert [bucket.allow(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+async def test_awareness_reaches_the_other_rooms_rate_limited_and_is_never_stored(
+    shared: tuple[Node, Path],
+) -> None:
+    node, notebook = shared
+    stored_before = stored_updates(node.home)
+    async with attached(node, notebook) as sender, attached(node, notebook) as receiver:
+        flood = [f"cursor {i}".encode() for i in range(200)]
+        for update in flood:
+            sender.send(roomlink.awareness_message(update))
+        await until(lambda: len(receiver.awareness) >= AWARENESS_BURST, what="awareness")
+        await asyncio.sleep(0.3)  # what else passes the limit meanwhile
+        assert receiver.awareness == flood[: len(receiver.awareness)]
+        assert len(receiver.awareness) < len(flood) / 2, "the flood was not limited"
+        assert sender.awareness == [], "not echoed to its sender"
+    assert stored_updates(node.home) == stored_before

@@ -8,7 +8,9 @@ request. The Jupyter side opens it with
 and the daemon answers `{"ok": true, "share_id": "<hex>", "update": "<b64>", "state_vector":
 "<b64>"}`: what the room lacks of the daemon's doc, and the daemon's state vector (the room
 then sends what the daemon lacks). From then on both sides send `{"update": "<b64>"}` lines
-as their doc changes: one CRDT history, never two that get diffed. The daemon ends the link
+as their doc changes: one CRDT history, never two that get diffed. `{"awareness": "<b64>"}`
+lines carry the rooms' awareness (who is there, their cursors) both ways; it is relayed to
+the share's rooms on this machine and on the peers, never stored. The daemon ends the link
 with `{"detached": "<reason>"}` when the share is left; either side may simply close it.
 
 Sans-IO: building and reading these messages only.
@@ -38,13 +40,21 @@ class Update:
 
 
 @dataclass(frozen=True)
+class Awareness:
+    """An awareness update (y-protocols encoding): who is in the rooms, their cursors. Never
+    stored; carried to the rooms of the share on other machines."""
+
+    update: bytes
+
+
+@dataclass(frozen=True)
 class Detached:
     """The daemon ended the link (the share was left, or the daemon stops)."""
 
     reason: str
 
 
-RoomMessage = Update | Detached
+RoomMessage = Update | Awareness | Detached
 
 
 def b64(data: bytes) -> str:
@@ -73,6 +83,10 @@ def update_message(update: bytes) -> dict[str, Any]:
     return {"update": b64(update)}
 
 
+def awareness_message(update: bytes) -> dict[str, Any]:
+    return {"awareness": b64(update)}
+
+
 def detached_message(reason: str) -> dict[str, Any]:
     return {"detached": reason}
 
@@ -81,6 +95,8 @@ def parse_message(message: dict[str, Any]) -> RoomMessage:
     """One stream line, decoded; raises RoomLinkError for anything else."""
     if "update" in message:
         return Update(unb64(message, "update"))
+    if "awareness" in message:
+        return Awareness(unb64(message, "awareness"))
     if isinstance(message.get("detached"), str):
         return Detached(message["detached"])
     raise RoomLinkError(f"unknown room message with keys {sorted(message)[:5]}")

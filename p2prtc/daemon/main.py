@@ -210,7 +210,7 @@ class Daemon:
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         # --- issue 12: Jupyter rooms attach over the control socket (p2prtc/daemon/rooms.py)
-        self.rooms = RoomLinks(self._share_for_path, self._broadcast)
+        self.rooms = RoomLinks(self._share_for_path, self._broadcast, self.connections.values)
         self._control = control.ControlServer(
             paths.control_socket(home), self._handle_request, {roomlink.ATTACH: self.rooms.serve}
         )
@@ -811,6 +811,7 @@ class Daemon:
             on_rekey=self._on_rekey,
             max_queued_bytes=self.config.max_queued_bytes,
             endpoint=endpoint,
+            on_awareness=self.rooms.awareness_from_peer,  # issue 12: Jupyter rooms' awareness
         )
         if not await self._register(connection):
             return

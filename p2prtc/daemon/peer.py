@@ -31,6 +31,7 @@ from p2prtc.core.handshake import (
     MemberResponder,
     SendMessage,
 )
+from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]
 ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
 # (connection, share id, payload) -> None: a member sent the share's rotated secret.
 RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
+# (share id, awareness update) -> None: cursors and names from the peer's Jupyter rooms.
+AwarenessHandler = Callable[[bytes, bytes], Awaitable[None]]
+# Awareness frames accepted from one peer: per second on average, and at once.
+AWARENESS_RATE = 20.0
+AWARENESS_BURST = 40.0
 
 
 class ConnectionState(enum.Enum):
@@ -79,6 +85,7 @@ class PeerConnection:
         on_rekey: RekeyHandler,
         max_queued_bytes: int,
         endpoint: str | None = None,
+        on_awareness: AwarenessHandler | None = None,
     ) -> None:
         self.link = link
         self.peer_identity = peer_identity  # "<daemon id>/<run id>" as proven in the handshake
@@ -93,6 +100,9 @@ class PeerConnection:
         self._on_events = on_events
         self._on_share = on_share
         self._on_rekey = on_rekey
+        self._on_awareness = on_awareness
+        # Awareness (cursors, names) is dropped when it comes faster than this: never queued.
+        self._awareness_in = TokenBucket(AWARENESS_RATE, AWARENESS_BURST)
         self._auth: dict[bytes, MemberInitiator | MemberResponder] = {}
         self._auth_shares: dict[bytes, bytes] = {}  # session id -> share id we asked for
         # What may wait for this peer before it is dropped (it resyncs when it comes back):
@@ -181,6 +191,11 @@ class PeerConnection:
         if share_id in self.sync.doc_ids:
             await self.send(self.sync.send_frame(Frame(FrameKind.REKEY, share_id, payload)))
 
+    async def send_awareness(self, share_id: bytes, payload: bytes) -> None:
+        """Cursors and names of the share's Jupyter rooms here, for the peer's rooms."""
+        if share_id in self.sync.doc_ids:
+            await self.send(self.sync.send_frame(Frame(FrameKind.AWARENESS, share_id, payload)))
+
     def is_authenticating(self, share_id: bytes) -> bool:
         return share_id in self._auth_shares.values()
 
@@ -222,6 +237,11 @@ class PeerConnection:
     async def _on_control(self, frame: Frame) -> None:
         if frame.kind is FrameKind.REKEY and frame.doc_id in self.sync.doc_ids:
             await self._on_rekey(self, frame.doc_id, frame.payload)
+            return
+        if frame.kind is FrameKind.AWARENESS:
+            shared = frame.doc_id in self.sync.doc_ids
+            if shared and self._on_awareness and self._awareness_in.allow(time.monotonic()):
+                await self._on_awareness(frame.doc_id, frame.payload)
             return
         if frame.kind is not FrameKind.AUTH:
             await self.fail(f"unexpected {frame.kind.name} frame")

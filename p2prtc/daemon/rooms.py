@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pycrdt import Doc, Subscription, TransactionEvent
 
 from p2prtc.core import roomlink
+from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.daemon import control
+from p2prtc.daemon.peer import AWARENESS_BURST, AWARENESS_RATE, PeerConnection
 from p2prtc.daemon.share import Share
 from p2prtc.errors import P2PError
 
@@ -27,6 +30,9 @@ logger = logging.getLogger(__name__)
 # (share, update) -> None: send an update made here to every peer of the share.
 Broadcast = Callable[[Share, bytes], Awaitable[None]]
 ShareForPath = Callable[[Path], Share | None]
+Peers = Callable[[], Iterable[PeerConnection]]
+# (link, awareness update) -> None: a room's awareness, for the share's other rooms and peers.
+AwarenessRelay = Callable[["RoomLink", bytes], Awaitable[None]]
 
 
 class NotSharedForRoom(P2PError):
@@ -48,6 +54,8 @@ class RoomLink:
         self._reader = reader
         self._writer = writer
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        # Awareness (cursors, names) coming faster than this is dropped, never queued.
+        self.awareness_in = TokenBucket(AWARENESS_RATE, AWARENESS_BURST)
         # True while this room's own update is applied: the doc observer (called during the
         # commit, synchronously) must not echo it back.
         self._applying = False
@@ -74,6 +82,9 @@ class RoomLink:
         self._outgoing.put_nowait(control.encode(roomlink.detached_message(reason)))
         self._outgoing.put_nowait(b"")  # the sender closes the connection after it
 
+    def send_awareness(self, update: bytes) -> None:
+        self._outgoing.put_nowait(control.encode(roomlink.awareness_message(update)))
+
     def _on_doc_change(self, event: TransactionEvent) -> None:
         if self._applying:
             return
@@ -85,13 +96,17 @@ class RoomLink:
             await self._writer.drain()
         self._writer.close()
 
-    async def receive_loop(self, broadcast: Broadcast) -> None:
+    async def receive_loop(self, broadcast: Broadcast, relay: AwarenessRelay) -> None:
         """Apply the room's updates until it goes away; malformed input ends the link."""
         while line := await self._reader.readline():
             message = roomlink.parse_message(control.decode_object(line))
-            if not isinstance(message, roomlink.Update):
-                raise roomlink.RoomLinkError("only updates come from a room")
-            await self._apply(message.update, broadcast)
+            if isinstance(message, roomlink.Update):
+                await self._apply(message.update, broadcast)
+            elif isinstance(message, roomlink.Awareness):
+                if self.awareness_in.allow(time.monotonic()):
+                    await relay(self, message.update)
+            else:
+                raise roomlink.RoomLinkError("a room cannot detach the daemon")
 
     async def _apply(self, update: bytes, broadcast: Broadcast) -> None:
         self._applying = True
@@ -109,9 +124,10 @@ class RoomLink:
 class RoomLinks:
     """The attached rooms of every share, served on the control socket."""
 
-    def __init__(self, share_for_path: ShareForPath, broadcast: Broadcast) -> None:
+    def __init__(self, share_for_path: ShareForPath, broadcast: Broadcast, peers: Peers) -> None:
         self._share_for_path = share_for_path
         self._broadcast = broadcast
+        self._peers = peers
         self._links: set[RoomLink] = set()
 
     def count(self, share: Share) -> int:
@@ -120,6 +136,21 @@ class RoomLinks:
 
     def labels(self, share: Share) -> list[str]:
         return sorted(link.label for link in self._links if link.share is share)
+
+    async def _relay_awareness(self, source: RoomLink, update: bytes) -> None:
+        """A room's awareness: to the share's other rooms here and to the peers' rooms."""
+        for link in list(self._links):
+            if link is not source and link.share is source.share:
+                link.send_awareness(update)
+        for connection in list(self._peers()):
+            await connection.send_awareness(source.share.share_id, update)
+
+    async def awareness_from_peer(self, share_id: bytes, update: bytes) -> None:
+        """A peer's rooms' awareness: to this machine's rooms of the share (not relayed
+        further: awareness has no ids to stop it going round a mesh)."""
+        for link in list(self._links):
+            if link.share.share_id == share_id:
+                link.send_awareness(update)
 
     def share_left(self, share: Share) -> None:
         """The share stops: its rooms go back to plain Jupyter rooms."""
@@ -149,7 +180,7 @@ class RoomLinks:
         logger.info("a Jupyter room attached to %s (%s)", share.path, link.label)
         sender = asyncio.create_task(link.send_loop(), name=f"room link {link.label}")
         try:
-            await link.receive_loop(self._broadcast)
+            await link.receive_loop(self._broadcast, self._relay_awareness)
         except Exception as exc:  # a broken room must never hurt the daemon
             logger.warning("room link for %s ended: %s", share.path, exc)
         finally:

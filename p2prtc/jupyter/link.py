@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 # quickly; a room of a file that may get shared some day only looks now and then.
 REATTACH_S = 0.5
 LOOK_FOR_SHARE_S = 2.0
+# Awareness (who is there, their cursors) leaves at most this often, changes coalesced.
+AWARENESS_INTERVAL_S = 0.05
 _META_KEYS = ("nbformat", "nbformat_minor", "metadata")
 
 
@@ -62,6 +64,8 @@ class RoomLinkClient:
         self._subscription: Subscription | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._applying = False  # the daemon's update is being applied: do not send it back
+        self._awareness_subscription: str | None = None
+        self._awareness_changed: set[int] = set()  # tab clients whose state is not sent yet
         self._saved_delay: float | None = None
 
     @property
@@ -209,11 +213,44 @@ class RoomLinkClient:
         self._reader, self._writer = reader, writer
         self._outgoing = asyncio.Queue()
         self._subscription = self.doc.observe(self._on_room_change)
+        self._awareness_subscription = self.room.awareness.observe(self._on_awareness)
+        # Who is here already (the room's own, empty state is no collaborator).
+        self._send_awareness([c for c, state in self.room.awareness.states.items() if state])
 
     def _stop_following(self) -> None:
         if self._subscription is not None:
             self.doc.unobserve(self._subscription)
             self._subscription = None
+        if self._awareness_subscription is not None:
+            self.room.awareness.unobserve(self._awareness_subscription)
+            self._awareness_subscription = None
+
+    def _on_awareness(self, topic: str, changes: tuple[dict[str, list[int]], Any]) -> None:
+        """The tabs' awareness (applied by the room with itself as origin) leaves coalesced;
+        what came from other machines (origin "local", see _receive_loop) does not."""
+        what, origin = changes
+        if topic != "update" or origin is not self.room:
+            return
+        if not self._awareness_changed:
+            asyncio.get_running_loop().call_later(AWARENESS_INTERVAL_S, self._flush_awareness)
+        self._awareness_changed.update(client for ids in what.values() for client in ids)
+
+    def _flush_awareness(self) -> None:
+        clients, self._awareness_changed = list(self._awareness_changed), set()
+        if self.state is LinkState.ATTACHED:
+            self._send_awareness(clients)
+
+    def _send_awareness(self, clients: list[int]) -> None:
+        if clients:
+            update = self.room.awareness.encode_awareness_update(clients)
+            self._outgoing.put_nowait(control.encode(roomlink.awareness_message(update)))
+
+    def _apply_awareness(self, update: bytes) -> None:
+        """Other machines' tabs, shown to ours: "local" makes the room broadcast them."""
+        try:
+            self.room.awareness.apply_awareness_update(update, "local")
+        except Exception as exc:  # awareness is advisory: a bad one is dropped
+            logger.info("room %s: dropped an awareness update: %s", self.room.room_id, exc)
 
     def _on_room_change(self, event: TransactionEvent) -> None:
         if not self._applying:
@@ -277,7 +314,10 @@ class RoomLinkClient:
             if isinstance(message, roomlink.Detached):
                 logger.info("room %s detached: %s", self.room.room_id, message.reason)
                 return True
-            self._apply(message.update)
+            if isinstance(message, roomlink.Awareness):
+                self._apply_awareness(message.update)
+            else:
+                self._apply(message.update)
         return False
 
 
