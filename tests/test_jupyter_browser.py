@@ -78,6 +78,10 @@ async def test_text_typed_in_jupyterlab_on_one_machine_shows_in_jupyterlab_on_th
                 await page_a.keyboard.type(TYPED, delay=20)
                 first_cell_b = page_b.locator(".jp-Notebook .jp-CodeCell").first
                 await playwright_api.expect(first_cell_b).to_contain_text(TYPED, timeout=30_000)
+                # The daemons wrote the files: no tab keeps its "unsaved changes" mark.
+                for page in (page_a, page_b):
+                    dirty_tabs = page.locator(".lm-TabBar-tab.jp-mod-dirty")
+                    await playwright_api.expect(dirty_tabs).to_have_count(0, timeout=10_000)
                 screenshot = artifacts / "jupyterlab-machine-b.png"
                 await page_b.screenshot(path=str(screenshot))
                 print(f"screenshot of B's JupyterLab: {screenshot}")

@@ -37,6 +37,9 @@ REATTACH_S = 0.5
 LOOK_FOR_SHARE_S = 2.0
 # Awareness (who is there, their cursors) leaves at most this often, changes coalesced.
 AWARENESS_INTERVAL_S = 0.05
+# The tabs' "unsaved changes" mark is cleared this long after their last change: by then
+# the daemon has written the file (within milliseconds).
+MARK_CLEAN_AFTER_S = 0.5
 _META_KEYS = ("nbformat", "nbformat_minor", "metadata")
 
 
@@ -65,6 +68,8 @@ class RoomLinkClient:
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._applying = False  # the daemon's update is being applied: do not send it back
         self._awareness_subscription: str | None = None
+        self._mark_clean: asyncio.TimerHandle | None = None
+        self._marking_clean = False
         self._awareness_changed: set[int] = set()  # tab clients whose state is not sent yet
         self._saved_delay: float | None = None
 
@@ -253,8 +258,27 @@ class RoomLinkClient:
             logger.info("room %s: dropped an awareness update: %s", self.room.room_id, exc)
 
     def _on_room_change(self, event: TransactionEvent) -> None:
-        if not self._applying:
-            self._outgoing.put_nowait(control.encode(roomlink.update_message(event.update)))
+        if self._applying:
+            return
+        self._outgoing.put_nowait(control.encode(roomlink.update_message(event.update)))
+        if not self._marking_clean:
+            if self._mark_clean is not None:
+                self._mark_clean.cancel()
+            loop = asyncio.get_running_loop()
+            self._mark_clean = loop.call_later(MARK_CLEAN_AFTER_S, self._clear_dirty)
+
+    def _clear_dirty(self) -> None:
+        """What the room does after saving, done once the daemon wrote the tabs' changes: the
+        shared ``dirty`` flag drives JupyterLab's "unsaved changes" mark. Only after changes
+        made here (the writer of a change clears it), so that rooms never answer each other."""
+        document = self.room._document
+        if self.state is not LinkState.ATTACHED or not document.dirty:
+            return
+        self._marking_clean = True
+        try:
+            document.dirty = False
+        finally:
+            self._marking_clean = False
 
     def _apply(self, update: bytes) -> None:
         self._applying = True
