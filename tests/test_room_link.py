@@ -30,6 +30,7 @@ from p2prtc.daemon import control
 from p2prtc.daemon.peer import AWARENESS_BURST
 
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+QUEUE_BOUND = 256 * 1024
 
 
 # --- the messages, sans-IO ---------------------------------------------------------------
@@ -60,6 +61,7 @@ def test_malformed_messages_are_refused_with_a_clear_error(message: dict[str, An
 @pytest.fixture
 def shared(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[Node, Path]]:
     (node,) = loopback_nodes(tmp_path, "a")
+    node.env["P2PRTC_MAX_QUEUED_BYTES"] = str(QUEUE_BOUND)
     notebook = copy_notebook(notebooks_dir / NOTEBOOK, node.workdir / NOTEBOOK)
     node.share(notebook)
     try:
@@ -194,3 +196,19 @@ async def test_awareness_reaches_the_other_rooms_rate_limited_and_is_never_store
         assert len(receiver.awareness) < len(flood) / 2, "the flood was not limited"
         assert sender.awareness == [], "not echoed to its sender"
     assert stored_updates(node.home) == stored_before
+
+
+@pytest.mark.slow
+async def test_a_room_that_stops_reading_is_dropped_not_buffered_forever(
+    shared: tuple[Node, Path],
+) -> None:
+    node, notebook = shared
+    _, _, writer = await attach(node, notebook)  # never reads again
+    assert await asyncio.to_thread(rooms, node) == ["raw test room"]
+    big = "x" * 100_000
+    for index in range(12):  # 1.2 MB of edits: past the socket's buffers and the bound
+        await asyncio.to_thread(edit_cell, notebook, 0, f"{big} {index}")
+    await until(lambda: not rooms(node), what="the stuck room to be dropped")
+    writer.close()
+    async with attached(node, notebook) as room:  # attaching again gets everything
+        assert room.source(0).startswith(f"{big} 11")

@@ -210,7 +210,12 @@ class Daemon:
         self._poke = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         # --- issue 12: Jupyter rooms attach over the control socket (p2prtc/daemon/rooms.py)
-        self.rooms = RoomLinks(self._share_for_path, self._broadcast, self.connections.values)
+        self.rooms = RoomLinks(
+            self._share_for_path,
+            self._broadcast,
+            self.connections.values,
+            config.max_queued_bytes,
+        )
         self._control = control.ControlServer(
             paths.control_socket(home), self._handle_request, {roomlink.ATTACH: self.rooms.serve}
         )

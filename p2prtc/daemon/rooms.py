@@ -48,12 +48,18 @@ class RoomLink:
         label: str,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        max_queued_bytes: int,
     ) -> None:
         self.share = share
         self.label = label
         self._reader = reader
         self._writer = writer
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        # What may wait for this room (P2PRTC_MAX_QUEUED_BYTES, as for a peer): a room further
+        # behind (its Jupyter server stuck) is dropped; it attaches again and gets what it
+        # missed from the state vectors.
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
         # Awareness (cursors, names) coming faster than this is dropped, never queued.
         self.awareness_in = TokenBucket(AWARENESS_RATE, AWARENESS_BURST)
         # True while this room's own update is applied: the doc observer (called during the
@@ -79,19 +85,28 @@ class RoomLink:
 
     def detach(self, reason: str) -> None:
         """End the link from our side (the share was left)."""
-        self._outgoing.put_nowait(control.encode(roomlink.detached_message(reason)))
+        self._enqueue(control.encode(roomlink.detached_message(reason)))
         self._outgoing.put_nowait(b"")  # the sender closes the connection after it
 
     def send_awareness(self, update: bytes) -> None:
-        self._outgoing.put_nowait(control.encode(roomlink.awareness_message(update)))
+        self._enqueue(control.encode(roomlink.awareness_message(update)))
 
     def _on_doc_change(self, event: TransactionEvent) -> None:
-        if self._applying:
+        if not self._applying:
+            self._enqueue(control.encode(roomlink.update_message(event.update)))
+
+    def _enqueue(self, line: bytes) -> None:
+        if self._queued_bytes + len(line) > self._max_queued_bytes:
+            if not self._writer.is_closing():
+                logger.warning("room %s does not keep up: dropping its link", self.label)
+                self._writer.close()  # its receive loop ends; the room attaches again
             return
-        self._outgoing.put_nowait(control.encode(roomlink.update_message(event.update)))
+        self._queued_bytes += len(line)
+        self._outgoing.put_nowait(line)
 
     async def send_loop(self) -> None:
         while line := await self._outgoing.get():
+            self._queued_bytes -= len(line)
             self._writer.write(line)
             await self._writer.drain()
         self._writer.close()
@@ -124,10 +139,17 @@ class RoomLink:
 class RoomLinks:
     """The attached rooms of every share, served on the control socket."""
 
-    def __init__(self, share_for_path: ShareForPath, broadcast: Broadcast, peers: Peers) -> None:
+    def __init__(
+        self,
+        share_for_path: ShareForPath,
+        broadcast: Broadcast,
+        peers: Peers,
+        max_queued_bytes: int,
+    ) -> None:
         self._share_for_path = share_for_path
         self._broadcast = broadcast
         self._peers = peers
+        self._max_queued_bytes = max_queued_bytes
         self._links: set[RoomLink] = set()
 
     def count(self, share: Share) -> int:
@@ -170,7 +192,8 @@ class RoomLinks:
             if share is None:
                 raise NotSharedForRoom(str(request.get("path")))
             state_vector = roomlink.unb64(request, "state_vector")
-            link = RoomLink(share, str(request.get("room", "room")), reader, writer)
+            label = str(request.get("room", "room"))
+            link = RoomLink(share, label, reader, writer, self._max_queued_bytes)
             writer.write(link.open(state_vector))
         except Exception as exc:
             writer.write(control.encode(control.error_response(exc)))
