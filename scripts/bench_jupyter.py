@@ -110,8 +110,8 @@ async def measure(root: Path, pair: Pair, count: int, *, stock: bool) -> dict[st
         jupyter_server(pair.b.workdir, pair.b, root / f"{name}-b", stock=stock) as b,
     ):
         async with (
-            open_tab(a, pair.a_file.name) as tab_a,
-            open_tab(b, pair.b_file.name) as tab_b,
+            open_tab(a.address, pair.a_file.name) as tab_a,
+            open_tab(b.address, pair.b_file.name) as tab_b,
         ):
             b_file = None if stock else pair.b_file
             results = await keystrokes(tab_a, tab_b, b_file, count, name)

@@ -46,9 +46,50 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a Jupyter server answers (127.0.0.1 of its machine) and its token."""
+
+    port: int
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    async def wait_until_serving(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(headers=self.headers()) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/api/status")).is_success:
+                        return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"no Jupyter server at {self.url}")
+
+    async def room_url(self, path: str) -> str:
+        """The websocket URL of ``path``'s room, through the collaboration session API."""
+        async with httpx.AsyncClient(headers=self.headers()) as client:
+            answer = await client.put(
+                f"{self.url}/api/collaboration/session/{path}",
+                json={"format": "json", "type": "notebook"},
+            )
+            answer.raise_for_status()
+            session = answer.json()
+        room = f"json:notebook:{session['fileId']}"
+        return (
+            f"ws://127.0.0.1:{self.port}/api/collaboration/room/{room}"
+            f"?sessionId={session['sessionId']}&token={self.token}"
+        )
+
+
 @dataclass
 class JupyterServer:
-    """One Jupyter server process serving ``root`` for the daemon of ``node``."""
+    """One Jupyter server process serving ``root`` for the daemon of ``node`` (inside the
+    node's network namespace when it has one)."""
 
     root: Path
     node: Node
@@ -62,8 +103,8 @@ class JupyterServer:
     process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def address(self) -> ServerAddress:
+        return ServerAddress(self.port, self.token)
 
     @property
     def log(self) -> Path:
@@ -101,23 +142,22 @@ class JupyterServer:
             *(["--allow-root"] if os.geteuid() == 0 else []),
             *self.extra_args,
         ]
+        if self.node.namespace:
+            argv = ["ip", "netns", "exec", self.node.namespace, *argv]
         with self.log.open("ab") as log:
             # The server's own state (SQLite ystore, file ids) stays in the test's folder.
             self.process = subprocess.Popen(
                 argv, cwd=self.state, env=self.env(), stdout=log, stderr=log
             )
+        # Its "running at" line: also readable from outside its network namespace.
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"jupyter server exited:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/api/status", headers=self.headers()).is_success:
-                    return
+            if "is running at" in self.log.read_text(errors="replace"):
+                return
             time.sleep(0.1)
         pytest.fail(f"jupyter server did not start:\n{self.log_tail()}")
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -132,21 +172,6 @@ class JupyterServer:
         if not self.log.exists():
             return "(no log)"
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    async def room_url(self, path: str) -> str:
-        """The websocket URL of ``path``'s room, through the collaboration session API."""
-        async with httpx.AsyncClient(headers=self.headers()) as client:
-            answer = await client.put(
-                f"{self.url}/api/collaboration/session/{path}",
-                json={"format": "json", "type": "notebook"},
-            )
-            answer.raise_for_status()
-            session = answer.json()
-        room = f"json:notebook:{session['fileId']}"
-        return (
-            f"ws://127.0.0.1:{self.port}/api/collaboration/room/{room}"
-            f"?sessionId={session['sessionId']}&token={self.token}"
-        )
 
 
 @contextlib.contextmanager
@@ -260,8 +285,9 @@ def _holds(predicate: Callable[[], bool]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def open_tab(server: JupyterServer, path: str) -> AsyncIterator[Tab]:
+async def open_tab(server: ServerAddress, path: str) -> AsyncIterator[Tab]:
     """A tab on ``path``, synced with its room (the room's content is there on entry)."""
+    await server.wait_until_serving()
     url = await server.room_url(path)
     notebook = YNotebook()
     awareness = Awareness(notebook.ydoc)

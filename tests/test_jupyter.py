@@ -52,8 +52,8 @@ def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
 async def two_tabs(machines: Machines) -> AsyncIterator[tuple[Tab, Tab]]:
     """A tab on the shared notebook on each machine."""
     async with (
-        open_tab(machines.a, machines.pair.a_file.name) as tab_a,
-        open_tab(machines.b, machines.pair.b_file.name) as tab_b,
+        open_tab(machines.a.address, machines.pair.a_file.name) as tab_a,
+        open_tab(machines.b.address, machines.pair.b_file.name) as tab_b,
     ):
         yield tab_a, tab_b
 
@@ -209,7 +209,7 @@ async def test_a_room_of_an_unshared_file_is_stock_and_a_share_made_later_attach
     a = machines.pair.a
     other = a.workdir / OTHER_NOTEBOOK
     shutil.copyfile(notebooks_dir / OTHER_NOTEBOOK, other)
-    async with open_tab(machines.a, other.name) as tab:
+    async with open_tab(machines.a.address, other.name) as tab:
         tab.type(0, "saved by Jupyter itself")
         # Stock jupyter-collaboration saves the room after its 1 s delay.
         await until(lambda: "saved by Jupyter itself" in joined_sources(other)[0], what="save")

@@ -52,7 +52,7 @@ async def open_lab(browser: Any, server: JupyterServer, path: str) -> Any:
 
     await context.route("**/*", loopback_only)
     page = await context.new_page()
-    await page.goto(f"{server.url}/lab/tree/{path}?token={server.token}")
+    await page.goto(f"{server.address.url}/lab/tree/{path}?token={server.token}")
     await page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
     return page
 
