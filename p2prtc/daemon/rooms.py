@@ -22,7 +22,7 @@ from p2prtc.core import roomlink
 from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.daemon import control
 from p2prtc.daemon.peer import AWARENESS_BURST, AWARENESS_RATE, PeerConnection
-from p2prtc.daemon.share import Share
+from p2prtc.daemon.share import Share, ShareState
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ AwarenessRelay = Callable[["RoomLink", bytes], Awaitable[None]]
 
 class NotSharedForRoom(P2PError):
     """This file is not shared by this daemon: the room stays a plain Jupyter room."""
+
+
+class ShareNotReady(P2PError):
+    """This file is still being joined: its room attaches once the notebook is there."""
 
 
 class RoomLink:
@@ -191,6 +195,8 @@ class RoomLinks:
             share = self._share_for_path(Path(str(request.get("path"))))
             if share is None:
                 raise NotSharedForRoom(str(request.get("path")))
+            if share.state is not ShareState.ACTIVE:
+                raise ShareNotReady(str(share.path))
             state_vector = roomlink.unb64(request, "state_vector")
             label = str(request.get("room", "room"))
             link = RoomLink(share, label, reader, writer, self._max_queued_bytes)

@@ -113,7 +113,7 @@ class RoomLinkClient:
         document.aget = file_content
 
     def watch(self) -> None:
-        """Keep the link up (or look for a share) in the background until ``close``."""
+        """Keep the link up (or look for a share) in the background until the room stops."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"p2prtc {self.label}")
 
@@ -295,8 +295,12 @@ class RoomLinkClient:
                 continue
             delay = LOOK_FOR_SHARE_S if self.state is LinkState.STOCK else REATTACH_S
             await asyncio.sleep(delay)
-            with contextlib.suppress(NotAttached):
+            try:
                 self._start(*await self._attach())
+            except NotAttached:
+                pass  # not shared, or no daemon: look again later
+            except Exception:  # the room must keep working whatever happens here
+                logger.exception("room %s: attaching failed", self.room.room_id)
         self._set_state(LinkState.CLOSED)
 
     def _room_stopped(self) -> bool:
