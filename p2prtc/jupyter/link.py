@@ -72,6 +72,7 @@ class RoomLinkClient:
         self._marking_clean = False
         self._awareness_changed: set[int] = set()  # tab clients whose state is not sent yet
         self._saved_delay: float | None = None
+        self._guarded = False  # the room's saves and reloads are switched off
 
     @property
     def doc(self) -> Doc[Any]:
@@ -136,18 +137,22 @@ class RoomLinkClient:
             answer = control.decode_object(await reader.readline())
             if answer.get("ok") is not True:
                 raise NotAttached(str(answer.get("error", "closed")))
-            self._merge(roomlink.unb64(answer, "update"), roomlink.unb64(answer, "state_vector"))
-            missing = self.doc.get_update(roomlink.unb64(answer, "state_vector"))
-            writer.write(control.encode(roomlink.update_message(missing)))
+            update = roomlink.unb64(answer, "update")
+            daemon_state = roomlink.unb64(answer, "state_vector")
+            Doc().apply_update(update)  # both decode (or raise) before the room is touched
+            Doc().get_update(daemon_state)
         except (OSError, P2PError, ValueError) as exc:  # ValueError: a line over MAX_LINE
             writer.close()
             raise NotAttached(str(exc)) from exc
         except BaseException:
             writer.close()
             raise
+        self._merge(update)
+        missing = self.doc.get_update(daemon_state)
+        writer.write(control.encode(roomlink.update_message(missing)))
         return reader, writer
 
-    def _merge(self, update: bytes, daemon_state: bytes) -> None:
+    def _merge(self, update: bytes) -> None:
         """Apply the daemon's part; a room with a history of its own is replaced first."""
         with self.doc.transaction():
             if self.state is LinkState.STOCK:
@@ -182,6 +187,9 @@ class RoomLinkClient:
     def _guard_room(self) -> None:
         """The daemon writes the file from now on: no saves, no out-of-band reloads, and the
         local path stays out of the shared state."""
+        if self._guarded:
+            return
+        self._guarded = True
         room = self.room
         self._saved_delay = room._save_delay
         room._save_delay = None
@@ -196,6 +204,7 @@ class RoomLinkClient:
         """Back to a stock room (the share was left): the file as the daemon last wrote it is
         the room's starting point, not an out-of-band change (that would reload the room from
         it and lose what is typed meanwhile)."""
+        self._guarded = False
         room = self.room
         with contextlib.suppress(Exception):  # a file that is gone: the room reports it later
             await room._file.load_content(room.file_format, room.file_type)
