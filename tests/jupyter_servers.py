@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from daemons import Node
+from daemons import Node, Pair, synced_pair
 from jupyter_ydoc import YNotebook
 from pycrdt import (
     Awareness,
@@ -184,6 +184,30 @@ def jupyter_server(
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class Machines:
+    """Two loopback daemons synced over a notebook (A shared, B joined), a Jupyter server
+    beside each."""
+
+    pair: Pair
+    a: JupyterServer
+    b: JupyterServer
+
+
+# A room is dropped this long after its last tab closed (stock: 60 s).
+CLEANUP = "--YDocExtension.document_cleanup_delay=0.5"
+
+
+@contextlib.contextmanager
+def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
+    with (
+        synced_pair(root / "daemons", notebook) as pair,
+        jupyter_server(pair.a.workdir, pair.a, root / "jupyter-a", CLEANUP) as a,
+        jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b", CLEANUP) as b,
+    ):
+        yield Machines(pair, a, b)
 
 
 class _WebsocketChannel:

@@ -13,39 +13,17 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, Pair, edit_cell, read_notebook, synced_pair
-from jupyter_servers import JupyterServer, Tab, jupyter_server, open_tab, until
+from daemons import Node, edit_cell, read_notebook
+from jupyter_servers import Machines, Tab, open_tab, two_machines, until
 
 pytestmark = pytest.mark.slow
 
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 OTHER_NOTEBOOK = "00.00-Preface.ipynb"
-
-
-@dataclass
-class Machines:
-    pair: Pair
-    a: JupyterServer
-    b: JupyterServer
-
-
-# A room is dropped this long after its last tab closed (stock: 60 s).
-CLEANUP = "--YDocExtension.document_cleanup_delay=0.5"
-
-
-@contextlib.contextmanager
-def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
-    with (
-        synced_pair(root / "daemons", notebook) as pair,
-        jupyter_server(pair.a.workdir, pair.a, root / "jupyter-a", CLEANUP) as a,
-        jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b", CLEANUP) as b,
-    ):
-        yield Machines(pair, a, b)
 
 
 @contextlib.asynccontextmanager

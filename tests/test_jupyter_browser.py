@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from daemons import read_notebook
-from jupyter_servers import JupyterServer, until
-from test_jupyter import NOTEBOOK, two_machines
+from jupyter_servers import JupyterServer, two_machines, until
 
+NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 TYPED = "typed in Chromium on A"
 
