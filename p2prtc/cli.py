@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from p2prtc import __version__, paths
+from p2prtc.core.codes import complete_code, parse_code
 from p2prtc.daemon import control
 from p2prtc.errors import P2PError
 
@@ -35,6 +36,7 @@ EXIT_CODES = {
     "CodeExpired": 4,
     "CodeUsedUp": 4,
     "CodeBurned": 4,
+    "CodeBusy": 4,
     "NoSuchInvitation": 4,
     "DestinationExists": 5,
     "InvalidNotebook": 6,
@@ -80,7 +82,10 @@ def _ensure_daemon() -> None:
     except P2PError as exc:
         _fail(exc)
     log = paths.log_file(home)
-    with open(os.devnull, "rb") as devnull, log.open("ab") as out:
+    # The log is the daemon's state: owner only, whatever this shell's umask says.
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(log_fd, 0o600)
+    with open(os.devnull, "rb") as devnull, os.fdopen(log_fd, "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "p2prtc", "daemon"],
             stdin=devnull,
@@ -99,6 +104,25 @@ def _ensure_daemon() -> None:
     _fail(DaemonDidNotStart(str(log)))
 
 
+def _read_code() -> str:
+    """The join code from a prompt with word completion, or the first line of stdin."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    try:
+        import readline
+    except ImportError:  # no readline (some platforms): a plain prompt
+        return str(click.prompt("Join code"))
+    readline.set_completer_delims(" ")
+    readline.parse_and_bind("tab: complete")
+    readline.set_completer(_completer)
+    return input("Join code (Tab completes words): ").strip()
+
+
+def _completer(text: str, state: int) -> str | None:
+    matches = complete_code(text)
+    return matches[state] if state < len(matches) else None
+
+
 def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
     payload = {key: value for key, value in payload.items() if key != "ok"}
     click.echo(json.dumps(payload, indent=2, sort_keys=True) if as_json else text)
@@ -114,7 +138,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.option("--stun", multiple=True, help="STUN server URL, e.g. stun:host:3478.")
 @click.option("--turn", multiple=True, help="TURN server URL, e.g. turn:host:3478.")
 @click.option("--turn-user", help="TURN username.")
-@click.option("--turn-password", help="TURN password.")
+@click.option(
+    "--turn-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the TURN password (or set P2PRTC_TURN_CREDENTIAL; never on argv).",
+)
 @click.option("--relay-only", is_flag=True, help="Connect only through the TURN relay.")
 @click.option("--no-mdns", is_flag=True, help="No LAN discovery (WAN-only daemon).")
 @click.option("--interface", multiple=True, help="IPv4 address to use (repeatable).")
@@ -126,7 +154,7 @@ def main(
     stun: tuple[str, ...],
     turn: tuple[str, ...],
     turn_user: str | None,
-    turn_password: str | None,
+    turn_password_file: Path | None,
     relay_only: bool,
     no_mdns: bool,
     interface: tuple[str, ...],
@@ -141,12 +169,23 @@ def main(
         "P2PRTC_SIGNAL": ",".join(signal),
         "P2PRTC_ICE_SERVERS": ",".join((*stun, *turn)),
         "P2PRTC_TURN_USERNAME": turn_user or "",
-        "P2PRTC_TURN_CREDENTIAL": turn_password or "",
+        "P2PRTC_TURN_CREDENTIAL": _read_secret_file(turn_password_file),
         "P2PRTC_RELAY_ONLY": "1" if relay_only else "",
         "P2PRTC_MDNS": "0" if no_mdns else "",
         "P2PRTC_INTERFACES": ",".join(interface),
     }
     os.environ.update({name: value for name, value in settings.items() if value})
+
+
+def _read_secret_file(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{path}: {exc.strerror}", param_hint="--turn-password-file"
+        ) from None
 
 
 def invitation_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -188,18 +227,27 @@ def invite(path: Path, words: int, expires: float, uses: int, as_json: bool) -> 
 
 
 @main.command()
-@click.argument("code")
+@click.argument("code", required=False)
 @click.argument("dest", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite DEST if it exists and differs.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for peers.")
 @json_option
-def join(code: str, dest: Path | None, force: bool, timeout: float, as_json: bool) -> None:
-    """Join a shared notebook with the CODE its owner gave you; writes DEST once synced."""
+def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_json: bool) -> None:
+    """Join a shared notebook with the CODE its owner gave you; writes DEST once synced.
+
+    Without CODE (or with "-") the code is asked for, with word completion on a terminal,
+    or read from stdin: then it never shows in the process list.
+    """
+    text = _read_code() if code in (None, "-") else str(code)
+    try:
+        parse_code(text)  # a mistyped code fails here, before any daemon starts
+    except P2PError as exc:
+        _fail(exc)
     _ensure_daemon()
     answer = _call(
         {
             "cmd": "join",
-            "code": code,
+            "code": text,
             "dest": str(dest.resolve()) if dest else None,
             "cwd": os.getcwd(),
             "force": force,
@@ -228,8 +276,15 @@ def _status_text(status: dict[str, Any]) -> str:
         for invitation in item.get("invitations", []):
             lines.append(
                 f"  invitation {invitation['nameplate']}-…  uses left {invitation['uses_left']}"
+                f"  failed attempts {invitation['wrong_attempts_used']}"
                 f"  expires in {invitation['expires_in_s']:.0f}s"
             )
+        for retired in item.get("retired_invitations", []):
+            if retired["reason"] == "burned":
+                lines.append(
+                    f"  invitation {retired['nameplate']}-… burned after"
+                    f" {retired['wrong_attempts_used']} failed attempts (someone may be guessing)"
+                )
         for peer in item["peers"]:
             state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
             lines.append(

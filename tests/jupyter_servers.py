@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -34,16 +33,10 @@ from pycrdt import (
     create_awareness_message,
     read_message,
 )
+from signaling_server import free_port
 from websockets.asyncio.client import ClientConnection, connect
 
 SERVER_START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

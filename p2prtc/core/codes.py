@@ -72,6 +72,18 @@ def parse_code(text: str) -> JoinCode:
     return JoinCode(_normalise_nameplate(nameplate), tuple(_expand_word(w) for w in words))
 
 
+def complete_code(typed: str) -> list[str]:
+    """Completions of a partly typed code (the words of the last part), for a prompt.
+
+    ``"7-gui"`` gives ``["7-guitar-"]``; the number itself is never guessed.
+    """
+    head, separator, last = typed.lower().rpartition("-")
+    if not separator or not head:
+        return []
+    matches = sorted(word for word in WORDS if word.startswith(last))
+    return [f"{head}-{word}-" for word in matches]
+
+
 def pick_nameplate(taken: Collection[str]) -> str:
     """The smallest nameplate (from 1) not in ``taken``: short numbers are easiest to type."""
     number = 1

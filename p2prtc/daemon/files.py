@@ -126,11 +126,21 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+# A notebook the daemon creates (a join) gets the mode an editor of the user would give it:
+# 0666 less the umask the daemon was started with (its own umask is 0077, for its state).
+_new_file_mode = 0o644
+
+
+def use_umask_for_new_files(umask: int) -> None:
+    global _new_file_mode
+    _new_file_mode = 0o666 & ~umask
+
+
 def _mode_of(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return 0o644
+        return _new_file_mode
 
 
 def _write_all(fd: int, data: bytes) -> None:

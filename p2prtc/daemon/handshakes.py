@@ -12,7 +12,13 @@ import logging
 from typing import Any, Protocol
 
 from p2prtc.core.handshake import Authenticated, Failed, Joined, SendMessage, Welcomed
-from p2prtc.daemon.invitations import CodeBurned, CodeExpired, CodeUsedUp, NoSuchInvitation
+from p2prtc.daemon.invitations import (
+    CodeBurned,
+    CodeBusy,
+    CodeExpired,
+    CodeUsedUp,
+    NoSuchInvitation,
+)
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +34,7 @@ class TooManyPeers(P2PError):
 
 _REMOTE_ERRORS: dict[str, type[P2PError]] = {
     cls.__name__: cls
-    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, TooManyPeers)
+    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, CodeBusy, TooManyPeers)
 }
 
 
@@ -103,4 +109,9 @@ async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> Non
         raise HandshakePeerError("malformed answer")
     if reply.get("ok") is True:
         return
-    raise _REMOTE_ERRORS.get(str(reply.get("kind")), HandshakePeerError)()
+    raise remote_error(str(reply.get("kind")))
+
+
+def remote_error(kind: str) -> P2PError:
+    """The error the other daemon reported by name (anything unknown: a broken-off handshake)."""
+    return _REMOTE_ERRORS.get(kind, HandshakePeerError)()

@@ -30,8 +30,8 @@ from p2prtc.core.handshake import (
     InviteJoiner,
     MemberInitiator,
     MemberResponder,
+    Refused,
     Welcomed,
-    WrongCode,
     share_lookup,
 )
 from p2prtc.core.keys import (
@@ -49,7 +49,7 @@ from p2prtc.core.sync import (
     Synced,
     SyncEvent,
 )
-from p2prtc.daemon import control
+from p2prtc.daemon import control, files
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.handshakes import (
@@ -61,6 +61,7 @@ from p2prtc.daemon.handshakes import (
     expect_ok,
     ok_reply,
     parse_envelope,
+    remote_error,
     run_handshake,
 )
 from p2prtc.daemon.invitations import Invitations, NoSuchInvitation
@@ -475,6 +476,9 @@ class Daemon:
             "members": share.record.members,
             "peers": peers,
             "invitations": [i.status(now) for i in self.invitations.for_share(share.share_id)],
+            "retired_invitations": [
+                r.status() for r in self.invitations.retired_for_share(share.share_id)
+            ],
             "rooms": self.rooms.labels(share),  # issue 12: attached Jupyter rooms
         }
 
@@ -615,7 +619,7 @@ class Daemon:
                 self._invite_hosts[topic].append(peer)
             return
         if not addressed:
-            self._spawn(self._signal.announce(topic, to=peer), "presence reply")
+            self._signal.answer(topic, peer)  # bounded per topic (issue 10)
         share = self._share_for_topic(topic)
         if share is None:
             return  # an invitation topic: the joiner dials us, nothing to remember
@@ -913,8 +917,26 @@ class Daemon:
             return
         share = self.shares[invitation.share_id]
         self.invitations.begin(invitation)  # so two joiners cannot both use a 1-use code
-        joined = wrong_code = False
-        welcome = json.dumps(
+        host = InviteHost(
+            invitation.code,
+            self._welcome_for(share),
+            admit=lambda: self.invitations.reserve_guess(invitation),
+        )
+        try:
+            await pipe.send(ok_reply())
+            await run_handshake(pipe, host)
+            logger.info("a new member joined %s", share.path)
+        finally:
+            # Settled whatever ended the exchange: a closed pipe, junk or a timeout after
+            # the PAKE answer costs an attempt like a wrong confirmation does.
+            self.invitations.end(
+                invitation, guessed=host.guessed, proven=host.proven, peer=pipe.remote_address
+            )
+            await self._refresh_discovery()
+
+    @staticmethod
+    def _welcome_for(share: Share) -> bytes:
+        return json.dumps(
             {
                 "share_id": share.share_id.hex(),
                 "secret": share.record.secret.hex(),
@@ -922,17 +944,6 @@ class Daemon:
                 "members": share.record.members,
             }
         ).encode()
-        try:
-            await pipe.send(ok_reply())
-            await run_handshake(pipe, InviteHost(invitation.code, welcome))
-            joined = True
-            logger.info("a new member joined %s", share.path)
-        except WrongCode:
-            wrong_code = True
-            raise
-        finally:
-            self.invitations.end(invitation, joined=joined, wrong_code=wrong_code)
-            await self._refresh_discovery()
 
     async def _answer_member(self, pipe: BytePipe) -> None:
         if self._open_connections() >= 2 * self.config.max_peers:
@@ -994,7 +1005,10 @@ class Daemon:
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             await expect_ok(pipe)
-            welcomed = await run_handshake(pipe, InviteJoiner(code))
+            try:
+                welcomed = await run_handshake(pipe, InviteJoiner(code))
+            except Refused as refused:
+                raise remote_error(refused.kind) from None
             assert isinstance(welcomed, Welcomed)
             return welcomed.payload
         finally:
@@ -1048,7 +1062,9 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
 
 def run_daemon(home: Path, log_level: int = logging.INFO) -> None:
     """Run the daemon of ``home`` in the foreground until ``p2prtc stop`` or a signal."""
-    os.umask(0o077)  # the store, the log and everything else we create: owner only
+    # The store, the log and everything else we keep: owner only. Notebooks we create get
+    # the user's own umask, as their editor would.
+    files.use_umask_for_new_files(os.umask(0o077))
     lock = _HomeLock(home)
     lock.acquire()
     _configure_logging(home, log_level)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2prtc.adapters.signaling import SignalingClient, SignalingUnavailable
+from p2prtc.daemon.presence import PresenceReplies
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class SignalHub:
         self._on_pipe = on_pipe
         self._pipes: dict[str, SignalPipe] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = PresenceReplies()
 
     @property
     def urls(self) -> list[str]:
@@ -84,6 +86,14 @@ class SignalHub:
 
     def status(self) -> list[dict[str, Any]]:
         return [{"url": c.url, "connected": c.connected} for c in self._clients]
+
+    def answer(self, topic: str, peer: str) -> None:
+        """Announce ourselves to `peer`, who announced on `topic`, unless over the bounds."""
+        if not self._replies.allow(topic, peer, asyncio.get_running_loop().time()):
+            return
+        task = asyncio.create_task(self.announce(topic, to=peer), name="presence reply")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self) -> None:
         for client in self._clients:
@@ -97,6 +107,7 @@ class SignalHub:
 
     async def set_topics(self, topics: set[str]) -> None:
         """Subscribe to exactly these topics (kept across reconnects by the clients)."""
+        self._replies.forget_topics_except(topics)
         for client in self._clients:
             for topic in client.topics - topics:
                 await client.unsubscribe(topic)
