@@ -41,16 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-from daemons import (  # noqa: E402
+from tests.daemons import (
     LOOPBACK_ENV,
     Node,
     copy_notebook,
     read_notebook,
     write_like_jupyter,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = REPO_ROOT.parent / "shared" / "notebooks"
 SMALL = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"

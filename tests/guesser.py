@@ -15,7 +15,7 @@ from p2prtc.adapters.rendezvous import connect_pipe
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import InviteJoiner
 from p2prtc.core.keys import invite_topic
-from p2prtc.daemon.handshakes import BytePipe, envelope, expect_ok
+from p2prtc.daemon.pipes import BytePipe, envelope, expect_ok
 from p2prtc.daemon.signal_pipes import SignalHub
 
 ANSWER_TIMEOUT_S = 10.0

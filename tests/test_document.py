@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from daemons import copy_notebook
+from daemons import SAMPLE, copy_notebook
 from nbgen import peer_update, render_with_line
 
 from p2prtc.adapters.store import UpdateStore
@@ -18,7 +18,6 @@ from p2prtc.core.engine import MAX_VERSIONS
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 WRITES = 3 * MAX_VERSIONS
 
 

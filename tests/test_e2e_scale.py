@@ -14,7 +14,6 @@ joiners try other members, and the refusing one again about 2 s later.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, wait_until
-from netns import NetnsLab
+from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, netns_nodes, wait_until
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 MACHINES = 10
 SYNC_TIMEOUT_S = 40.0
 EDITED_CELL = 3
@@ -50,29 +47,10 @@ class Lab:
 def lab(tmp_path: Path, notebooks_dir: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """MACHINES namespaces, each with a daemon home and a work folder (no daemon yet)."""
     max_peers: int = request.param
-    with NetnsLab(MACHINES) as netns:
-        nodes = []
-        for index, host in enumerate(netns.nodes):
-            workdir = tmp_path / f"m{index}"
-            workdir.mkdir()
-            env = {
-                "P2PRTC_INTERFACES": host.address,
-                "P2PRTC_MDNS": "1",
-                "P2PRTC_MAX_PEERS": str(max_peers),
-            }
-            nodes.append(Node(tmp_path / f"m{index}-home", workdir, env, host.namespace))
+    names = [f"m{index}" for index in range(MACHINES)]
+    with netns_nodes(tmp_path, names, {"P2PRTC_MAX_PEERS": str(max_peers)}) as (_, nodes):
         notebook = copy_notebook(notebooks_dir / SAMPLE, nodes[0].workdir / "scale.ipynb")
-        try:
-            yield Lab(nodes, notebook)
-        finally:
-            # Daemons before namespaces: a namespace lives on while a process is inside.
-            with ThreadPoolExecutor(len(nodes)) as pool:
-                list(pool.map(Node.shut_down, nodes))
-        for node in nodes:
-            assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    names = listing.stdout
-    assert netns.hub.rpartition("-")[0] not in names, "a namespace survived teardown"
+        yield Lab(nodes, notebook)
 
 
 def statuses(lab: Lab) -> list[dict[str, Any]]:

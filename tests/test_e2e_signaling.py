@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from daemons import (
+    LOOPBACK_ENV,
+    SAMPLE,
     Node,
     cell_source,
     copy_notebook,
@@ -31,8 +33,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from p2prtc.core.keys import invite_topic
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
-
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -41,8 +41,7 @@ def relay_nodes(root: Path, **signals: list[str]) -> list[Node]:
     nodes = []
     for name, urls in signals.items():
         (root / name).mkdir()
-        env = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0", "P2PRTC_SIGNAL": ""}
-        env["P2PRTC_SIGNAL"] = ",".join(urls)
+        env = {**LOOPBACK_ENV, "P2PRTC_SIGNAL": ",".join(urls)}
         nodes.append(Node(root / name / "home", root / name, env))
     return nodes
 
@@ -73,7 +72,7 @@ def test_share_and_join_through_signaling_only(
         assert [peer["path_type"] for peer in share["peers"]] == ["host"]
     finally:
         for node in nodes:
-            node.stop()
+            node.shut_down()
 
 
 def test_daemons_fail_over_to_another_relay_and_keep_syncing(

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, wait_until
+from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, wait_until
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 TURN_USER = "p2prtc-test"
 TURN_PASSWORD = "not-a-secret"
 TURN_REALM = "p2prtc"

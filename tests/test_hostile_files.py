@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from daemons import (
     LOOPBACK_ENV,
+    SAMPLE,
     Node,
     Pair,
     cell_source,
@@ -42,7 +43,6 @@ from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, parse_notebook
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 NOT_A_NOTEBOOK = "The file is not a valid Jupyter notebook."
 TOO_LARGE = "The notebook is larger than p2prtc's size limit."
 IS_A_FOLDER = "is a folder"

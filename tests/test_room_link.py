@@ -23,10 +23,9 @@ from daemons import (
 from jupyter_servers import until
 from jupyter_ydoc import YNotebook
 
-from p2prtc import paths
+from p2prtc import control, paths
 from p2prtc.core import roomlink
 from p2prtc.core.ratelimit import TokenBucket
-from p2prtc.daemon import control
 from p2prtc.daemon.peer import AWARENESS_BURST
 
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -81,7 +80,7 @@ class RawRoom:
     async def receive(self) -> None:
         """Apply the daemon's updates (and keep its awareness updates) until the link ends."""
         while line := await self.reader.readline():
-            message = roomlink.parse_message(control.decode_object(line))
+            message = roomlink.parse_message(control.decode_message(line))
             if isinstance(message, roomlink.Awareness):
                 self.awareness.append(message.update)
             else:
@@ -89,7 +88,7 @@ class RawRoom:
                 self.notebook.ydoc.apply_update(message.update)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.writer.write(control.encode(message))
+        self.writer.write(control.encode_message(message))
 
     def type(self, cell: int, text: str) -> None:
         """Edit the local doc like a tab and send that update to the daemon."""
@@ -107,8 +106,10 @@ async def attach(node: Node, path: Path) -> tuple[dict[str, Any], asyncio.Stream
     reader, writer = await asyncio.open_unix_connection(
         paths.control_socket(node.home), limit=control.MAX_LINE
     )
-    writer.write(control.encode(roomlink.attach_request(str(path), b"\x00", "raw test room")))
-    return control.decode_object(await reader.readline()), reader, writer
+    writer.write(
+        control.encode_message(roomlink.attach_request(str(path), b"\x00", "raw test room"))
+    )
+    return control.decode_message(await reader.readline()), reader, writer
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, copy_notebook, edit_cell, wait_until
+from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook, edit_cell, loopback_nodes, wait_until
 from guesser import RelayGuesser, WalkAway, guess, lan_opener, wrong_code
 from mdns_capture import SERVICE_TYPE, parse_packet, txt_properties
 from mitm_proxy import (
@@ -50,14 +50,12 @@ from p2prtc.core.keys import (
     matches_share_tag,
     member_topic,
 )
-from p2prtc.daemon.handshakes import envelope, expect_ok
+from p2prtc.daemon.dialer import RECONCILE_INTERVAL_S
 from p2prtc.daemon.invitations import CodeBurned
-from p2prtc.daemon.main import RECONCILE_INTERVAL_S
+from p2prtc.daemon.pipes import envelope, expect_ok
 
 pytestmark = pytest.mark.timeout(90)
 
-LOOPBACK_ENV = {"P2PRTC_INTERFACES": LOOPBACK, "P2PRTC_MDNS": "0"}
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 NOTEBOOK_NAME = "acquisition-plans-q3.ipynb"
 MARKER = "MARKER-7c1f3e confidential revenue forecast"  # text only the notebook contains
 CAPTURE_AGENT = Path(__file__).with_name("mdns_capture.py")
@@ -80,9 +78,8 @@ NOT_A_MEMBER = "The other daemon could not prove it is a member of this share."
 
 
 def make_node(root: Path, name: str) -> Node:
-    workdir = root / name / "work"
-    workdir.mkdir(parents=True)
-    return Node(root / name / "home", workdir, dict(LOOPBACK_ENV))
+    (node,) = loopback_nodes(root, name)
+    return node
 
 
 def distinctive_notebook(notebooks_dir: Path, folder: Path) -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from p2prtc.core.wordlist import WORDS
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ _BY_PREFIX = {word[:_PREFIX_LEN]: word for word in WORDS}
 
 class InvalidCode(P2PError):
     """The join code is not valid."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from p2prtc.core.keys import (
     session_channel,
     transcript_hash,
 )
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class HandshakeError(P2PError):
 
 class WrongCode(P2PError):
     """The join code is wrong."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 class Refused(P2PError):

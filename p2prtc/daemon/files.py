@@ -12,7 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 from p2prtc.paths import fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 class FileUnreadable(P2PError):
     """The notebook file cannot be read."""
+
+    exit_code = ExitCode.INVALID_NOTEBOOK
 
 
 class FileChangedMeanwhile(P2PError):

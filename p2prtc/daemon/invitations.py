@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from p2prtc.core.codes import JoinCode, generate_code, pick_nameplate
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -18,21 +18,31 @@ WRONG_ATTEMPTS_ALLOWED = 3
 class NoSuchInvitation(P2PError):
     """No daemon offers this join code (it may have expired or been used)."""
 
+    exit_code = ExitCode.CODE_REFUSED
+
 
 class CodeExpired(P2PError):
     """This join code has expired; ask for a new one (p2prtc invite)."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 class CodeUsedUp(P2PError):
     """This join code has already been used; ask for a new one (p2prtc invite)."""
 
+    exit_code = ExitCode.CODE_REFUSED
+
 
 class CodeBurned(P2PError):
     """This join code was cancelled after too many wrong attempts; ask for a new one."""
 
+    exit_code = ExitCode.CODE_REFUSED
+
 
 class CodeBusy(P2PError):
     """Someone else is trying this join code right now; try again in a few seconds."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 # Retired nameplates remembered (with why) so a late joiner reads the real reason.

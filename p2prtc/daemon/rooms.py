@@ -18,9 +18,9 @@ from typing import Any
 
 from pycrdt import Doc, Subscription, TransactionEvent
 
+from p2prtc import control
 from p2prtc.core import roomlink
 from p2prtc.core.ratelimit import TokenBucket
-from p2prtc.daemon import control
 from p2prtc.daemon.peer import AWARENESS_BURST, AWARENESS_RATE, PeerConnection
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.errors import P2PError
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 # (share, update) -> None: send an update made here to every peer of the share.
 Broadcast = Callable[[Share, bytes], Awaitable[None]]
 ShareForPath = Callable[[Path], Share | None]
-Peers = Callable[[], Iterable[PeerConnection]]
+PeersOf = Callable[[Share], Iterable[PeerConnection]]
 # (link, awareness update) -> None: a room's awareness, for the share's other rooms and peers.
 AwarenessRelay = Callable[["RoomLink", bytes], Awaitable[None]]
 
@@ -80,7 +80,7 @@ class RoomLink:
         self._subscription = self.doc.observe(self._on_doc_change)
         missing = self.doc.get_update(state_vector)
         answer = roomlink.attach_answer(self.share.share_id, missing, self.doc.get_state())
-        return control.encode({**answer, "ok": True})
+        return control.encode_message({**answer, "ok": True})
 
     def close(self) -> None:
         if self._subscription is not None:
@@ -89,15 +89,15 @@ class RoomLink:
 
     def detach(self, reason: str) -> None:
         """End the link from our side (the share was left)."""
-        self._enqueue(control.encode(roomlink.detached_message(reason)))
+        self._enqueue(control.encode_message(roomlink.detached_message(reason)))
         self._outgoing.put_nowait(b"")  # the sender closes the connection after it
 
     def send_awareness(self, update: bytes) -> None:
-        self._enqueue(control.encode(roomlink.awareness_message(update)))
+        self._enqueue(control.encode_message(roomlink.awareness_message(update)))
 
     def _on_doc_change(self, event: TransactionEvent) -> None:
         if not self._applying:
-            self._enqueue(control.encode(roomlink.update_message(event.update)))
+            self._enqueue(control.encode_message(roomlink.update_message(event.update)))
 
     def _enqueue(self, line: bytes) -> None:
         if self._queued_bytes + len(line) > self._max_queued_bytes:
@@ -118,7 +118,7 @@ class RoomLink:
     async def receive_loop(self, broadcast: Broadcast, relay: AwarenessRelay) -> None:
         """Apply the room's updates until it goes away; malformed input ends the link."""
         while line := await self._reader.readline():
-            message = roomlink.parse_message(control.decode_object(line))
+            message = roomlink.parse_message(control.decode_message(line))
             if isinstance(message, roomlink.Update):
                 await self._apply(message.update, broadcast)
             elif isinstance(message, roomlink.Awareness):
@@ -147,12 +147,12 @@ class RoomLinks:
         self,
         share_for_path: ShareForPath,
         broadcast: Broadcast,
-        peers: Peers,
+        peers_of: PeersOf,
         max_queued_bytes: int,
     ) -> None:
         self._share_for_path = share_for_path
         self._broadcast = broadcast
-        self._peers = peers
+        self._peers_of = peers_of
         self._max_queued_bytes = max_queued_bytes
         self._links: set[RoomLink] = set()
 
@@ -168,7 +168,7 @@ class RoomLinks:
         for link in list(self._links):
             if link is not source and link.share is source.share:
                 link.send_awareness(update)
-        for connection in list(self._peers()):
+        for connection in self._peers_of(source.share):
             await connection.send_awareness(source.share.share_id, update)
 
     async def awareness_from_peer(self, share_id: bytes, update: bytes) -> None:
@@ -202,7 +202,7 @@ class RoomLinks:
             link = RoomLink(share, label, reader, writer, self._max_queued_bytes)
             writer.write(link.open(state_vector))
         except Exception as exc:
-            writer.write(control.encode(control.error_response(exc)))
+            writer.write(control.encode_message(control.error_answer(exc)))
             await writer.drain()
             return
         self._links.add(link)

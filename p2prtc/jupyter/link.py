@@ -24,9 +24,8 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Subscription, TransactionEvent
 
-from p2prtc import paths
+from p2prtc import control, paths
 from p2prtc.core import roomlink
-from p2prtc.daemon import control
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -133,8 +132,8 @@ class RoomLinkClient:
             raise NotAttached(f"daemon not reachable: {exc}") from exc
         try:
             request = roomlink.attach_request(str(self.path), self.doc.get_state(), self.label)
-            writer.write(control.encode(request))
-            answer = control.decode_object(await reader.readline())
+            writer.write(control.encode_message(request))
+            answer = control.decode_message(await reader.readline())
             if answer.get("ok") is not True:
                 raise NotAttached(str(answer.get("error", "closed")))
             update = roomlink.unb64(answer, "update")
@@ -149,7 +148,7 @@ class RoomLinkClient:
             raise
         self._merge(update)
         missing = self.doc.get_update(daemon_state)
-        writer.write(control.encode(roomlink.update_message(missing)))
+        writer.write(control.encode_message(roomlink.update_message(missing)))
         return reader, writer
 
     def _merge(self, update: bytes) -> None:
@@ -257,7 +256,7 @@ class RoomLinkClient:
     def _send_awareness(self, clients: list[int]) -> None:
         if clients:
             update = self.room.awareness.encode_awareness_update(clients)
-            self._outgoing.put_nowait(control.encode(roomlink.awareness_message(update)))
+            self._outgoing.put_nowait(control.encode_message(roomlink.awareness_message(update)))
 
     def _apply_awareness(self, update: bytes) -> None:
         """Other machines' tabs, shown to ours: "local" makes the room broadcast them."""
@@ -269,7 +268,7 @@ class RoomLinkClient:
     def _on_room_change(self, event: TransactionEvent) -> None:
         if self._applying:
             return
-        self._outgoing.put_nowait(control.encode(roomlink.update_message(event.update)))
+        self._outgoing.put_nowait(control.encode_message(roomlink.update_message(event.update)))
         if not self._marking_clean:
             if self._mark_clean is not None:
                 self._mark_clean.cancel()
@@ -347,7 +346,7 @@ class RoomLinkClient:
     async def _receive_loop(self) -> bool:
         """True when the daemon detached us (share left), False when it went away."""
         while line := await self._reader.readline():
-            message = roomlink.parse_message(control.decode_object(line))
+            message = roomlink.parse_message(control.decode_message(line))
             if isinstance(message, roomlink.Detached):
                 logger.info("room %s detached: %s", self.room.room_id, message.reason)
                 return True
