@@ -346,6 +346,8 @@ def _status_text(status: dict[str, Any]) -> str:
             )
         if not item["peers"]:
             lines.append("  no peers connected")
+        for room in item.get("rooms", []):
+            lines.append(f"  live Jupyter room: {room}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)

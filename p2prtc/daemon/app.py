@@ -16,6 +16,7 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
+from p2prtc.core import roomlink
 from p2prtc.core.mesh import HandshakeSlots
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.daemon import control
@@ -29,6 +30,7 @@ from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
 from p2prtc.daemon.syncing import Syncing
@@ -49,6 +51,12 @@ class Daemon:
         self.invitations = Invitations()
         self._handshakes = HandshakeSlots()
         self.registry = Registry(home, self.watcher)
+        self.rooms = RoomLinks(
+            self.registry.share_for_path,
+            self.registry.broadcast,
+            self.registry.peers_of,
+            config.max_queued_bytes,
+        )
         wake = asyncio.Event()  # something changed: the dialer reconciles now
         self.discovery = Discovery(
             config,
@@ -70,6 +78,7 @@ class Daemon:
             on_rekey=self.membership.on_rekey,
             wake=wake,
             spawn=self.tasks.spawn,
+            on_awareness=self.rooms.awareness_from_peer,
         )
         self.joining = Joining(
             daemon_id,
@@ -88,10 +97,13 @@ class Daemon:
             self.membership,
             rendezvous_port=lambda: self._rendezvous.port if self._rendezvous else None,
             request_stop=self.request_stop,
+            rooms=self.rooms,
         )
         self._config = config
         self._stop = asyncio.Event()
-        self._control = control.ControlServer(paths.control_socket(home), self.commands.handle)
+        self._control = control.ControlServer(
+            paths.control_socket(home), self.commands.handle, {roomlink.ATTACH: self.rooms.serve}
+        )
         self._rendezvous: RendezvousServer | None = None
 
     async def start(self) -> None:

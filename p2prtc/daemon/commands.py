@@ -22,6 +22,7 @@ from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
 from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
@@ -52,6 +53,7 @@ class Commands:
         *,
         rendezvous_port: Callable[[], int | None],
         request_stop: Callable[[], None],
+        rooms: RoomLinks,
     ) -> None:
         self._daemon_id = daemon_id
         self._registry = registry
@@ -61,6 +63,7 @@ class Commands:
         self._membership = membership
         self._rendezvous_port = rendezvous_port
         self._request_stop = request_stop
+        self._rooms = rooms
 
     async def handle(self, request: Request) -> Answer:
         handlers: dict[str, Callable[[Request], Awaitable[Answer]]] = {
@@ -146,12 +149,14 @@ class Commands:
             "retired_invitations": [
                 r.status() for r in self._invitations.retired_for_share(share.share_id)
             ],
+            "rooms": self._rooms.labels(share),
         }
 
     async def _leave(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))
         self._invitations.drop_share(share.share_id)
         await self._registry.close_share(share)
+        self._rooms.share_left(share)  # after its last write: its rooms turn stock again
         await self._registry.changed()
         return {"path": str(share.path)}
 

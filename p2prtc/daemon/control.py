@@ -6,6 +6,9 @@ order and serves connections concurrently, so a long request (`join` waits until
 does not block `status`. A handler's exception becomes an error answer; nothing a client
 sends can stop the server. If the client goes away during a long request, the daemon still
 finishes the work.
+
+A *stream* request (`{"cmd": "attach", ...}`, see `p2prtc/core/roomlink.py`) takes the
+connection over: its handler answers and then both sides exchange lines until either closes.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from p2prtc.control import (
@@ -30,6 +33,8 @@ from p2prtc.errors import P2PError
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[JsonObject], Awaitable[JsonObject]]
+# Serves a stream request on its connection until either side closes it.
+StreamHandler = Callable[[JsonObject, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 # How long to wait when probing whether a daemon already answers on an existing socket.
 _PROBE_TIMEOUT = 2.0
@@ -42,9 +47,12 @@ class DaemonAlreadyRunning(P2PError):
 class ControlServer:
     """Serves control requests on a unix socket with an async handler."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(
+        self, path: Path, handler: Handler, streams: Mapping[str, StreamHandler] | None = None
+    ) -> None:
         self.path = path
         self._handler = handler
+        self._streams = dict(streams or {})
         self._server: asyncio.AbstractServer | None = None
         self._socket_inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -108,6 +116,11 @@ class ControlServer:
                 return
             if not line:
                 return
+            stream = self._stream_request(line)
+            if stream is not None:
+                handler, request = stream
+                await handler(request, reader, writer)
+                return
             try:
                 answer = await self._answer(line)
             except asyncio.CancelledError:
@@ -115,6 +128,15 @@ class ControlServer:
                 raise
             writer.write(answer)
             await writer.drain()
+
+    def _stream_request(self, line: bytes) -> tuple[StreamHandler, JsonObject] | None:
+        """The handler and request when ``line`` opens a stream, else None."""
+        try:
+            request = decode_message(line)
+        except ProtocolError:
+            return None  # answered as an error by _answer
+        handler = self._streams.get(str(request.get("cmd")))
+        return None if handler is None else (handler, request)
 
     async def _answer(self, line: bytes) -> bytes:
         try:

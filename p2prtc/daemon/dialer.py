@@ -21,7 +21,7 @@ from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.peer import PeerConnection, RekeyHandler
+from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler
 from p2prtc.daemon.pipes import (
     HANDSHAKE_TIMEOUT_S,
     BytePipe,
@@ -70,6 +70,7 @@ class Dialer:
         on_rekey: RekeyHandler,
         wake: asyncio.Event,
         spawn: Spawn,
+        on_awareness: AwarenessHandler | None = None,
     ) -> None:
         self.config = config
         self._identity = identity
@@ -77,6 +78,7 @@ class Dialer:
         self._discovery = discovery
         self._syncing = syncing
         self._on_rekey = on_rekey
+        self._on_awareness = on_awareness
         self._wake = wake
         self._spawn = spawn
         self._rng = random.Random()
@@ -219,6 +221,7 @@ class Dialer:
             on_rekey=self._on_rekey,
             max_queued_bytes=self.config.max_queued_bytes,
             endpoint=endpoint,
+            on_awareness=self._on_awareness,
         )
         if not await self._registry.register(connection, auth.share_id):
             return

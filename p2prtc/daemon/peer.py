@@ -21,6 +21,7 @@ from pycrdt import Doc
 from p2prtc.adapters.webrtc import PeerLink
 from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
 from p2prtc.core.handshake import Authenticated, Lookup
+from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
 from p2prtc.daemon.outbox import Outbox
 from p2prtc.daemon.share_auth import ShareAuth
@@ -40,6 +41,11 @@ EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]
 ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
 # (connection, share id, payload) -> None: a member sent the share's rotated secret.
 RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
+# (share id, awareness update) -> None: cursors and names from the peer's Jupyter rooms.
+AwarenessHandler = Callable[[bytes, bytes], Awaitable[None]]
+# Awareness frames accepted from one peer: per second on average, and at once.
+AWARENESS_RATE = 20.0
+AWARENESS_BURST = 40.0
 
 
 class ConnectionState(enum.Enum):
@@ -69,6 +75,7 @@ class PeerConnection:
         on_rekey: RekeyHandler,
         max_queued_bytes: int,
         endpoint: str | None = None,
+        on_awareness: AwarenessHandler | None = None,
     ) -> None:
         self.link = link
         self.peer_identity = peer_identity  # "<daemon id>/<run id>" as proven in the handshake
@@ -80,6 +87,9 @@ class PeerConnection:
         self._on_events = on_events
         self._on_share = on_share
         self._on_rekey = on_rekey
+        self._on_awareness = on_awareness
+        # Awareness (cursors, names) is dropped when it comes faster than this: never queued.
+        self._awareness_in = TokenBucket(AWARENESS_RATE, AWARENESS_BURST)
         self.auth = ShareAuth(
             identity,
             lookup,
@@ -153,6 +163,11 @@ class PeerConnection:
         if share_id in self.sync.doc_ids:
             await self.send_frames([Frame(FrameKind.REKEY, share_id, payload)])
 
+    async def send_awareness(self, share_id: bytes, payload: bytes) -> None:
+        """Cursors and names of the share's Jupyter rooms here, for the peer's rooms."""
+        if share_id in self.sync.doc_ids:
+            await self.send_frames([Frame(FrameKind.AWARENESS, share_id, payload)])
+
     async def authenticate_share(self, share_id: bytes, secret: bytes) -> None:
         """Prove membership of one more share over this connection (AUTH frames)."""
         if share_id not in self.sync.doc_ids:
@@ -178,6 +193,11 @@ class PeerConnection:
             await self.close()
 
     async def _on_control(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.AWARENESS:
+            shared = frame.doc_id in self.sync.doc_ids
+            if shared and self._on_awareness and self._awareness_in.allow(time.monotonic()):
+                await self._on_awareness(frame.doc_id, frame.payload)
+            return
         if frame.kind is FrameKind.REKEY:
             if frame.doc_id in self.sync.doc_ids:
                 await self._on_rekey(self, frame.doc_id, frame.payload)
