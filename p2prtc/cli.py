@@ -1,65 +1,66 @@
 """The ``p2prtc`` command: click commands that hand work to the daemon and print results.
 
-Every error reaches the user as one line on stderr and a non-zero exit code (see EXIT_CODES).
+Every error reaches the user as one line on stderr and the exit code it carries
+(``P2PError.exit_code``, see ``errors.ExitCode``).
 ``--json`` output is stable: see docs/cli.md.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from click.shell_completion import get_completion_class
 
-from p2prtc import __version__, paths
-from p2prtc.daemon import control
-from p2prtc.errors import P2PError
+from p2prtc import __version__, control, paths
+from p2prtc import service as p2prtc_service
+from p2prtc.core.codes import complete_code, parse_code
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
-# Exit codes by the daemon-side error class; anything else is 1.
-EXIT_CODES = {
-    "DaemonNotRunning": 3,
-    "DaemonTimeout": 3,
-    "DaemonGone": 3,
-    "DaemonDidNotStart": 3,
-    "WrongCode": 4,
-    "InvalidCode": 4,
-    "CodeExpired": 4,
-    "CodeUsedUp": 4,
-    "CodeBurned": 4,
-    "NoSuchInvitation": 4,
-    "DestinationExists": 5,
-    "InvalidNotebook": 6,
-    "NotebookTooLarge": 6,
-    "UnsupportedNotebookFormat": 6,
-    "FileUnreadable": 6,
-    "NotShared": 7,
-    "AlreadyShared": 7,
-    "NoSuchMember": 7,
-}
 _START_TIMEOUT_S = 15.0
+# Bounds of an invitation: a code stays short-lived and human.
+MAX_WORDS = 8
+MAX_EXPIRES_MIN = 7 * 24 * 60.0
+MAX_USES = 100
+
+
+class NoLogYet(P2PError):
+    """The daemon has not written a log in this home yet."""
 
 
 class DaemonDidNotStart(P2PError):
     """The p2prtc daemon did not start; see its log file."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
 
 
 def _home() -> Path:
     return paths.home()
 
 
-def _fail(exc: P2PError) -> None:
-    kind = exc.kind if isinstance(exc, control.DaemonError) else type(exc).__name__
+def _fail(exc: P2PError) -> NoReturn:
+    """One line on stderr and the error's exit code; with --json, a JSON error on stdout."""
+    if _json_requested():
+        error = {"kind": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
+        click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
     click.echo(f"p2prtc: {exc.message}", err=True)
-    sys.exit(EXIT_CODES.get(kind, 1))
+    sys.exit(exc.exit_code)
+
+
+def _json_requested() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.params.get("as_json"))
 
 
 def _call(request: dict[str, Any], timeout: float | None = control.DEFAULT_TIMEOUT) -> Any:
@@ -80,7 +81,10 @@ def _ensure_daemon() -> None:
     except P2PError as exc:
         _fail(exc)
     log = paths.log_file(home)
-    with open(os.devnull, "rb") as devnull, log.open("ab") as out:
+    # The log is the daemon's state: owner only, whatever this shell's umask says.
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(log_fd, 0o600)
+    with open(os.devnull, "rb") as devnull, os.fdopen(log_fd, "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "p2prtc", "daemon"],
             stdin=devnull,
@@ -99,6 +103,25 @@ def _ensure_daemon() -> None:
     _fail(DaemonDidNotStart(str(log)))
 
 
+def _read_code() -> str:
+    """The join code from a prompt with word completion, or the first line of stdin."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    try:
+        import readline
+    except ImportError:  # no readline (some platforms): a plain prompt
+        return str(click.prompt("Join code"))
+    readline.set_completer_delims(" ")
+    readline.parse_and_bind("tab: complete")
+    readline.set_completer(_completer)
+    return input("Join code (Tab completes words): ").strip()
+
+
+def _completer(text: str, state: int) -> str | None:
+    matches = complete_code(text)
+    return matches[state] if state < len(matches) else None
+
+
 def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
     payload = {key: value for key, value in payload.items() if key != "ok"}
     click.echo(json.dumps(payload, indent=2, sort_keys=True) if as_json else text)
@@ -107,14 +130,43 @@ def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-@click.group()
+class _Command(click.Group):
+    """The command group: every usage error is one line too (``p2prtc: ...``, exit 2)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "p2prtc"
+            click.echo(f"p2prtc: {exc.format_message()} (see {where} -h)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"p2prtc: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("p2prtc: aborted", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="p2prtc")
 @click.option("-v", "--verbose", count=True, help="More logging (daemon command).")
 @click.option("--signal", multiple=True, help="Signaling relay URL (repeatable).")
 @click.option("--stun", multiple=True, help="STUN server URL, e.g. stun:host:3478.")
 @click.option("--turn", multiple=True, help="TURN server URL, e.g. turn:host:3478.")
 @click.option("--turn-user", help="TURN username.")
-@click.option("--turn-password", help="TURN password.")
+@click.option(
+    "--turn-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the TURN password (or set P2PRTC_TURN_CREDENTIAL; never on argv).",
+)
 @click.option("--relay-only", is_flag=True, help="Connect only through the TURN relay.")
 @click.option("--no-mdns", is_flag=True, help="No LAN discovery (WAN-only daemon).")
 @click.option("--interface", multiple=True, help="IPv4 address to use (repeatable).")
@@ -126,7 +178,7 @@ def main(
     stun: tuple[str, ...],
     turn: tuple[str, ...],
     turn_user: str | None,
-    turn_password: str | None,
+    turn_password_file: Path | None,
     relay_only: bool,
     no_mdns: bool,
     interface: tuple[str, ...],
@@ -141,7 +193,7 @@ def main(
         "P2PRTC_SIGNAL": ",".join(signal),
         "P2PRTC_ICE_SERVERS": ",".join((*stun, *turn)),
         "P2PRTC_TURN_USERNAME": turn_user or "",
-        "P2PRTC_TURN_CREDENTIAL": turn_password or "",
+        "P2PRTC_TURN_CREDENTIAL": _read_secret_file(turn_password_file),
         "P2PRTC_RELAY_ONLY": "1" if relay_only else "",
         "P2PRTC_MDNS": "0" if no_mdns else "",
         "P2PRTC_INTERFACES": ",".join(interface),
@@ -149,18 +201,58 @@ def main(
     os.environ.update({name: value for name, value in settings.items() if value})
 
 
+def _read_secret_file(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{path}: {exc.strerror}", param_hint="--turn-password-file"
+        ) from None
+
+
 def invitation_options(command: Callable[..., None]) -> Callable[..., None]:
     """The options of a new invitation: share and invite take the same ones."""
     for option in reversed(
         (
-            click.option("--words", default=2, show_default=True, help="Words in the code."),
-            click.option("--expires", default=15.0, show_default=True, help="Lifetime, minutes."),
-            click.option("--uses", default=1, show_default=True, help="Joins the code allows."),
+            click.option(
+                "--words",
+                default=2,
+                show_default=True,
+                type=click.IntRange(1, MAX_WORDS),
+                help="Words in the code (8 bits of secret each).",
+            ),
+            click.option(
+                "--expires",
+                default=15.0,
+                show_default=True,
+                type=click.FloatRange(0, MAX_EXPIRES_MIN, min_open=True),
+                help="Lifetime, minutes.",
+            ),
+            click.option(
+                "--uses",
+                default=1,
+                show_default=True,
+                type=click.IntRange(1, MAX_USES),
+                help="Joins the code allows.",
+            ),
             json_option,
         )
     ):
         command = option(command)
     return command
+
+
+def _code_text(answer: dict[str, Any], expires_min: float) -> str:
+    """The code alone when piped (scripts read it); on a terminal, what to do next."""
+    code = str(answer["code"])
+    if not sys.stdout.isatty():
+        return code
+    return (
+        f"{code}\n\nOn the other machine run:  p2prtc join {code}\n"
+        f"The code works for {expires_min:g} minutes; p2prtc status shows who joined."
+    )
 
 
 def _invitation(cmd: str, path: Path, words: int, expires: float, uses: int) -> Any:
@@ -175,7 +267,7 @@ def share(path: Path, words: int, expires: float, uses: int, as_json: bool) -> N
     """Share the notebook PATH and print a join code for another machine."""
     _ensure_daemon()
     answer = _invitation("share", path, words, expires, uses)
-    _emit(as_json, answer, answer["code"])
+    _emit(as_json, answer, _code_text(answer, expires))
 
 
 @main.command()
@@ -184,22 +276,31 @@ def share(path: Path, words: int, expires: float, uses: int, as_json: bool) -> N
 def invite(path: Path, words: int, expires: float, uses: int, as_json: bool) -> None:
     """Make a new join code for the already shared notebook PATH."""
     answer = _invitation("invite", path, words, expires, uses)
-    _emit(as_json, answer, answer["code"])
+    _emit(as_json, answer, _code_text(answer, expires))
 
 
 @main.command()
-@click.argument("code")
+@click.argument("code", required=False)
 @click.argument("dest", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite DEST if it exists and differs.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for peers.")
 @json_option
-def join(code: str, dest: Path | None, force: bool, timeout: float, as_json: bool) -> None:
-    """Join a shared notebook with the CODE its owner gave you; writes DEST once synced."""
+def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_json: bool) -> None:
+    """Join a shared notebook with the CODE its owner gave you; writes DEST once synced.
+
+    Without CODE (or with "-") the code is asked for, with word completion on a terminal,
+    or read from stdin: then it never shows in the process list.
+    """
+    text = _read_code() if code in (None, "-") else str(code)
+    try:
+        parse_code(text)  # a mistyped code fails here, before any daemon starts
+    except P2PError as exc:
+        _fail(exc)
     _ensure_daemon()
     answer = _call(
         {
             "cmd": "join",
-            "code": code,
+            "code": text,
             "dest": str(dest.resolve()) if dest else None,
             "cwd": os.getcwd(),
             "force": force,
@@ -228,8 +329,15 @@ def _status_text(status: dict[str, Any]) -> str:
         for invitation in item.get("invitations", []):
             lines.append(
                 f"  invitation {invitation['nameplate']}-…  uses left {invitation['uses_left']}"
+                f"  failed attempts {invitation['wrong_attempts_used']}"
                 f"  expires in {invitation['expires_in_s']:.0f}s"
             )
+        for retired in item.get("retired_invitations", []):
+            if retired["reason"] == "burned":
+                lines.append(
+                    f"  invitation {retired['nameplate']}-… burned after"
+                    f" {retired['wrong_attempts_used']} failed attempts (someone may be guessing)"
+                )
         for peer in item["peers"]:
             state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
             lines.append(
@@ -238,6 +346,8 @@ def _status_text(status: dict[str, Any]) -> str:
             )
         if not item["peers"]:
             lines.append("  no peers connected")
+        for room in item.get("rooms", []):
+            lines.append(f"  live Jupyter room: {room}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)
@@ -273,15 +383,91 @@ def members(path: Path, as_json: bool) -> None:
 def remove(path: Path, member: str, as_json: bool) -> None:
     """Remove MEMBER (an id or prefix) from the share PATH and rotate its secret."""
     answer = _call({"cmd": "remove", "path": str(path.resolve()), "member": member})
-    _emit(as_json, answer, f"removed {answer['removed']}")
+    text = f"removed {answer['removed']}; the members reached took the new secret"
+    if answer.get("not_reached"):
+        text += (
+            f"\nnot reached (offline): {', '.join(answer['not_reached'])}:"
+            " they will need a new invitation (p2prtc invite)"
+        )
+    _emit(as_json, answer, text)
+
+
+@main.command()
+@json_option
+def start(as_json: bool) -> None:
+    """Start the background daemon (nothing to do when it runs already)."""
+    _ensure_daemon()
+    daemon = _call({"cmd": "status"})["daemon"]
+    _emit(as_json, {"pid": daemon["pid"]}, f"daemon running, pid {daemon['pid']}")
 
 
 @main.command()
 @json_option
 def stop(as_json: bool) -> None:
     """Stop the background daemon (shares resume when it starts again)."""
-    answer = _call({"cmd": "stop"})
-    _emit(as_json, answer, "daemon stopped")
+    try:
+        answer = control.call(_home(), {"cmd": "stop"})
+    except control.DaemonNotRunning:
+        answer = {"stopping": False}
+    except P2PError as exc:
+        _fail(exc)
+    _emit(as_json, answer, "daemon stopped" if answer["stopping"] else "no daemon was running")
+
+
+@main.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what the daemon logs.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0))
+def logs(follow: bool, lines: int) -> None:
+    """Show the daemon's log (the last LINES lines)."""
+    log = paths.log_file(_home())
+    if not log.exists():
+        _fail(NoLogYet(str(log)))
+    with log.open(errors="replace") as stream:
+        for line in collections.deque(stream, maxlen=lines):
+            click.echo(line, nl=False)
+        while follow:
+            line = stream.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.2)
+
+
+@main.group()
+def service() -> None:
+    """Run the daemon as a user service (systemd, launchd): shares survive reboots."""
+
+
+@service.command("install")
+@click.option("--no-start", is_flag=True, help="Only write the unit file.")
+def service_install(no_start: bool) -> None:
+    """Install and start the user service of this home's daemon."""
+    unit = p2prtc_service.for_home(_home())
+    pending = p2prtc_service.install(unit, start=not no_start)
+    click.echo(f"wrote {unit.unit_file}")
+    if pending:
+        click.echo(f"could not start it here; run: {pending}")
+    else:
+        click.echo(f"service {unit.name} enabled: the daemon starts at login")
+
+
+@service.command("uninstall")
+def service_uninstall() -> None:
+    """Stop and remove the user service of this home's daemon."""
+    unit = p2prtc_service.for_home(_home())
+    pending = p2prtc_service.uninstall(unit)
+    click.echo(f"removed {unit.unit_file}")
+    if pending:
+        click.echo(f"could not stop it here; run: {pending}")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script of SHELL (e.g. eval "$(p2prtc completion bash)")."""
+    completer = get_completion_class(shell)
+    assert completer is not None  # click ships all three
+    click.echo(completer(main, {}, "p2prtc", "_P2PRTC_COMPLETE").source())
 
 
 @main.command()

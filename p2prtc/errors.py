@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The exit status of the ``p2prtc`` command for each kind of error (docs/cli.md)."""
+
+    ERROR = 1  # anything not listed
+    DAEMON_UNREACHABLE = 3
+    CODE_REFUSED = 4  # wrong, malformed, expired, used up, burned, offered by nobody
+    DESTINATION_EXISTS = 5
+    INVALID_NOTEBOOK = 6
+    NOT_SHARED = 7  # the path is not shared / already shared / no such member
+
 
 class P2PError(Exception):
     """Something went wrong in p2prtc."""
+
+    exit_code: int = ExitCode.ERROR
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail
@@ -18,3 +33,12 @@ class P2PError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def describe(exc: BaseException) -> str:
+    """Any exception as the one line shown in status and logs."""
+    if isinstance(exc, P2PError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "it stopped answering"
+    return f"{type(exc).__name__}: {exc}"

@@ -39,12 +39,12 @@ class UnsafeSocketFolder(P2PError):
 def home() -> Path:
     """The daemon's home: `$P2PRTC_HOME` or the user data dir; created 0700 when missing."""
     configured = os.environ.get(HOME_ENV)
-    folder = Path(configured).expanduser() if configured else Path(_default_home())
+    folder = Path(configured).expanduser() if configured else Path(default_home())
     make_private_dir(folder)
     return folder.resolve()
 
 
-def _default_home() -> str:
+def default_home() -> str:
     return platformdirs.user_data_dir(APP_NAME, appauthor=False)
 
 

@@ -41,16 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-from daemons import (  # noqa: E402
+from tests.daemons import (
     LOOPBACK_ENV,
     Node,
     copy_notebook,
     read_notebook,
     write_like_jupyter,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = REPO_ROOT.parent / "shared" / "notebooks"
 SMALL = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -337,10 +336,10 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def print_table(values: dict[str, float]) -> None:
+def print_table(values: dict[str, float], targets: dict[str, float] = TARGETS) -> None:
     print(f"{'measure':<26}{'value':>10}  {'target':>8}  ok")
     for name, value in values.items():
-        target = TARGETS.get(name)
+        target = targets.get(name)
         verdict = "" if target is None else ("yes" if value <= target else "NO")
         target_text = "" if target is None else f"{target:g}"
         print(f"{name:<26}{value:>10.1f}  {target_text:>8}  {verdict}")
@@ -389,16 +388,28 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     values = figures(results)
     print_table(values)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_record(args.out, "scripts/bench_e2e.py", started, TARGETS, values, results)
+
+
+def save_record(
+    out: Path,
+    script: str,
+    started: dict[str, Any],
+    targets: dict[str, float],
+    values: dict[str, float],
+    results: dict[str, Any],
+) -> None:
+    """Save a benchmark's figures with its command line and the machine's load."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": " ".join(["scripts/bench_e2e.py", *sys.argv[1:]]),
+        "command": " ".join([script, *sys.argv[1:]]),
         "environment": {**started, "load_average_at_end": os.getloadavg()},
-        "targets": TARGETS,
+        "targets": targets,
         "figures": values,
         **results,
     }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {args.out}")
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":

@@ -42,11 +42,9 @@ from pycrdt import Doc, TransactionEvent
 
 from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from tests.nbgen import generated_notebook, upgrade_to_45
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-from nbgen import generated_notebook, upgrade_to_45  # noqa: E402
 
 NOTEBOOKS = REPO_ROOT.parent / "shared" / "notebooks"
 WARMUP_SAVES = 3

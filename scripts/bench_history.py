@@ -32,11 +32,9 @@ from typing import Any
 
 from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from tests.nbgen import generated_notebook, upgrade_to_45
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-from nbgen import generated_notebook, upgrade_to_45  # noqa: E402
 
 NOTEBOOKS = REPO_ROOT.parent / "shared" / "notebooks"
 

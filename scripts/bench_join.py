@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+from tests.daemons import Node, copy_notebook
+from tests.signaling_server import running_signaling_server
 
-from daemons import Node, copy_notebook  # noqa: E402
-from signaling_server import running_signaling_server  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOK = REPO_ROOT.parent / "shared" / "notebooks" / "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 RESULTS = REPO_ROOT / "bench-results" / "bench_join.json"

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from p2prtc.adapters.webrtc import IceConfig, PeerLink
 
-from p2prtc.adapters.webrtc import IceConfig, PeerLink  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 LOOPBACK = IceConfig(host_addresses=["127.0.0.1"])
 OPEN_TIMEOUT = 10.0

@@ -8,7 +8,7 @@ Targets, and what each must do with any input:
 - ``handshake``: the four handshake machines, fuzzed at every step of an honest exchange
   (the fuzz input replaces one message): ``receive`` never raises.
 - ``notebook``: ``parse_notebook``: a notebook or a P2PError, nothing else.
-- ``envelope``: ``parse_envelope`` (a rendezvous dialler's first message) and ``parse_code``
+- ``envelope``: ``Opening.decode`` (a rendezvous dialler's first message) and ``parse_code``
   (a typed join code): their typed errors only.
 
 Bounded runs, e.g.::
@@ -45,10 +45,10 @@ with atheris.instrument_imports(include=["p2prtc"]):
         SendMessage,
         share_lookup,
     )
+    from p2prtc.core.messages import BadMessage, Opening
     from p2prtc.core.model import load_notebook
     from p2prtc.core.notebook import parse_notebook
     from p2prtc.core.sync import PeerSync
-    from p2prtc.daemon.handshakes import HandshakePeerError, parse_envelope
     from p2prtc.errors import P2PError
 
 from pycrdt import Doc
@@ -159,8 +159,8 @@ def fuzz_notebook(raw: bytes) -> None:
 
 
 def fuzz_envelope(raw: bytes) -> None:
-    with contextlib.suppress(HandshakePeerError):
-        parse_envelope(raw)
+    with contextlib.suppress(BadMessage):
+        Opening.decode(raw)
     text = atheris.FuzzedDataProvider(raw).ConsumeUnicodeNoSurrogates(256)
     with contextlib.suppress(InvalidCode):
         parse_code(text)

@@ -50,18 +50,18 @@ from typing import Any
 import orjson
 from pycrdt import Doc, Text, TransactionEvent
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from p2prtc.core.model import cells_of, doc_to_notebook, load_notebook, make_cell  # noqa: E402
-from p2prtc.core.notebook import Cell, Notebook  # noqa: E402
-from p2prtc.core.statevector import decode_state_vector  # noqa: E402
-from p2prtc.core.sync import (  # noqa: E402
+from p2prtc.core.mesh import relay_targets
+from p2prtc.core.model import cells_of, doc_to_notebook, load_notebook, make_cell
+from p2prtc.core.notebook import Cell, Notebook
+from p2prtc.core.statevector import decode_state_vector
+from p2prtc.core.sync import (
     PeerSync,
     ProtocolViolation,
     RemoteUpdate,
     Send,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DOC_ID = b"\x5a" * 16
 JSON_PATH = REPO_ROOT / "bench-results" / "sim_mesh.json"
@@ -323,10 +323,11 @@ class MeshSim:
 
     def gossip(self, peer: int, update: bytes, exclude: int | None = None) -> None:
         """Send an update (local or received from ``exclude``) to every connected peer."""
-        for other, link in self.peers[peer].links.items():
-            if link.up and other != exclude:
-                messages = link.sessions[peer].local_update(DOC_ID, update)
-                self.send(link, peer, messages, Traffic.GOSSIP)
+        links = self.peers[peer].links
+        for other in relay_targets(((o, link.up) for o, link in links.items()), exclude):
+            link = links[other]
+            messages = link.sessions[peer].local_update(DOC_ID, update)
+            self.send(link, peer, messages, Traffic.GOSSIP)
 
     # -- one round -----------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import signal
 import ssl
 import sys
+from urllib.parse import urlsplit
 
 from signaling.limits import Limits
 from signaling.logs import configure_logging
@@ -40,6 +42,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="HEADER",
         help="behind a reverse proxy: take the client address from this header "
         "(e.g. X-Forwarded-For) for the per-address limit",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share topics with the other relays using this Redis (redis://HOST:PORT/DB, "
+        "rediss:// for TLS); needs the `redis` package",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -78,6 +86,16 @@ def _ssl_context_from(
     return context
 
 
+def _redis_url_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    if args.redis is None:
+        return None
+    if urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
+        parser.error("--redis needs a redis://, rediss:// or unix:// URL")
+    if importlib.util.find_spec("redis") is None:
+        parser.error("--redis needs the `redis` package: pip install redis")
+    return str(args.redis)
+
+
 async def _serve(server: SignalingServer) -> None:
     try:
         await server.start()
@@ -107,6 +125,7 @@ def main() -> None:
         limits,
         ssl_context=ssl_context,
         real_ip_header=args.real_ip_header,
+        redis_url=_redis_url_from(args, parser),
     )
     asyncio.run(_serve(server))
 

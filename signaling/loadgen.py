@@ -1,9 +1,10 @@
-"""Load generator: many well-behaved y-webrtc clients on one relay, counting what is lost.
+"""Load generator: many well-behaved y-webrtc clients on relays, counting what is lost.
 
-Client `i` subscribes to topic `i % topics`, then every client publishes
-`messages_per_client` messages, paced under the relay's rate limit. Every subscriber of a
-topic must receive every message published to it, its own included (y-webrtc relays to
-the sender too). Used by the test suite and scripts/bench_signaling.py.
+Client `i` connects to relay `i % len(urls)` (one relay, or a cluster sharing Redis) and
+subscribes to topic `i % topics`, then every client publishes `messages_per_client`
+messages, paced under the relay's rate limit. Every subscriber of a topic must receive
+every message published to it once, its own included (y-webrtc relays to the sender
+too). Used by the test suite and scripts/bench_signaling.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import statistics
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,9 +74,12 @@ class _LoadClient:
         while json.loads(await self.ws.recv()).get("type") != "pong":
             pass
 
-    async def publish_all(self, count: int, payload_bytes: int, interval: float) -> None:
+    async def publish_all(
+        self, count: int, payload_bytes: int, interval: float, offset: float
+    ) -> None:
         assert self.ws is not None
         padding = "x" * payload_bytes
+        await asyncio.sleep(offset)
         for seq in range(count):
             data = {"from": self.index, "seq": seq, "sent": time.perf_counter(), "pad": padding}
             await self.ws.send(json.dumps({"type": "publish", "topic": self.topic, "data": data}))
@@ -111,12 +116,12 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def _open_all(url: str, clients: list[_LoadClient], concurrency: int) -> None:
+async def _open_all(urls: Sequence[str], clients: list[_LoadClient], concurrency: int) -> None:
     gate = asyncio.Semaphore(concurrency)
 
     async def open_one(client: _LoadClient) -> None:
         async with gate:
-            await client.open(url)
+            await client.open(urls[client.index % len(urls)])
 
     await asyncio.gather(*(open_one(client) for client in clients))
 
@@ -125,8 +130,16 @@ async def _close_all(clients: list[_LoadClient]) -> None:
     await asyncio.gather(*(client.ws.close() for client in clients if client.ws is not None))
 
 
-async def run_load(url: str, plan: LoadPlan) -> LoadReport:
-    """Run one round of `plan` against the relay at `url`; every connection is closed after."""
+async def run_load(
+    urls: Sequence[str],
+    plan: LoadPlan,
+    on_connected: Callable[[], Awaitable[None]] | None = None,
+) -> LoadReport:
+    """Run one round of `plan` against the relays at `urls`; every connection is closed after.
+
+    `on_connected` runs once every client is connected and subscribed, before anyone
+    publishes (e.g. to read the relays' memory then).
+    """
     per_topic = [len(range(t, plan.clients, plan.topics)) for t in range(plan.topics)]
     clients = [
         _LoadClient(
@@ -137,12 +150,21 @@ async def run_load(url: str, plan: LoadPlan) -> LoadReport:
     started = time.perf_counter()
     readers: list[asyncio.Task[None]] = []
     try:
-        await _open_all(url, clients, plan.connect_concurrency)
+        await _open_all(urls, clients, plan.connect_concurrency)
+        if on_connected is not None:
+            await on_connected()
         connected = time.perf_counter()
         readers = [asyncio.create_task(client.read_all()) for client in clients]
         await asyncio.gather(
             *(
-                client.publish_all(plan.messages_per_client, plan.payload_bytes, plan.send_interval)
+                client.publish_all(
+                    plan.messages_per_client,
+                    plan.payload_bytes,
+                    plan.send_interval,
+                    # Spread over the interval: clients publishing in lockstep would measure
+                    # the queue of one burst, not the relay's delivery latency.
+                    plan.send_interval * client.index / plan.clients,
+                )
                 for client in clients
             )
         )

@@ -106,9 +106,16 @@ def parse_message(raw: str | bytes) -> ClientMessage:
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown type")
 
 
-def encode_publish(publish: Publish, clients: int) -> str:
-    """The relayed form of a publish: the sender's message plus the receiver count."""
-    return json.dumps({**publish.message, "clients": clients}, separators=(",", ":"))
+def publish_body(publish: Publish) -> str:
+    """The sender's message as relayed, without the receiver count (see `with_clients`)."""
+    message = {key: value for key, value in publish.message.items() if key != "clients"}
+    return json.dumps(message, separators=(",", ":"))
+
+
+def with_clients(body: str, clients: int) -> str:
+    """A `publish_body` with `clients` added last; the body is never parsed again."""
+    # The body is a JSON object with at least `type` and `topic`: it ends with "}".
+    return f'{body[:-1]},"clients":{clients}}}'
 
 
 def encode_error(code: ErrorCode, detail: str, topics: tuple[str, ...] = ()) -> str:

@@ -11,7 +11,8 @@ import os
 import ssl
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -30,11 +31,15 @@ from signaling.protocol import (
     Subscribe,
     Unsubscribe,
     encode_error,
-    encode_publish,
     parse_message,
+    publish_body,
+    with_clients,
 )
 from signaling.stats import Counters
 from signaling.topics import TopicTable
+
+if TYPE_CHECKING:
+    from signaling.cluster import RedisLink
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +73,9 @@ class SignalingServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         real_ip_header: str | None = None,
+        redis_url: str | None = None,
     ) -> None:
+        """`redis_url`: share topics with the other relays of that Redis (signaling.cluster)."""
         self._host = host
         self._port = port
         self._limits = limits or Limits()
@@ -85,9 +92,12 @@ class SignalingServer:
         self.counters = Counters()
         self._started = time.monotonic()
         self._server: Server | None = None
+        self._cluster = _cluster_link(redis_url, self._deliver, self._topics.topics)
 
     async def start(self) -> None:
-        """Bind and start accepting connections."""
+        """Bind and start accepting connections (and connecting to Redis, with `redis_url`)."""
+        if self._cluster is not None:
+            self._cluster.start()
         self._server = await serve(
             self._handle,
             self._host,
@@ -124,12 +134,16 @@ class SignalingServer:
         logger.info("server.stopping", extra=fields(connections=self._slots.open))
         self._server.close(code=CloseCode.GOING_AWAY, reason="server shutting down")
         await self._server.wait_closed()
+        if self._cluster is not None:
+            await self._cluster.close()
         logger.info("server.stopped", extra=fields(**self.counters.as_dict()))
 
     def health(self) -> dict[str, Any]:
         """Gauges, counters and limits, as served on the health endpoint."""
+        degraded = self._cluster is not None and not self._cluster.connected
         return {
-            "status": "ok",
+            "status": "degraded" if degraded else "ok",
+            "redis": self._cluster.health() if self._cluster is not None else None,
             "uptime_seconds": round(time.monotonic() - self._started, 3),
             "connections": self._slots.open,
             "topics": self._topics.topic_count,
@@ -171,7 +185,7 @@ class SignalingServer:
             await self._receive(session)
         finally:
             watchdog.cancel()
-            self._topics.remove(session)
+            await self._close_topics(self._topics.remove(session))
             self._slots.release(address)
             logger.info(
                 "connection.close",
@@ -216,8 +230,8 @@ class SignalingServer:
         if isinstance(message, Subscribe):
             await self._subscribe(session, message.topics)
         elif isinstance(message, Unsubscribe):
-            for topic in message.topics:
-                self._topics.unsubscribe(session, topic)
+            freed = [t for t in message.topics if self._topics.unsubscribe(session, t)]
+            await self._close_topics(freed)
         elif isinstance(message, Publish):
             self._relay(message, now)
         elif isinstance(message, Ping):
@@ -241,10 +255,18 @@ class SignalingServer:
 
     async def _subscribe(self, session: _Session, topics: tuple[str, ...]) -> None:
         refused: defaultdict[ErrorCode, list[str]] = defaultdict(list)
+        opened = []
         for topic in topics:
+            is_new = topic not in self._topics
             reason = self._topics.subscribe(session, topic)
             if reason is not None:
                 refused[reason].append(topic)
+            elif is_new:
+                opened.append(topic)
+        if self._cluster is not None:
+            # Before the next message of this connection (a ping, say) is handled, so a
+            # pong still means "subscribed": publishes through other relays reach it too.
+            await self._cluster.subscribe(opened)
         for reason, names in refused.items():
             self.counters.subscriptions_refused += len(names)
             logger.info(
@@ -253,13 +275,27 @@ class SignalingServer:
             )
             await session.ws.send(encode_error(reason, "subscription refused", tuple(names)))
 
+    async def _close_topics(self, topics: list[str]) -> None:
+        """Topics no local client holds any more: other relays need not send them here."""
+        if self._cluster is not None:
+            await self._cluster.unsubscribe(topics)
+
     def _relay(self, publish: Publish, now: float) -> None:
         self.counters.publishes += 1
-        receivers = self._topics.subscribers(publish.topic)
-        if not receivers:
+        body = publish_body(publish)
+        if self._cluster is not None:
+            self._cluster.publish(publish.topic, body)
+        if not self._deliver(publish.topic, body, now):
             self.counters.publishes_unrouted += 1
-            return
-        payload = encode_publish(publish, len(receivers))
+
+    def _deliver(self, topic: str, body: str, now: float | None = None) -> bool:
+        """Send a publish body to this relay's subscribers of `topic`; False if none."""
+        receivers = self._topics.subscribers(topic)
+        if not receivers:
+            return False
+        now = time.monotonic() if now is None else now
+        # `clients` counts the receivers on this relay, the ones it was sent to.
+        payload = with_clients(body, len(receivers))
         reachable = [receiver for receiver in receivers if self._keeps_up(receiver)]
         for receiver in reachable:
             receiver.last_activity = now
@@ -267,6 +303,7 @@ class SignalingServer:
         # _keeps_up bounds what piles up for each.
         broadcast([receiver.ws for receiver in reachable], payload)
         self.counters.deliveries += len(reachable)
+        return True
 
     def _keeps_up(self, receiver: _Session) -> bool:
         """False, after dropping it, for a receiver whose unsent backlog is over the limit."""
@@ -280,6 +317,19 @@ class SignalingServer:
         # A close frame would queue behind the backlog it is meant to cut: abort instead.
         receiver.ws.transport.abort()
         return False
+
+
+def _cluster_link(
+    redis_url: str | None,
+    deliver: Callable[[str, str], object],
+    held_topics: Callable[[], Iterable[str]],
+) -> RedisLink | None:
+    if redis_url is None:
+        return None
+    # Imported only here: a single relay needs no `redis` package.
+    from signaling.cluster import RedisLink
+
+    return RedisLink(redis_url, deliver, held_topics)
 
 
 def _current_rss_bytes() -> int | None:

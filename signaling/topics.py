@@ -30,6 +30,13 @@ class TopicTable(Generic[C]):
     def subscription_count(self) -> int:
         return sum(len(topics) for topics in self._topics_of.values())
 
+    def __contains__(self, topic: str) -> bool:
+        return topic in self._subscribers
+
+    def topics(self) -> list[str]:
+        """Every topic that has subscribers."""
+        return list(self._subscribers)
+
     def subscribe(self, connection: C, topic: str) -> ErrorCode | None:
         """Add `connection` to `topic`; returns why it was refused, or None when done."""
         mine = self._topics_of.get(connection, set())
@@ -48,23 +55,28 @@ class TopicTable(Generic[C]):
         self._topics_of[connection] = mine
         return None
 
-    def unsubscribe(self, connection: C, topic: str) -> None:
-        """Remove `connection` from `topic`, freeing whatever becomes empty."""
+    def unsubscribe(self, connection: C, topic: str) -> bool:
+        """Remove `connection` from `topic`, freeing whatever becomes empty.
+
+        Returns True when the topic was freed (its last subscriber left).
+        """
         subscribers = self._subscribers.get(topic)
         if subscribers is None or connection not in subscribers:
-            return
+            return False
         subscribers.remove(connection)
-        if not subscribers:
-            del self._subscribers[topic]
         mine = self._topics_of[connection]
         mine.remove(topic)
         if not mine:
             del self._topics_of[connection]
+        if subscribers:
+            return False
+        del self._subscribers[topic]
+        return True
 
-    def remove(self, connection: C) -> None:
-        """Forget a closed connection entirely."""
-        for topic in tuple(self._topics_of.get(connection, ())):
-            self.unsubscribe(connection, topic)
+    def remove(self, connection: C) -> list[str]:
+        """Forget a closed connection entirely; returns the topics that were freed."""
+        topics = tuple(self._topics_of.get(connection, ()))
+        return [topic for topic in topics if self.unsubscribe(connection, topic)]
 
     def subscribers(self, topic: str) -> tuple[C, ...]:
         """A snapshot of the topic's subscribers, safe to use while the table changes."""

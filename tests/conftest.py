@@ -17,5 +17,6 @@ def notebooks_dir() -> Path:
     return NOTEBOOKS_DIR
 
 
-# Fixtures that start a real signaling relay process (tests/signaling_server.py).
-pytest_plugins = ["signaling_server"]
+# Fixtures that start a real signaling relay process (tests/signaling_server.py) and a
+# real redis-server for relay clusters (tests/redis_server.py).
+pytest_plugins = ["signaling_server", "redis_server"]

@@ -17,18 +17,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from netns import NetnsLab
 
 from p2prtc.core.notebook import parse_notebook
 
 P2PRTC = [sys.executable, "-m", "p2prtc"]
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
 LOOPBACK_ENV = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
+# The notebook most end-to-end tests share (in ../shared/notebooks: the notebooks_dir fixture).
+SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 def write_like_jupyter(path: Path, nb: dict[str, Any]) -> bytes:
@@ -160,6 +164,11 @@ class Node:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def log(self, since: int = 0) -> str:
+        """The daemon's log from character ``since`` on (``len(node.log())`` marks a point)."""
+        log = self.home / "daemon.log"
+        return log.read_text(errors="replace")[since:] if log.exists() else ""
 
     def log_tail(self, lines: int = 40) -> str:
         log = self.home / "daemon.log"
@@ -296,6 +305,35 @@ def loopback_nodes(root: Path, *names: str) -> list[Node]:
         (root / name / "work").mkdir(parents=True)
         nodes.append(Node(root / name / "home", root / name / "work", dict(LOOPBACK_ENV)))
     return nodes
+
+
+@contextlib.contextmanager
+def netns_nodes(
+    root: Path, names: Sequence[str], env: Mapping[str, str] | None = None
+) -> Iterator[tuple[NetnsLab, list[Node]]]:
+    """One network namespace per name (a ``NetnsLab``), each with a daemon home
+    ``root/<name>-home`` and a work folder ``root/<name>`` (no daemon yet): mDNS and ICE on
+    the namespace's address only, plus ``env``.
+
+    At the end every daemon is shut down (in parallel) before the namespaces go, since a
+    namespace lives on while a process is inside; then no daemon and no namespace may be
+    left over.
+    """
+    with NetnsLab(len(names)) as lab:
+        nodes = []
+        for name, host in zip(names, lab.nodes, strict=True):
+            (root / name).mkdir()
+            node_env = {"P2PRTC_INTERFACES": host.address, "P2PRTC_MDNS": "1", **(env or {})}
+            nodes.append(Node(root / f"{name}-home", root / name, node_env, host.namespace))
+        try:
+            yield lab, nodes
+        finally:
+            with ThreadPoolExecutor(len(nodes)) as pool:
+                list(pool.map(Node.shut_down, nodes))
+        for node in nodes:
+            assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    assert lab.hub.rpartition("-")[0] not in listing.stdout, "a namespace survived teardown"
 
 
 def copy_notebook(source: Path, dest: Path) -> Path:

@@ -1,8 +1,8 @@
 """A hostile member for tests: joins a share legitimately, then misbehaves on the data channel.
 
 It speaks the real protocol with p2prtc's own parts, in the test's event loop: the invitation
-(SPAKE2 on the join code over a rendezvous pipe, as ``Daemon._redeem_at``), then a member
-handshake and the sealed SDP offer/answer (as ``Daemon._dial``), which gives it an open WebRTC
+(SPAKE2 on the join code over a rendezvous pipe, as ``Joining._redeem_at``), then a member
+handshake and the sealed SDP offer/answer (``dialer.offer_link``), which gives it an open WebRTC
 link to the daemon, authenticated for the share. From there it sends whatever a test wants:
 raw data channel messages, chunks, or well-formed frames.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -30,12 +29,13 @@ from p2prtc.core.framing import (
     error_reason,
 )
 from p2prtc.core.handshake import Authenticated, InviteJoiner, MemberInitiator, Welcomed
-from p2prtc.daemon.handshakes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
+from p2prtc.core.messages import Welcome
+from p2prtc.daemon.dialer import offer_link
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-LINK_OPEN_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,8 @@ async def redeem(port: int, code: str) -> Membership:
         assert isinstance(welcomed, Welcomed)
     finally:
         await pipe.close()
-    welcome = json.loads(welcomed.payload)
-    return Membership(
-        share_id=bytes.fromhex(welcome["share_id"]),
-        secret=bytes.fromhex(welcome["secret"]),
-        name=str(welcome["name"]),
-        members=[str(member) for member in welcome["members"]],
-    )
+    welcome = Welcome.decode(welcomed.payload)
+    return Membership(welcome.share_id, welcome.secret, welcome.name, list(welcome.members))
 
 
 class EvilPeer:
@@ -91,15 +86,8 @@ class EvilPeer:
             machine = MemberInitiator(membership.share_id, membership.secret, daemon_id)
             auth = await run_handshake(pipe, machine)
             assert isinstance(auth, Authenticated)
-            link, offer = await PeerLink.offer(IceConfig(servers=[], host_addresses=[LOOPBACK]))
-            try:
-                await pipe.send(auth.channel.seal(offer.encode()))
-                answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-                await link.accept_answer(answer)
-                await link.wait_open(LINK_OPEN_TIMEOUT_S)
-            except BaseException:
-                await link.close()
-                raise
+            ice = IceConfig(servers=[], host_addresses=[LOOPBACK])
+            link = await offer_link(pipe, auth, ice)
         finally:
             await pipe.close()
         return cls(link, daemon_id, auth.peer_daemon_id)

@@ -7,7 +7,7 @@ connection upstream and relays messages both ways, recording every byte it sees;
 coroutine may replace any message on its way (the attacker's move). The proxy runs its own
 event loop in a thread, so synchronous tests can drive the daemons through the CLI meanwhile.
 
-What travels on a rendezvous pipe (p2prtc/daemon/handshakes.py and main.py): the dialler's
+What travels on a rendezvous pipe (p2prtc/daemon/pipes.py, core/messages.py): the dialler's
 JSON envelope and the listener's ``ok``, then raw handshake messages, and after a member
 handshake the SDP offer (dialler) and answer (listener), sealed under the handshake's
 channel. Hence the message positions below.

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import pytest
+from environment import missing
 
 SUBNET_PREFIX = "10.77.0"
 PREFIX_LENGTH = 24
@@ -93,12 +94,12 @@ class NetnsLab:
     def __enter__(self) -> NetnsLab:
         reason = netns_unavailable_reason()
         if reason is not None:
-            pytest.skip(reason)
+            missing(reason)
         try:
             self._add_namespace(self.hub)
         except RuntimeError as exc:
             self.close()
-            pytest.skip(f"cannot create network namespaces: {exc}")
+            missing(f"cannot create network namespaces: {exc}")
         try:
             self._build()
         except BaseException:

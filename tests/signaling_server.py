@@ -4,7 +4,7 @@
 - `signaling_relay(**limits)` (async) and `running_signaling_server(**limits)` (sync):
   a relay with custom limits (keyword names are the fields of signaling.Limits),
   yielding a SignalingServerProcess;
-- `fetch_health(url)`: GET /healthz of a relay, parsed.
+- `fetch_health(url)`: GET /healthz of a relay, parsed; `free_port()`: a free TCP port.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,14 @@ class SignalingServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signum)
         return self.process.wait(timeout=SHUTDOWN_TIMEOUT)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def limit_args(**limits: float) -> list[str]:

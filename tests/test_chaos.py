@@ -58,6 +58,7 @@ from daemons import (
     Node,
     Pair,
     kill_9,
+    netns_nodes,
     synced_pair,
     wait_until,
     write_like_jupyter,
@@ -346,24 +347,8 @@ class Chaos:
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[Machines]:
     """MACHINES namespaces, each with a daemon home and a work folder (no daemon yet)."""
-    with NetnsLab(MACHINES) as lab:
-        nodes = []
-        for index, host in enumerate(lab.nodes):
-            workdir = tmp_path / f"m{index}"
-            workdir.mkdir()
-            env = {"P2PRTC_INTERFACES": host.address, "P2PRTC_MDNS": "1"}
-            nodes.append(Node(tmp_path / f"m{index}-home", workdir, env, host.namespace))
-        paths = [node.workdir / "chaos.ipynb" for node in nodes]
-        try:
-            yield Machines(lab, nodes, paths)
-        finally:
-            # Daemons before namespaces: a namespace lives on while a process is inside.
-            with ThreadPoolExecutor(len(nodes)) as pool:
-                list(pool.map(Node.shut_down, nodes))
-        for node in nodes:
-            assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    assert lab.hub.rpartition("-")[0] not in listing.stdout, "a namespace survived teardown"
+    with netns_nodes(tmp_path, [f"m{index}" for index in range(MACHINES)]) as (lab, nodes):
+        yield Machines(lab, nodes, [node.workdir / "chaos.ipynb" for node in nodes])
 
 
 def chaos_seed() -> int:

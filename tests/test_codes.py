@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2prtc.core.codes import InvalidCode, JoinCode, generate_code, parse_code, pick_nameplate
+from p2prtc.core.codes import (
+    InvalidCode,
+    JoinCode,
+    complete_code,
+    generate_code,
+    parse_code,
+    pick_nameplate,
+)
 from p2prtc.core.wordlist import WORDS
 
 
@@ -101,3 +108,15 @@ def test_parse_never_fails_other_than_invalid_code(text: str) -> None:
     except InvalidCode:
         return
     assert parse_code(str(code)) == code
+
+
+def test_completion_offers_the_words_that_fit_the_last_part() -> None:
+    assert complete_code("7-gui") == ["7-guitar-"]
+    assert complete_code("7-guitar-tor") == ["7-guitar-tornado-"]
+    assert "12-zebra-" in complete_code("12-")
+    assert complete_code("7") == []  # the number is never guessed
+    assert complete_code("7-qqq") == []
+    # A completed code parses back to itself.
+    assert str(parse_code(complete_code(complete_code("7-gui")[0] + "torn")[0])) == (
+        "7-guitar-tornado"
+    )

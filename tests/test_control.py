@@ -16,22 +16,18 @@ from typing import Any
 
 import pytest
 
-from p2prtc import paths
-from p2prtc.daemon import control
-from p2prtc.daemon.control import (
-    ControlServer,
-    DaemonAlreadyRunning,
-    DaemonError,
-    DaemonNotRunning,
-    DaemonTimeout,
-)
-from p2prtc.errors import P2PError
+from p2prtc import control, paths
+from p2prtc.control import DaemonError, DaemonNotRunning, DaemonTimeout
+from p2prtc.daemon.control import ControlServer, DaemonAlreadyRunning
+from p2prtc.errors import ExitCode, P2PError
 
 pytestmark = pytest.mark.timeout(20)
 
 
 class WrongCode(P2PError):
     """The join code is wrong."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 class Daemon:
@@ -106,6 +102,7 @@ async def test_user_error_keeps_message_and_kind(
         await call(home, {"cmd": "wrong-code"})
     assert str(caught.value) == "The join code is wrong."
     assert caught.value.kind == "WrongCode"
+    assert caught.value.exit_code == ExitCode.CODE_REFUSED
 
 
 @pytest.mark.parametrize("cmd", ["bug", "not-json", "unknown"])
@@ -118,6 +115,7 @@ async def test_handler_failure_is_an_answer_not_a_crash(
     assert "\n" not in str(caught.value)
     assert "internal error" in str(caught.value)
     assert caught.value.kind in {"KeyError", "TypeError", "ValueError"}
+    assert caught.value.exit_code == ExitCode.ERROR
     assert await call(home, {"cmd": "echo", "value": 1}) == {"ok": True, "echo": 1}
 
 

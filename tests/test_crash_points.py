@@ -19,14 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemons import copy_notebook
+from daemons import SAMPLE, copy_notebook
 from nbgen import nbformat_node, peer_update, render_with_line
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.daemon import document, files
 from p2prtc.daemon.document import CRASH_AT_ENV, SharedFile
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 USER = "USER LINE"
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from daemons import (
+    SAMPLE,
     FilePoller,
     Pair,
     copy_notebook,
@@ -46,7 +47,6 @@ from p2prtc.daemon.files import Signature, atomic_write
 
 pytestmark = pytest.mark.timeout(150)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 RANDOM_KILLS = 4
 TARGETED_KILLS = 3
 EDITS_PER_BURST = 4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from daemons import copy_notebook
+from daemons import SAMPLE, copy_notebook
 from nbgen import (
     nbformat_node,
     peer_save,
@@ -30,7 +30,6 @@ from p2prtc.core.notebook import render_notebook
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 WRITES = 3 * MAX_VERSIONS
 
 

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 from daemons import (
+    SAMPLE,
     Node,
     cell_source,
     copy_notebook,
     edit_cell,
+    loopback_nodes,
     wait_until,
     write_like_jupyter,
 )
-
-LOOPBACK = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,17 +28,13 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 def pair(tmp_path: Path, notebooks_dir: Path) -> Iterator[tuple[Node, Node, Path]]:
     """A sharer A (notebook shared) and a joiner B that knows A's rendezvous address."""
-    nodes = []
-    for name in ("a", "b"):
-        (tmp_path / name / "work").mkdir(parents=True)
-        nodes.append(Node(tmp_path / name / "home", tmp_path / name / "work", dict(LOOPBACK)))
-    a, b = nodes
+    a, b = loopback_nodes(tmp_path, "a", "b")
     notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "analysis.ipynb")
     try:
         yield a, b, notebook
     finally:
-        for node in nodes:
-            node.stop()
+        for node in (a, b):
+            node.shut_down()
 
 
 def connect(a: Node, b: Node) -> None:
@@ -131,7 +126,7 @@ def test_used_code_is_refused(pair: tuple[Node, Node, Path], tmp_path: Path) -> 
     try:
         result = third.run("join", code, str(tmp_path / "c.ipynb"), "--timeout", "3", check=False)
     finally:
-        third.stop()
+        third.shut_down()
     assert result.returncode == 4
     assert "already been used" in result.stderr
 

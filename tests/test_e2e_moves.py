@@ -12,10 +12,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from daemons import Pair, edit_cell, read_notebook, synced_pair, wait_until, write_like_jupyter
+from daemons import (
+    SAMPLE,
+    Pair,
+    edit_cell,
+    read_notebook,
+    synced_pair,
+    wait_until,
+    write_like_jupyter,
+)
 from nbgen import nbformat_node, render_with_move, upgrade_to_45
-
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, read_notebook, wait_until
-from netns import NetnsLab
+from daemons import (
+    SAMPLE,
+    Node,
+    cell_source,
+    copy_notebook,
+    edit_cell,
+    netns_nodes,
+    read_notebook,
+    wait_until,
+)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 # mDNS discovery plus a WebRTC link take seconds.
 SYNC_TIMEOUT_S = 25.0
 # After B's crash, A and C may keep their link to the dead B until ICE consent gives up
@@ -81,23 +88,9 @@ class Machines:
 @pytest.fixture
 def machines(tmp_path: Path, notebooks_dir: Path) -> Iterator[Machines]:
     """Three namespaces A, B, C; a daemon home and a work folder for each (no daemon yet)."""
-    with NetnsLab(3) as lab:
-        nodes = []
-        for name, host in zip("abc", lab.nodes, strict=True):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            env = {"P2PRTC_INTERFACES": host.address, "P2PRTC_MDNS": "1"}
-            nodes.append(Node(tmp_path / f"{name}-home", workdir, env, host.namespace))
-        a, b, c = nodes
+    with netns_nodes(tmp_path, "abc") as (_, (a, b, c)):
         notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
-        try:
-            yield Machines(a, b, c, notebook)
-        finally:
-            # Daemons before namespaces: a namespace lives on while a process is inside.
-            for node in nodes:
-                node.shut_down()
-        for node in nodes:
-            assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
+        yield Machines(a, b, c, notebook)
 
 
 def identical(*paths: Path) -> bool:

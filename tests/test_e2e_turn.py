@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemons import Node, cell_source, copy_notebook, edit_cell, wait_until
+from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, wait_until
+from environment import missing
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 TURN_USER = "p2prtc-test"
 TURN_PASSWORD = "not-a-secret"
 TURN_REALM = "p2prtc"
@@ -100,7 +100,7 @@ def turnserver_command(port: int, workdir: Path) -> list[str]:
 def turn_server(tmp_path: Path) -> Iterator[TurnServer]:
     """A coturn process on 127.0.0.1 with one static user; yields its turn: URL."""
     if shutil.which("turnserver") is None:
-        pytest.skip("coturn's turnserver is not installed (apt-get install coturn)")
+        missing("coturn's turnserver is not installed (apt-get install coturn)")
     workdir = tmp_path / "turn"
     workdir.mkdir()
     port = free_port()
@@ -115,7 +115,7 @@ def turn_server(tmp_path: Path) -> Iterator[TurnServer]:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not stun_answers(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"coturn did not start:\n{log_path.read_text(errors='replace')}")
+                missing(f"coturn did not start:\n{log_path.read_text(errors='replace')}")
         yield TurnServer(f"turn:127.0.0.1:{port}?transport=udp", log_path)
     finally:
         process.terminate()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.framing import UnsupportedVersion
 from p2prtc.core.handshake import (
+    INVITE_VERSION,
     Authenticated,
     Failed,
     HandshakeError,
@@ -24,6 +25,7 @@ from p2prtc.core.handshake import (
     MemberResponder,
     MessageType,
     NotAMember,
+    Refused,
     SendMessage,
     Welcomed,
     WrongCode,
@@ -91,13 +93,14 @@ def test_right_code_delivers_the_welcome_and_the_host_learns_it_arrived() -> Non
     assert host_events == [Joined()]
     assert [m[1] for m in wire] == [
         MessageType.PAKE,
-        MessageType.PAKE_CONFIRM,
+        MessageType.PAKE_REPLY,
         MessageType.CONFIRM,
         MessageType.WELCOME,
         MessageType.ACK,
     ]
-    assert all(m[0] == 1 for m in wire)  # protocol version
+    assert all(m[0] == INVITE_VERSION for m in wire)
     assert joiner.state is host.state is HandshakeState.DONE
+    assert host.guessed and host.proven
 
 
 def test_codes_typed_differently_are_the_same_secret() -> None:
@@ -122,25 +125,62 @@ def test_wrong_code_fails_on_both_sides_with_wrong_code(other_code: JoinCode) ->
         error = only_error(events)
         assert isinstance(error, WrongCode)
         assert str(error) == "The join code is wrong."
-    assert wire[-1][1] == MessageType.WRONG_CODE  # the joiner told the host
+    assert wire[-1][1] == MessageType.WRONG_CODE  # the host told the joiner
     assert not any(WELCOME in message for message in wire)
+
+
+def test_the_host_reveals_nothing_about_a_guess_before_judging_it() -> None:
+    """Its only answer before the joiner's confirmation is its SPAKE2 message: no MAC, no
+    ciphertext, nothing keyed by the session key that a guess could be tested against."""
+    for code in (CODE, JoinCode("7", ("apple", "zebra"))):
+        host = InviteHost(CODE, WELCOME)
+        host.start()
+        (reply,) = host.receive(InviteJoiner(code).start()[0])
+        assert isinstance(reply, SendMessage)
+        assert reply.data[1] == MessageType.PAKE_REPLY and len(reply.data) == 2 + 33
+        assert host.guessed and not host.proven  # from here on, walking away is a guess
+
+
+def test_a_refused_guess_is_never_answered() -> None:
+    def no_budget() -> None:
+        raise WrongCode()
+
+    joiner, host = InviteJoiner(CODE), InviteHost(CODE, WELCOME, admit=no_budget)
+    joiner_events, host_events, wire = run(joiner, host)
+    refused = only_error(joiner_events)
+    assert isinstance(refused, Refused) and refused.kind == "WrongCode"
+    assert isinstance(only_error(host_events), WrongCode)
+    assert [m[1] for m in wire] == [MessageType.PAKE, MessageType.REFUSED]
+    assert not host.guessed
 
 
 def test_host_detects_a_bad_confirmation_by_itself() -> None:
     host = InviteHost(CODE, WELCOME)
     joiner = InviteJoiner(JoinCode("7", ("apple", "zebra")))
     host.start()
-    (pake_confirm,) = host.receive(joiner.start()[0])
-    assert isinstance(pake_confirm, SendMessage)
-    # A joiner that ignores its failed check and confirms anyway gets nothing.
-    error = only_error(host.receive(bytes([1, MessageType.CONFIRM]) + bytes(32)))
-    assert isinstance(error, WrongCode)
+    (pake_reply,) = host.receive(joiner.start()[0])
+    assert isinstance(pake_reply, SendMessage)
+    # A forged confirmation gets the WRONG_CODE notice and nothing else.
+    notice, failed = host.receive(bytes([INVITE_VERSION, MessageType.CONFIRM]) + bytes(32))
+    assert notice == SendMessage(bytes([INVITE_VERSION, MessageType.WRONG_CODE]))
+    assert isinstance(failed, Failed) and isinstance(failed.error, WrongCode)
+    assert host.guessed and not host.proven
     assert host.receive(b"anything") == []
 
 
 def substitute_pake(index: int, message: bytes) -> bytes:
     """Swap the joiner's PAKE message for a valid one made with another code."""
     return InviteJoiner(JoinCode("7", ("apple", "zebra"))).start()[0] if index == 0 else message
+
+
+def substitute_reply(index: int, message: bytes) -> bytes:
+    """Swap the host's PAKE reply for one from another session of the same code."""
+    if index != 1:
+        return message
+    other = InviteHost(CODE, WELCOME)
+    (reply,) = other.receive(InviteJoiner(CODE).start()[0])
+    assert isinstance(reply, SendMessage)
+    return reply.data
 
 
 def outcome(events: list[HandshakeEvent]) -> list[type]:
@@ -152,8 +192,9 @@ def outcome(events: list[HandshakeEvent]) -> list[type]:
     [
         (substitute_pake, [WrongCode], [WrongCode]),  # keys disagree: seen as a wrong code
         (flip(0, 2), [], [HandshakeError]),  # PAKE side byte: refused before any crypto
-        (flip(1), [WrongCode], [WrongCode]),  # host confirmation
-        (flip(2), [], [WrongCode]),  # joiner confirmation: the joiner waits for a welcome
+        (substitute_reply, [WrongCode], [WrongCode]),  # another host's PAKE message
+        (flip(1, 2), [HandshakeError], []),  # its side byte: the host waits, and will count it
+        (flip(2), [WrongCode], [WrongCode]),  # joiner confirmation
         (flip(3), [TamperedMessage], []),  # sealed welcome: the host waits for an ack
         (flip(4), [Welcomed], [TamperedMessage]),  # sealed ack: the joiner was already done
     ],
@@ -168,16 +209,18 @@ def test_tampering_with_any_invitation_message_fails(
 
 def test_replayed_invitation_messages_fail() -> None:
     _, _, old = run(InviteJoiner(CODE), InviteHost(CODE, WELCOME))
-    # An old host reply does not confirm a new joiner's key.
-    joiner = InviteJoiner(CODE)
-    joiner.start()
-    notice, failed = joiner.receive(old[1])
-    assert notice == SendMessage(bytes([1, MessageType.WRONG_CODE]))
-    assert isinstance(failed, Failed) and isinstance(failed.error, WrongCode)
     # An old joiner confirmation does not convince a new host.
     host = InviteHost(CODE, WELCOME)
     host.receive(old[0])
-    assert isinstance(only_error(host.receive(old[2])), WrongCode)
+    notice, failed = host.receive(old[2])
+    assert notice == SendMessage(bytes([INVITE_VERSION, MessageType.WRONG_CODE]))
+    assert isinstance(failed, Failed) and isinstance(failed.error, WrongCode)
+    # An old host reply keys a new joiner to nothing the old welcome opens under.
+    joiner = InviteJoiner(CODE)
+    joiner.start()
+    (confirm,) = joiner.receive(old[1])
+    assert isinstance(confirm, SendMessage) and confirm.data != old[2]
+    assert isinstance(only_error(joiner.receive(old[3])), TamperedMessage)
     # An old welcome does not open under a new session's keys.
     joiner, host = InviteJoiner(CODE), InviteHost(CODE, WELCOME)
     (reply,) = host.receive(joiner.start()[0])
@@ -192,6 +235,7 @@ def test_out_of_order_invitation_messages_fail() -> None:
     host = InviteHost(CODE, WELCOME)
     error = only_error(host.receive(old[2]))
     assert isinstance(error, HandshakeError) and "unexpected CONFIRM" in str(error)
+    assert not host.guessed
     joiner = InviteJoiner(CODE)
     joiner.start()
     assert isinstance(only_error(joiner.receive(old[3])), HandshakeError)
@@ -201,16 +245,21 @@ def test_out_of_order_invitation_messages_fail() -> None:
 def test_reflected_pake_message_is_rejected() -> None:
     joiner = InviteJoiner(CODE)
     (pake,) = joiner.start()
-    reflected = bytes([1, MessageType.PAKE_CONFIRM]) + pake[2:] + bytes(32)
+    reflected = bytes([INVITE_VERSION, MessageType.PAKE_REPLY]) + pake[2:]
     error = only_error(joiner.receive(reflected))
     assert isinstance(error, HandshakeError) and "bad PAKE message" in str(error)
 
 
-def test_unknown_version_is_reported() -> None:
+def test_a_peer_on_another_version_is_told_and_named() -> None:
     joiner = InviteJoiner(CODE)
     (pake,) = joiner.start()
-    error = only_error(InviteHost(CODE, WELCOME).receive(b"\x02" + pake[1:]))
-    assert isinstance(error, UnsupportedVersion)
+    host = InviteHost(CODE, WELCOME)
+    notice, failed = host.receive(b"\x01" + pake[1:])
+    assert isinstance(failed, Failed) and isinstance(failed.error, UnsupportedVersion)
+    assert "version 1, this one 2" in str(failed.error)
+    # Sent at our version, so an older daemon's decoder names both versions as well.
+    assert notice == SendMessage(bytes([INVITE_VERSION, MessageType.UNSUPPORTED]))
+    assert not host.guessed
 
 
 def test_start_twice_is_a_programming_error() -> None:

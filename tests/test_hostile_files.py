@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from daemons import (
     LOOPBACK_ENV,
+    SAMPLE,
     Node,
     Pair,
     cell_source,
@@ -37,12 +38,12 @@ from daemons import (
     wait_until,
     write_like_jupyter,
 )
+from environment import missing
 
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, parse_notebook
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 NOT_A_NOTEBOOK = "The file is not a valid Jupyter notebook."
 TOO_LARGE = "The notebook is larger than p2prtc's size limit."
 IS_A_FOLDER = "is a folder"
@@ -221,7 +222,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+        missing(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
     try:
         yield mount_point
     finally:

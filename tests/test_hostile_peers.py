@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from daemons import (
+    SAMPLE,
     Node,
     cell_source,
     copy_notebook,
@@ -50,7 +51,6 @@ from p2prtc.core.framing import (
 
 pytestmark = pytest.mark.timeout(120)
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 DISCONNECT_TIMEOUT_S = 90.0  # pure-Python SCTP on a busy machine: 64 MiB can take a while
 ANSWER_TIMEOUT_S = 30.0
 _CHUNK_HEADER = struct.Struct("!BIII")

@@ -12,9 +12,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import secrets
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Node, copy_notebook, edit_cell, wait_until
+from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook, edit_cell, loopback_nodes, wait_until
+from guesser import RelayGuesser, WalkAway, guess, lan_opener, wrong_code
 from mdns_capture import SERVICE_TYPE, parse_packet, txt_properties
 from mitm_proxy import (
     LOOPBACK,
@@ -39,6 +42,7 @@ from netns import NetnsLab
 
 from p2prtc.adapters.rendezvous import connect_pipe
 from p2prtc.adapters.webrtc import IceConfig, LinkState, PeerLink
+from p2prtc.core.handshake import INVITE_VERSION, MessageType
 from p2prtc.core.keys import (
     SealedChannel,
     epoch_of,
@@ -46,13 +50,12 @@ from p2prtc.core.keys import (
     matches_share_tag,
     member_topic,
 )
-from p2prtc.daemon.handshakes import envelope, expect_ok
-from p2prtc.daemon.main import RECONCILE_INTERVAL_S
+from p2prtc.daemon.dialer import RECONCILE_INTERVAL_S
+from p2prtc.daemon.invitations import CodeBurned
+from p2prtc.daemon.pipes import envelope, expect_ok
 
 pytestmark = pytest.mark.timeout(90)
 
-LOOPBACK_ENV = {"P2PRTC_INTERFACES": LOOPBACK, "P2PRTC_MDNS": "0"}
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 NOTEBOOK_NAME = "acquisition-plans-q3.ipynb"
 MARKER = "MARKER-7c1f3e confidential revenue forecast"  # text only the notebook contains
 CAPTURE_AGENT = Path(__file__).with_name("mdns_capture.py")
@@ -75,9 +78,8 @@ NOT_A_MEMBER = "The other daemon could not prove it is a member of this share."
 
 
 def make_node(root: Path, name: str) -> Node:
-    workdir = root / name / "work"
-    workdir.mkdir(parents=True)
-    return Node(root / name / "home", workdir, dict(LOOPBACK_ENV))
+    (node,) = loopback_nodes(root, name)
+    return node
 
 
 def distinctive_notebook(notebooks_dir: Path, folder: Path) -> Path:
@@ -209,15 +211,16 @@ def test_wrong_codes_are_seen_by_the_sharer_and_burn_the_code(sharer: Sharer, jo
     code, log_start = sharer.invite(), len(log_of(a))
     dial_directly(b, rendezvous_port(a))
 
-    # The sharer counts an attempt when the joiner's WRONG_CODE arrives, which may be after
-    # the joiner's command returned; the third one withdraws the invitation (None).
+    # The sharer judges each confirmation and tells the joiner; the attempt is settled when
+    # the exchange ends, which may be just after the joiner's command returned; the third
+    # one withdraws the invitation (None).
     for attempts_left in (2, 1, None):
         result = b.run("join", another_code(code), "--timeout", "5", check=False)
         assert (result.returncode, result.stderr.strip()) == (4, WRONG_CODE)
         wait_for_attempts_left(a, code, attempts_left)
     log = log_of(a, log_start)
     assert len([line for line in log.splitlines() if "ended: The join code is wrong" in line]) == 3
-    assert "burned after wrong codes" in log
+    assert "burned after 3 failed attempts" in log
 
     # Burned: even the right code is refused now, and nothing was handed out.
     result = b.run("join", code, "--timeout", "1", check=False)
@@ -253,14 +256,93 @@ async def abandon_invitation_pipe(port: int, nameplate: str, seconds: float) -> 
         await pipe.close()
 
 
-def test_an_abandoned_join_leaves_the_code_usable(sharer: Sharer, joiner: Node) -> None:
+def test_a_join_abandoned_before_any_guess_leaves_the_code_usable(
+    sharer: Sharer, joiner: Node
+) -> None:
+    """No PAKE message, no guess: a slow or dropped joiner costs no attempt."""
     a, b, code = sharer.node, joiner, sharer.invite()
     port = rendezvous_port(a)
     # Held across a tick of the daemon's housekeeping, as a slow or dropped joiner would.
     asyncio.run(abandon_invitation_pipe(port, code.split("-")[0], 2 * RECONCILE_INTERVAL_S))
+    assert wrong_attempts_left(a, code) == 3
     dial_directly(b, port)
 
     assert Path(b.join(code, None, "--timeout", "3")["path"]).exists()
+
+
+def assert_burned_by_guesses(sharer: Sharer, joiner: Node, code: str, log_start: int) -> None:
+    """The sharer saw three failed exchanges, burned the code and says so; the right code
+    is then refused as burned and nothing was handed out."""
+    a = sharer.node
+    wait_for_attempts_left(a, code, None)
+    (share,) = a.status()["shares"]
+    nameplate = code.split("-")[0]
+    assert {"nameplate": nameplate, "reason": "burned", "wrong_attempts_used": 3} in share[
+        "retired_invitations"
+    ]
+    assert f"invitation {nameplate}-… burned after 3 failed attempts" in a.run("status").stdout
+    warnings = [
+        line
+        for line in log_of(a, log_start).splitlines()
+        if " WARNING " in line and "did not prove the code" in line
+    ]
+    assert len(warnings) == 3, warnings
+    result = joiner.run("join", code, "--timeout", "5", check=False)
+    assert (result.returncode, result.stderr.strip()) == (4, BURNED)
+    assert joiner.status()["shares"] == []
+
+
+def test_a_guesser_that_walks_away_after_the_answer_burns_the_code(
+    sharer: Sharer, joiner: Node
+) -> None:
+    """Issue 10: each guess costs an attempt however the guesser leaves (LAN pipe)."""
+    code, log_start = sharer.invite(), len(log_of(sharer.node))
+    port = rendezvous_port(sharer.node)
+    dial_directly(joiner, port)
+    for how in (WalkAway.CLOSE, WalkAway.JUNK, WalkAway.OUT_OF_ORDER):
+        answer = asyncio.run(guess(lan_opener(LOOPBACK, port), wrong_code(code), how, 0.2))
+        assert answer[1] == MessageType.PAKE_REPLY  # only the SPAKE2 message: no verdict
+    # Once those three are settled, a fourth guess is not even answered.
+    wait_for_attempts_left(sharer.node, code, None)
+    with pytest.raises(CodeBurned):
+        asyncio.run(guess(lan_opener(LOOPBACK, port), wrong_code(code), WalkAway.CLOSE, 0))
+    assert_burned_by_guesses(sharer, joiner, code, log_start)
+
+
+async def guess_through_relay(url: str, code: str, guesses: int) -> list[bytes]:
+    """``guesses`` concurrent guesses over the relay, each left to the host's timeout."""
+    guesser = RelayGuesser(url, code.split("-")[0])
+    try:
+        opener = guesser.opener(await guesser.find_host())
+        return await asyncio.gather(
+            *(guess(opener, wrong_code(code), WalkAway.SILENCE, 0) for _ in range(guesses))
+        )
+    finally:
+        await guesser.hub.close()
+
+
+def test_concurrent_guesses_through_a_relay_cannot_exceed_the_budget(
+    tmp_path: Path, notebooks_dir: Path, signaling_server: str
+) -> None:
+    """Five guesses at once over the relay pipe on a 5-use code, each abandoned to the host's
+    timeout: three are answered (and counted), two refused unanswered; the code is burned."""
+    env = {**LOOPBACK_ENV, "P2PRTC_SIGNAL": signaling_server}
+    a = Node(tmp_path / "a" / "home", tmp_path / "a", dict(env))
+    b = Node(tmp_path / "b" / "home", tmp_path / "b", dict(env))
+    a.workdir.mkdir(parents=True)
+    b.workdir.mkdir(parents=True)
+    try:
+        sharer = Sharer(a, distinctive_notebook(notebooks_dir, a.workdir))
+        a.share(sharer.notebook)
+        code, log_start = sharer.invite("--uses", "5"), len(log_of(a))
+        answers = asyncio.run(guess_through_relay(signaling_server, code, 5))
+        replies = [answer for answer in answers if answer[1] == MessageType.PAKE_REPLY]
+        refusals = [answer[2:] for answer in answers if answer[1] == MessageType.REFUSED]
+        assert (len(replies), refusals) == (3, [b"CodeBusy"] * 2), answers
+        assert_burned_by_guesses(sharer, b, code, log_start)
+    finally:
+        a.shut_down(SHUTDOWN_TIMEOUT_S)
+        b.shut_down(SHUTDOWN_TIMEOUT_S)
 
 
 # --- a man in the middle on the rendezvous --------------------------------------------------
@@ -424,10 +506,12 @@ def test_replayed_invitation_counts_as_a_wrong_code(joined_via_proxy: JoinedViaP
         replay_dialler(rendezvous_port(setup.a), setup.proxy.conversation(pipe), REPLAY_TIMEOUT_S)
     )
 
-    # A fresh PAKE reply, then the replayed confirmation does not match it: no welcome.
-    assert len(replies) == 2, replies
+    # A fresh PAKE reply, then the replayed confirmation does not match it: WRONG_CODE, no
+    # welcome.
+    assert len(replies) == 3, replies
     assert json.loads(replies[0]) == {"ok": True}
-    assert replies[1][:2] == b"\x01\x02"
+    assert replies[1][:2] == bytes([INVITE_VERSION, MessageType.PAKE_REPLY])
+    assert replies[2] == bytes([INVITE_VERSION, MessageType.WRONG_CODE])
     wait_for_attempts_left(setup.a, setup.code, 2)
     assert len(setup.a.status()["shares"][0]["peers"]) == 1
 
@@ -515,6 +599,49 @@ def test_secrets_at_rest_are_private_and_never_logged(joined_via_proxy: JoinedVi
         assert leaked(log, secret_values(share_record(node))) == []
         assert setup.code.encode() not in log
         assert secret not in json.dumps(node.status())
+
+
+@contextlib.contextmanager
+def umask(value: int) -> Iterator[None]:
+    """This process's umask for the block (the CLI, and the daemon it starts, inherit it)."""
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_a_code_read_from_stdin_and_files_made_as_the_user_expects(
+    sharer: Sharer, joiner: Node
+) -> None:
+    """The code never sits in argv; the joined notebook gets the user's umask like an editor's
+    file would, the daemon's log stays private whatever the umask."""
+    code = sharer.invite()
+    dial_directly(joiner, rendezvous_port(sharer.node))
+    with umask(0o027):
+        result = subprocess.run(
+            joiner.command("join", "-", "--json"),
+            input=f"{code}\n",
+            cwd=joiner.workdir,
+            env=joiner.full_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    joined = Path(json.loads(result.stdout)["path"])
+    assert mode(joined) == 0o640
+    assert mode(joiner.home / "daemon.log") == 0o600
+
+
+def test_a_mistyped_code_fails_before_any_daemon_starts(joiner: Node) -> None:
+    result = joiner.run("join", "7-guitar-notaword", check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        4,
+        "p2prtc: The join code is not valid. (unknown word 'notaword')",
+    )
+    assert not (joiner.home / "daemon.log").exists()
 
 
 # --- what the LAN sees: mDNS --------------------------------------------------------------

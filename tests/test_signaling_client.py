@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from signaling_server import fetch_health, signaling_relay, wait_for_health
+from signaling_server import fetch_health, free_port, signaling_relay, wait_for_health
 from websockets.asyncio.client import ClientConnection, connect
 
 from p2prtc.adapters.signaling import (
@@ -20,6 +20,7 @@ from p2prtc.adapters.signaling import (
     OnMessage,
     SignalingClient,
     SignalingMessageTooLarge,
+    SignalingRateLimited,
     SignalingState,
     SignalingUnavailable,
 )
@@ -74,13 +75,6 @@ async def raw_publish(ws: ClientConnection, topic: str, data: Any) -> None:
 
 def ours(payload: bytes, sender: str = "someone-else") -> dict[str, str]:
     return {"p2prtc": base64.b64encode(payload).decode(), "from": sender}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def wait_for_state(client: SignalingClient, *states: SignalingState) -> None:
@@ -186,6 +180,27 @@ async def wait_for_messages(seen: list[bytes], count: int) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(arrived(), RECV_TIMEOUT)
+
+
+async def test_a_burst_of_publishes_stays_under_the_relays_rate_limit(relay_url: str) -> None:
+    alice_inbox, bob_inbox = Inbox(), Inbox()
+    alice = await started_client(relay_url, alice_inbox, "room")
+    bob = await started_client(relay_url, bob_inbox, "room")
+    sent = []
+    for n in range(400):  # at once: twice the relay's burst
+        with contextlib.suppress(SignalingRateLimited):
+            await alice.publish("room", n.to_bytes(2, "big"))
+            sent.append(n.to_bytes(2, "big"))
+    assert 100 <= len(sent) < 400
+    for payload in sent:
+        assert await bob_inbox.next() == ("room", payload)
+    # The relay dropped nothing of ours, so alice's pings keep her connection.
+    health = await fetch_health(relay_url)
+    assert health["counters"]["rate_limited"] == 0
+    assert health["counters"]["connections_accepted"] == 2
+    assert alice.connected
+    await alice.close()
+    await bob.close()
 
 
 async def test_reconnects_and_subscribes_again_after_a_relay_restart() -> None:

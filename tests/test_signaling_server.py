@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from redis_server import RedisServer, relay_cluster
 from signaling_server import (
     REPO_ROOT,
     SignalingServerProcess,
@@ -96,15 +97,40 @@ def publish(topic: str, **data: Any) -> dict[str, Any]:
     return {"type": "publish", "topic": topic, "data": data}
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[SignalingServerProcess]:
-    async with signaling_relay() as server:
-        yield server
+ONE_RELAY, CLUSTER = "one relay", "three relays on redis"
+# The y-webrtc protocol holds for one relay and for a cluster whose clients sit on
+# different relays; `relays` is parametrized indirectly (default: one relay).
+conformance = pytest.mark.parametrize("relays", [ONE_RELAY, CLUSTER], indirect=True)
 
 
 @pytest.fixture
-async def clients(relay: SignalingServerProcess) -> AsyncIterator[list[ClientConnection]]:
-    connections = [await open_client(relay.url) for _ in range(3)]
+async def relays(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[list[SignalingServerProcess]]:
+    if getattr(request, "param", ONE_RELAY) == ONE_RELAY:
+        async with signaling_relay() as server:
+            yield [server]
+        return
+    redis = RedisServer.start(tmp_path)
+    try:
+        async with relay_cluster(redis.url, 3) as cluster:
+            yield cluster
+    finally:
+        redis.stop()
+
+
+@pytest.fixture
+def relay(relays: list[SignalingServerProcess]) -> SignalingServerProcess:
+    """The relay of the first client."""
+    return relays[0]
+
+
+@pytest.fixture
+async def clients(
+    relays: list[SignalingServerProcess],
+) -> AsyncIterator[list[ClientConnection]]:
+    """Three clients; in a cluster each on another relay."""
+    connections = [await open_client(relays[i % len(relays)].url) for i in range(3)]
     yield connections
     for ws in connections:
         await ws.close()
@@ -145,9 +171,11 @@ def test_topic_table_limits_and_frees_empty_topics() -> None:
     assert table.subscribe("c3", "toolong") is ErrorCode.TOPIC_TOO_LONG
     assert set(table.subscribers("t1")) == {"c1", "c2"}
     assert (table.topic_count, table.subscription_count) == (2, 3)
-    table.remove("c1")
-    table.unsubscribe("c2", "t1")
-    table.unsubscribe("c2", "t1")
+    # What each change frees tells a clustered relay which Redis channels to drop.
+    assert table.remove("c1") == ["t2"]
+    assert table.topics() == ["t1"] and "t1" in table and "t2" not in table
+    assert table.unsubscribe("c2", "t1") is True
+    assert table.unsubscribe("c2", "t1") is False
     assert (table.topic_count, table.subscription_count) == (0, 0)
     assert table.subscribers("t1") == ()
 
@@ -189,8 +217,9 @@ def test_limits_must_be_positive() -> None:
 # --- protocol conformance -----------------------------------------------------------
 
 
+@conformance
 async def test_publish_reaches_every_subscriber_including_the_sender(
-    clients: list[ClientConnection],
+    relays: list[SignalingServerProcess], clients: list[ClientConnection]
 ) -> None:
     alice, bob, carol = clients
     await subscribe(alice, "room")
@@ -198,12 +227,16 @@ async def test_publish_reaches_every_subscriber_including_the_sender(
     await subscribe(carol, "elsewhere")
     message = {"type": "publish", "topic": "room", "data": {"sdp": "v=0", "n": [1, 2]}, "x": 1}
     await send(alice, message)
-    relayed = {**message, "clients": 2}
+    # `clients`: the receivers on the relay that delivers it (alice and bob share one relay,
+    # or each has its own).
+    relayed = {**message, "clients": 2 if len(relays) == 1 else 1}
     assert await recv(alice) == relayed
     assert await recv(bob) == relayed
     assert await until_pong(carol) == []
+    assert await until_pong(alice) == []  # once, not again through Redis
 
 
+@conformance
 async def test_publish_from_a_non_subscriber_is_relayed(
     clients: list[ClientConnection],
 ) -> None:
@@ -216,6 +249,7 @@ async def test_publish_from_a_non_subscriber_is_relayed(
     assert await until_pong(outsider) == []
 
 
+@conformance
 async def test_unsubscribe_stops_delivery_and_frees_the_topic(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -233,11 +267,13 @@ async def test_unsubscribe_stops_delivery_and_frees_the_topic(
     assert (health["topics"], health["subscriptions"]) == (1, 1)
 
 
+@conformance
 async def test_ping_is_answered_with_pong(clients: list[ClientConnection]) -> None:
     await send(clients[0], {"type": "ping"})
     assert await recv(clients[0]) == {"type": "pong"}
 
 
+@conformance
 async def test_subscribe_skips_topics_that_are_not_strings(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -245,6 +281,7 @@ async def test_subscribe_skips_topics_that_are_not_strings(
     assert (await fetch_health(relay.url))["subscriptions"] == 1
 
 
+@conformance
 async def test_binary_json_frames_are_understood(clients: list[ClientConnection]) -> None:
     alice = clients[0]
     await alice.send(json.dumps({"type": "subscribe", "topics": ["room"]}).encode())
@@ -252,6 +289,7 @@ async def test_binary_json_frames_are_understood(clients: list[ClientConnection]
     assert (await recv(alice))["data"] == {"n": 1}
 
 
+@conformance
 async def test_publish_to_an_empty_topic_goes_nowhere(
     relay: SignalingServerProcess, clients: list[ClientConnection]
 ) -> None:
@@ -261,6 +299,7 @@ async def test_publish_to_an_empty_topic_goes_nowhere(
     assert (counters["publishes"], counters["publishes_unrouted"]) == (1, 1)
 
 
+@conformance
 async def test_disconnect_frees_topics_and_slots(relay: SignalingServerProcess) -> None:
     ws = await open_client(relay.url)
     await subscribe(ws, "a", "b")
@@ -273,6 +312,7 @@ async def test_disconnect_frees_topics_and_slots(relay: SignalingServerProcess) 
 # --- malformed input ----------------------------------------------------------------
 
 
+@conformance
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
@@ -618,7 +658,7 @@ async def test_load_loses_nothing_and_memory_returns_near_baseline() -> None:
         baseline = (await fetch_health(relay.url))["memory_rss_bytes"]
         after_rounds = []
         for _ in range(2):
-            report = await run_load(relay.url, plan)
+            report = await run_load([relay.url], plan)
             assert (report.lost, report.duplicated) == (0, 0), report
             assert report.delivered == 500 * 10 * 10
             health = await wait_for_health(relay.url, lambda h: h["connections"] == 0)

@@ -3,17 +3,11 @@ partial mesh converge, with every edit exactly once and no gossip loop."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from pycrdt import Text
 
 from p2prtc.core.model import cells_of
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from sim_mesh import MeshSim, SimConfig, Traffic, simulate
+from scripts.sim_mesh import MeshSim, SimConfig, Traffic, simulate
 
 pytestmark = pytest.mark.timeout(60)
 

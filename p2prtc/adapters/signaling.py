@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -31,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketExcepti
 from websockets.uri import parse_uri
 
 from p2prtc.errors import P2PError
+from signaling.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ _SUBSCRIBE_BATCH = 64
 
 class SignalingUnavailable(P2PError):
     """The signaling service is not reachable."""
+
+
+class SignalingRateLimited(SignalingUnavailable):
+    """Too many messages for the signaling service at once: this one was not sent."""
 
 
 class SignalingMessageTooLarge(P2PError):
@@ -94,8 +100,15 @@ class SignalingClient:
         open_timeout: float = 10.0,
         round_trip_timeout: float = 10.0,
         max_message_bytes: int = 64 * 1024,
+        publish_rate: float = 40.0,
+        publish_burst: int = 150,
     ) -> None:
-        """`max_message_bytes` is the relay's limit (its default); the rest tunes timing."""
+        """`max_message_bytes` is the relay's limit (its default); the rest tunes timing.
+
+        `publish_rate` and `publish_burst` keep publishes under the relay's default rate
+        limit (50/s, burst 200) with room for our pings and subscriptions: a relay that
+        drops our messages would drop a ping too, and we would reconnect for nothing.
+        """
         try:
             parse_uri(url)
         except InvalidURI as exc:
@@ -108,6 +121,7 @@ class SignalingClient:
         self._round_trip_timeout = round_trip_timeout
         self._max_message_bytes = max_message_bytes
         self._sender_id = secrets.token_hex(8)
+        self._publish_budget = TokenBucket(publish_rate, publish_burst, time.monotonic())
         self._topics: set[str] = set()
         self._state = SignalingState.IDLE
         self._ws: ClientConnection | None = None
@@ -171,6 +185,8 @@ class SignalingClient:
         if len(text) > self._max_message_bytes:
             # The relay would close the whole connection (1009) over it.
             raise SignalingMessageTooLarge(f"{len(data)} bytes")
+        if not self._publish_budget.take(time.monotonic()):
+            raise SignalingRateLimited()
         try:
             await ws.send(text)
         except ConnectionClosed as exc:

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from p2prtc.core.wordlist import WORDS
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ _BY_PREFIX = {word[:_PREFIX_LEN]: word for word in WORDS}
 
 class InvalidCode(P2PError):
     """The join code is not valid."""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,18 @@ def parse_code(text: str) -> JoinCode:
         raise InvalidCode("expected a number and words, like 7-guitar-tornado")
     nameplate, *words = parts
     return JoinCode(_normalise_nameplate(nameplate), tuple(_expand_word(w) for w in words))
+
+
+def complete_code(typed: str) -> list[str]:
+    """Completions of a partly typed code (the words of the last part), for a prompt.
+
+    ``"7-gui"`` gives ``["7-guitar-"]``; the number itself is never guessed.
+    """
+    head, separator, last = typed.lower().rpartition("-")
+    if not separator or not head:
+        return []
+    matches = sorted(word for word in WORDS if word.startswith(last))
+    return [f"{head}-{word}-" for word in matches]
 
 
 def pick_nameplate(taken: Collection[str]) -> str:

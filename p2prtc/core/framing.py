@@ -65,6 +65,7 @@ class FrameKind(enum.IntEnum):
     ERROR = 4  # connection-level: utf-8 reason; the sender closes the connection next
     REKEY = 5  # the share ``doc_id`` has a new secret and member list (JSON), after a removal
     PING = 6  # connection-level keepalive, empty: the sender is alive and reading
+    AWARENESS = 7  # an awareness update (y-protocols encoding) of ``doc_id``'s Jupyter rooms
 
     @property
     def has_doc_id(self) -> bool:

@@ -3,13 +3,14 @@
 Every message is ``version:u8 | type:u8 | body``. Neither handshake raises on what the other
 side sends: anything unexpected ends it with a ``Failed`` event.
 
-Invitation (``InviteJoiner`` / ``InviteHost``): SPAKE2 on the join code, key confirmation
-both ways, then the host's sealed welcome and the joiner's sealed acknowledgement::
+Invitation (``InviteJoiner`` / ``InviteHost``): SPAKE2 on the join code; the joiner proves
+the key first, so the host reveals nothing about a guess before the guess is judged (and
+counted); the host's sealed welcome then confirms the key the other way::
 
     joiner -> host   PAKE          spake2_A message
-    host -> joiner   PAKE_CONFIRM  spake2_B message | host confirmation MAC
-    joiner -> host   CONFIRM       joiner confirmation MAC       (or WRONG_CODE)
-    host -> joiner   WELCOME       sealed welcome payload
+    host -> joiner   PAKE_REPLY    spake2_B message
+    joiner -> host   CONFIRM       joiner confirmation MAC
+    host -> joiner   WELCOME       sealed welcome payload        (or WRONG_CODE)
     joiner -> host   ACK           sealed empty message
 
 Member authentication (``MemberInitiator`` / ``MemberResponder``), keyed by a share secret::
@@ -48,16 +49,19 @@ from p2prtc.core.keys import (
     session_channel,
     transcript_hash,
 )
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
-HANDSHAKE_VERSION = 1
+# Invitation messages are at version 2 (joiner confirms first); member messages still at 1.
+INVITE_VERSION = 2
+MEMBER_VERSION = 1
 NONCE_SIZE = 32
 _SPAKE_MESSAGE_SIZE = 33  # side byte + compressed Ed25519 element
 _MAC_SIZE = 32
 _HEADER_SIZE = 2
 _MAX_DAEMON_ID_BYTES = 255
+_MAX_REFUSAL_BYTES = 64
 _JOINER_IDENTITY = b"p2prtc/v1 invite joiner"
 _HOST_IDENTITY = b"p2prtc/v1 invite host"
 _ZERO_NONCE = bytes(12)
@@ -70,6 +74,16 @@ class HandshakeError(P2PError):
 class WrongCode(P2PError):
     """The join code is wrong."""
 
+    exit_code = ExitCode.CODE_REFUSED
+
+
+class Refused(P2PError):
+    """The inviting daemon refused to answer this join attempt."""
+
+    def __init__(self, kind: str = "") -> None:
+        super().__init__()
+        self.kind = kind  # the name of the host's error, to be mapped back by the caller
+
 
 class NotAMember(P2PError):
     """The other daemon could not prove it is a member of this share."""
@@ -77,11 +91,14 @@ class NotAMember(P2PError):
 
 class MessageType(enum.IntEnum):
     PAKE = 1
-    PAKE_CONFIRM = 2
+    # 2 was the version-1 PAKE_CONFIRM (host confirmation first): retired.
     CONFIRM = 3
     WRONG_CODE = 4
     WELCOME = 5
     ACK = 6
+    PAKE_REPLY = 7
+    UNSUPPORTED = 8
+    REFUSED = 9
     HELLO = 16
     PROOF = 17
     FINISH = 18
@@ -91,7 +108,7 @@ class MessageType(enum.IntEnum):
 class HandshakeState(enum.Enum):
     START = "start"
     AWAIT_PAKE = "await-pake"
-    AWAIT_PAKE_CONFIRM = "await-pake-confirm"
+    AWAIT_PAKE_REPLY = "await-pake-reply"
     AWAIT_CONFIRM = "await-confirm"
     AWAIT_WELCOME = "await-welcome"
     AWAIT_ACK = "await-ack"
@@ -154,9 +171,10 @@ _Handler = Callable[[_Message], list[HandshakeEvent]]
 class _Handshake:
     """The state machine plumbing both handshakes share."""
 
-    def __init__(self, name: str, state: HandshakeState) -> None:
+    def __init__(self, name: str, state: HandshakeState, version: int) -> None:
         self._name = name
         self._state = state
+        self._version = version
 
     @property
     def state(self) -> HandshakeState:
@@ -168,13 +186,22 @@ class _Handshake:
             logger.debug("%s: ignoring a message after the handshake ended", self._name)
             return []
         try:
-            message = _decode(data)
+            message = _decode(data, self._version)
             handler = self._handlers().get((self._state, message.type))
             if handler is None:
                 raise HandshakeError(f"unexpected {message.type.name} in {self._state.value}")
             return handler(message)
+        except UnsupportedVersion as exc:
+            # Answered at our version, so the other side's decoder names both versions too.
+            return self._fail(exc, self._encode(MessageType.UNSUPPORTED))
         except P2PError as exc:
             return self._fail(exc)
+
+    def _encode(self, message_type: MessageType, body: bytes = b"") -> bytes:
+        return _header(self._version, message_type) + body
+
+    def _header(self, message_type: MessageType) -> bytes:
+        return _header(self._version, message_type)
 
     def _handlers(self) -> Mapping[tuple[HandshakeState, MessageType], _Handler]:
         raise NotImplementedError
@@ -203,11 +230,7 @@ class _InviteKeys:
     def __init__(self, pake_key: bytes, joiner_message: bytes, host_message: bytes) -> None:
         self._key = pake_key
         self._transcript = transcript_hash(b"p2prtc/v1 invite", joiner_message, host_message)
-        self.host_confirmation = self._confirmation("host")
-        self.joiner_confirmation = self._confirmation("joiner")
-
-    def _confirmation(self, role: str) -> bytes:
-        return mac(derive(self._key, f"invite {role} confirm"), self._transcript)
+        self.joiner_confirmation = mac(derive(self._key, "invite joiner confirm"), self._transcript)
 
     def channel(self, *, joiner: bool) -> SealedChannel:
         return session_channel(self._key, self._transcript, "invite", initiator=joiner)
@@ -217,7 +240,7 @@ class InviteJoiner(_Handshake):
     """The joining side of an invitation: proves it knows the code, receives the welcome."""
 
     def __init__(self, code: JoinCode) -> None:
-        super().__init__("invite joiner", HandshakeState.START)
+        super().__init__("invite joiner", HandshakeState.START, INVITE_VERSION)
         self._spake = SPAKE2_A(_password(code), idA=_JOINER_IDENTITY, idB=_HOST_IDENTITY)
         self._pake_message = b""
         self._channel: SealedChannel | None = None
@@ -226,44 +249,63 @@ class InviteJoiner(_Handshake):
         """The first message, to send to the host."""
         self._check_start(HandshakeState.START)
         self._pake_message = cast(bytes, self._spake.start())
-        self._set_state(HandshakeState.AWAIT_PAKE_CONFIRM)
-        return [_encode(MessageType.PAKE, self._pake_message)]
+        self._set_state(HandshakeState.AWAIT_PAKE_REPLY)
+        return [self._encode(MessageType.PAKE, self._pake_message)]
 
     def _handlers(self) -> Mapping[tuple[HandshakeState, MessageType], _Handler]:
         return {
-            (HandshakeState.AWAIT_PAKE_CONFIRM, MessageType.PAKE_CONFIRM): self._on_pake_confirm,
+            (HandshakeState.AWAIT_PAKE_REPLY, MessageType.PAKE_REPLY): self._on_pake_reply,
+            (HandshakeState.AWAIT_PAKE_REPLY, MessageType.REFUSED): self._on_refused,
             (HandshakeState.AWAIT_WELCOME, MessageType.WELCOME): self._on_welcome,
+            (HandshakeState.AWAIT_WELCOME, MessageType.WRONG_CODE): self._on_wrong_code,
         }
 
-    def _on_pake_confirm(self, message: _Message) -> list[HandshakeEvent]:
-        host_message, confirmation = _split(message.body, _SPAKE_MESSAGE_SIZE, _MAC_SIZE)
+    def _on_pake_reply(self, message: _Message) -> list[HandshakeEvent]:
+        (host_message,) = _split(message.body, _SPAKE_MESSAGE_SIZE)
         keys = _InviteKeys(
             _finish_pake(self._spake, host_message), self._pake_message, host_message
         )
-        if not hmac.compare_digest(confirmation, keys.host_confirmation):
-            # Tell the host, so it counts a wrong attempt instead of waiting for a timeout.
-            return self._fail(WrongCode(), _encode(MessageType.WRONG_CODE))
         self._channel = keys.channel(joiner=True)
         self._set_state(HandshakeState.AWAIT_WELCOME)
-        return [SendMessage(_encode(MessageType.CONFIRM, keys.joiner_confirmation))]
+        return [SendMessage(self._encode(MessageType.CONFIRM, keys.joiner_confirmation))]
 
     def _on_welcome(self, message: _Message) -> list[HandshakeEvent]:
+        # That the welcome opens is the host's key confirmation.
         channel = _established(self._channel)
-        payload = channel.open(message.body, aad=_header(MessageType.WELCOME))
-        ack = _encode(MessageType.ACK, channel.seal(b"", aad=_header(MessageType.ACK)))
+        payload = channel.open(message.body, aad=self._header(MessageType.WELCOME))
+        ack = self._encode(MessageType.ACK, channel.seal(b"", aad=self._header(MessageType.ACK)))
         self._set_state(HandshakeState.DONE)
         return [SendMessage(ack), Welcomed(payload)]
 
+    def _on_wrong_code(self, message: _Message) -> list[HandshakeEvent]:
+        raise WrongCode()
+
+    def _on_refused(self, message: _Message) -> list[HandshakeEvent]:
+        kind = message.body[:_MAX_REFUSAL_BYTES].decode("ascii", errors="replace")
+        raise Refused(kind)
+
 
 class InviteHost(_Handshake):
-    """The inviting side: checks the joiner knows the code, then hands over ``welcome``."""
+    """The inviting side: checks the joiner knows the code, then hands over ``welcome``.
 
-    def __init__(self, code: JoinCode, welcome: bytes) -> None:
-        super().__init__("invite host", HandshakeState.AWAIT_PAKE)
+    ``admit()`` is called before a PAKE message is answered; it raises a ``P2PError`` to
+    refuse (the joiner is told the error's class name). ``guessed`` turns true once a PAKE
+    message was answered (from then on the exchange is a guess at the code, to be counted
+    unless it is proven); ``proven`` once the joiner's confirmation verified (the welcome has
+    left).
+    """
+
+    def __init__(
+        self, code: JoinCode, welcome: bytes, admit: Callable[[], None] = lambda: None
+    ) -> None:
+        super().__init__("invite host", HandshakeState.AWAIT_PAKE, INVITE_VERSION)
         self._spake = SPAKE2_B(_password(code), idA=_JOINER_IDENTITY, idB=_HOST_IDENTITY)
         self._welcome = welcome
+        self._admit = admit
         self._keys: _InviteKeys | None = None
         self._channel: SealedChannel | None = None
+        self.guessed = False
+        self.proven = False
 
     def start(self) -> list[bytes]:
         """Nothing to send: the host waits for the joiner's first message."""
@@ -274,34 +316,37 @@ class InviteHost(_Handshake):
         return {
             (HandshakeState.AWAIT_PAKE, MessageType.PAKE): self._on_pake,
             (HandshakeState.AWAIT_CONFIRM, MessageType.CONFIRM): self._on_confirm,
-            (HandshakeState.AWAIT_CONFIRM, MessageType.WRONG_CODE): self._on_wrong_code,
             (HandshakeState.AWAIT_ACK, MessageType.ACK): self._on_ack,
         }
 
     def _on_pake(self, message: _Message) -> list[HandshakeEvent]:
         (joiner_message,) = _split(message.body, _SPAKE_MESSAGE_SIZE)
+        try:
+            self._admit()
+        except P2PError as exc:
+            kind = type(exc).__name__.encode("ascii")[:_MAX_REFUSAL_BYTES]
+            return self._fail(exc, self._encode(MessageType.REFUSED, kind))
         host_message = cast(bytes, self._spake.start())
-        keys = _InviteKeys(_finish_pake(self._spake, joiner_message), joiner_message, host_message)
-        self._keys = keys
+        self._keys = _InviteKeys(
+            _finish_pake(self._spake, joiner_message), joiner_message, host_message
+        )
+        self.guessed = True
         self._set_state(HandshakeState.AWAIT_CONFIRM)
-        body = host_message + keys.host_confirmation
-        return [SendMessage(_encode(MessageType.PAKE_CONFIRM, body))]
+        return [SendMessage(self._encode(MessageType.PAKE_REPLY, host_message))]
 
     def _on_confirm(self, message: _Message) -> list[HandshakeEvent]:
         keys = self._keys
         assert keys is not None  # set on entering AWAIT_CONFIRM
         if not hmac.compare_digest(message.body, keys.joiner_confirmation):
-            raise WrongCode()
+            return self._fail(WrongCode(), self._encode(MessageType.WRONG_CODE))
+        self.proven = True
         self._channel = keys.channel(joiner=False)
-        sealed = self._channel.seal(self._welcome, aad=_header(MessageType.WELCOME))
+        sealed = self._channel.seal(self._welcome, aad=self._header(MessageType.WELCOME))
         self._set_state(HandshakeState.AWAIT_ACK)
-        return [SendMessage(_encode(MessageType.WELCOME, sealed))]
-
-    def _on_wrong_code(self, message: _Message) -> list[HandshakeEvent]:
-        raise WrongCode()
+        return [SendMessage(self._encode(MessageType.WELCOME, sealed))]
 
     def _on_ack(self, message: _Message) -> list[HandshakeEvent]:
-        _established(self._channel).open(message.body, aad=_header(MessageType.ACK))
+        _established(self._channel).open(message.body, aad=self._header(MessageType.ACK))
         self._set_state(HandshakeState.DONE)
         return [Joined()]
 
@@ -366,7 +411,7 @@ class MemberInitiator(_Handshake):
     def __init__(
         self, share_id: bytes, secret: bytes, daemon_id: str, binding: bytes = b""
     ) -> None:
-        super().__init__("member initiator", HandshakeState.START)
+        super().__init__("member initiator", HandshakeState.START, MEMBER_VERSION)
         self._share_id = share_id
         self._secret = secret
         self._daemon_id = _check_daemon_id(daemon_id)
@@ -377,7 +422,7 @@ class MemberInitiator(_Handshake):
         """The HELLO message, to send to the responder."""
         self._check_start(HandshakeState.START)
         nonce = secrets.token_bytes(NONCE_SIZE)
-        hello = _encode(MessageType.HELLO, nonce + lookup_tag(self._secret, nonce))
+        hello = self._encode(MessageType.HELLO, nonce + lookup_tag(self._secret, nonce))
         self._session = _MemberSession(self._secret, self._share_id, self._binding, hello)
         self._set_state(HandshakeState.AWAIT_PROOF)
         return [hello]
@@ -397,7 +442,7 @@ class MemberInitiator(_Handshake):
         sealed_id = message.body[NONCE_SIZE:]
         peer_id = _open_identity(session.proof_key("responder"), sealed_id)
         session.absorb(sealed_id)
-        finish = _encode(
+        finish = self._encode(
             MessageType.FINISH, _seal_identity(session.proof_key("initiator"), self._daemon_id)
         )
         session.absorb(finish)
@@ -417,7 +462,7 @@ class MemberResponder(_Handshake):
     """
 
     def __init__(self, lookup: Lookup, daemon_id: str, binding: bytes = b"") -> None:
-        super().__init__("member responder", HandshakeState.AWAIT_HELLO)
+        super().__init__("member responder", HandshakeState.AWAIT_HELLO, MEMBER_VERSION)
         self._lookup = lookup
         self._daemon_id = _check_daemon_id(daemon_id)
         self._binding = binding
@@ -439,11 +484,13 @@ class MemberResponder(_Handshake):
         nonce, tag = _split(message.body, NONCE_SIZE, _MAC_SIZE)
         found = self._lookup(nonce, tag)
         if found is None:
-            return self._fail(NotAMember("no share matches its tag"), _encode(MessageType.REJECT))
+            return self._fail(
+                NotAMember("no share matches its tag"), self._encode(MessageType.REJECT)
+            )
         self._share_id, secret = found
         session = _MemberSession(secret, self._share_id, self._binding, message.raw)
         self._session = session
-        head = _encode(MessageType.PROOF, secrets.token_bytes(NONCE_SIZE))
+        head = self._encode(MessageType.PROOF, secrets.token_bytes(NONCE_SIZE))
         session.absorb(head)
         sealed_id = _seal_identity(session.proof_key("responder"), self._daemon_id)
         session.absorb(sealed_id)
@@ -486,19 +533,18 @@ def _open_identity(key: bytes, sealed: bytes) -> str:
 # --- wire format -------------------------------------------------------------------------------
 
 
-def _header(message_type: MessageType) -> bytes:
-    return bytes((HANDSHAKE_VERSION, message_type))
+def _header(version: int, message_type: MessageType) -> bytes:
+    return bytes((version, message_type))
 
 
-def _encode(message_type: MessageType, body: bytes = b"") -> bytes:
-    return _header(message_type) + body
-
-
-def _decode(data: bytes) -> _Message:
+def _decode(data: bytes, version: int) -> _Message:
     if len(data) < _HEADER_SIZE:
         raise HandshakeError("message shorter than its header")
-    if data[0] != HANDSHAKE_VERSION:
-        raise UnsupportedVersion(f"handshake version {data[0]}, expected {HANDSHAKE_VERSION}")
+    if data[0] != version:
+        raise UnsupportedVersion(
+            f"the other daemon speaks handshake version {data[0]}, this one {version}: "
+            "upgrade p2prtc on both machines to the same version"
+        )
     try:
         message_type = MessageType(data[1])
     except ValueError:

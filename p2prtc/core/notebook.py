@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 Notebook = dict[str, Any]
 Cell = dict[str, Any]
@@ -31,13 +31,19 @@ _BUNDLE_OUTPUTS = frozenset({"execute_result", "display_data"})
 class InvalidNotebook(P2PError):
     """The file is not a valid Jupyter notebook."""
 
+    exit_code = ExitCode.INVALID_NOTEBOOK
+
 
 class NotebookTooLarge(P2PError):
     """The notebook is larger than p2prtc's size limit."""
 
+    exit_code = ExitCode.INVALID_NOTEBOOK
+
 
 class UnsupportedNotebookFormat(P2PError):
     """Only nbformat 4 notebooks can be shared."""
+
+    exit_code = ExitCode.INVALID_NOTEBOOK
 
 
 def parse_notebook(data: bytes | str, *, max_bytes: int = MAX_NOTEBOOK_BYTES) -> Notebook:

@@ -13,6 +13,7 @@
                        twice that. Beyond it, shares reach the others by gossip (partial mesh).
 ``P2PRTC_MAX_QUEUED_BYTES``  what may wait to be sent to one peer (default 64 MiB); a peer
                        that falls further behind is disconnected (it resyncs when it is back).
+                       The same bound holds for an attached Jupyter room.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 from p2prtc.paths import fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 class FileUnreadable(P2PError):
     """The notebook file cannot be read."""
+
+    exit_code = ExitCode.INVALID_NOTEBOOK
 
 
 class FileChangedMeanwhile(P2PError):
@@ -136,11 +138,21 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+# A notebook the daemon creates (a join) gets the mode an editor of the user would give it:
+# 0666 less the umask the daemon was started with (its own umask is 0077, for its state).
+_new_file_mode = 0o644
+
+
+def use_umask_for_new_files(umask: int) -> None:
+    global _new_file_mode
+    _new_file_mode = 0o666 & ~umask
+
+
 def _mode_of(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return 0o644
+        return _new_file_mode
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -11,19 +11,18 @@ hashed topics, random ids and handshake bytes: no names, no contents, no secrets
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2prtc.adapters.signaling import SignalingClient, SignalingUnavailable
+from p2prtc.core.messages import BadMessage, SignalKind, SignalMessage
+from p2prtc.daemon.presence import PresenceReplies
 
 logger = logging.getLogger(__name__)
 
 MAX_LISTENER_PIPES = 32
-_VERSION = 1
 
 # (topic, peer instance, addressed to us) -> None
 OnPresence = Callable[[str, str, bool], None]
@@ -47,9 +46,13 @@ class SignalPipe:
         return f"signal:{self.peer}"
 
     async def send(self, data: bytes) -> None:
-        fields = {"s": self.session, "n": self._sent, "d": base64.b64encode(data).decode()}
-        self._sent += 1
-        await self.hub.publish(self.topic, "pipe", to=self.peer, **fields)
+        number, self._sent = self._sent, self._sent + 1
+        await self.hub.publish(
+            self.topic,
+            SignalMessage(
+                SignalKind.PIPE, self.hub.instance, self.peer, self.session, number, data
+            ),
+        )
 
     async def recv(self, timeout: float | None = None) -> bytes:
         return await asyncio.wait_for(self._inbox.get(), timeout)
@@ -77,6 +80,7 @@ class SignalHub:
         self._on_pipe = on_pipe
         self._pipes: dict[str, SignalPipe] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = PresenceReplies()
 
     @property
     def urls(self) -> list[str]:
@@ -84,6 +88,14 @@ class SignalHub:
 
     def status(self) -> list[dict[str, Any]]:
         return [{"url": c.url, "connected": c.connected} for c in self._clients]
+
+    def answer(self, topic: str, peer: str) -> None:
+        """Announce ourselves to `peer`, who announced on `topic`, unless over the bounds."""
+        if not self._replies.allow(topic, peer, asyncio.get_running_loop().time()):
+            return
+        task = asyncio.create_task(self.announce(topic, to=peer), name="presence reply")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self) -> None:
         for client in self._clients:
@@ -97,6 +109,7 @@ class SignalHub:
 
     async def set_topics(self, topics: set[str]) -> None:
         """Subscribe to exactly these topics (kept across reconnects by the clients)."""
+        self._replies.forget_topics_except(topics)
         for client in self._clients:
             for topic in client.topics - topics:
                 await client.unsubscribe(topic)
@@ -105,13 +118,12 @@ class SignalHub:
 
     async def announce(self, topic: str, to: str = "") -> None:
         try:
-            await self.publish(topic, "presence", to=to)
+            await self.publish(topic, SignalMessage(SignalKind.PRESENCE, self.instance, to))
         except SignalingUnavailable:
             logger.debug("no signaling relay reachable to announce on")
 
-    async def publish(self, topic: str, kind: str, *, to: str, **fields: Any) -> None:
-        message = {"v": _VERSION, "k": kind, "from": self.instance, "to": to, **fields}
-        data = json.dumps(message).encode()
+    async def publish(self, topic: str, message: SignalMessage) -> None:
+        data = message.encode()
         sent = False
         for client in self._clients:
             if client.connected:
@@ -132,48 +144,32 @@ class SignalHub:
         self._pipes.pop(pipe.session, None)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        message = _parse(payload)
-        if message is None or message["from"] == self.instance:
+        try:
+            message = SignalMessage.decode(payload)
+        except BadMessage:
+            return  # anyone may publish on a relay topic: junk is dropped quietly
+        if message.sender == self.instance or message.to not in ("", self.instance):
             return
-        if message["to"] not in ("", self.instance):
-            return
-        if message["k"] == "presence":
-            self._on_presence(topic, message["from"], message["to"] == self.instance)
-        elif message["k"] == "pipe" and message["to"] == self.instance:
+        if message.kind is SignalKind.PRESENCE:
+            self._on_presence(topic, message.sender, message.to == self.instance)
+        elif message.to == self.instance:
             self._on_pipe_message(topic, message)
 
-    def _on_pipe_message(self, topic: str, message: dict[str, Any]) -> None:
-        try:
-            session, number = str(message["s"]), int(message["n"])
-            data = base64.b64decode(str(message["d"]), validate=True)
-        except (KeyError, ValueError, TypeError):
-            return
-        pipe = self._pipes.get(session)
+    def _on_pipe_message(self, topic: str, message: SignalMessage) -> None:
+        pipe = self._pipes.get(message.session)
         if pipe is None:
-            if number != 0 or len(self._pipes) >= MAX_LISTENER_PIPES:
+            if message.number != 0 or len(self._pipes) >= MAX_LISTENER_PIPES:
                 return
-            pipe = SignalPipe(self, topic, message["from"], session)
-            self._pipes[session] = pipe
-            task = asyncio.create_task(self._serve(pipe), name=f"signal pipe {session}")
+            pipe = SignalPipe(self, topic, message.sender, message.session)
+            self._pipes[message.session] = pipe
+            task = asyncio.create_task(self._serve(pipe), name=f"signal pipe {message.session}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if pipe.peer == message["from"] and pipe.topic == topic:
-            pipe.deliver(number, data)
+        if pipe.peer == message.sender and pipe.topic == topic:
+            pipe.deliver(message.number, message.data)
 
     async def _serve(self, pipe: SignalPipe) -> None:
         try:
             await self._on_pipe(pipe)
         finally:
             self.forget(pipe)
-
-
-def _parse(payload: bytes) -> dict[str, Any] | None:
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(message, dict) or message.get("v") != _VERSION:
-        return None
-    if not all(isinstance(message.get(key), str) for key in ("k", "from", "to")):
-        return None
-    return message

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.core.keys import new_secret
+from p2prtc.core.membership import KeyState
+from p2prtc.core.messages import SHARE_ID_SIZE
 
 logger = logging.getLogger(__name__)
 
-SHARE_ID_SIZE = 16
 _RECORD = "share.json"
 _STORE = "doc.sqlite"
 
@@ -46,6 +47,22 @@ class ShareRecord:
     members: list[str] = field(default_factory=list)
     joined: bool = False  # False until a joiner has written the file once
     generation: int = 0  # bumped each time the secret is rotated (a member was removed)
+    removed: dict[str, int] = field(default_factory=dict)  # id -> generation that removed it
+    author: str = ""  # who made the current secret's rotation
+
+    def key_state(self) -> KeyState:
+        return KeyState(
+            self.generation,
+            self.secret,
+            tuple(self.members),
+            frozenset(self.removed.items()),
+            self.author,
+        )
+
+    def adopt(self, state: KeyState) -> None:
+        self.generation, self.secret, self.author = state.generation, state.secret, state.author
+        self.members = list(state.members)
+        self.removed = dict(state.removed)
 
     @classmethod
     def new(cls, path: Path, daemon_id: str) -> ShareRecord:
@@ -67,6 +84,8 @@ class ShareRecord:
             "members": self.members,
             "joined": self.joined,
             "generation": self.generation,
+            "removed": self.removed,
+            "author": self.author,
         }
         paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
 
@@ -89,6 +108,8 @@ def load_records(home: Path) -> list[ShareRecord]:
                     members=[str(member) for member in data.get("members", [])],
                     joined=bool(data.get("joined", True)),
                     generation=int(data.get("generation", 0)),
+                    removed={str(k): int(v) for k, v in data.get("removed", {}).items()},
+                    author=str(data.get("author", "")),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

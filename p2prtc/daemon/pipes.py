@@ -1,25 +1,30 @@
-"""Running the sans-IO handshakes over a rendezvous pipe, and the pipe's opening envelope.
+"""Talking over a rendezvous pipe (a LAN WebSocket or a relay topic): what flows, in order.
 
-A dialler's first message says what it wants (``invite`` with a nameplate, or ``member``);
-the listener answers ``ok`` or the error the dialler should report. Then handshake messages
-flow as raw bytes, and after a member handshake the SDP offer and answer, sealed.
+A dialler's first message says what it wants (``Opening``: ``invite`` with a nameplate, or
+``member``); the listener answers ``ok`` or the error the dialler should report (``Reply``).
+Then the messages of a sans-IO handshake (core/handshake.py) flow as raw bytes, driven by
+``run_handshake``, and after a member handshake the SDP offer and answer, sealed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Protocol
 
 from p2prtc.core.handshake import Authenticated, Failed, Joined, SendMessage, Welcomed
-from p2prtc.daemon.invitations import CodeBurned, CodeExpired, CodeUsedUp, NoSuchInvitation
+from p2prtc.core.messages import Opening, OpeningKind, Reply
+from p2prtc.daemon.invitations import (
+    CodeBurned,
+    CodeBusy,
+    CodeExpired,
+    CodeUsedUp,
+    NoSuchInvitation,
+)
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
-ENVELOPE_VERSION = 1
 HANDSHAKE_TIMEOUT_S = 10.0
-_MAX_ENVELOPE = 1024
 
 
 class TooManyPeers(P2PError):
@@ -28,7 +33,7 @@ class TooManyPeers(P2PError):
 
 _REMOTE_ERRORS: dict[str, type[P2PError]] = {
     cls.__name__: cls
-    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, TooManyPeers)
+    for cls in (NoSuchInvitation, CodeExpired, CodeUsedUp, CodeBurned, CodeBusy, TooManyPeers)
 }
 
 
@@ -70,37 +75,26 @@ async def run_handshake(
             return outcome
 
 
-def envelope(kind: str, **fields: str) -> bytes:
-    return json.dumps({"v": ENVELOPE_VERSION, "kind": kind, **fields}).encode()
-
-
-def parse_envelope(data: bytes) -> dict[str, Any]:
-    """The dialler's opening message; raises HandshakePeerError for anything malformed."""
-    try:
-        message = json.loads(data[:_MAX_ENVELOPE]) if len(data) <= _MAX_ENVELOPE else None
-    except (ValueError, UnicodeDecodeError):
-        message = None
-    if not isinstance(message, dict) or message.get("v") != ENVELOPE_VERSION:
-        raise HandshakePeerError("malformed or unsupported opening message")
-    return message
+def envelope(kind: str, nameplate: str = "") -> bytes:
+    """A dialler's opening message (``invite`` with ``nameplate=``, or ``member``)."""
+    return Opening(OpeningKind(kind), nameplate).encode()
 
 
 def ok_reply() -> bytes:
-    return json.dumps({"ok": True}).encode()
+    return Reply().encode()
 
 
 def error_reply(error: P2PError) -> bytes:
-    return json.dumps({"ok": False, "kind": type(error).__name__}).encode()
+    return Reply(type(error).__name__).encode()
 
 
 async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
     """Wait for the listener's answer to our envelope; raise the error it reports."""
-    try:
-        reply = json.loads(await pipe.recv(timeout))
-    except (ValueError, UnicodeDecodeError):
-        raise HandshakePeerError("malformed answer") from None
-    if not isinstance(reply, dict):
-        raise HandshakePeerError("malformed answer")
-    if reply.get("ok") is True:
-        return
-    raise _REMOTE_ERRORS.get(str(reply.get("kind")), HandshakePeerError)()
+    reply = Reply.decode(await pipe.recv(timeout))
+    if reply.error is not None:
+        raise remote_error(reply.error)
+
+
+def remote_error(kind: str) -> P2PError:
+    """The error the other daemon reported by name (anything unknown: a broken-off handshake)."""
+    return _REMOTE_ERRORS.get(kind, HandshakePeerError)()

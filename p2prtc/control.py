@@ -1,0 +1,180 @@
+"""Local control protocol between the CLI and the daemon: JSON lines over a unix socket.
+
+A request is one JSON object on one line, `{"cmd": "<name>", ...}`; the answer is one JSON
+object on one line: `{"ok": true, ...}` or `{"ok": false, "error": "<one line for the user>",
+"kind": "<error class name>", "exit_code": <the exit status that error carries>}`. The
+socket lives at `paths.control_socket(home)` with mode 0600 in a 0700 folder, so only the
+owner can talk to the daemon. The server is p2prtc/daemon/control.py.
+
+The client here is synchronous (it runs inside click commands) and opens one connection per
+call. Clients (the CLI, the Jupyter extension) import this module, never the daemon package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from p2prtc import paths
+from p2prtc.errors import ExitCode, P2PError
+
+JsonObject = dict[str, Any]
+
+# Generous: `join` waits for the first sync, which can take a while on a slow network.
+DEFAULT_TIMEOUT = 300.0
+# Largest line either side accepts; `status` of many shares stays far below.
+MAX_LINE = 16 * 1024 * 1024
+# How long connecting may take (a unix socket does not wait on the network).
+CONNECT_TIMEOUT = 2.0
+
+
+class DaemonNotRunning(P2PError):
+    """The p2prtc daemon is not running."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
+
+
+class DaemonTimeout(P2PError):
+    """The p2prtc daemon did not answer in time."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
+
+
+class DaemonGone(P2PError):
+    """The p2prtc daemon stopped before answering."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
+
+
+class DaemonShuttingDown(P2PError):
+    """The p2prtc daemon is shutting down."""
+
+
+class ProtocolError(P2PError):
+    """A control message between p2prtc and its daemon was malformed."""
+
+
+class DaemonError(P2PError):
+    """The p2prtc daemon reported an error."""
+
+    def __init__(self, message: str, kind: str, exit_code: int = ExitCode.ERROR) -> None:
+        self.kind = kind  # the daemon-side error class name
+        self.exit_code = exit_code  # the one that error carries
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        """The daemon's own one-line message, shown as is."""
+        return self.detail or super().message
+
+
+# --- wire format ------------------------------------------------------------------------
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode_message(line: bytes) -> JsonObject:
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("not a JSON object")
+    return message
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error_answer(exc: BaseException) -> JsonObject:
+    """The answer that reports `exc` to the client."""
+    if isinstance(exc, P2PError):
+        message = exc.message
+    else:
+        message = f"The p2prtc daemon hit an internal error ({type(exc).__name__}: {exc})."
+    exit_code = exc.exit_code if isinstance(exc, P2PError) else ExitCode.ERROR
+    answer = {"ok": False, "error": _one_line(message), "kind": type(exc).__name__}
+    return {**answer, "exit_code": int(exit_code)}
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+def call(
+    home: Path, request: Mapping[str, Any], timeout: float | None = DEFAULT_TIMEOUT
+) -> JsonObject:
+    """Send one request to the daemon of `home` and return its successful answer.
+
+    `timeout` bounds the whole exchange in seconds (None waits forever). Raises
+    DaemonNotRunning, DaemonTimeout, DaemonGone, ProtocolError, or DaemonError carrying the
+    daemon's message and error `kind`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _connect(paths.control_socket(home)) as sock:
+        _set_remaining(sock, deadline)
+        try:
+            sock.sendall(encode_message(request))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise DaemonGone() from exc
+        answer = decode_message(_read_line(sock, deadline))
+    if answer.get("ok") is True:
+        return answer
+    error, kind = answer.get("error"), answer.get("kind")
+    if answer.get("ok") is not False or not isinstance(error, str) or not isinstance(kind, str):
+        raise ProtocolError(f"unexpected answer {answer!r:.200}")
+    exit_code = answer.get("exit_code", ExitCode.ERROR)  # absent from older daemons' answers
+    raise DaemonError(error, kind, exit_code if isinstance(exit_code, int) else ExitCode.ERROR)
+
+
+def _connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Connecting to a unix socket does not wait on the network; bound it anyway.
+    sock.settimeout(CONNECT_TIMEOUT)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise DaemonNotRunning() from exc
+    except TimeoutError as exc:
+        sock.close()
+        raise DaemonTimeout() from exc
+    except OSError as exc:
+        sock.close()
+        raise DaemonNotRunning(f"{path}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _set_remaining(sock: socket.socket, deadline: float | None) -> None:
+    if deadline is None:
+        sock.settimeout(None)
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DaemonTimeout()
+    sock.settimeout(remaining)
+
+
+def _read_line(sock: socket.socket, deadline: float | None) -> bytes:
+    buffer = bytearray()
+    while b"\n" not in buffer:
+        if len(buffer) > MAX_LINE:
+            raise ProtocolError("answer too long")
+        _set_remaining(sock, deadline)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError as exc:
+            raise DaemonTimeout() from exc
+        except ConnectionResetError as exc:
+            raise DaemonGone() from exc
+        if not chunk:
+            raise DaemonGone()
+        buffer += chunk
+    return bytes(buffer[: buffer.index(b"\n")])

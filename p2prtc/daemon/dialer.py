@@ -1,0 +1,284 @@
+"""The dialer: keeps a connection to every reachable daemon that shares something with us.
+
+It owns the reconcile loop (dial whom the mesh rules say, authenticate further shares on
+open connections), both ends of a member rendezvous (the handshake, then the SDP offer and
+answer sealed under its keys) and the life of each adopted connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
+from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
+from p2prtc.core.keys import epoch_of
+from p2prtc.core.mesh import accepts_member, should_dial
+from p2prtc.core.messages import Opening, OpeningKind
+from p2prtc.daemon.config import DaemonConfig
+from p2prtc.daemon.discovery import Discovery
+from p2prtc.daemon.endpoints import Endpoint
+from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler
+from p2prtc.daemon.pipes import (
+    HANDSHAKE_TIMEOUT_S,
+    BytePipe,
+    TooManyPeers,
+    error_reply,
+    expect_ok,
+    ok_reply,
+    run_handshake,
+)
+from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.share import Share, ShareState
+from p2prtc.daemon.syncing import Syncing
+from p2prtc.daemon.tasks import Spawn
+from p2prtc.errors import describe
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL_S = 1.0
+# Anti-entropy on live connections: a state-vector exchange per shared doc this often.
+RESYNC_INTERVAL_S = 30.0
+LINK_OPEN_TIMEOUT_S = 15.0
+
+
+class Identity:
+    """Who we are in handshakes: the stable daemon id plus this run's.
+
+    Peers tell a restarted daemon's new link from a dead one of its previous run by it.
+    """
+
+    def __init__(self, daemon_id: str, run_id: str) -> None:
+        self.daemon_id = daemon_id
+        self.handshake_id = f"{daemon_id}/{run_id}"
+
+
+class Dialer:
+    """Dials and answers members; every adopted connection is run until it ends."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        identity: Identity,
+        registry: Registry,
+        discovery: Discovery,
+        syncing: Syncing,
+        *,
+        on_rekey: RekeyHandler,
+        wake: asyncio.Event,
+        spawn: Spawn,
+        on_awareness: AwarenessHandler | None = None,
+    ) -> None:
+        self.config = config
+        self._identity = identity
+        self._registry = registry
+        self._discovery = discovery
+        self._syncing = syncing
+        self._on_rekey = on_rekey
+        self._on_awareness = on_awareness
+        self._wake = wake
+        self._spawn = spawn
+        self._rng = random.Random()
+        self._ice = ice_config(config)
+        self._last_resync = time.monotonic()
+
+    # --- the reconcile loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RECONCILE_INTERVAL_S)
+            self._wake.clear()
+            await self._discovery.tick()
+            if time.monotonic() - self._last_resync > RESYNC_INTERVAL_S:
+                self._last_resync = time.monotonic()
+                await self._syncing.resync_all()
+            for endpoint in list(self._discovery.endpoints.values()):
+                await self._reconcile(endpoint)
+
+    async def _reconcile(self, endpoint: Endpoint) -> None:
+        epoch = epoch_of(time.time())
+        wanted = [
+            share
+            for share in self._registry.shares.values()
+            if share.state is not ShareState.CLOSED
+            and endpoint.may_hold(share.share_id, share.record.secret, epoch)
+        ]
+        if not wanted:
+            return
+        connection = self._connection_for(endpoint)
+        if connection is not None:
+            for share in wanted:
+                if share.share_id not in connection.auth.declined:
+                    await connection.authenticate_share(share.share_id, share.record.secret)
+            return
+        if endpoint.dialling or not endpoint.backoff.due(time.monotonic()):
+            return
+        joining_without_peer = any(
+            s.state is ShareState.JOINING and not self._registry.has_peer_for(s) for s in wanted
+        )
+        if not should_dial(
+            joining_without_peer=joining_without_peer,
+            open_connections=self._registry.open_connections(),
+            max_peers=self.config.max_peers,
+            ranks=self._discovery.ranks(endpoint),
+        ):
+            return
+        endpoint.dialling = True
+        joining = any(s.state is ShareState.JOINING for s in wanted)
+        self._spawn(self._dial(endpoint, wanted[0], joining), f"dial {endpoint.key}")
+
+    def _connection_for(self, endpoint: Endpoint) -> PeerConnection | None:
+        """Our link to that daemon, whichever side dialled it."""
+        connections = self._registry.connections
+        if endpoint.peer_id is not None:
+            known = connections.get(endpoint.peer_id)
+            if known is not None and known.is_open:
+                return known
+        return next(
+            (c for c in connections.values() if c.endpoint == endpoint.key and c.is_open), None
+        )
+
+    # --- the two ends of a member rendezvous ---------------------------------------------
+
+    async def _dial(self, endpoint: Endpoint, share: Share, joining: bool) -> None:
+        self._registry.connecting += 1
+        try:
+            pipe = await endpoint.open_pipe()
+            try:
+                await pipe.send(Opening(OpeningKind.MEMBER, joining=joining).encode())
+                await expect_ok(pipe)
+                machine = MemberInitiator(
+                    share.share_id, share.record.secret, self._identity.handshake_id
+                )
+                auth = await run_handshake(pipe, machine)
+                assert isinstance(auth, Authenticated)
+                link = await offer_link(pipe, auth, self._ice)
+            finally:
+                await pipe.close()
+            endpoint.peer_id = stable_id(auth.peer_daemon_id)
+            await self._adopt_link(link, auth, self._identity.daemon_id, endpoint.key)
+        except TooManyPeers:
+            logger.info("%s has as many connections as it accepts: trying others", endpoint.key)
+            endpoint.backoff.busy(time.monotonic(), self._rng)
+        except Exception as exc:  # any failure: back off and retry later
+            logger.info("connecting to %s failed: %s", endpoint.key, exc)
+            endpoint.backoff.failed(time.monotonic())
+            if not self._registry.has_peer_for(share):
+                share.last_error = f"cannot connect to a member: {describe(exc)}"
+        finally:
+            endpoint.dialling = False
+            self._registry.connecting -= 1
+
+    async def answer_member(self, pipe: BytePipe, *, joining: bool) -> None:
+        """A member dialled our rendezvous listener: authenticate it and answer its offer."""
+        # Only authenticated connections count against the budget: pipes still proving
+        # nothing are bounded apart (the app's handshake slots).
+        if not self._accepts(joining):
+            await pipe.send(error_reply(TooManyPeers()))
+            return
+        await pipe.send(ok_reply())
+        machine = MemberResponder(self._registry.lookup, self._identity.handshake_id)
+        auth = await run_handshake(pipe, machine)
+        assert isinstance(auth, Authenticated)
+        # Checked again: answers authenticated meanwhile may have taken the last places.
+        if not self._accepts(joining):
+            logger.info("%s authenticated, but we are full now: closing", pipe.remote_address)
+            return
+        self._registry.connecting += 1
+        try:
+            link = await answer_link(pipe, auth, self._ice)
+        finally:
+            self._registry.connecting -= 1
+        await self._adopt_link(link, auth, stable_id(auth.peer_daemon_id), None)
+
+    def _accepts(self, joining: bool) -> bool:
+        return accepts_member(
+            open_connections=self._registry.open_connections(),
+            max_peers=self.config.max_peers,
+            joining=joining,
+        )
+
+    # --- adopted connections -------------------------------------------------------------
+
+    async def _adopt_link(
+        self, link: PeerLink, auth: Authenticated, initiator: str, endpoint: str | None
+    ) -> None:
+        if stable_id(auth.peer_daemon_id) == self._identity.daemon_id:
+            await link.close()
+            return
+        connection = PeerConnection(
+            link,
+            auth.peer_daemon_id,
+            initiator,
+            identity=self._identity.handshake_id,
+            lookup=self._registry.lookup,
+            on_events=self._syncing.on_peer_events,
+            on_share=self._syncing.on_peer_share,
+            on_rekey=self._on_rekey,
+            max_queued_bytes=self.config.max_queued_bytes,
+            endpoint=endpoint,
+            on_awareness=self._on_awareness,
+        )
+        if not await self._registry.register(connection, auth.share_id):
+            return
+        self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
+        await self._syncing.on_peer_share(connection, auth.share_id)
+
+    async def _run_connection(self, connection: PeerConnection) -> None:
+        try:
+            await connection.run()
+        finally:
+            self._registry.unregister(connection)
+            endpoint = self._discovery.endpoints.get(connection.endpoint or "")
+            if endpoint is not None:
+                lasted_s = time.monotonic() - connection.opened_at
+                endpoint.backoff.connection_ended(time.monotonic(), lasted_s)
+            self._wake.set()
+
+    async def close(self) -> None:
+        for connection in list(self._registry.connections.values()):
+            await connection.close()
+
+
+async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
+    link, offer = await PeerLink.offer(ice)
+    try:
+        await pipe.send(auth.channel.seal(offer.encode()))
+        answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+        await link.accept_answer(answer)
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
+    except BaseException:
+        await link.close()
+        raise
+    return link
+
+
+async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The listener's side: the peer's sealed SDP offer, our sealed answer."""
+    offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+    link, answer = await PeerLink.answer(ice, offer)
+    try:
+        await pipe.send(auth.channel.seal(answer.encode()))
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
+    except BaseException:
+        await link.close()
+        raise
+    return link
+
+
+def ice_config(config: DaemonConfig) -> IceConfig:
+    servers = [
+        IceServer(urls=[url], username=user, credential=password)
+        for url, user, password in config.ice_servers()
+    ]
+    return IceConfig(servers, host_addresses=config.interfaces, relay_only=config.relay_only)
+
+
+def stable_id(identity: str) -> str:
+    """The daemon id in a handshake identity ``<daemon id>/<run id>``."""
+    return identity.partition("/")[0]

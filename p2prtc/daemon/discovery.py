@@ -1,0 +1,147 @@
+"""Discovery: what this daemon announces, and the endpoints it learns.
+
+It owns the endpoint table (static peers from the configuration, mDNS services, and the
+relay presence of ``relay_presence.py``) and the mDNS announcer and browser. The dialer
+reads the table; each round, ``tick`` refreshes what we announce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
+from p2prtc.core.keys import epoch_of
+from p2prtc.core.messages import Announcement, BadMessage
+from p2prtc.daemon.config import DaemonConfig
+from p2prtc.daemon.endpoints import Endpoint, lan_opener
+from p2prtc.daemon.invitations import Invitations
+from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.relay_presence import RelayPresence
+from p2prtc.daemon.share import ShareState
+from p2prtc.daemon.signal_pipes import OnPipe
+
+logger = logging.getLogger(__name__)
+
+
+class Discovery:
+    """mDNS and relay presence in, endpoints out; announcements kept up to date."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        registry: Registry,
+        invitations: Invitations,
+        *,
+        on_pipe: OnPipe,
+        poke: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.endpoints: dict[str, Endpoint] = {}
+        self.relay = RelayPresence(
+            config.signal_urls,
+            registry,
+            invitations,
+            self.endpoints,
+            on_pipe=on_pipe,
+            poke=poke,
+        )
+        self._registry = registry
+        self._invitations = invitations
+        self._poke = poke
+        self._announcer: Announcer | None = None
+        self._browser: Browser | None = None
+        self._announced = Announcement()
+
+    async def start(self, rendezvous_port: int) -> None:
+        for host, port in self.config.peers:
+            key = f"{host}:{port}"
+            self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+        await self.relay.start()
+        if self.config.mdns:
+            await self._start_mdns(rendezvous_port)
+
+    async def _start_mdns(self, rendezvous_port: int) -> None:
+        interfaces = self.config.interfaces or lan_addresses()
+        self._announced = self._announcement()
+        properties = self._announced.encode()
+        self._announcer = await Announcer.start(interfaces, rendezvous_port, properties)
+        self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
+
+    async def close(self) -> None:
+        for closer in (self._announcer, self._browser, self.relay.hub):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.close()
+
+    # --- what we announce ----------------------------------------------------------------
+
+    def _announcement(self) -> Announcement:
+        epoch = epoch_of(time.time())
+        return Announcement(
+            nameplates=tuple(self._invitations.nameplates()),
+            # A joiner has nothing to give yet: other joiners must not take it for a source.
+            tags=tuple(
+                share.tag(epoch)
+                for share in self._registry.shares.values()
+                if share.state is ShareState.ACTIVE
+            ),
+        )
+
+    async def refresh(self) -> None:
+        """Announce what changed: mDNS TXT, and the signaling topics we listen on."""
+        if self._announcer is not None:
+            announcement = self._announcement()
+            if announcement != self._announced:
+                self._announced = announcement
+                await self._announcer.update(announcement.encode())
+        await self.relay.set_topics()
+
+    async def tick(self) -> None:
+        """Housekeeping each reconcile round: expired invitations are no longer announced."""
+        self._invitations.expire()
+        await self.refresh()
+        await self.relay.announce_when_due()
+
+    def ranks(self, endpoint: Endpoint) -> tuple[str, str] | None:
+        """Our name and the endpoint's, as both sides compare them to pick who dials."""
+        if endpoint.relay_instance is not None and self.relay.hub is not None:
+            return self.relay.hub.instance, endpoint.relay_instance
+        if endpoint.announcement is None or self._announcer is None:
+            return None
+        return self._announcer.name, endpoint.key
+
+    # --- what we learn -------------------------------------------------------------------
+
+    def _on_service(self, service: DiscoveredService) -> None:
+        if self._announcer is not None and service.name == self._announcer.name:
+            return
+        if not service.addresses:
+            return
+        try:
+            announcement = Announcement.decode(service.properties)
+        except BadMessage as exc:
+            logger.info("ignoring the mDNS service %s: %s", service.name, exc)
+            return
+        opener = lan_opener(service.addresses[0], service.port)
+        endpoint = self.endpoints.get(service.name)
+        if endpoint is None:
+            endpoint = self.endpoints[service.name] = Endpoint(service.name, opener)
+        endpoint.open_pipe = opener
+        endpoint.announcement = announcement
+        endpoint.backoff.retry_now()
+        self._poke()
+
+    def _on_service_gone(self, name: str) -> None:
+        self.endpoints.pop(name, None)
+
+    def endpoints_offering(self, nameplate: str, topic: str) -> Iterator[Endpoint]:
+        """Where an invitation may be redeemed: LAN daemons announcing its nameplate (or
+        announcing nothing: static peers), then relay daemons that answered on its topic."""
+        for endpoint in list(self.endpoints.values()):
+            nameplates = endpoint.nameplates
+            if nameplates is None or nameplate in nameplates:
+                yield endpoint
+        yield from self.relay.invitation_hosts(topic)

@@ -1,0 +1,311 @@
+"""Several relays as one: topics shared through Redis pub/sub (wraps `redis.asyncio`).
+
+Each relay subscribes in Redis only to the topics its own clients hold (channel
+`p2prtc-signal:<topic>`), delivers a publish to its own clients at once, and forwards it
+to Redis as `<relay id> <message>`; a relay skips what it published itself, so every
+client gets a message once. The link is one connection for subscriptions and one for
+publishes; when either fails the relay goes on serving its own clients (degraded),
+retries with a growing delay and, once back, subscribes again to every topic it holds.
+Publishes made while the link is down reach only the relay's own clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from signaling.logs import fields
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "p2prtc-signal:"
+# Channels per SUBSCRIBE command when (re)subscribing everything at once.
+_SUBSCRIBE_BATCH = 256
+# Publishes per pipeline round trip; more wait in the queue meanwhile.
+_PUBLISH_BATCH = 512
+# A client's subscribe waits this long for Redis to confirm before the relay moves on.
+_CONFIRM_TIMEOUT = 2.0
+# Connecting, and closing a connection, take at most this long.
+_LINK_TIMEOUT = 5.0
+# The subscription connection pings Redis this often, and a Redis silent for
+# _SILENCE_LIMIT (hung, or a network that drops packets without a reset) is given up.
+_KEEPALIVE_INTERVAL = 2.0
+_SILENCE_LIMIT = 6.0
+
+OnRemote = Callable[[str, str], object]
+"""Called with (topic, message) for each publish another relay forwarded."""
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"
+    """The link failed: serving local clients only, waiting to retry."""
+    CLOSED = "closed"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and the health endpoint."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisLink:
+    """This relay's link to the others; `start()` connects in the background."""
+
+    def __init__(
+        self,
+        url: str,
+        on_remote: OnRemote,
+        held_topics: Callable[[], Iterable[str]],
+        *,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        max_queued: int = 10_000,
+    ) -> None:
+        self.relay_id = secrets.token_hex(8)
+        self._url = url
+        self._on_remote = on_remote
+        self._held_topics = held_topics
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._state = LinkState.CONNECTING
+        self._since = time.monotonic()
+        self._failures = 0
+        self._pubsub: PubSub | None = None
+        self._last_heard = 0.0
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(max_queued)
+        self._confirmations: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._task: asyncio.Task[None] | None = None
+        self.counters = {
+            "published": 0,
+            "received": 0,
+            "refused": 0,
+            "dropped": 0,
+            "reconnects": 0,
+        }
+
+    @property
+    def connected(self) -> bool:
+        return self._state is LinkState.CONNECTED
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz says about the link."""
+        return {
+            "url": redacted(self._url),
+            "state": self._state.value,
+            "state_seconds": round(time.monotonic() - self._since, 3),
+            "relay_id": self.relay_id,
+            **self.counters,
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis link")
+
+    async def close(self) -> None:
+        self._set_state(LinkState.CLOSED)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        """Receive these topics from the other relays; returns once Redis confirmed.
+
+        Offline it returns at once: the next connection subscribes to every held topic.
+        """
+        pubsub = self._pubsub
+        channels = [CHANNEL_PREFIX + topic for topic in topics]
+        if pubsub is None or not channels:
+            return
+        waiters = [self._expect_confirmation(channel) for channel in channels]
+        try:
+            await pubsub.subscribe(*channels)
+            await asyncio.wait_for(asyncio.gather(*waiters), _CONFIRM_TIMEOUT)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # The reader notices a broken link and reconnects; a client never waits longer.
+            logger.warning("redis.subscribe_unconfirmed", extra=fields(error=str(exc)))
+
+    async def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Stop receiving topics no local client holds any more."""
+        pubsub = self._pubsub
+        channels = [CHANNEL_PREFIX + topic for topic in topics]
+        if pubsub is None or not channels:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.unsubscribe(*channels)
+
+    def publish(self, topic: str, message: str) -> None:
+        """Forward a publish to the other relays (without waiting); dropped when offline."""
+        if not self.connected or self._outbox.full():
+            self.counters["dropped"] += 1
+            return
+        self._outbox.put_nowait((CHANNEL_PREFIX + topic, f"{self.relay_id} {message}"))
+
+    def _set_state(self, new: LinkState) -> None:
+        if new is self._state:
+            return
+        level = logging.WARNING if new is LinkState.DEGRADED else logging.INFO
+        logger.log(
+            level,
+            "redis.state",
+            extra=fields(url=redacted(self._url), old=self._state.value, new=new.value),
+        )
+        self._state = new
+        self._since = time.monotonic()
+
+    def _expect_confirmation(self, channel: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._confirmations[channel].append(future)
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                logger.warning("redis.lost", extra=fields(error=str(exc) or type(exc).__name__))
+            except Exception:
+                # Whatever Redis answers must not end the reconnect loop for good.
+                logger.exception("redis.failed")
+            self._set_state(LinkState.DEGRADED)
+            self._failures += 1
+            self.counters["reconnects"] += 1
+            await asyncio.sleep(self._next_delay())
+            self._set_state(LinkState.CONNECTING)
+
+    def _next_delay(self) -> float:
+        """Doubling from min to max with jitter, so relays do not come back in step."""
+        ceiling = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _client(self) -> Redis:
+        # Our own reconnect loop decides when to retry; redis-py must not retry behind it.
+        return Redis.from_url(self._url, retry=Retry(NoBackoff(), 0))
+
+    async def _session(self) -> None:
+        """One connection to Redis: subscribe to the held topics, then relay both ways."""
+        subscriber, publisher = self._client(), self._client()
+        pubsub = subscriber.pubsub()
+        try:
+            await asyncio.wait_for(publisher.ping(), _LINK_TIMEOUT)
+            # Connects the subscription connection; its pong is read by _read.
+            await asyncio.wait_for(pubsub.ping(), _LINK_TIMEOUT)
+            self._pubsub = pubsub
+            self._last_heard = time.monotonic()
+            # Taken after _pubsub is set, with no await in between: a topic opened from
+            # now on is subscribed by its own subscribe() call.
+            held = list(self._held_topics())
+            tasks = {
+                asyncio.create_task(self._read(pubsub)),
+                asyncio.create_task(self._write(publisher)),
+                asyncio.create_task(self._keep_alive(pubsub)),
+            }
+            try:
+                for start in range(0, len(held), _SUBSCRIBE_BATCH):
+                    await self.subscribe(held[start : start + _SUBSCRIBE_BATCH])
+                self._set_state(LinkState.CONNECTED)
+                self._failures = 0
+                done, _ = await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
+                for task in done:
+                    task.result()  # the failure that ended the session
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._pubsub = None
+            self._forget_session()
+            for closable in (pubsub, subscriber, publisher):
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    # A hung Redis must not hold the reconnect loop either.
+                    await asyncio.wait_for(closable.aclose(), _LINK_TIMEOUT)
+
+    def _forget_session(self) -> None:
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                waiter.cancel()
+        self._confirmations.clear()
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+            self.counters["dropped"] += 1
+
+    async def _read(self, pubsub: PubSub) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            self._last_heard = time.monotonic()
+            if message is not None:
+                self._on_redis_message(message)
+
+    async def _keep_alive(self, pubsub: PubSub) -> None:
+        while True:
+            await asyncio.sleep(_KEEPALIVE_INTERVAL)
+            if time.monotonic() - self._last_heard > _SILENCE_LIMIT:
+                raise RedisConnectionError("Redis stopped answering")
+            await asyncio.wait_for(pubsub.ping(), _LINK_TIMEOUT)
+
+    def _on_redis_message(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], _text(message["channel"])
+        if kind == "subscribe":
+            waiters = self._confirmations.get(channel)
+            if waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                if not waiters:
+                    del self._confirmations[channel]
+            return
+        if kind != "message" or not channel.startswith(CHANNEL_PREFIX):
+            return
+        origin, _, body = _text(message["data"]).partition(" ")
+        if origin == self.relay_id:
+            return  # delivered to our own clients already
+        if not (body.startswith("{") and body.endswith("}")):
+            # Not from a relay (another program on the same Redis): never pass it on.
+            self.counters["refused"] += 1
+            return
+        self.counters["received"] += 1
+        self._on_remote(channel.removeprefix(CHANNEL_PREFIX), body)
+
+    async def _write(self, publisher: Redis) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < _PUBLISH_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            pipeline = publisher.pipeline(transaction=False)
+            for channel, data in batch:
+                pipeline.publish(channel, data)
+            try:
+                await pipeline.execute()
+            except BaseException:
+                self.counters["dropped"] += len(batch)
+                raise
+            self.counters["published"] += len(batch)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
