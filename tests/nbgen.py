@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+from pycrdt import merge_updates
 
 from p2prtc.core.engine import NotebookEngine, text_digest
 
@@ -319,24 +320,30 @@ class Replica:
             self.sent.append(result.update)
             if not result.needs_write:
                 self.remember_state(text)
-        if result.needs_write:
-            self.write(reload=True)
-        return result.update
+        repair = self.write(reload=True) if result.needs_write else None
+        if result.update is None or repair is None:
+            return result.update or repair
+        return merge_updates(result.update, repair)
 
-    def receive(self, update: bytes, *, reload: bool = True) -> None:
-        """A peer's update arrives: the daemon applies it and writes the file if it changed."""
+    def receive(self, update: bytes, *, reload: bool = True) -> bytes | None:
+        """A peer's update arrives: the daemon applies it, repairs moved cells and writes the
+        file if it changed. Returns the repair's update, for the peers (also in ``sent``)."""
         self.engine.doc.apply_update(update)
-        self.write(reload=reload)
+        return self.write(reload=reload)
 
-    def write(self, *, reload: bool) -> None:
+    def write(self, *, reload: bool) -> bytes | None:
+        repair = self.engine.repair()
+        if repair is not None:
+            self.sent.append(repair)
         text = self.engine.render()
         if text == self.disk:
-            return
+            return repair
         self.disk = text
         self.engine.remember_written(text)
         self.remember_state(text)
         if reload:
             self.buffer = text
+        return repair
 
 
 def render_with_line(text: str, index: int, line: str, *, last: bool = False) -> str:
@@ -352,9 +359,22 @@ def render_with_line(text: str, index: int, line: str, *, last: bool = False) ->
 
 def peer_update(engine: NotebookEngine, index: int, line: str) -> bytes:
     """A peer's edit of cell ``index``, made on a copy of the doc."""
+    return peer_save(engine, lambda text: render_with_line(text, index, line))
+
+
+def peer_save(engine: NotebookEngine, edit: Callable[[str], str]) -> bytes:
+    """The update of a peer's save (``edit`` turns its file text into the saved one), made
+    on a copy of the doc."""
     peer = NotebookEngine.from_updates([engine.full_state()])
     text = peer.render()
     peer.remember_written(text)
-    update = peer.ingest(render_with_line(text, index, line)).update
+    update = peer.ingest(edit(text)).update
     assert update is not None
     return update
+
+
+def render_with_move(text: str, source: int, target: int) -> str:
+    """``text`` (a notebook) with cell ``source`` moved to ``target``, saved like an editor."""
+    nb = json.loads(text)
+    nb["cells"].insert(target, nb["cells"].pop(source))
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

@@ -10,11 +10,13 @@ At the end everyone has every update, and then:
 - all replicas render the same file, and every cell id appears once;
 - every cell's marker (its first line) appears at most once, and exactly once unless someone
   deleted that cell;
-- every typed token appears at most once; exactly once unless its cell was deleted, its line
-  was deleted, or a replica moved the cell from a buffer that did not have the token yet.
-  That last exception is a known limitation: a move is a delete plus an insert of a copy
-  (pycrdt has no Array.move; Jupyter's own collaboration does the same), so an edit made
-  concurrently with the move lands in the deleted original;
+- every typed token appears at most once; exactly once unless its cell was deleted or its
+  line was deleted. A move is a delete plus an insert of a copy (pycrdt has no Array.move;
+  Jupyter's own collaboration does the same): typing concurrent with a move lands in the
+  deleted original, and core.repair transplants it into the copy;
+- a deleted line stays deleted, unless its cell was moved (a move copies the cell as the
+  mover saw it, and a repair transplants what a file showed: a deletion concurrent with a
+  move may come back, by design, rather than losing typing);
 - a deleted line stays deleted, if the replica's own previous save had it. A line that came
   from a peer since then and is deleted again before anything else changed is ambiguous: the
   file is then what the editor had before the peer's edit, which is also what a stale
@@ -32,19 +34,34 @@ deletions only (`World.may_revert`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+import nbformat
+import pytest
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
-from nbgen import Notebook, Replica, code_cell, dump, markdown_cell, notebook, stream
+from hypothesis.control import currently_in_test_context
+from nbgen import (
+    Notebook,
+    Replica,
+    code_cell,
+    dump,
+    markdown_cell,
+    nbformat_node,
+    notebook,
+    stream,
+)
 from pycrdt import Doc, Text
 
+from p2prtc.core import engine
 from p2prtc.core.notebook import parse_notebook
 from p2prtc.core.statevector import StateVector, decode_state_vector
 
@@ -67,8 +84,7 @@ class Effect:
     deleted: frozenset[str] = frozenset()  # tokens on a deleted line (merges can join lines)
     deleted_cell: str | None = None
     inserted_cell: str | None = None
-    # (marker, tokens the mover's copy had) of each cell the merge may delete and re-insert
-    moved: tuple[tuple[str, frozenset[str]], ...] = ()
+    moved: tuple[str, ...] = ()  # markers of the cells the merge may delete and re-insert
 
 
 WorldEdit = Callable[[Notebook, int], Effect | None]  # edits a buffer; None: nothing to do
@@ -93,8 +109,13 @@ class Peer:
         have = decode_state_vector(self.replica.engine.doc.get_state())
         return all(have.get(client, 0) >= clock for client, clock in sent.needs.items())
 
-    def receive(self, sent: Sent, *, reload: bool) -> None:
-        self.replica.receive(sent.update, reload=reload)
+    def receive(self, sent: Sent, *, reload: bool) -> Sent | None:
+        """Apply an update; the repair of moved cells this made, for the peers."""
+        doc = self.replica.engine.doc
+        doc.apply_update(sent.update)
+        needs = decode_state_vector(doc.get_state())
+        repair = self.replica.write(reload=reload)
+        return None if repair is None else Sent(repair, needs)
 
 
 @dataclass
@@ -109,7 +130,7 @@ class World:
     maybe_deleted: set[str] = field(default_factory=set)
     deleted_cells: set[str] = field(default_factory=set)
     markers: set[str] = field(default_factory=set)
-    moves: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+    moves: set[str] = field(default_factory=set)  # markers of cells moved at some point
     may_revert: set[str] = field(default_factory=set)  # markers and tokens
     sent: list[Sent] = field(default_factory=list)
 
@@ -132,10 +153,12 @@ class World:
         self.expect(effect, ambiguous)
         if update is None:
             return
-        sent = Sent(update, needs)
+        self.broadcast(peer, Sent(update, needs))
+
+    def broadcast(self, sender: Peer, sent: Sent) -> None:
         self.sent.append(sent)
         for other in self.peers:
-            if other is not peer:
+            if other is not sender:
                 other.inbox.append(sent)
 
     def expect(self, effect: Effect, ambiguous_deletion: bool) -> None:
@@ -150,13 +173,13 @@ class World:
             self.deleted_cells.add(effect.deleted_cell)
         if effect.inserted_cell:
             self.markers.add(effect.inserted_cell)
-        self.moves.extend(effect.moved)
+        self.moves.update(effect.moved)
 
 
 def coincides(effect: Effect, doc_text: str) -> bool:
     """Does a stale editor delete or move what the doc has already lost?"""
     markers, tokens = set(MARKER.findall(doc_text)), set(TOKEN.findall(doc_text))
-    lost_cells = {effect.deleted_cell, *(marker for marker, _ in effect.moved)} - markers
+    lost_cells = {effect.deleted_cell, *effect.moved} - markers
     return bool(lost_cells - {None} or effect.deleted - tokens)
 
 
@@ -227,10 +250,6 @@ def delete_cell(data: st.DataObject) -> WorldEdit:
     return edit
 
 
-def at_risk_copy(cell: dict[str, str]) -> tuple[str, frozenset[str]]:
-    return marker_of(cell["source"]), frozenset(TOKEN.findall(cell["source"]))
-
-
 def move_cell(data: st.DataObject) -> WorldEdit:
     source, target = data.draw(ANY), data.draw(ANY)
 
@@ -243,7 +262,7 @@ def move_cell(data: st.DataObject) -> WorldEdit:
         nb["cells"].insert(end, cell)
         # Swapping neighbours is the same as moving the other one: the engine may do that.
         moved = [cell] + ([nb["cells"][start]] if abs(start - end) == 1 else [])
-        return Effect(moved=tuple(at_risk_copy(one) for one in moved))
+        return Effect(moved=tuple(marker_of(one["source"]) for one in moved))
 
     return edit
 
@@ -287,65 +306,87 @@ def start(n_replicas: int, minor: int) -> World:
     return world
 
 
-def deliver(peer: Peer, rng: random.Random, *, keep: bool, reload: bool) -> bool:
-    """Deliver one random update that can be applied; False when none can."""
+def deliver(world: World, peer: Peer, rng: random.Random, *, keep: bool, reload: bool) -> bool:
+    """Deliver one random update that can be applied; False when none can. A repair of
+    moved cells it makes goes to the others like any update."""
     ready = [index for index, sent in enumerate(peer.inbox) if peer.can_apply(sent)]
     if not ready:
         return False
     index = rng.choice(ready)
     sent = peer.inbox[index] if keep else peer.inbox.pop(index)
-    peer.receive(sent, reload=reload)
+    receive(world, peer, sent, reload=reload)
     return True
 
 
+def receive(world: World, peer: Peer, sent: Sent, *, reload: bool) -> None:
+    repair = peer.receive(sent, reload=reload)
+    if repair is not None:
+        world.broadcast(peer, repair)
+
+
 def settle(world: World, rng: random.Random) -> None:
-    """Everyone gets everything, in a random causal order, and some updates twice."""
-    for peer in world.peers:
-        while deliver(peer, rng, keep=False, reload=rng.random() < 0.5):
-            pass
-        assert not peer.inbox, "an update never became applicable"
-        for sent in rng.sample(world.sent, min(3, len(world.sent))):
-            peer.receive(sent, reload=rng.random() < 0.5)
+    """Everyone gets everything (repairs included), in a random causal order, and some
+    updates twice."""
+    for twice in (False, True):
+        progress = True
+        while progress:
+            progress = False
+            for peer in world.peers:
+                while deliver(world, peer, rng, keep=False, reload=rng.random() < 0.5):
+                    progress = True
+        assert not any(peer.inbox for peer in world.peers), "an update never became applicable"
+        for peer in world.peers if not twice else ():
+            for sent in rng.sample(world.sent, min(3, len(world.sent))):
+                receive(world, peer, sent, reload=rng.random() < 0.5)
 
 
 def may_be_lost(world: World, token: str) -> bool:
     """Could the token be gone by a rule the test accepts (see the module docstring)?"""
     cell = world.typed[token]
-    moved_without_it = any(marker == cell and token not in seen for marker, seen in world.moves)
     deleted = token in world.deleted or token in world.maybe_deleted
     lost_cell = cell in world.deleted_cells or cell in world.may_revert
-    return deleted or lost_cell or moved_without_it or token in world.may_revert
+    return deleted or lost_cell or token in world.may_revert
 
 
-def check(world: World, *, copies_allowed: bool = False) -> None:
-    """The end state; ``copies_allowed`` when cells were moved (see test_engine's
-    test_concurrent_moves_of_one_cell_keep_one_copy)."""
+def may_come_back(world: World, token: str) -> bool:
+    return token in world.may_revert or world.typed[token] in world.moves
+
+
+def check_converged(world: World) -> str:
+    """Every replica's file is the same valid notebook, each cell id once; that file."""
     rendered = {peer.replica.engine.render() for peer in world.peers}
     assert len(rendered) == 1, "replicas did not converge"
     text = rendered.pop()
-    nb = parse_notebook(text)
     for peer in world.peers:
         assert peer.replica.disk == text
-
     ids = Counter(cell["id"] for cell in world.peers[0].replica.engine.notebook()["cells"])
-    assert copies_allowed or max(ids.values(), default=1) == 1, f"ids twice: {ids.most_common(2)}"
+    assert max(ids.values(), default=1) == 1, f"ids twice: {ids.most_common(2)}"
+    if world.minor == 5:
+        nbformat.validate(nbformat_node(text))  # type: ignore[no-untyped-call]
+    return text
+
+
+def check(world: World) -> None:
+    """The end state (see the module docstring)."""
+    nb = parse_notebook(check_converged(world))
 
     all_sources = "\n".join(cell["source"] for cell in nb["cells"])
     markers = Counter(MARKER.findall(all_sources))
     for marker in world.markers:
         count = markers[marker]
-        assert copies_allowed or count <= 1, f"cell {marker} is there {count} times"
+        assert count <= 1, f"cell {marker} is there {count} times"
         if marker not in world.deleted_cells and marker not in world.may_revert:
             assert count >= 1, f"cell {marker} is missing"
 
     tokens = Counter(TOKEN.findall(all_sources))
     for token in world.typed:
         count = tokens[token]
-        assert copies_allowed or count <= 1, f"{token} is there {count} times"
+        assert count <= 1, f"{token} is there {count} times"
         if not may_be_lost(world, token):
             assert count >= 1, f"{token} was lost"
-    for token in world.deleted - world.may_revert if not copies_allowed else ():
-        assert tokens[token] == 0, f"deleted {token} came back"
+    for token in world.deleted:
+        if not may_come_back(world, token):
+            assert tokens[token] == 0, f"deleted {token} came back"
 
 
 def run(
@@ -353,7 +394,37 @@ def run(
 ) -> World:
     """Random saves and deliveries, then everyone gets everything. An editor reloads after
     a daemon write with probability ``reloads``."""
-    rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    if currently_in_test_context():  # scripts/soak_moves.py runs this outside hypothesis
+        note(f"replay: seed {seed} with the draws above (client ids come from the seed)")
+    rng = random.Random(seed)
+    with seeded_client_ids(seed):
+        return _run(data, edits, rng, steps=steps, reloads=reloads)
+
+
+@contextlib.contextmanager
+def seeded_client_ids(seed: int) -> Iterator[None]:
+    """Replica docs (and the engine's forks) take client ids from the seed, so that a seed
+    replays exactly: Yjs orders concurrent insertions and picks repair survivors by them."""
+    ids = random.Random(seed ^ 0x5EED)
+
+    def seeded_doc(*args: Any, client_id: int | None = None, **kwargs: Any) -> Doc[Any]:
+        return Doc(
+            *args, client_id=ids.getrandbits(32) if client_id is None else client_id, **kwargs
+        )
+
+    state = random.getstate()
+    random.seed(seed)  # the engine's forks draw from the global generator
+    try:
+        with mock.patch.object(engine, "Doc", seeded_doc):
+            yield
+    finally:
+        random.setstate(state)
+
+
+def _run(
+    data: st.DataObject, edits: list[MakeEdit], rng: random.Random, *, steps: int, reloads: float
+) -> World:
     n_replicas = data.draw(st.integers(2, 5), label="replicas")
     world = start(n_replicas, data.draw(st.sampled_from([5, 4]), label="minor"))
     for _ in range(data.draw(st.integers(1, steps), label="steps")):
@@ -362,7 +433,7 @@ def run(
             make_edit = data.draw(st.sampled_from(edits), label="edit")
             world.save(peer, make_edit(data))
         else:
-            deliver(peer, rng, keep=rng.random() < 0.2, reload=rng.random() < reloads)
+            deliver(world, peer, rng, keep=rng.random() < 0.2, reload=rng.random() < reloads)
     settle(world, rng)
     return world
 
@@ -393,10 +464,27 @@ def test_editors_that_rarely_reload_save_from_versions_older_than_those_kept_who
     check(run(data, EDITS, steps=90, reloads=0.15))
 
 
+MOVES = [*EDITS, move_cell, move_cell]
+
+
 @PROPERTY
 @given(data=st.data())
-def test_replicas_converge_with_moves_and_lose_only_concurrent_edits(data: st.DataObject) -> None:
-    check(run(data, [*EDITS, move_cell, move_cell]), copies_allowed=True)
+def test_replicas_that_move_cells_converge_to_one_valid_file(data: st.DataObject) -> None:
+    """Moves repaired (core.repair): every peer ends with the same file, each id once."""
+    check_converged(run(data, MOVES))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="residual, about 0.7 % of random runs (docs/reliability.md, scripts/soak_moves.py): "
+    "a line not whole in any copy of a moved cell can be transplanted twice, and a stale save "
+    "racing moves can lose a cell or a line; among these 200 fixed examples, seeds 0 and 1",
+)
+@settings(PROPERTY, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking
+@given(data=st.data())
+def test_replicas_that_move_cells_lose_and_double_nothing(data: st.DataObject) -> None:
+    """The full check (a strict expected failure: it passes once the residual is fixed)."""
+    check(run(data, MOVES))
 
 
 # --- a pycrdt bug the sync layer must work around ----------------------------------------------

@@ -7,14 +7,26 @@ version is also the end of everything older: an undo back to an old text is a ch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nbformat
 import pytest
 from daemons import SAMPLE, copy_notebook
-from nbgen import peer_update, render_with_line
+from nbgen import (
+    nbformat_node,
+    peer_save,
+    peer_update,
+    render_with_line,
+    render_with_move,
+    upgrade_to_45,
+)
+from pycrdt import Doc
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import MAX_VERSIONS
+from p2prtc.core.model import doc_to_notebook, without_cell_ids
+from p2prtc.core.notebook import render_notebook
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
 
@@ -29,10 +41,15 @@ def shared(tmp_path: Path, notebooks_dir: Path) -> SharedFile:
 
 def receive(shared: SharedFile, index: int, line: str) -> None:
     """A peer's edit arrives: the daemon applies, persists and writes it."""
-    update = peer_update(shared.engine, index, line)
+    deliver(shared, peer_update(shared.engine, index, line))
+
+
+def deliver(shared: SharedFile, update: bytes, *, write: bool = True) -> bytes | None:
+    """A peer's update arrives: applied, persisted, and (unless the daemon dies first)
+    written; returns what the write sends to the peers (a repair of moved cells)."""
     shared.doc.apply_update(update)
     shared.apply_remote(update)
-    shared.write()
+    return shared.write() if write else None
 
 
 def remote_lines(shared: SharedFile, count: int, tag: str = "REMOTE") -> list[str]:
@@ -130,3 +147,96 @@ def test_unchanged_save_of_an_old_buffer_is_written_over(shared: SharedFile) -> 
     final = save(shared, buffer)  # Ctrl-S in an editor that never reloaded
 
     assert_once(final, remote)
+
+
+# --- moved cells (core.repair) through the real store -----------------------------------
+
+
+@pytest.fixture(params=[4, 5], ids=["v4.4-no-ids", "v4.5-ids"])
+def minor_shared(request: pytest.FixtureRequest, shared: SharedFile) -> SharedFile:
+    if request.param == 4:
+        return shared
+    shared.path.write_text(upgrade_to_45(shared.path.read_text()))
+    shared.read_and_ingest()
+    return shared
+
+
+def assert_valid(text: str) -> None:
+    """What Jupyter checks when it opens the file (ids unique in 4.5 included)."""
+    nbformat.validate(nbformat_node(text))  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_line_typed_into_a_cell_a_peer_moves_lands_in_the_moved_cell(
+    minor_shared: SharedFile, restart: bool
+) -> None:
+    shared = minor_shared
+    moved = peer_save(shared.engine, lambda text: render_with_move(text, 3, 0))
+    cell = shared.engine.notebook()["cells"][3]["source"]
+    save(shared, render_with_line(shared.path.read_text(), 3, "USER LINE"))
+
+    repair = deliver(shared, moved, write=not restart)
+    if restart:  # killed before writing: the restart repairs from the persisted versions
+        shared = restarted(shared)
+        repair = shared.catch_up()
+
+    final = shared.path.read_text()
+    assert_valid(final)
+    assert_once(final, ["USER LINE"])
+    assert shared.engine.notebook()["cells"][0]["source"] == "USER LINE\n" + cell
+    # The peer that moved the cell gets the same notebook from the updates it lacks.
+    peer = Doc()
+    for update in (shared.store.updates()[0], moved, *shared.store.updates()[1:]):
+        peer.apply_update(update)
+    assert repair is not None
+    assert render_notebook(without_cell_ids(doc_to_notebook(peer))) == final
+
+
+def test_cell_moved_by_two_peers_at_once_is_there_once(minor_shared: SharedFile) -> None:
+    shared = minor_shared
+    cells = len(shared.engine.notebook()["cells"])
+    theirs = peer_save(shared.engine, lambda text: render_with_move(text, 3, cells - 1))
+    source = shared.engine.notebook()["cells"][3]["source"]
+    save(shared, render_with_move(shared.path.read_text(), 3, 0))
+
+    deliver(shared, theirs)
+
+    final = shared.path.read_text()
+    assert_valid(final)
+    after = [cell["source"] for cell in shared.engine.notebook()["cells"]]
+    assert after.count(source) == 1
+    assert after.index(source) in (0, cells - 1)
+    assert len(after) == cells
+
+
+# --- fidelity: a file's own form survives restarts and remote edits --------------------------
+
+
+def json_dump_style(text: str) -> str:
+    """The notebook as a script using ``json.dump`` writes it: each source one string."""
+    nb = json.loads(text)
+    for cell in nb["cells"]:
+        cell["source"] = "".join(cell["source"])
+    return json.dumps(nb, indent=1)
+
+
+def test_restart_leaves_a_file_in_its_own_form_alone(shared: SharedFile) -> None:
+    save(shared, json_dump_style(render_with_line(shared.path.read_text(), 2, "EDITED")))
+    before = shared.path.read_bytes()
+
+    shared = restarted(shared)
+    assert shared.catch_up() is None
+
+    assert shared.path.read_bytes() == before
+
+
+def test_remote_edit_keeps_sources_written_as_one_string(shared: SharedFile) -> None:
+    save(shared, json_dump_style(shared.path.read_text()))
+    shared = restarted(shared)
+    shared.catch_up()
+
+    receive(shared, 3, "REMOTE")
+
+    cells = json.loads(shared.path.read_text())["cells"]
+    assert all(isinstance(cell["source"], str) for cell in cells)
+    assert cells[3]["source"].startswith("REMOTE\n")

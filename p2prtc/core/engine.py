@@ -21,12 +21,13 @@ from functools import cached_property
 from typing import Any
 
 import orjson
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, TransactionEvent, merge_updates
 
 from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
-from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
+from p2prtc.core.repair import Shown, repair_cells, survivors
 from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class Version:
     def facts_of(self, *, with_ids: bool) -> frozenset[Fact]:
         return self.facts_with_ids if with_ids else self.facts
 
+    @cached_property
+    def shown(self) -> Shown:
+        """Its cells, and the doc items that held them when asked (to tell a moved cell's
+        copy)."""
+        cells = [(cell["id"], cell["source"]) for cell in self.notebook["cells"]]
+        return Shown(cells, state=self.state)
+
     def distance(self, new: Notebook, by_id: dict[str, str] | None) -> Distance:
         if by_id is not None:
             return id_distance(self.sources_by_id, by_id)
@@ -113,6 +121,8 @@ class NotebookEngine:
         self.doc = doc
         self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
         self._history = VersionHistory()  # the versions before those
+        # Cells (by id) whose source the file holds as one string: written back that way.
+        self._string_sources: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, text: bytes | str) -> NotebookEngine:
@@ -121,7 +131,29 @@ class NotebookEngine:
         engine = cls(Doc())
         load_notebook(engine.doc, nb)
         engine._remember(text_digest(text), engine.notebook())
+        engine.learn_form(text)
         return engine
+
+    def learn_form(self, text: bytes | str) -> None:
+        """Note which cells of a file the engine knows hold their source as one string."""
+        version = self._version_of(text_digest(text))
+        raw = text.encode() if isinstance(text, str) else text
+        if version is None:
+            return
+        if b'"source": "' not in raw and b'"source":"' not in raw:  # spares a parse
+            self._string_sources = frozenset()
+            return
+        ids = [cell["id"] for cell in version.notebook["cells"]]
+        self._string_sources = frozenset(ids[index] for index in string_sources(raw))
+
+    def _version_of(self, digest: bytes) -> Version | None:
+        """The newest version with this text, if the engine keeps it whole."""
+        return next((v for v in reversed(self._versions) if v.digest == digest), None)
+
+    def shows_doc(self, text: bytes | str) -> bool:
+        """Does this known file text hold what the doc holds (whatever its form)?"""
+        version = self._version_of(text_digest(text))
+        return version is not None and version.notebook == self.notebook()
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
@@ -136,8 +168,25 @@ class NotebookEngine:
         return doc_to_notebook(self.doc)
 
     def render(self) -> str:
-        """The file text for the current doc, as Jupyter would write it."""
-        return render_notebook(without_cell_ids(self.notebook()))
+        """The file text for the current doc, as Jupyter would write it.
+
+        A cell id twice (concurrent moves not repaired yet) is written once: the copy
+        ``repair`` keeps, so the file is valid whatever the doc holds.
+        """
+        notebook = self.notebook()
+        ids = [cell["id"] for cell in notebook["cells"]]
+        if len(set(ids)) < len(ids):
+            kept = survivors(self.doc)
+            cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
+            notebook = {**notebook, "cells": cells}
+        keep = [i for i, cell in enumerate(notebook["cells"]) if cell["id"] in self._string_sources]
+        return render_notebook(without_cell_ids(notebook), keep)
+
+    def repair(self) -> bytes | None:
+        """Repair cells moved concurrently with other moves or edits (see core.repair),
+        against what the file last showed; the update to persist and send, if any."""
+        latest = self.latest_version()
+        return repair_cells(self.doc, latest.shown if latest else Shown([]))
 
     def full_state(self) -> bytes:
         return self.doc.get_update()
@@ -199,6 +248,8 @@ class NotebookEngine:
             ingested, update, saved = self._ingest_on_fork(base, new, digest)
             if update is not None:
                 self.doc.apply_update(update)
+                # Typing into a cell a peer moved meanwhile went to the original.
+                update = merge_repair(update, repair_cells(self.doc, saved.shown))
             needs_write = self.notebook() != ingested
         # The editor that made this save held at least its base: the base and older versions
         # are no longer possible bases (keeping them would turn an undo back to one of them
@@ -206,6 +257,7 @@ class NotebookEngine:
         # editor (or this one, reloaded) may have read them and will save from them.
         self._forget_up_to(base)
         self._push(saved)
+        self.learn_form(text)
         needs_write = needs_write or ids_reassigned(new, ingested)
         logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
         return IngestResult(update=update, needs_write=needs_write)
@@ -327,6 +379,10 @@ class NotebookEngine:
         doc: Doc[Any] = Doc()
         doc.apply_update(state)
         return Version(digest, notebook, state, state_vector(doc))
+
+
+def merge_repair(update: bytes, repair: bytes | None) -> bytes:
+    return update if repair is None else merge_updates(update, repair)
 
 
 def state_vector(doc: Doc[Any]) -> StateVector:

@@ -11,7 +11,7 @@ refilled: that is what duplicates text when two people edit at once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ def edit_text(text: Text, old: str, new: str) -> None:
     if old == new:
         return
     offset = 0  # pycrdt indexes Text in UTF-8 bytes
-    for op, chunk in _line_aligned_diff(old, new):
+    for op, chunk in line_aligned_diff(old, new):
         size = len(chunk.encode())
         if op == _DIFF_EQUAL:
             offset += size
@@ -50,7 +50,7 @@ def edit_text(text: Text, old: str, new: str) -> None:
             offset += size
 
 
-def _line_aligned_diff(old: str, new: str) -> list[tuple[int, str]]:
+def line_aligned_diff(old: str, new: str) -> list[tuple[int, str]]:
     """A character diff whose edits are slid to line (or word) boundaries where they can be.
 
     A line typed above an equal-looking one has several equally short diffs: "a\n<t1>" ->
@@ -147,25 +147,55 @@ def _fingerprint(cell: Cell) -> tuple[str, str]:
 
 
 def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
-    """Files without ids: equal cells by sequence alignment, changed ones paired in place."""
+    """Files without ids: equal cells by sequence alignment, then equal cells elsewhere
+    (moved), then changed ones paired in place."""
     ids = [new_cell_id() for _ in new]
     continued = [False] * len(new)
     matcher = difflib.SequenceMatcher(
         a=[_fingerprint(c) for c in base], b=[_fingerprint(c) for c in new], autojunk=False
     )
-    for tag, b1, b2, n1, n2 in matcher.get_opcodes():
+    opcodes = matcher.get_opcodes()
+    paired: set[int] = set()  # base indexes
+
+    def pair(base_index: int, new_index: int) -> None:
+        ids[new_index] = base[base_index]["id"]
+        continued[new_index] = True
+        paired.add(base_index)
+
+    for tag, b1, b2, n1, n2 in opcodes:
         if tag == "equal":
-            pairs = zip(range(b1, b2), range(n1, n2), strict=True)
-        elif tag == "replace":
-            # An edited cell: pair by position, while the cell types agree.
-            pairs = zip(range(b1, b2), range(n1, n2), strict=False)
-        else:
-            continue
-        for base_index, new_index in pairs:
-            if base[base_index]["cell_type"] == new[new_index]["cell_type"]:
-                ids[new_index] = base[base_index]["id"]
-                continued[new_index] = True
+            for base_index, new_index in zip(range(b1, b2), range(n1, n2), strict=True):
+                pair(base_index, new_index)
+    _match_moved(base, new, paired, continued, pair)
+    for tag, b1, b2, n1, n2 in opcodes:
+        if tag == "replace":  # an edited cell: pair by position, while the types agree
+            for base_index, new_index in zip(range(b1, b2), range(n1, n2), strict=False):
+                free = base_index not in paired and not continued[new_index]
+                if free and base[base_index]["cell_type"] == new[new_index]["cell_type"]:
+                    pair(base_index, new_index)
     return CellMatch(ids, continued)
+
+
+def _match_moved(
+    base: Sequence[Cell],
+    new: Sequence[Cell],
+    paired: set[int],
+    continued: list[bool],
+    pair: Callable[[int, int], None],
+) -> None:
+    """A new cell equal to a base cell the alignment left unmatched is that cell, moved.
+
+    Taken as a deletion plus a new cell, a move would lose what a peer types into the cell
+    meanwhile; as a move, the doc keeps the cell's identity (see core.repair).
+    """
+    unmatched: dict[tuple[str, str], list[int]] = {}
+    for index, cell in enumerate(base):
+        if index not in paired:
+            unmatched.setdefault(_fingerprint(cell), []).append(index)
+    for index, cell in enumerate(new):
+        candidates = unmatched.get(_fingerprint(cell))
+        if not continued[index] and candidates:
+            pair(candidates.pop(0), index)
 
 
 def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Notebook:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Container
 from typing import Any
 
 import orjson
@@ -227,9 +228,9 @@ def _split_output(output: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
-def _split_cell(cell: Cell) -> Cell:
+def _split_cell(cell: Cell, *, keep_source: bool = False) -> Cell:
     out = dict(cell)
-    if isinstance(out.get("source"), str):
+    if isinstance(out.get("source"), str) and not keep_source:
         out["source"] = out["source"].splitlines(True)
     if "attachments" in out:
         out["attachments"] = {
@@ -241,14 +242,33 @@ def _split_cell(cell: Cell) -> Cell:
     return out
 
 
-def split_lines(nb: Notebook) -> Notebook:
-    """Split strings into line lists like ``nbformat.v4.rwbase.split_lines`` (returns a copy)."""
-    return {**nb, "cells": [_split_cell(cell) for cell in nb["cells"]]}
+def split_lines(nb: Notebook, string_sources: Container[int] = ()) -> Notebook:
+    """Split strings into line lists like ``nbformat.v4.rwbase.split_lines`` (returns a copy);
+    the sources of the cells at ``string_sources`` stay single strings."""
+    cells = [
+        _split_cell(cell, keep_source=index in string_sources)
+        for index, cell in enumerate(nb["cells"])
+    ]
+    return {**nb, "cells": cells}
 
 
-def render_notebook(nb: Notebook) -> str:
-    """The file text Jupyter would write for this notebook."""
-    return dumps_like_jupyter(split_lines(nb)) + "\n"
+def render_notebook(nb: Notebook, string_sources: Container[int] = ()) -> str:
+    """The file text Jupyter would write for this notebook (but for the sources of the cells
+    at ``string_sources``, kept as one string: the form the file had, see ``string_sources``)."""
+    return dumps_like_jupyter(split_lines(nb, string_sources)) + "\n"
+
+
+def string_sources(data: bytes | str) -> frozenset[int]:
+    """The cells whose source a (valid) notebook file holds as one string rather than a list
+    of lines, as scripts using ``json.dump`` write it: kept that way when the file is
+    written again."""
+    raw = _loads(data.encode() if isinstance(data, str) else data)
+    cells = raw.get("cells", []) if isinstance(raw, dict) else []
+    return frozenset(
+        index
+        for index, cell in enumerate(cells)
+        if isinstance(cell, dict) and isinstance(cell.get("source"), str)
+    )
 
 
 def dumps_like_jupyter(value: Any) -> str:

@@ -8,8 +8,11 @@ three-way against the last version the daemon wrote or read (persisted as the *b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from p2prtc.daemon.files import (
     FileUnreadable,
     Signature,
     atomic_write,
+    displaced_path,
     read_file,
     signature_of,
 )
@@ -48,6 +52,8 @@ _MERGED = "merged"
 # Compact the update log once it holds this many rows older than the oldest version in the
 # history (each save or remote edit adds one).
 COMPACT_AFTER_UPDATES = 500
+# Names a crash_point at which the process kills itself (tests only).
+CRASH_AT_ENV = "P2PRTC_CRASH_AT"
 # Tries to replace the file when editors keep saving over it meanwhile.
 _WRITE_ATTEMPTS = 5
 
@@ -172,8 +178,16 @@ class SharedFile:
         """
         if self.engine.latest_version() is None:
             return None  # a join that never completed: wait for peers
+        kept = displaced_path(self.path)
+        if kept.exists():  # the daemon died before merging a save its write displaced
+            logger.warning("merging a save of %s displaced before a crash", self.path)
+            update = self._merge_displaced(read_file(kept, MAX_NOTEBOOK_BYTES))
+            return merged(update, self.write())
         if not self.path.exists():
             logger.warning("%s is missing: writing the shared copy back", self.path)
+        else:
+            with contextlib.suppress(P2PError):  # an unreadable file is the write's to report
+                self.engine.learn_form(read_file(self.path, MAX_NOTEBOOK_BYTES))
         return self.write()
 
     def _restore_version(
@@ -203,6 +217,7 @@ class SharedFile:
             # A save merged with remote edits differs from the doc: keep its own text.
             meta = self._base_meta(text, seq, keep_text=result.needs_write)
             self._base_seq = self.store.append_with_meta(result.update, meta)
+            crash_point("ingest-persisted")
         if result.needs_write:
             self.write()
         return result.update
@@ -240,6 +255,17 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.save_unsaved()
+        return merged(self._repair(), self._write(replace_unknown))
+
+    def _repair(self) -> bytes | None:
+        """Repair cells moved concurrently (core.repair) before the file shows the doc:
+        persisted first, then sent like any update."""
+        repair = self.engine.repair()
+        if repair is not None:
+            self.store.append(repair)
+        return repair
+
+    def _write(self, replace_unknown: bool) -> bytes | None:
         for _ in range(_WRITE_ATTEMPTS):
             signature = signature_of(self.path)
             on_disk = self._read_if_present()
@@ -250,11 +276,14 @@ class SharedFile:
             try:
                 return self._replace(on_disk, signature)
             except FileChangedMeanwhile:
+                crash_point("write-retry")
                 replace_unknown = False  # whatever is there now is someone's save
         return None  # editors keep saving: the watcher delivers them, then we write again
 
     def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
+        if on_disk is not None and self.engine.shows_doc(on_disk):
+            return None  # the same content (written in another form, say): left alone
         text = self.engine.render()
         data = text.encode()
         if data == on_disk:
@@ -264,7 +293,9 @@ class SharedFile:
         self.engine.remember_written(text)
         seq = self.store.last_seq() or 0
         self.store.set_metas(self._version_meta(_PENDING, data, seq))
+        crash_point("write-pending")
         displaced = atomic_write(self.path, data, unless_changed_from=signature)
+        crash_point("write-renamed")
         self._base_seq = seq
         self.store.set_metas(self._base_meta(data, seq))
         self._maybe_compact()
@@ -273,12 +304,20 @@ class SharedFile:
         # An editor saved in the very instant of our rename: merge its save now (and write
         # the merged result), as if the watcher had brought it.
         logger.info("merging a save of %s that landed while writing it", self.path)
+        crash_point("write-displaced")
+        return self._merge_displaced(displaced)
+
+    def _merge_displaced(self, displaced: bytes) -> bytes | None:
+        """Merge a save a write displaced (kept on disk until then: see displaced_path)."""
         try:
-            return self.ingest(displaced)
+            update = self.ingest(displaced)
         except P2PError:
             # Not a notebook: give the user's file back untouched, and report it.
             atomic_write(self.path, displaced, unless_changed_from=signature_of(self.path))
             raise
+        finally:
+            displaced_path(self.path).unlink(missing_ok=True)
+        return update
 
     def _read_if_present(self) -> bytes | None:
         try:
@@ -336,8 +375,25 @@ class SharedFile:
             return
         state = self._state_at(oldest)
         if state is not None:
+            crash_point("compact-before")
             self.store.compact(state, upto=oldest)
+            crash_point("compact-after")
             logger.info("compacted the update log of %s", self.path)
+
+
+def merged(*updates: bytes | None) -> bytes | None:
+    """One update for all of these (None: no change at all)."""
+    present = [update for update in updates if update is not None]
+    return merge_updates(*present) if len(present) > 1 else next(iter(present), None)
+
+
+def crash_point(name: str) -> None:
+    """Die here, as by kill -9, when ``P2PRTC_CRASH_AT`` names this point: deterministic
+    crashes for the tests (tests/test_crash_points.py), at the steps where a crash must
+    lose nothing. Read at each call: cheap, and a test process can set it."""
+    if os.environ.get(CRASH_AT_ENV) == name:
+        logger.warning("crash point %s: dying as by kill -9", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _content(info: dict[str, Any], text: bytes, doc: Doc[Any]) -> Notebook:

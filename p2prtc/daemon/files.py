@@ -90,19 +90,29 @@ def atomic_write(path: Path, data: bytes, *, unless_changed_from: Signature | No
         if not swapped:
             os.replace(tmp, path)
         fsync_dir(path.parent)
-        return _displaced(tmp, unless_changed_from) if swapped else None
+        return _displaced(tmp, unless_changed_from, displaced_path(path)) if swapped else None
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise FileWriteFailed(f"{path}: {exc.strerror}") from None
 
 
-def _displaced(old: Path, expected: Signature | None) -> bytes | None:
-    """The swapped-out file: its bytes if it was not the file the caller read; removed."""
-    try:
-        return None if signature_of(old) == expected else old.read_bytes()
-    finally:
+def displaced_path(path: Path) -> Path:
+    """Where a save displaced by a write waits until it is merged: a crash in between must
+    not lose it (the caller removes it once merged)."""
+    return path.with_name(f".{path.name}.p2prtc-displaced")
+
+
+def _displaced(old: Path, expected: Signature | None, keep_as: Path) -> bytes | None:
+    """The swapped-out file: its bytes if it was not the file the caller read (kept at
+    ``keep_as``, durably), else None (removed)."""
+    if signature_of(old) == expected:
         old.unlink(missing_ok=True)
+        return None
+    data = old.read_bytes()
+    os.replace(old, keep_as)
+    fsync_dir(keep_as.parent)
+    return data
 
 
 _AT_FDCWD = -100

@@ -1,0 +1,445 @@
+"""Moved cells, repaired the same way on every peer: one copy per cell id, no edit lost.
+
+A Y array cannot move an element: p2prtc, like JupyterLab's collaboration, moves a cell by
+deleting it and inserting a copy. Two things then go wrong under concurrency:
+
+- Two peers move one cell at once: two copies with one id (an invalid nbformat 4.5 file).
+  The copy whose Map item has the smallest id (client, clock) is kept, the lines the others
+  have and it lacks are transplanted into it, and they are deleted.
+- A peer types into a cell another moves: the typing lands in the deleted original. A peer
+  that still shows the typing (its file has it, or it is the save being merged) sees the
+  cell's id now held by another Map item: it transplants the text the copy lacks.
+
+A transplant only inserts (text the copy lacks may be a deletion made with the move, or
+the user's typing: nothing is lost, a deletion concurrent with a move may come back). Each
+missing line becomes one Yjs item, made by yrs itself on a copy of the doc under a client
+id that hashes the item (its text and the two items Yjs puts it between): two peers that
+compute the same line produce the same item, which Yjs then holds once, and two that
+compute different ones never produce one item id with two contents. (Items encoded by hand
+with neighbours Yjs would not choose made peers' docs diverge: found by the property test.)
+Deleting a copy is idempotent as it is. Sans-IO: docs in, an update out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from diff_match_patch import diff_match_patch
+from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
+
+from p2prtc.core.model import cells_of, shared_to_py
+from p2prtc.core.statevector import decode_state_vector
+
+logger = logging.getLogger(__name__)
+
+ItemId = tuple[int, int]  # (client, clock) of a Yjs item
+
+_DIFF_INSERT, _DIFF_EQUAL, _DIFF_DELETE = 1, 0, -1
+_differ = diff_match_patch()
+_HAS_ORIGIN, _HAS_RIGHT_ORIGIN = 0x80, 0x40
+# Client ids of transplanted lines (see _client_of).
+_TRANSPLANTS = range(2**32, 2**33)
+# The client of the scratch doc that asks Yjs where an insertion goes (never sent).
+_SCRATCH_CLIENT = 1
+
+
+@dataclass(frozen=True)
+class CellCopy:
+    """A cell as a file showed it: its id, the Map item that held it, and its source."""
+
+    cell_id: str
+    item: ItemId
+    source: str
+    index: int
+
+
+@dataclass
+class Shown:
+    """The cells a file showed (ids and sources, in order) and, found only when a repair
+    needs them, the Map items that held them: from ``items``, or the doc ``state`` of then."""
+
+    cells: list[tuple[str, str]]
+    state: bytes = b""
+    items: list[ItemId] | None = None
+
+    @classmethod
+    def of(cls, doc: Doc[Any]) -> Shown:
+        """What a doc shows now."""
+        copies = cell_copies(doc)
+        return cls([(c.cell_id, c.source) for c in copies], items=[c.item for c in copies])
+
+    def item(self, position: int) -> ItemId:
+        if self.items is None:
+            doc: Doc[Any] = Doc()
+            doc.apply_update(self.state)
+            self.items = cell_items(doc)
+        # A version whose text and state disagree in length: no item, so never "the same".
+        return self.items[position] if position < len(self.items) else (-1, -1)
+
+
+def cell_items(doc: Doc[Any]) -> list[ItemId]:
+    """The Yjs item id of each cell's Map, in order."""
+    cells = cells_of(doc)
+    return [_sticky_item(cells, index, Assoc.AFTER) for index in range(len(cells))]
+
+
+def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
+    cells = cells_of(doc)
+    return [
+        CellCopy(str(cell.get("id")), item, str(cell.get("source", "")), index)
+        for index, (cell, item) in enumerate(zip(cells, cell_items(doc), strict=True))
+    ]
+
+
+def repair_cells(doc: Doc[Any], shown: Shown) -> bytes | None:
+    """Repair moved cells in ``doc``; the update to persist and send (None: nothing to do).
+
+    ``shown`` is the cells as the file (or the save being merged) last showed them.
+    """
+    if _has_pending(doc):
+        # An update came before one it builds on: yrs shows its insertions but holds its
+        # deletions back, so a moved cell shows twice until the missing update arrives
+        # (the sync session asks for it at once). Repairing now would delete the real copy.
+        logger.debug("not repairing moved cells: the doc waits for missing updates")
+        return None
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: _record(updates, event))
+    try:
+        now: list[dict[str, Any]] = shared_to_py(cells_of(doc))
+        if _merge_duplicates(doc, now):
+            now = shared_to_py(cells_of(doc))
+        _recover_replaced(doc, now, shown)
+        _drop_doubled_transplants(doc)
+    finally:
+        doc.unobserve(subscription)
+    if not updates:
+        return None
+    return updates[0] if len(updates) == 1 else merge_updates(*updates)
+
+
+def _has_pending(doc: Doc[Any]) -> bool:
+    """Does the doc hold items beyond its own state vector (an update applied before one it
+    builds on)? Its state diffed against its state vector then names a client."""
+    return get_update(doc.get_update(), doc.get_state())[:1] != b"\x00"
+
+
+def _record(updates: list[bytes], event: TransactionEvent) -> None:
+    updates.append(event.update)
+
+
+def _merge_duplicates(doc: Doc[Any], now: list[dict[str, Any]]) -> bool:
+    """Keep one copy of each cell id (``now``: the cells as plain values); did it?"""
+    ids = [str(cell.get("id")) for cell in now]
+    if len(set(ids)) == len(ids):
+        return False
+    by_id: dict[str, list[CellCopy]] = defaultdict(list)
+    for copy in cell_copies(doc):
+        by_id[copy.cell_id].append(copy)
+    # The copy with the smallest item id stays: the same choice on every peer that sees it.
+    repeated = [sorted(copies, key=_by_item) for copies in by_id.values() if len(copies) > 1]
+    for keep, *others in repeated:
+        for other in others:
+            _transplant(doc, keep.index, other.source)
+    logger.info("kept one copy of %d cells that were moved concurrently", len(repeated))
+    doomed = {copy.item for _, *others in repeated for copy in others}
+    with doc.transaction(origin="repair"):
+        cells = cells_of(doc)
+        for index, item in reversed(list(enumerate(cell_items(doc)))):
+            if item in doomed:
+                del cells[index]
+    return True
+
+
+def _by_item(copy: CellCopy) -> ItemId:
+    return copy.item
+
+
+def survivors(doc: Doc[Any]) -> set[int]:
+    """The indexes of the cells a repair keeps (each id's copy with the smallest item)."""
+    kept: dict[str, CellCopy] = {}
+    for copy in cell_copies(doc):
+        if copy.cell_id not in kept or copy.item < kept[copy.cell_id].item:
+            kept[copy.cell_id] = copy
+    return {copy.index for copy in kept.values()}
+
+
+def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) -> None:
+    """Text a replaced cell showed and its copy lacks goes into the copy.
+
+    Cheap first: only a cell whose text now lacks some of what the file showed is looked
+    at, and only then is its Map item compared (a peer's deletion in the same Map stays).
+    """
+    index_of = {str(cell.get("id")): index for index, cell in enumerate(now)}
+    for position, (cell_id, old) in enumerate(shown.cells):
+        index = index_of.get(cell_id)
+        if index is None:
+            continue  # deleted: the deletion wins
+        source = str(now[index].get("source", ""))
+        if source == old or not missing_spans(source, old):
+            continue
+        if _sticky_item(cells_of(doc), index, Assoc.AFTER) != shown.item(position):
+            _transplant(doc, index, old)
+
+
+def _transplant(doc: Doc[Any], index: int, old: str) -> None:
+    """Insert into cell ``index``'s source the lines ``old`` has and it lacks.
+
+    Each line goes in as its own Yjs item, made by yrs on a copy of the doc under a client
+    id that hashes the item (its text and the two items Yjs puts it between): a peer that
+    misses only some of the lines transplants those exactly as another peer does, the same
+    item, which Yjs then holds once. Lines stay whole in whatever order Yjs puts them.
+    """
+    now = cells_of(doc)[index].get("source")
+    if not isinstance(now, Text):
+        return
+    state, vector, known = doc.get_update(), doc.get_state(), _clients(doc)
+    items = []
+    for offset, line in _missing_lines(str(now), old):
+        probe = _insert_on_copy(state, vector, index, offset, line, _SCRATCH_CLIENT)
+        client = _client_of(_read_neighbours(probe), line)
+        if client not in known:
+            items.append(_insert_on_copy(state, vector, index, offset, line, client))
+    if items:
+        logger.info("transplanted %d lines into a moved cell", len(items))
+        doc.apply_update(merge_updates(*items))
+
+
+def _clients(doc: Doc[Any]) -> set[int]:
+    return set(decode_state_vector(doc.get_state()))
+
+
+def _missing_lines(now: str, old: str) -> Iterator[tuple[int, str]]:
+    """Each line of ``old`` that ``now`` lacks, with the UTF-8 offset in ``now`` (pycrdt's
+    Text index) where it goes."""
+    for at, start, size in missing_spans(now, old):
+        offset = len(now[:at].encode())
+        # A last line without newline that goes before another line takes the added one.
+        for line in _lines((old + "\n")[start : start + size]):
+            yield offset, line
+
+
+def _insert_on_copy(
+    state: bytes, vector: bytes, index: int, offset: int, text: str, client: int
+) -> bytes:
+    """The update of inserting ``text`` at ``offset`` of cell ``index``'s source, made by
+    ``client`` on a copy of the doc (``state``, whose state vector is ``vector``)."""
+    scratch: Doc[Any] = Doc(client_id=client)
+    scratch.apply_update(state)
+    source = cells_of(scratch)[index]["source"]
+    assert isinstance(source, Text)
+    source.insert(offset, text)
+    return scratch.get_update(vector)
+
+
+Neighbours = tuple[ItemId | None, ItemId | None, ItemId | None]  # origin, right, parent
+
+
+def _read_neighbours(update: bytes) -> Neighbours:
+    """The origin, right origin and parent of the one item in a v1 update."""
+    reader = _Reader(update)
+    for _ in range(4):  # 1 client, 1 struct, its client and clock
+        reader.var_uint()
+    info = reader.byte()
+    origin = reader.item_id() if info & _HAS_ORIGIN else None
+    right = reader.item_id() if info & _HAS_RIGHT_ORIGIN else None
+    parent = None
+    if origin is None and right is None and reader.var_uint() == 0:  # 0: by item id
+        parent = reader.item_id()
+    return origin, right, parent
+
+
+class _Reader:
+    """lib0 decoding, just what ``_read_neighbours`` needs."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def byte(self) -> int:
+        self._at += 1
+        return self._data[self._at - 1]
+
+    def var_uint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def item_id(self) -> ItemId:
+        return self.var_uint(), self.var_uint()
+
+
+def _client_of(neighbours: Neighbours, text: str) -> int:
+    """A client id that stands for the whole item, in a range of its own (2^32 to 2^33):
+    Yjs (JavaScript) clients draw 32-bit ids, yrs ones 53-bit ids, so a client there is a
+    transplant (one chance in two million for a yrs client)."""
+    digest = hashlib.sha256(repr((neighbours, text)).encode()).digest()
+    return _TRANSPLANTS.start + int.from_bytes(digest[:4], "big")
+
+
+def _drop_doubled_transplants(doc: Doc[Any]) -> None:
+    """A line a transplant made that is in its cell twice goes, once per extra copy.
+
+    Peers that saw different parts of a moved cell may place one missing line between
+    different neighbours: two items, one line twice. Kept: the line typed by a user if there
+    is one, else the transplant with the smallest client id (every peer that sees both keeps
+    the same one). Blank lines are left alone. Only looked for once the doc holds any
+    transplant, and only in cells with a repeated line.
+    """
+    if not any(client in _TRANSPLANTS for client in _clients(doc)):
+        return
+    for index, cell in enumerate(shared_to_py(cells_of(doc))):
+        counts = Counter(line for line in str(cell.get("source", "")).split("\n") if line.strip())
+        if max(counts.values(), default=0) < 2:
+            continue
+        source = cells_of(doc)[index]["source"]
+        assert isinstance(source, Text)
+        doomed = _doubled_transplants(source, {line for line, n in counts.items() if n > 1})
+        for start, stop in sorted(doomed, reverse=True):
+            del source[start:stop]
+        if doomed:
+            logger.info("dropped %d lines two transplants had doubled", len(doomed))
+
+
+@dataclass(frozen=True)
+class _Line:
+    start: int  # UTF-16 units, as Yjs counts
+    stop: int
+    transplant: int | None  # the transplant client that made all of it
+
+
+def _doubled_transplants(source: Text, repeated: set[str]) -> list[tuple[int, int]]:
+    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants."""
+    text = str(source)
+    occurrences: dict[str, list[_Line]] = defaultdict(list)
+    at = 0
+    for line in text.split("\n"):
+        stop = at + _utf16_len(line)
+        if line in repeated:
+            made_by = {_client_at(source, position) for position in range(at, stop)}
+            transplant = made_by.pop() if len(made_by) == 1 else -1
+            # (Only ints: ``None in range(...)`` would walk the whole range.)
+            occurrences[line].append(
+                _Line(at, stop, transplant if transplant in _TRANSPLANTS else None)
+            )
+        at = stop + 1
+    doomed = []
+    for lines in occurrences.values():
+        made = sorted((line for line in lines if line.transplant is not None), key=_by_client)
+        extra = made if len(made) < len(lines) else made[1:]  # a typed one stays, or one
+        doomed += [_with_its_newline(source, line, at - 1) for line in extra]
+    utf16 = text.encode("utf-16-le")
+    return [(_utf8_offset(utf16, start), _utf8_offset(utf16, stop)) for start, stop in doomed]
+
+
+def _by_client(line: _Line) -> int:
+    return line.transplant or 0
+
+
+def _with_its_newline(source: Text, line: _Line, end: int) -> tuple[int, int]:
+    """The line's span, with the newline its transplant brought (after it, or before)."""
+    if line.stop < end and _client_at(source, line.stop) == line.transplant:
+        return line.start, line.stop + 1
+    if line.start > 0 and _client_at(source, line.start - 1) == line.transplant:
+        return line.start - 1, line.stop
+    return line.start, line.stop
+
+
+def _client_at(source: Text, position: int) -> int:
+    return _sticky_item(source, position, Assoc.AFTER)[0]
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _utf8_offset(utf16: bytes, units: int) -> int:
+    """A UTF-16 offset as the UTF-8 offset pycrdt's Text index takes."""
+    return len(utf16[: 2 * units].decode("utf-16-le").encode())
+
+
+def _lines(chunk: str) -> list[str]:
+    """Lines with their newline; led by it when the chunk starts with one (added after a
+    last line that has none)."""
+    if chunk.startswith("\n") and len(chunk) > 1:
+        return ["\n" + line for line in chunk[1:].split("\n")]
+    return chunk.splitlines(keepends=True)
+
+
+def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
+    """What ``before`` has and ``now`` lacks: (where in ``now``, where in ``before``, how
+    many characters), in characters.
+
+    Lines are the unit (a character diff aligns "<t2>\n<t3>" with "<t102>\n<t2>" by
+    pieces of both). Where lines of ``before`` replace lines of ``now``, a line that only
+    adds characters to one of those gives the characters, any other line is added whole.
+    Both texts get a final newline, so that a last line without one still matches.
+    """
+    a, b, lines = _differ.diff_linesToChars(now + "\n", before + "\n")
+    diffs = _differ.diff_main(a, b, False)
+    _differ.diff_charsToLines(diffs, lines)
+    spans: list[tuple[int, int, int]] = []
+    at = start = 0
+    for index, (op, chunk) in enumerate(diffs):
+        if op == _DIFF_INSERT:
+            replaced = diffs[index - 1][1] if index and diffs[index - 1][0] == _DIFF_DELETE else ""
+            added = _added_lines(replaced, chunk, at - len(replaced), start)
+            spans += [_within(len(now), span) for span in added]
+            start += len(chunk)
+        elif op == _DIFF_EQUAL:
+            at += len(chunk)
+            start += len(chunk)
+        else:
+            at += len(chunk)
+    return spans
+
+
+def _added_lines(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+    """The spans of ``new`` (at ``start``) that ``old`` (at ``at``), which it replaces,
+    lacks: each new line extends the next old line it can, or is added before it."""
+    old_lines = old.splitlines(keepends=True)
+    offsets = [at + sum(map(len, old_lines[:index])) for index in range(len(old_lines) + 1)]
+    cursor = 0  # the next old line a new line may extend
+    for line in new.splitlines(keepends=True):
+        extended = next(
+            (i for i in range(cursor, len(old_lines)) if _only_adds(old_lines[i], line)), None
+        )
+        if extended is None:
+            yield offsets[cursor], start, len(line)
+        else:
+            yield from _added_characters(old_lines[extended], line, offsets[extended], start)
+            cursor = extended + 1
+        start += len(line)
+
+
+def _within(length: int, span: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A span placed after the added final newline: that newline goes first instead."""
+    at, start, size = span
+    return (length, start - 1, size) if at > length else span
+
+
+def _only_adds(old: str, new: str) -> bool:
+    return all(op != _DIFF_DELETE for op, _ in _differ.diff_main(old, new, False))
+
+
+def _added_characters(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+    for op, chunk in _differ.diff_main(old, new, False):
+        if op == _DIFF_INSERT:
+            yield at, start, len(chunk)
+        else:
+            at += len(chunk)
+        start += len(chunk)
+
+
+def _sticky_item(sequence: Text | Array[Any], position: int, assoc: Assoc) -> ItemId:
+    """The element before (or at) a position, never at the sequence's ends."""
+    item = sequence.sticky_index(position, assoc).to_json()["item"]
+    return int(item["client"]), int(item["clock"])

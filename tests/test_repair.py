@@ -1,0 +1,192 @@
+"""core.repair on bare pycrdt docs: moves made the way JupyterLab makes them (delete plus
+insert of a copy), by clients that know nothing of p2prtc, repaired the same on every peer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from p2prtc.core.model import cells_of
+from p2prtc.core.repair import CellCopy, Shown, cell_copies, missing_spans, repair_cells
+
+
+def cell(cell_id: str, source: str) -> Map[Any]:
+    return Map({"id": cell_id, "cell_type": "code", "source": Text(source), "metadata": Map()})
+
+
+def shared_docs(count: int) -> list[Doc[Any]]:
+    first: Doc[Any] = Doc()
+    cells_of(first).extend([cell(f"c{i}", f"#c{i}\nline {i}\n") for i in range(4)])
+    docs = [first]
+    for _ in range(count - 1):
+        docs.append(Doc())
+        docs[-1].apply_update(first.get_update())
+    return docs
+
+
+def observed(doc: Doc[Any], change: Any) -> bytes:
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    change()
+    doc.unobserve(subscription)
+    return updates[0]
+
+
+def foreign_move(doc: Doc[Any], source: int, target: int) -> bytes:
+    """A move as JupyterLab makes it: the cell deleted, a copy of it inserted."""
+
+    def move() -> None:
+        cells = cells_of(doc)
+        copy = cells[source].to_py()
+        with doc.transaction():
+            del cells[source]
+            cells.insert(target, cell(copy["id"], copy["source"]))
+
+    return observed(doc, move)
+
+
+def type_into(doc: Doc[Any], index: int, at: int, text: str) -> bytes:
+    source = cells_of(doc)[index]["source"]
+    return observed(doc, lambda: source.insert(at, text))
+
+
+def sources(doc: Doc[Any]) -> list[tuple[str, str]]:
+    return [(copy.cell_id, copy.source) for copy in cell_copies(doc)]
+
+
+def test_typing_into_a_cell_another_client_moves_is_transplanted_once() -> None:
+    typist, mover, third = shared_docs(3)
+    typed = type_into(typist, 1, len("#c1\n"), "typed\n")
+    shown = Shown.of(typist)  # what the typist's file showed before the move came
+    moved = foreign_move(mover, 1, 3)
+    for doc, update in ((typist, moved), (mover, typed), (third, moved), (third, typed)):
+        doc.apply_update(update)
+    assert "typed" not in str(sources(typist))  # the typing went with the deleted original
+
+    repair = repair_cells(typist, shown)
+    assert repair is not None
+    for doc in (mover, third):
+        doc.apply_update(repair)
+
+    for doc in (typist, mover, third):
+        assert sources(doc)[3] == ("c1", "#c1\ntyped\nline 1\n")
+        assert [cell_id for cell_id, _ in sources(doc)] == ["c0", "c2", "c3", "c1"]
+
+
+def test_two_peers_that_both_showed_the_typing_transplant_the_same_item() -> None:
+    typist, mover, other = shared_docs(3)
+    typed = type_into(typist, 1, 0, "typed\n")
+    other.apply_update(typed)
+    moved = foreign_move(mover, 1, 0)
+    shown = {id(doc): Shown.of(doc) for doc in (typist, other)}
+    repairs = []
+    for doc in (typist, other):
+        doc.apply_update(moved)
+        repairs.append(repair_cells(doc, shown[id(doc)]))
+
+    first, second = repairs
+    assert first is not None and second is not None
+    typist.apply_update(second)
+    other.apply_update(first)
+    mover.apply_update(typed)
+    mover.apply_update(first)
+    mover.apply_update(second)
+    for doc in (typist, other, mover):
+        assert sources(doc)[0] == ("c1", "typed\n#c1\nline 1\n")
+
+
+def test_a_cell_moved_by_two_clients_is_kept_once_with_both_edits() -> None:
+    left, right = shared_docs(2)
+    updates = [foreign_move(left, 2, 0), foreign_move(right, 2, 3)]
+    updates.append(type_into(left, 0, len("#c2\n"), "from left\n"))
+    updates.append(type_into(right, 3, len("#c2\nline 2\n"), "from right\n"))
+    left.apply_update(updates[1])
+    left.apply_update(updates[3])
+    right.apply_update(updates[0])
+    right.apply_update(updates[2])
+
+    repairs = [repair_cells(doc, Shown([])) for doc in (left, right)]
+    for doc in (left, right):
+        for repair in repairs:
+            assert repair is not None
+            doc.apply_update(repair)
+
+    assert sources(left) == sources(right)
+    kept = [source for cell_id, source in sources(left) if cell_id == "c2"]
+    assert kept == ["#c2\nfrom left\nline 2\nfrom right\n"]
+
+
+def test_a_cell_deleted_while_typed_into_stays_deleted() -> None:
+    typist, deleter = shared_docs(2)
+    shown = Shown.of(typist)
+    typed = type_into(typist, 1, 0, "typed\n")
+    deleted = observed(deleter, lambda: cells_of(deleter).__delitem__(1))
+    typist.apply_update(deleted)
+    deleter.apply_update(typed)
+
+    assert repair_cells(typist, shown) is None
+    assert [cell_id for cell_id, _ in sources(typist)] == ["c0", "c2", "c3"]
+    assert sources(typist) == sources(deleter)
+
+
+def test_no_repair_while_an_update_waits_for_one_it_builds_on() -> None:
+    """yrs shows the insertions of an update that came too early but holds back its
+    deletions: a moved cell then looks doubled until the missing update arrives."""
+    mover, late = shared_docs(2)
+    first = foreign_move(mover, 0, 2)
+    second = foreign_move(mover, 2, 0)
+    late.apply_update(second)
+    assert [cell_id for cell_id, _ in sources(late)].count("c0") == 2
+
+    assert repair_cells(late, Shown([])) is None
+
+    late.apply_update(first)
+    assert repair_cells(late, Shown([])) is None
+    assert sources(late) == sources(mover)
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "repaired"),
+    [
+        ("a\nb\n", "a\nnew\nb\n", "a\nnew\nb\n"),
+        ("x.sum()", "x.sum() # A", "x.sum() # A"),  # a line extended: only the addition
+        ("a", "a\nb", "a\nb"),  # after a last line without newline
+        ("", "abc", "abc"),
+        ("#c1\n<t2>\n<t3>", "#c1\n<t102>\n<t2>", "#c1\n<t102>\n<t2>\n<t3>"),  # lines, not chars
+        ("a\nb\nc", "a\nc", "a\nb\nc"),  # only insertions: what the copy has stays
+    ],
+)
+def test_missing_spans(now: str, before: str, repaired: str) -> None:
+    result = now
+    for at, start, size in sorted(missing_spans(now, before), reverse=True):
+        result = result[:at] + before[start : start + size] + result[at:]
+    assert result == repaired
+
+
+def test_cell_copies_name_the_map_items() -> None:
+    doc = shared_docs(1)[0]
+    copies = cell_copies(doc)
+    assert len({copy.item for copy in copies}) == 4
+    assert all(isinstance(copy, CellCopy) for copy in copies)
+
+
+def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
+    """Peers that saw different parts of a moved cell place its missing line differently."""
+    left, right = shared_docs(2)
+    gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
+    left_repair = repair_cells(left, Shown([("c1", "#c1\nTYPED\nline 1\n")], items=[gone]))
+    right_repair = repair_cells(right, Shown([("c1", "#c1\nline 1\nTYPED\n")], items=[gone]))
+    assert left_repair is not None and right_repair is not None
+    left.apply_update(right_repair)
+    right.apply_update(left_repair)
+    assert [source.count("TYPED") for _, source in sources(left)] == [0, 2, 0, 0]
+
+    dropped = repair_cells(left, Shown([]))
+    assert dropped is not None
+    right.apply_update(dropped)
+    assert repair_cells(right, Shown([])) is None  # the same extra copy was already dropped
+
+    assert sources(left) == sources(right)
+    assert sources(left)[1][1].count("TYPED") == 1
