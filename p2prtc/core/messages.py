@@ -189,10 +189,15 @@ class Reply:
     """The listener's answer to an opening: go ahead, or the error the dialler reports."""
 
     error: str | None = None  # the error's wire name (its class name in version 1)
+    # An invitation's host says which invitation handshake it speaks; daemons from before
+    # version 2 of it said nothing, so a joiner can tell them at once (older ones ignore it).
+    invite_version: int | None = None
 
     def encode(self) -> bytes:
-        if self.error is None:
+        if self.error is None and self.invite_version is None:
             return json.dumps({"ok": True}).encode()
+        if self.error is None:
+            return json.dumps({"ok": True, "invite_version": self.invite_version}).encode()
         return json.dumps({"ok": False, "kind": self.error}).encode()
 
     @classmethod
@@ -200,7 +205,10 @@ class Reply:
         message = _object(data, MAX_OPENING_BYTES)
         ok = message.get("ok")
         if ok is True:
-            return cls()
+            version = message.get("invite_version")
+            if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+                raise BadMessage("'invite_version' is not an int")
+            return cls(invite_version=version)
         if ok is not False:
             raise BadMessage("'ok' is not a boolean")
         return cls(_identifier(message.get("kind"), "the error kind", 64))

@@ -18,9 +18,9 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import RendezvousError
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.codes import JoinCode, parse_code
-from p2prtc.core.handshake import InviteHost, InviteJoiner, Refused, Welcomed
+from p2prtc.core.handshake import INVITE_VERSION, InviteHost, InviteJoiner, Refused, Welcomed
 from p2prtc.core.keys import invite_topic
-from p2prtc.core.messages import Welcome
+from p2prtc.core.messages import Reply, Welcome
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.endpoints import Endpoint
@@ -30,7 +30,6 @@ from p2prtc.daemon.pipes import (
     envelope,
     error_reply,
     expect_ok,
-    ok_reply,
     remote_error,
     run_handshake,
 )
@@ -50,6 +49,10 @@ class DestinationExists(P2PError):
     """The destination file exists and differs; pass --force to replace it."""
 
     exit_code = ExitCode.DESTINATION_EXISTS
+
+
+class IncompatibleInviter(P2PError):
+    """The daemon offering this code runs another version of p2prtc: upgrade both machines."""
 
 
 class JoinTimedOut(P2PError):
@@ -101,7 +104,7 @@ class Joining:
             admit=lambda: self._invitations.reserve_guess(invitation),
         )
         try:
-            await pipe.send(ok_reply())
+            await pipe.send(Reply(invite_version=INVITE_VERSION).encode())
             await run_handshake(pipe, host)
             logger.info("a new member joined %s", share.path)
         finally:
@@ -211,7 +214,12 @@ class Joining:
         pipe = await endpoint.open_pipe()
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
-            await expect_ok(pipe)
+            reply = await expect_ok(pipe)
+            if reply.invite_version != INVITE_VERSION:
+                raise IncompatibleInviter(
+                    f"it speaks invitation version {reply.invite_version or 1}, "
+                    f"this one {INVITE_VERSION}"
+                )
             try:
                 welcomed = await run_handshake(pipe, InviteJoiner(code))
             except Refused as refused:

@@ -88,11 +88,12 @@ def error_reply(error: P2PError) -> bytes:
     return Reply(type(error).__name__).encode()
 
 
-async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+async def expect_ok(pipe: BytePipe, timeout: float = HANDSHAKE_TIMEOUT_S) -> Reply:
     """Wait for the listener's answer to our envelope; raise the error it reports."""
     reply = Reply.decode(await pipe.recv(timeout))
     if reply.error is not None:
         raise remote_error(reply.error)
+    return reply
 
 
 def remote_error(kind: str) -> P2PError:
