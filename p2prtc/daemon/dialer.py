@@ -45,15 +45,21 @@ RESYNC_INTERVAL_S = 30.0
 LINK_OPEN_TIMEOUT_S = 15.0
 
 
+# What this release understands beyond the first one's frames, told in the handshake
+# identity (``<daemon id>/<run id>/<feature>...``): a peer sends a frame kind only to daemons
+# that named it (a release without AWARENESS frames drops a connection that carries one).
+FEATURES = ("awareness",)
+
+
 class Identity:
-    """Who we are in handshakes: the stable daemon id plus this run's.
+    """Who we are in handshakes: the stable daemon id plus this run's, and our features.
 
     Peers tell a restarted daemon's new link from a dead one of its previous run by it.
     """
 
     def __init__(self, daemon_id: str, run_id: str) -> None:
         self.daemon_id = daemon_id
-        self.handshake_id = f"{daemon_id}/{run_id}"
+        self.handshake_id = "/".join((daemon_id, run_id, *FEATURES))
 
 
 class Dialer:

@@ -78,8 +78,10 @@ class PeerConnection:
         on_awareness: AwarenessHandler | None = None,
     ) -> None:
         self.link = link
-        self.peer_identity = peer_identity  # "<daemon id>/<run id>" as proven in the handshake
+        # "<daemon id>/<run id>[/<feature>...]" as proven in the handshake
+        self.peer_identity = peer_identity
         self.peer_id = peer_identity.partition("/")[0]
+        self.peer_features = frozenset(peer_identity.split("/")[2:])
         self.initiator_id = initiator_id
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
         self.sync = PeerSync(self.peer_id)
@@ -165,7 +167,7 @@ class PeerConnection:
 
     async def send_awareness(self, share_id: bytes, payload: bytes) -> None:
         """Cursors and names of the share's Jupyter rooms here, for the peer's rooms."""
-        if share_id in self.sync.doc_ids:
+        if share_id in self.sync.doc_ids and "awareness" in self.peer_features:
             await self.send_frames([Frame(FrameKind.AWARENESS, share_id, payload)])
 
     async def authenticate_share(self, share_id: bytes, secret: bytes) -> None:
