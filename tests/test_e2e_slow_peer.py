@@ -51,18 +51,16 @@ def save_big_output(path: Path, index: int) -> str:
     nb = read_notebook(path)
     marker = f"# run {index:02d}"
     image = base64.b64encode(os.urandom(OUTPUT_BYTES)).decode()
-    nb["cells"].append(
-        {
-            "cell_type": "code",
-            "execution_count": index,
-            "id": f"slow-{index:02d}",
-            "metadata": {},
-            "outputs": [
-                {"data": {"image/png": image}, "metadata": {}, "output_type": "display_data"}
-            ],
-            "source": [marker],
-        }
-    )
+    cell: dict[str, object] = {
+        "cell_type": "code",
+        "execution_count": index,
+        "metadata": {},
+        "outputs": [{"data": {"image/png": image}, "metadata": {}, "output_type": "display_data"}],
+        "source": [marker],
+    }
+    if nb["nbformat_minor"] >= 5:  # cell ids exist from nbformat 4.5 on
+        cell["id"] = f"slow-{index:02d}"
+    nb["cells"].append(cell)
     write_like_jupyter(path, nb)
     return marker
 

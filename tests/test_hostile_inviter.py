@@ -24,9 +24,9 @@ from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook
 
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.core.codes import generate_code, parse_code
-from p2prtc.core.handshake import InviteHost
-from p2prtc.core.messages import Opening, OpeningKind, Welcome
-from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe, ok_reply, run_handshake
+from p2prtc.core.handshake import INVITE_VERSION, InviteHost
+from p2prtc.core.messages import Opening, OpeningKind, Reply, Welcome
+from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe, run_handshake
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +61,7 @@ class HostileInviter:
         opening = Opening.decode(await pipe.recv(HANDSHAKE_TIMEOUT_S))
         if opening.kind is not OpeningKind.INVITE:
             return  # the joiner's daemon also dials static peers as a member: not here
-        await pipe.send(ok_reply())
+        await pipe.send(Reply(invite_version=INVITE_VERSION).encode())
         payload = json.dumps(self.welcome).encode()
         await run_handshake(pipe, InviteHost(parse_code(self.code), payload))
 
