@@ -87,6 +87,7 @@ class Dialer:
         self._spawn = spawn
         self._rng = random.Random()
         self._ice = ice_config(config)
+        self._links_loading: asyncio.Future[type[PeerLink]] | None = None
         self._last_resync = time.monotonic()
 
     # --- the reconcile loop --------------------------------------------------------------
@@ -242,6 +243,13 @@ class Dialer:
                 lasted_s = time.monotonic() - connection.opened_at
                 endpoint.backoff.connection_ended(time.monotonic(), lasted_s)
             self._wake.set()
+
+    def prepare_links(self) -> None:
+        """Import the WebRTC stack in a thread, once, when links are coming (a share is
+        open, a join started): the first link then does not wait for it, and meanwhile the
+        event loop keeps answering."""
+        if self._links_loading is None:
+            self._links_loading = asyncio.get_running_loop().run_in_executor(None, peer_links)
 
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):

@@ -152,6 +152,7 @@ class Discovery:
         except BadMessage as exc:
             logger.info("ignoring the mDNS service %s: %s", service.name, exc)
             return
+        logger.debug("mDNS: %s at %s offers %s", service.name, service.addresses, announcement)
         opener = lan_opener(service.addresses[0], service.port)
         endpoint = self.endpoints.get(service.name)
         if endpoint is None:

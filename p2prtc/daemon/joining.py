@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class Joining:
         discovery: Discovery,
         relay: RelayPresence,
         wake: asyncio.Event,
+        prepare_links: Callable[[], None],
     ) -> None:
         self._daemon_id = daemon_id
         self._registry = registry
@@ -74,6 +76,7 @@ class Joining:
         self._discovery = discovery
         self._relay = relay
         self._wake = wake
+        self._prepare_links = prepare_links  # a join ends with a WebRTC link: load it now
 
     # --- the inviting side ---------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Joining:
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
+        self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
         if dest is not None:
