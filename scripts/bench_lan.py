@@ -97,14 +97,7 @@ class Lab:
 def timed(node: Node, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Seconds from starting ``p2prtc ARGS`` on ``node`` to its exit, and its result."""
     start = time.perf_counter()
-    result = subprocess.run(
-        node.command(*args),
-        cwd=node.workdir,
-        env=node.full_env(),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
+    result = node.run(*args, check=False, timeout=COMMAND_TIMEOUT_S)
     return time.perf_counter() - start, result
 
 
