@@ -29,12 +29,13 @@ from dataclasses import dataclass
 
 import ifaddr
 from zeroconf import (
-    Error as ZeroconfError,
-)
-from zeroconf import (
+    DNSQuestionType,
     IPVersion,
     ServiceStateChange,
     Zeroconf,
+)
+from zeroconf import (
+    Error as ZeroconfError,
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -148,6 +149,9 @@ class Announcer:
         except ZeroconfError as exc:
             await azc.async_close()
             raise DiscoveryError(str(exc)) from exc
+        except asyncio.CancelledError:  # the daemon stops while we announce: no leftovers
+            await azc.async_close()
+            raise
         logger.info("announcing %s on %s port %d", info.name, addresses, port)
         return cls(azc, info)
 
@@ -223,7 +227,12 @@ class Browser:
 
     async def _resolve(self, name: str) -> None:
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+        # Asked for a unicast answer (QU): a responder multicasts a record at most once a
+        # second (RFC 6762 section 6), so just after it re-announced (a new invitation) a
+        # multicast question waited up to 1 s; a unicast answer is not rate limited.
+        if not await info.async_request(
+            self._azc.zeroconf, RESOLVE_TIMEOUT_MS, question_type=DNSQuestionType.QU
+        ):
             logger.debug("could not resolve %s", name)
             return
         service = _discovered(info)
