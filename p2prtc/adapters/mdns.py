@@ -28,7 +28,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import (
+from zeroconf import (  # type: ignore[attr-defined]  # public names, missing from __all__
+    DNSOutgoing,
+    DNSQuestion,
     DNSQuestionType,
     IPVersion,
     ServiceStateChange,
@@ -49,6 +51,10 @@ SERVICE_TYPE = "_p2prtc._tcp.local."
 MAX_TXT_ENTRY = 255
 MAX_TXT_TOTAL = 1300
 RESOLVE_TIMEOUT_MS = 3000
+# DNS constants for a query of our own (zeroconf keeps its own private).
+_QUERY_FLAGS = 0x0000
+_TYPE_PTR = 12
+_CLASS_IN = 1
 
 
 class DiscoveryError(P2PError):
@@ -224,6 +230,15 @@ class Browser:
                 self._on_remove(name)
             return
         self._resolving[name] = asyncio.ensure_future(self._resolve(name))
+
+    def ask_now(self) -> None:
+        """Ask the LAN for every daemon's service now, for a unicast answer: someone is
+        waiting (a join), and zeroconf's own next query may be a second away."""
+        question = DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN)
+        question.unicast = True
+        query = DNSOutgoing(_QUERY_FLAGS)
+        query.add_question(question)
+        self._azc.zeroconf.async_send(query)
 
     async def _resolve(self, name: str) -> None:
         info = AsyncServiceInfo(SERVICE_TYPE, name)

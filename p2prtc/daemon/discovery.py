@@ -165,6 +165,11 @@ class Discovery:
     def _on_service_gone(self, name: str) -> None:
         self.endpoints.pop(name, None)
 
+    def look_again(self) -> None:
+        """Someone waits for an endpoint (a join): ask the LAN now."""
+        if self._browser is not None:
+            self._browser.ask_now()
+
     def endpoints_offering(self, nameplate: str, topic: str) -> Iterator[Endpoint]:
         """Where an invitation may be redeemed: LAN daemons announcing its nameplate (or
         announcing nothing: static peers), then relay daemons that answered on its topic."""
