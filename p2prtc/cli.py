@@ -84,9 +84,11 @@ def _ensure_daemon() -> None:
     # The log is the daemon's state: owner only, whatever this shell's umask says.
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(log_fd, 0o600)
+    # `p2prtc -v join ...` starts a daemon that logs at debug level (its phases, timed).
+    verbose = ["-v"] if _verbose() else []
     with open(os.devnull, "rb") as devnull, os.fdopen(log_fd, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "p2prtc", "daemon"],
+            [sys.executable, "-m", "p2prtc", *verbose, "daemon"],
             stdin=devnull,
             stdout=out,
             stderr=out,
@@ -101,6 +103,11 @@ def _ensure_daemon() -> None:
         except (control.DaemonNotRunning, control.DaemonGone):
             time.sleep(0.05)
     _fail(DaemonDidNotStart(str(log)))
+
+
+def _verbose() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and (context.find_root().obj or {}).get("verbose"))
 
 
 def _read_code() -> str:
@@ -157,7 +164,9 @@ class _Command(click.Group):
 
 @click.group(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="p2prtc")
-@click.option("-v", "--verbose", count=True, help="More logging (daemon command).")
+@click.option(
+    "-v", "--verbose", count=True, help="Debug logging (the daemon this command runs or starts)."
+)
 @click.option("--signal", multiple=True, help="Signaling relay URL (repeatable).")
 @click.option("--stun", multiple=True, help="STUN server URL, e.g. stun:host:3478.")
 @click.option("--turn", multiple=True, help="TURN server URL, e.g. turn:host:3478.")

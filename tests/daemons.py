@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import NetnsLab
 
 from p2prtc.core.notebook import parse_notebook
+from tests.netns import NetnsLab
 
 P2PRTC = [sys.executable, "-m", "p2prtc"]
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.

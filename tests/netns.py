@@ -34,7 +34,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import pytest
-from environment import missing
+
+from tests.environment import missing
 
 SUBNET_PREFIX = "10.77.0"
 PREFIX_LENGTH = 24

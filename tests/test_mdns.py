@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from netns import NetnsLab, Node
 
-from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
+from p2prtc.adapters.mdns import (
+    Announcer,
+    Browser,
+    DiscoveredService,
+    lan_addresses,
+    new_instance_name,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,11 +68,13 @@ def test_browser_sees_announce_update_and_removal(topology: str) -> None:
         browser = lab.spawn_agent(browsing, [__file__, "browse", interface(browsing)])
         assert browser.expect(_is_event("browsing"))["lan"] == [browsing.address]
         properties = {"v": "1", "n": "7"}
+        # Chosen before announcing, so a daemon browsing first still knows its own service.
+        name = new_instance_name()
         announcer = lab.spawn_agent(
             announcing,
-            [__file__, "announce", interface(announcing), str(PORT), json.dumps(properties)],
+            [__file__, "announce", interface(announcing), str(PORT), json.dumps(properties), name],
         )
-        name = announcer.expect(_is_event("announced"))["name"]
+        assert announcer.expect(_is_event("announced"))["name"] == name
 
         seen = browser.expect(_is_event("change", name))
         assert seen["addresses"] == [interface(announcing)]
@@ -93,8 +101,8 @@ async def _lines() -> Any:
         yield json.loads(line)
 
 
-async def _announce(interface: str, port: str, properties: str) -> None:
-    announcer = await Announcer.start([interface], int(port), json.loads(properties))
+async def _announce(interface: str, port: str, properties: str, name: str) -> None:
+    announcer = await Announcer.start([interface], int(port), json.loads(properties), name)
     _say("announced", name=announcer.name)
     async for command in _lines():
         await announcer.update(command["properties"])

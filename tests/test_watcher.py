@@ -1,4 +1,5 @@
-"""FileWatcher over real files and real inotify, the way editors save."""
+"""FileWatcher over real files and real inotify, the way editors save; the tests using the
+`watcher` fixture run with inotify read directly and with the watchfiles fallback."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-async def watcher(folder: Path) -> AsyncIterator[FileWatcher]:
-    async with FileWatcher({folder / "nb.ipynb"}) as running:
+@pytest.fixture(params=[True, False], ids=["inotify", "watchfiles"])
+async def watcher(folder: Path, request: pytest.FixtureRequest) -> AsyncIterator[FileWatcher]:
+    async with FileWatcher({folder / "nb.ipynb"}, use_inotify=request.param) as running:
         yield running
 
 

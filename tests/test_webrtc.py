@@ -14,18 +14,18 @@ from collections.abc import AsyncIterator
 import pytest
 from netns import NetnsLab
 
+from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.webrtc import (
     HIGH_WATER,
     MAX_MESSAGE_SIZE,
     BadSessionDescription,
-    IceConfig,
-    IceServer,
     LinkClosed,
     LinkOpenTimeout,
     LinkState,
     MessageTooLarge,
     NoUsableAddress,
     PeerLink,
+    rtc_configuration,
     without_mdns_candidates,
 )
 
@@ -164,7 +164,7 @@ def test_mdns_candidates_are_dropped() -> None:
 
 
 def test_ice_config_never_leaves_servers_unset() -> None:
-    assert IceConfig().rtc_configuration().iceServers == []
+    assert rtc_configuration(IceConfig()).iceServers == []
 
 
 def test_relay_only_needs_a_turn_server() -> None:

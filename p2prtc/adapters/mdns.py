@@ -5,6 +5,12 @@ rendezvous WebSocket, and TXT properties chosen by the daemon (protocol version,
 invitations' nameplates, opaque share tags). The instance name is random for each run,
 so nothing identifies the user or the files.
 
+The instance name is known before the service is registered (`new_instance_name`), so a
+daemon can browse first and still recognise its own service. Registration skips zeroconf's
+name probing (RFC 6762 section 8.1: three queries 250-500 ms apart, about 1.2 s before the
+first announcement): the names are 48 random bits, so two daemons picking the same one is
+not a case to wait for, and a daemon must be findable as soon as it runs.
+
 Interfaces are always explicit IPv4 addresses: zeroconf sends and joins the multicast
 group on those only (`Zeroconf(interfaces=[...])`), and the announced addresses are the
 same. Tests pass 127.0.0.1 or a test namespace's address; the daemon passes
@@ -22,13 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import (
-    Error as ZeroconfError,
-)
-from zeroconf import (
+from zeroconf import (  # type: ignore[attr-defined]  # public names, missing from __all__
+    DNSOutgoing,
+    DNSQuestion,
+    DNSQuestionType,
     IPVersion,
     ServiceStateChange,
     Zeroconf,
+)
+from zeroconf import (
+    Error as ZeroconfError,
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -42,6 +51,10 @@ SERVICE_TYPE = "_p2prtc._tcp.local."
 MAX_TXT_ENTRY = 255
 MAX_TXT_TOTAL = 1300
 RESOLVE_TIMEOUT_MS = 3000
+# DNS constants for a query of our own (zeroconf keeps its own private).
+_QUERY_FLAGS = 0x0000
+_TYPE_PTR = 12
+_CLASS_IN = 1
 
 
 class DiscoveryError(P2PError):
@@ -101,6 +114,11 @@ def _open_zeroconf(interfaces: list[str]) -> AsyncZeroconf:
         raise DiscoveryError(str(exc)) from exc
 
 
+def new_instance_name() -> str:
+    """A fresh random service instance name (the full name, as browsers report it)."""
+    return f"p2prtc-{secrets.token_hex(6)}.{SERVICE_TYPE}"
+
+
 class Announcer:
     """Announces this daemon's rendezvous address and properties until closed."""
 
@@ -110,14 +128,20 @@ class Announcer:
 
     @classmethod
     async def start(
-        cls, interfaces: list[str], port: int, properties: Mapping[str, str]
+        cls,
+        interfaces: list[str],
+        port: int,
+        properties: Mapping[str, str],
+        name: str | None = None,
     ) -> Announcer:
-        """Register the service on `interfaces` (announcing those addresses and `port`)."""
+        """Register the service on `interfaces` (announcing those addresses and `port`)
+        under `name` (from `new_instance_name`; a fresh one by default)."""
         addresses = _checked_interfaces(interfaces)
-        instance = f"p2prtc-{secrets.token_hex(6)}"
+        name = name or new_instance_name()
+        instance = name.removesuffix(f".{SERVICE_TYPE}")
         info = AsyncServiceInfo(
             SERVICE_TYPE,
-            f"{instance}.{SERVICE_TYPE}",
+            name,
             port=port,
             properties=_checked_properties(properties),
             server=f"{instance}.local.",
@@ -125,11 +149,15 @@ class Announcer:
         )
         azc = _open_zeroconf(addresses)
         try:
-            # Returns once probing is done and the announcement sent.
-            await (await azc.async_register_service(info, allow_name_change=True))
+            # No probing (random names, see the module docstring): the first announcement
+            # goes out at once; this returns after the last of its three repetitions.
+            await (await azc.async_register_service(info, cooperating_responders=True))
         except ZeroconfError as exc:
             await azc.async_close()
             raise DiscoveryError(str(exc)) from exc
+        except asyncio.CancelledError:  # the daemon stops while we announce: no leftovers
+            await azc.async_close()
+            raise
         logger.info("announcing %s on %s port %d", info.name, addresses, port)
         return cls(azc, info)
 
@@ -203,9 +231,23 @@ class Browser:
             return
         self._resolving[name] = asyncio.ensure_future(self._resolve(name))
 
+    def ask_now(self) -> None:
+        """Ask the LAN for every daemon's service now, for a unicast answer: someone is
+        waiting (a join), and zeroconf's own next query may be a second away."""
+        question = DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN)
+        question.unicast = True
+        query = DNSOutgoing(_QUERY_FLAGS)
+        query.add_question(question)
+        self._azc.zeroconf.async_send(query)
+
     async def _resolve(self, name: str) -> None:
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+        # Asked for a unicast answer (QU): a responder multicasts a record at most once a
+        # second (RFC 6762 section 6), so just after it re-announced (a new invitation) a
+        # multicast question waited up to 1 s; a unicast answer is not rate limited.
+        if not await info.async_request(
+            self._azc.zeroconf, RESOLVE_TIMEOUT_MS, question_type=DNSQuestionType.QU
+        ):
             logger.debug("could not resolve %s", name)
             return
         service = _discovered(info)

@@ -30,7 +30,6 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Literal
 
 import aioice.ice
@@ -52,6 +51,7 @@ from aiortc.rtcsctptransport import (
     RTCSctpTransport,
 )
 
+from p2prtc.adapters.ice import IceConfig
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -100,44 +100,14 @@ class MessageTooLarge(WebRTCError):
     """A message is too large for the peer-to-peer connection."""
 
 
-@dataclass(frozen=True)
-class IceServer:
-    """One STUN or TURN server, as in the WebRTC API (`turn:` needs username/credential)."""
-
-    urls: list[str]
-    username: str | None = None
-    credential: str | None = None
-
-
-@dataclass(frozen=True)
-class IceConfig:
-    """Where ICE may look for paths.
-
-    `servers`: STUN/TURN servers; empty means host candidates only (LAN, loopback).
-    `host_addresses`: local addresses to gather host candidates on; None means what aioice
-    picks (every interface's addresses except 127.0.0.1 and link-local IPv6).
-    `relay_only`: use only TURN-relayed candidates (hides local addresses from the peer).
-    """
-
-    servers: list[IceServer] = field(default_factory=list)
-    host_addresses: list[str] | None = None
-    relay_only: bool = False
-
-    def __post_init__(self) -> None:
-        has_turn = any(url.startswith("turn") for s in self.servers for url in s.urls)
-        if self.relay_only and not has_turn:
-            raise ValueError("relay_only needs a TURN server")
-        if self.host_addresses == [] and not has_turn:
-            raise ValueError("host_addresses is empty and there is no TURN server")
-
-    def rtc_configuration(self) -> RTCConfiguration:
-        """aiortc's configuration, always with an explicit server list (never None)."""
-        servers = [
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-            for s in self.servers
-        ]
-        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
-        return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+def rtc_configuration(config: IceConfig) -> RTCConfiguration:
+    """aiortc's configuration, always with an explicit server list (never None)."""
+    servers = [
+        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+        for s in config.servers
+    ]
+    policy = RTCIceTransportPolicy.RELAY if config.relay_only else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
 # --- confining host candidates -------------------------------------------------------
@@ -238,7 +208,7 @@ class PeerLink:
     @classmethod
     async def offer(cls, config: IceConfig) -> tuple[PeerLink, str]:
         """Start a link as the offering side; returns it and the offer SDP to deliver."""
-        pc = RTCPeerConnection(config.rtc_configuration())
+        pc = RTCPeerConnection(rtc_configuration(config))
         link = cls(pc, _create_channel(pc))
         await link._set_local_description(await pc.createOffer(), config)
         return link, link._local_sdp()
@@ -247,7 +217,7 @@ class PeerLink:
     async def answer(cls, config: IceConfig, offer_sdp: str) -> tuple[PeerLink, str]:
         """Accept a remote offer; returns the link and the answer SDP to send back."""
         _require_data_section(offer_sdp)
-        pc = RTCPeerConnection(config.rtc_configuration())
+        pc = RTCPeerConnection(rtc_configuration(config))
         try:
             await _set_remote_description(pc, offer_sdp, "offer")
             link = cls(pc, _create_channel(pc))

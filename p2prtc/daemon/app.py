@@ -66,6 +66,7 @@ class Daemon:
             poke=wake.set,
         )
         self.registry.on_changed(self.discovery.refresh)
+        self.registry.on_changed(self._prepare_links_for_shares)
         daemon_id = self.identity.daemon_id
         self.membership = Membership(daemon_id, self.registry)
         self.syncing = Syncing(self.registry)
@@ -87,6 +88,7 @@ class Daemon:
             self.discovery,
             self.discovery.relay,
             wake,
+            self.dialer.prepare_links,
         )
         self.commands = Commands(
             daemon_id,
@@ -117,6 +119,7 @@ class Daemon:
         self.tasks.spawn(self._watch_files(), "watcher")
         self.tasks.spawn(self.dialer.run(), "reconcile")
         await self._control.start()
+        await self._prepare_links_for_shares()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
             self.identity.daemon_id,
@@ -147,6 +150,10 @@ class Daemon:
         for share in list(self.registry.shares.values()):
             await share.close()
         logger.info("daemon stopped")
+
+    async def _prepare_links_for_shares(self) -> None:
+        if self.registry.shares:  # peers will link: a daemon with none stays small
+            self.dialer.prepare_links()
 
     async def _resume(self, record: ShareRecord) -> None:
         try:

@@ -126,6 +126,7 @@ class Commands:
                 "id": self._daemon_id,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
+                "mdns_error": self._discovery.mdns_error,
                 "signaling": self._discovery.relay.status(),
             },
             "shares": [self._share_status(share, now) for share in self._registry.shares.values()],

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
-from p2prtc.adapters.webrtc import IceConfig, IceServer, PeerLink
+from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
 from p2prtc.core.mesh import accepts_member, should_dial
@@ -36,6 +37,9 @@ from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Spawn
 from p2prtc.errors import describe
+
+if TYPE_CHECKING:  # imported when the first link is made: see peer_links()
+    from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class Dialer:
         self._spawn = spawn
         self._rng = random.Random()
         self._ice = ice_config(config)
+        self._links_loading: asyncio.Future[type[PeerLink]] | None = None
         self._last_resync = time.monotonic()
 
     # --- the reconcile loop --------------------------------------------------------------
@@ -245,6 +250,13 @@ class Dialer:
                 endpoint.backoff.connection_ended(time.monotonic(), lasted_s)
             self._wake.set()
 
+    def prepare_links(self) -> None:
+        """Import the WebRTC stack in a thread, once, when links are coming (a share is
+        open, a join started): the first link then does not wait for it, and meanwhile the
+        event loop keeps answering."""
+        if self._links_loading is None:
+            self._links_loading = asyncio.get_running_loop().run_in_executor(None, peer_links)
+
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
@@ -252,7 +264,7 @@ class Dialer:
 
 async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
     """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
-    link, offer = await PeerLink.offer(ice)
+    link, offer = await peer_links().offer(ice)
     try:
         await pipe.send(auth.channel.seal(offer.encode()))
         answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
@@ -267,7 +279,7 @@ async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> Pee
 async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
     """The listener's side: the peer's sealed SDP offer, our sealed answer."""
     offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-    link, answer = await PeerLink.answer(ice, offer)
+    link, answer = await peer_links().answer(ice, offer)
     try:
         await pipe.send(auth.channel.seal(answer.encode()))
         await link.wait_open(LINK_OPEN_TIMEOUT_S)
@@ -275,6 +287,15 @@ async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> Pe
         await link.close()
         raise
     return link
+
+
+def peer_links() -> type[PeerLink]:
+    """The WebRTC adapter's link, imported when the first link is made, not at start:
+    aiortc imports PyAV (FFmpeg) and its codecs, about 40 MB and 0.15-0.3 s, which a daemon
+    that starts for a wrong code, or runs with no peer, never needs (docs/benchmarks.md)."""
+    from p2prtc.adapters.webrtc import PeerLink
+
+    return PeerLink
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:

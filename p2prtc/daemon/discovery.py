@@ -3,16 +3,27 @@
 It owns the endpoint table (static peers from the configuration, mDNS services, and the
 relay presence of ``relay_presence.py``) and the mDNS announcer and browser. The dialer
 reads the table; each round, ``tick`` refreshes what we announce.
+
+mDNS starts in the background, browser first: the daemon answers its CLI at once, and a
+joiner looks for the sharer's service while its own is still being announced (it needs
+no announcement of its own to find the sharer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 
-from p2prtc.adapters.mdns import Announcer, Browser, DiscoveredService, lan_addresses
+from p2prtc.adapters.mdns import (
+    Announcer,
+    Browser,
+    DiscoveredService,
+    lan_addresses,
+    new_instance_name,
+)
 from p2prtc.core.keys import epoch_of
 from p2prtc.core.messages import Announcement, BadMessage
 from p2prtc.daemon.config import DaemonConfig
@@ -54,6 +65,9 @@ class Discovery:
         self._announcer: Announcer | None = None
         self._browser: Browser | None = None
         self._announced = Announcement()
+        self._mdns_name = new_instance_name()  # known before browsing: our own is skipped
+        self._mdns_start: asyncio.Task[None] | None = None
+        self.mdns_error: str | None = None
 
     async def start(self, rendezvous_port: int) -> None:
         for host, port in self.config.peers:
@@ -61,16 +75,29 @@ class Discovery:
             self.endpoints[key] = Endpoint(key, lan_opener(host, port))
         await self.relay.start()
         if self.config.mdns:
-            await self._start_mdns(rendezvous_port)
+            self._mdns_start = asyncio.create_task(self._start_mdns(rendezvous_port))
 
     async def _start_mdns(self, rendezvous_port: int) -> None:
         interfaces = self.config.interfaces or lan_addresses()
-        self._announced = self._announcement()
-        properties = self._announced.encode()
-        self._announcer = await Announcer.start(interfaces, rendezvous_port, properties)
-        self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
+        try:
+            self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
+            logger.debug("mDNS browsing on %s", interfaces)
+            announced = self._announcement()
+            announcer = await Announcer.start(
+                interfaces, rendezvous_port, announced.encode(), self._mdns_name
+            )
+        except Exception as exc:  # the daemon keeps serving: static peers, relays, status
+            self.mdns_error = f"LAN discovery (mDNS) failed: {exc}"
+            logger.error("%s", self.mdns_error)
+            return
+        self._announcer, self._announced = announcer, announced
+        await self.refresh()  # what changed while the first announcement went out
 
     async def close(self) -> None:
+        if self._mdns_start is not None:
+            self._mdns_start.cancel()
+            with contextlib.suppress(BaseException):
+                await self._mdns_start
         for closer in (self._announcer, self._browser, self.relay.hub):
             if closer is not None:
                 with contextlib.suppress(Exception):
@@ -109,14 +136,14 @@ class Discovery:
         """Our name and the endpoint's, as both sides compare them to pick who dials."""
         if endpoint.relay_instance is not None and self.relay.hub is not None:
             return self.relay.hub.instance, endpoint.relay_instance
-        if endpoint.announcement is None or self._announcer is None:
+        if endpoint.announcement is None:
             return None
-        return self._announcer.name, endpoint.key
+        return self._mdns_name, endpoint.key
 
     # --- what we learn -------------------------------------------------------------------
 
     def _on_service(self, service: DiscoveredService) -> None:
-        if self._announcer is not None and service.name == self._announcer.name:
+        if service.name == self._mdns_name:
             return
         if not service.addresses:
             return
@@ -125,6 +152,7 @@ class Discovery:
         except BadMessage as exc:
             logger.info("ignoring the mDNS service %s: %s", service.name, exc)
             return
+        logger.debug("mDNS: %s at %s offers %s", service.name, service.addresses, announcement)
         opener = lan_opener(service.addresses[0], service.port)
         endpoint = self.endpoints.get(service.name)
         if endpoint is None:
@@ -136,6 +164,11 @@ class Discovery:
 
     def _on_service_gone(self, name: str) -> None:
         self.endpoints.pop(name, None)
+
+    def look_again(self) -> None:
+        """Someone waits for an endpoint (a join): ask the LAN now."""
+        if self._browser is not None:
+            self._browser.ask_now()
 
     def endpoints_offering(self, nameplate: str, topic: str) -> Iterator[Endpoint]:
         """Where an invitation may be redeemed: LAN daemons announcing its nameplate (or

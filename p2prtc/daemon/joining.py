@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 # A joiner told the code is busy (other joins being judged) waits this long, jittered.
 CODE_BUSY_RETRY_S = (0.1, 0.5)
+# While no daemon offers the nameplate yet, the LAN is asked this often (a unicast-answer
+# mDNS query): a lost first answer costs a quarter second, not zeroconf's 1 s backoff.
+LAN_QUERY_INTERVAL_S = 0.25
 
 
 class DestinationExists(P2PError):
@@ -70,6 +74,7 @@ class Joining:
         discovery: Discovery,
         relay: RelayPresence,
         wake: asyncio.Event,
+        prepare_links: Callable[[], None],
     ) -> None:
         self._daemon_id = daemon_id
         self._registry = registry
@@ -77,6 +82,7 @@ class Joining:
         self._discovery = discovery
         self._relay = relay
         self._wake = wake
+        self._prepare_links = prepare_links  # a join ends with a WebRTC link: load it now
 
     # --- the inviting side ---------------------------------------------------------------
 
@@ -130,6 +136,7 @@ class Joining:
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
+        self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
         if dest is not None:
@@ -188,11 +195,14 @@ class Joining:
     async def _redeem_until(
         self, code: JoinCode, deadline: float, tried: set[str], topic: str
     ) -> bytes:
-        next_probe = 0.0
+        next_probe = next_lan_query = 0.0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_probe:
                 await self._relay.ask_for_invitation(topic)
                 next_probe = time.monotonic() + 1.0
+            if time.monotonic() >= next_lan_query:
+                self._discovery.look_again()  # nothing offers it yet: ask the LAN again
+                next_lan_query = time.monotonic() + LAN_QUERY_INTERVAL_S
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
                 if endpoint.key in tried:
                     continue

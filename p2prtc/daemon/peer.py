@@ -14,17 +14,19 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
 
-from p2prtc.adapters.webrtc import PeerLink
 from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
 from p2prtc.core.handshake import Authenticated, Lookup
 from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
 from p2prtc.daemon.outbox import Outbox
 from p2prtc.daemon.share_auth import ShareAuth
+
+if TYPE_CHECKING:  # imported when the first link is made: see dialer.peer_links
+    from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,249 @@
+"""Benchmark the LAN path as a user meets it: network namespaces, mDNS, the CLI alone.
+
+    .venv/bin/python scripts/bench_lan.py [--runs 5] [--out bench-results/bench_lan.json]
+
+Needs root (it creates its own namespaces, tests/netns.py). A sharer daemon in one namespace
+shares 02.02 (33 KB) and keeps running; each run makes a new invitation (``p2prtc invite``)
+and a joiner in the other namespace, with a fresh home, runs ``p2prtc join CODE DEST``.
+Both find each other by mDNS only (no peer address, no relay). Timed from starting the
+command to its return:
+
+- ``join cold``: the command starts the joiner's daemon (a machine that never ran p2prtc);
+- ``join warm``: the joiner's daemon was started before (``p2prtc daemon``) and has run
+  for a second;
+- ``wrong code``: the right nameplate with other words, warm and cold joiner;
+- ``unknown word``: a code with a word not in the list, no daemon running: it must be
+  refused without starting one (checked: no daemon process of that home appears);
+- ``idle RSS``: the joiner's daemon after a warm join, its share open and its peer linked.
+
+Kinds alternate run by run so that all see the same load. Prints the issue's table (median
+of the runs, target, pass/fail) and saves JSON with every sample and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2prtc.core.wordlist import WORDS
+from tests.daemons import Node, copy_notebook, memory_mib, netns_nodes, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT.parent / "shared" / "notebooks" / "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+RESULTS = REPO_ROOT / "bench-results" / "bench_lan.json"
+COMMAND_TIMEOUT_S = 60.0
+# "Warm": the joiner's daemon has been running for this long (its mDNS browser has seen
+# the LAN, its background work is done), as for a user who ran `p2prtc start` earlier.
+WARM_RUNNING_S = 1.0
+
+
+class BenchFailed(Exception):
+    """A step did not give the expected result."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the issue's table: what is measured and its bound."""
+
+    name: str
+    unit: str
+    target: float
+
+
+FIGURES = (
+    Figure("join cold (joiner's daemon not running), 33 KB, mDNS", "s", 1.0),
+    Figure("join warm (joiner's daemon running), mDNS", "s", 0.2),
+    Figure("wrong code, warm joiner", "s", 0.5),
+    Figure("wrong code, cold joiner", "s", 0.5),
+    Figure("code with a word not in the list, no daemon running", "s", 0.2),
+    Figure("idle daemon RSS, one 33 KB share (joiner after a warm join)", "MiB", 60.0),
+)
+
+
+@dataclass
+class Lab:
+    """The running sharer and what each run needs to make a fresh joiner."""
+
+    root: Path
+    sharer: Node
+    notebook: Path
+    joiner_template: Node
+    samples: dict[str, list[float]] = field(default_factory=lambda: {f.name: [] for f in FIGURES})
+    runs: int = 0
+
+    def fresh_joiner(self, label: str) -> Node:
+        self.runs += 1
+        base = self.root / f"{label}-{self.runs}"
+        (base / "work").mkdir(parents=True)
+        template = self.joiner_template
+        return Node(base / "home", base / "work", dict(template.env), template.namespace)
+
+    def invitation(self) -> str:
+        answer = self.sharer.json("invite", str(self.notebook))
+        return str(answer["code"])
+
+
+def timed(node: Node, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Seconds from starting ``p2prtc ARGS`` on ``node`` to its exit, and its result."""
+    start = time.perf_counter()
+    result = node.run(*args, check=False, timeout=COMMAND_TIMEOUT_S)
+    return time.perf_counter() - start, result
+
+
+def expect(result: subprocess.CompletedProcess[str], ok: bool, what: str) -> None:
+    if (result.returncode == 0) != ok:
+        raise BenchFailed(f"{what}: exit {result.returncode}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def joiner(lab: Lab, label: str, *, warm: bool) -> Iterator[Node]:
+    node = lab.fresh_joiner(label)
+    try:
+        if warm:
+            node.start()
+            time.sleep(WARM_RUNNING_S)
+        yield node
+    finally:
+        node.shut_down()
+
+
+def wrong(code: str) -> str:
+    """The same nameplate with other words of the list: a mistyped secret."""
+    nameplate, *words = code.split("-")
+    others = [word for word in WORDS if word not in words]
+    return "-".join((nameplate, *others[: len(words)]))
+
+
+def run_join(lab: Lab, *, warm: bool) -> None:
+    code = lab.invitation()
+    with joiner(lab, "warm" if warm else "cold", warm=warm) as node:
+        seconds, result = timed(node, "join", code, "nb.ipynb")
+        expect(result, True, "join")
+        if (node.workdir / "nb.ipynb").read_bytes() != lab.notebook.read_bytes():
+            raise BenchFailed("the joined notebook differs from the shared one")
+        lab.samples[FIGURES[1 if warm else 0].name].append(seconds)
+        if warm:
+            wait_until(lambda: node.peers_synced(node.workdir / "nb.ipynb", 1), what="linked")
+            rss = memory_mib(node.pid())["VmRSS"]
+            lab.samples[FIGURES[5].name].append(float(rss))
+
+
+def run_wrong_code(lab: Lab, *, warm: bool) -> None:
+    code = wrong(lab.invitation())
+    with joiner(lab, "wrong", warm=warm) as node:
+        seconds, result = timed(node, "join", code, "nb.ipynb")
+        expect(result, False, "a wrong code")
+        lab.samples[FIGURES[2 if warm else 3].name].append(seconds)
+
+
+def run_unknown_word(lab: Lab) -> None:
+    node = lab.fresh_joiner("unknown")
+    seconds, result = timed(node, "join", "1-notaword-zebra", "nb.ipynb")
+    expect(result, False, "a code with an unknown word")
+    if node.daemon_pids() or (node.home / "daemon.log").exists():
+        raise BenchFailed("a daemon was started for a code that could not be valid")
+    lab.samples[FIGURES[4].name].append(seconds)
+
+
+def one_round(lab: Lab) -> list[Callable[[], None]]:
+    return [
+        lambda: run_join(lab, warm=False),
+        lambda: run_join(lab, warm=True),
+        lambda: run_wrong_code(lab, warm=True),
+        lambda: run_wrong_code(lab, warm=False),
+        lambda: run_unknown_word(lab),
+    ]
+
+
+def summary(samples: dict[str, list[float]]) -> list[dict[str, Any]]:
+    rows = []
+    for figure in FIGURES:
+        values = samples[figure.name]
+        median = statistics.median(values) if values else None
+        rows.append(
+            {
+                "figure": figure.name,
+                "unit": figure.unit,
+                "median": median,
+                "min": min(values, default=None),
+                "max": max(values, default=None),
+                "target": figure.target,
+                "pass": median is not None and median <= figure.target,
+                "samples": values,
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| figure | median | min - max | target | pass |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        unit = row["unit"]
+        if row["median"] is None:
+            lines.append(f"| {row['figure']} | - | - | <= {row['target']:g} {unit} | no |")
+            continue
+        lines.append(
+            f"| {row['figure']} | {row['median']:.2f} {unit} | {row['min']:.2f} - "
+            f"{row['max']:.2f} | <= {row['target']:g} {unit} | {'yes' if row['pass'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def bench(runs: int) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-lan-") as tmp:
+        root = Path(tmp)
+        with netns_nodes(root, ["sharer", "joiner"]) as (_, (sharer, template)):
+            notebook = copy_notebook(NOTEBOOK, sharer.workdir / NOTEBOOK.name)
+            sharer.share(notebook)
+            lab = Lab(root, sharer, notebook, template)
+            for _ in range(runs):
+                for step in one_round(lab):
+                    try:
+                        step()
+                    except (BenchFailed, subprocess.TimeoutExpired) as exc:
+                        failures.append(str(exc))
+            samples = lab.samples
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": [round(value, 2) for value in load_before],
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        },
+        "runs": runs,
+        "rows": summary(samples),
+        "failures": failures,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results = bench(args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results["rows"]))
+    machine = results["machine"]
+    print(f"load average {machine['load_average_before']} -> {machine['load_average_after']}")
+    for failure in results["failures"]:
+        print(f"failed: {failure}")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""What a daemon loads: the WebRTC stack (aiortc, and PyAV/FFmpeg under it) is imported in
+the background once links are coming (a share is open, a join started), never before the
+daemon answers, and not at all by a daemon with nothing to link. Checked on real daemons
+through /proc/PID/maps, the way a user would see which libraries a process holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemons import SAMPLE, copy_notebook, loopback_nodes, share_and_join, wait_until
+
+
+def holds_ffmpeg(pid: int) -> bool:
+    """Whether the process has FFmpeg's libraries (shipped with PyAV) mapped."""
+    return "libavcodec" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_webrtc_stack_is_loaded_only_when_links_are_coming(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    a, b = loopback_nodes(tmp_path, "a", "b")
+    notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / SAMPLE)
+    try:
+        a.run("start")
+        assert not holds_ffmpeg(a.pid()), "a daemon with no share loaded the WebRTC stack"
+
+        joined = share_and_join(a, b, notebook)
+        assert holds_ffmpeg(a.pid()) and holds_ffmpeg(b.pid())
+
+        b.run("leave", str(joined))
+        b.stop()
+        b.start()  # resumes no share: nothing to link
+        assert not holds_ffmpeg(b.pid()), "a restarted daemon with no share loaded it"
+        a.stop()
+        a.start()  # resumes its share: peers will link, the stack loads in the background
+        wait_until(lambda: holds_ffmpeg(a.pid()), what="the resumed sharer to load WebRTC")
+    finally:
+        for node in (b, a):
+            node.shut_down()
