@@ -148,3 +148,16 @@ async def test_no_default_ignore_rules(tmp_path: Path) -> None:
     async with FileWatcher({hidden}) as watcher:
         hidden.write_text("v1")
         assert await next_event(watcher) == FileEvent(hidden, ChangeKind.CHANGED)
+
+
+async def test_a_folder_moved_away_reads_as_its_files_gone(tmp_path: Path) -> None:
+    """The folder of a watched file is renamed (no event for the file itself): the file is
+    reported deleted (the inotify path used to stop watching without a word)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "nb.ipynb").write_text("v0")
+    async with FileWatcher({folder / "nb.ipynb"}) as watcher:
+        folder.rename(tmp_path / "renamed")
+        assert FileEvent(folder / "nb.ipynb", ChangeKind.DELETED) in await events_until(
+            watcher, {FileEvent(folder / "nb.ipynb", ChangeKind.DELETED)}
+        )

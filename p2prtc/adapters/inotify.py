@@ -22,11 +22,15 @@ IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
 IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000  # the watch is gone (its folder deleted or unmounted)
 IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
-WATCHED = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE
+WATCHED = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+_FOLDER_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _READ_SIZE = 64 * 1024
@@ -34,6 +38,14 @@ _READ_SIZE = 64 * 1024
 
 class Overflow(Exception):
     """The kernel dropped events (its queue was full): every file must be looked at."""
+
+
+class FolderGone(Exception):
+    """A watched folder was deleted or moved away: nothing in it is watched anymore."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(str(folder))
+        self.folder = folder
 
 
 def available() -> bool:
@@ -94,6 +106,8 @@ class Inotify:
             if mask & IN_Q_OVERFLOW:
                 raise Overflow()
             folder = self._folders.get(wd)
+            if folder is not None and mask & _FOLDER_GONE:
+                raise FolderGone(folder)
             if folder is not None and name:
                 paths.add(folder / os.fsdecode(name))
         return paths

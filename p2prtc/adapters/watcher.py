@@ -211,6 +211,11 @@ class FileWatcher:
             paths = watch.inotify.read()
         except inotify.Overflow:  # events were lost: look at every file
             paths = set(self._files)
+        except inotify.FolderGone as gone:
+            # Said, not silent: its files read as gone, and watching resumes if the
+            # folder comes back when the set of files is next changed.
+            logger.warning("folder %s was deleted or moved: its files are not watched", gone)
+            paths = {path for path in self._files if path.parent == gone.folder}
         for event in self._events_for(paths):
             self._events.put_nowait(event)
 
