@@ -22,8 +22,9 @@ import pytest
 from daemons import SAMPLE, copy_notebook
 from nbgen import nbformat_node, peer_update, render_with_line
 
+from p2prtc.adapters import files
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.daemon import document, files
+from p2prtc.daemon import document
 from p2prtc.daemon.document import CRASH_AT_ENV, SharedFile
 
 USER = "USER LINE"

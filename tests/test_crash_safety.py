@@ -40,10 +40,10 @@ from daemons import (
 )
 from nbgen import peer_update, render_with_line
 
+from p2prtc.adapters.files import Signature, atomic_write
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.daemon import document
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.files import Signature, atomic_write
 
 pytestmark = pytest.mark.timeout(150)
 

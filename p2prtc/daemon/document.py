@@ -18,12 +18,7 @@ from typing import Any
 
 from pycrdt import Doc, merge_updates
 
-from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
-from p2prtc.core.history import MAX_HISTORY
-from p2prtc.core.model import doc_to_notebook, meta_of
-from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
-from p2prtc.daemon.files import (
+from p2prtc.adapters.files import (
     FileChangedMeanwhile,
     FileUnreadable,
     Signature,
@@ -32,6 +27,11 @@ from p2prtc.daemon.files import (
     read_file,
     signature_of,
 )
+from p2prtc.adapters.store import UpdateStore
+from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.history import MAX_HISTORY
+from p2prtc.core.model import doc_to_notebook, meta_of
+from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 from p2prtc import paths
-from p2prtc.daemon import control, files
+from p2prtc.adapters import files
+from p2prtc.daemon import control
 from p2prtc.daemon.app import Daemon
 from p2prtc.daemon.config import DaemonConfig
 
