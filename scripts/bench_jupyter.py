@@ -22,18 +22,17 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+from bench_e2e import environment, print_table, save_record
 
-from bench_e2e import environment, print_table, save_record  # noqa: E402
-from daemons import Pair, synced_pair  # noqa: E402
-from jupyter_servers import Tab, jupyter_server, open_tab  # noqa: E402
+from tests.daemons import Pair, synced_pair
+from tests.jupyter_servers import Tab, jupyter_server, open_tab
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = REPO_ROOT.parent / "shared" / "notebooks"
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"

@@ -18,25 +18,22 @@ import contextlib
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from redis_server import RedisServer, relay_cluster  # noqa: E402
-from signaling_server import (  # noqa: E402
+from signaling.loadgen import LoadPlan, run_load
+from tests.redis_server import RedisServer, relay_cluster
+from tests.signaling_server import (
     SignalingServerProcess,
     fetch_health,
     signaling_relay,
     wait_for_health,
 )
 
-from signaling.loadgen import LoadPlan, run_load  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cpu_seconds(pid: int) -> float:

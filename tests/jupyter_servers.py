@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from daemons import Node, Pair, synced_pair
 from jupyter_ydoc import YNotebook
 from pycrdt import (
     Awareness,
@@ -33,8 +32,10 @@ from pycrdt import (
     create_awareness_message,
     read_message,
 )
-from signaling_server import free_port
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.daemons import Node, Pair, synced_pair
+from tests.signaling_server import free_port
 
 SERVER_START_TIMEOUT_S = 60.0
 

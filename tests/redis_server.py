@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from environment import missing
-from signaling_server import (
+
+from tests.environment import missing
+from tests.signaling_server import (
     SignalingServerProcess,
     free_port,
     running_signaling_server,
