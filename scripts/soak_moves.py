@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -28,31 +27,13 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import test_convergence as convergence  # noqa: E402
 
 
-class SeededData:
-    """What ``test_convergence.run`` draws from (hypothesis' ``data``), from a seed."""
-
-    def __init__(self, seed: int) -> None:
-        self._rng = random.Random(seed)
-
-    def draw(self, strategy: Any, label: str | None = None) -> Any:
-        shown = repr(strategy)
-        if shown.startswith("integers("):
-            low, high = (int(part.split("=")[-1]) for part in shown[9:-1].split(","))
-            return self._rng.randint(low, high)
-        if shown.startswith("booleans("):
-            return self._rng.random() < 0.5
-        if shown.startswith("sampled_from("):
-            return self._rng.choice(list(strategy.elements))
-        raise ValueError(f"no seeded draw for {shown}")
-
-
 def soak(first: int, runs: int, moves: bool) -> dict[str, Any]:
     edits = convergence.MOVES if moves else convergence.EDITS
     failures: dict[str, list[int]] = {}
     started = time.perf_counter()
     for seed in range(first, first + runs):
         try:
-            convergence.check(convergence.run(SeededData(seed), edits))  # type: ignore[arg-type]
+            convergence.check(convergence.run(convergence.SeededData(seed), edits))  # type: ignore[arg-type]
         except AssertionError as exc:
             failures.setdefault(str(exc).split("\n")[0], []).append(seed)
     failed = sum(len(seeds) for seeds in failures.values())

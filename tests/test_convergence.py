@@ -46,7 +46,7 @@ from unittest import mock
 
 import nbformat
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from nbgen import (
@@ -474,17 +474,47 @@ def test_replicas_that_move_cells_converge_to_one_valid_file(data: st.DataObject
     check_converged(run(data, MOVES))
 
 
+class SeededData:
+    """What ``run`` draws from (hypothesis' ``data``), from a seed alone: a seed replays
+    exactly whatever the hypothesis version (scripts/soak_moves.py uses it too)."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def draw(self, strategy: Any, label: str | None = None) -> Any:
+        shown = repr(strategy)
+        if shown.startswith("integers("):
+            low, high = (int(part.split("=")[-1]) for part in shown[9:-1].split(","))
+            return self._rng.randint(low, high)
+        if shown.startswith("booleans("):
+            return self._rng.random() < 0.5
+        if shown.startswith("sampled_from("):
+            return self._rng.choice(list(strategy.elements))
+        raise ValueError(f"no seeded draw for {shown}")
+
+
+# The seeds among 0-999 where moves still lose or double something (scripts/soak_moves.py,
+# docs/reliability.md): about 0.7 % of random runs.
+RESIDUAL_SEEDS = [461, 478, 566, 620, 621, 758, 835]
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="residual, about 0.7 % of random runs (docs/reliability.md, scripts/soak_moves.py): "
-    "a line not whole in any copy of a moved cell can be transplanted twice, and a stale save "
-    "racing moves can lose a cell or a line; among these 200 fixed examples, seeds 0 and 1",
+    reason="residual (docs/reliability.md): a line not whole in any copy of a moved cell can "
+    "be transplanted twice, and a stale save racing moves can lose a cell or a line",
 )
-@settings(PROPERTY, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking
-@given(data=st.data())
-def test_replicas_that_move_cells_lose_and_double_nothing(data: st.DataObject) -> None:
-    """The full check (a strict expected failure: it passes once the residual is fixed)."""
-    check(run(data, MOVES))
+@pytest.mark.parametrize("seed", RESIDUAL_SEEDS)
+def test_the_known_move_residuals_lose_and_double_nothing(seed: int) -> None:
+    """The full check on the seeds that still fail (each a strict expected failure: it
+    passes, and must be lifted, once its case is fixed). Seeded, not drawn by hypothesis:
+    about 1 random run in 140 hits the residual, so drawn examples made a flaky test."""
+    check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [s for s in range(60) if s not in RESIDUAL_SEEDS])
+def test_seeded_runs_with_moves_lose_and_double_nothing(seed: int) -> None:
+    """The full check on fixed seeds that pass: moves must keep passing them."""
+    check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]
 
 
 # --- a pycrdt bug the sync layer must work around ----------------------------------------------

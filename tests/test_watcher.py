@@ -161,3 +161,13 @@ async def test_a_folder_moved_away_reads_as_its_files_gone(tmp_path: Path) -> No
         assert FileEvent(folder / "nb.ipynb", ChangeKind.DELETED) in await events_until(
             watcher, {FileEvent(folder / "nb.ipynb", ChangeKind.DELETED)}
         )
+
+
+async def test_a_folder_made_where_the_file_was_is_reported(
+    watcher: FileWatcher, folder: Path
+) -> None:
+    """So the daemon reads it and reports "is a folder" instead of waiting for a save."""
+    (folder / "nb.ipynb").unlink()
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.DELETED)
+    (folder / "nb.ipynb").mkdir()
+    assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)

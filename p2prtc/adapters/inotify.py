@@ -3,9 +3,10 @@
 The watcher's fast path (adapters/watcher.py): the kernel queues an event as a save
 completes and the event loop reads it at once, so a save is seen within about a
 millisecond, with nothing polling while nothing happens. Only completed changes are
-reported: a file closed after writing, renamed in or out, or deleted. A file being
-written (IN_MODIFY) or just created empty (IN_CREATE) is not, so a reader never sees
-half a save when the writer closes or renames the file at the end, as editors do.
+reported: a file closed after writing, renamed in or out, or deleted, and a folder made
+where a watched file was. A file being written (IN_MODIFY) or just created empty
+(IN_CREATE of a file) is not, so a reader never sees half a save when the writer closes or
+renames the file at the end, as editors do.
 """
 
 from __future__ import annotations
@@ -21,15 +22,25 @@ from pathlib import Path
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
 IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
 IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000  # the watch is gone (its folder deleted or unmounted)
+IN_ISDIR = 0x40000000
 IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
-WATCHED = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+WATCHED = (
+    IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_DELETE
+    | IN_CREATE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+)
 _FOLDER_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
@@ -108,6 +119,8 @@ class Inotify:
             folder = self._folders.get(wd)
             if folder is not None and mask & _FOLDER_GONE:
                 raise FolderGone(folder)
+            if mask & IN_CREATE and not mask & IN_ISDIR:
+                continue  # a file just created is empty: its close-after-write will come
             if folder is not None and name:
                 paths.add(folder / os.fsdecode(name))
         return paths
