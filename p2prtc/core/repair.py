@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,22 +291,39 @@ def _drop_doubled_transplants(doc: Doc[Any]) -> None:
     Peers that saw different parts of a moved cell may place one missing line between
     different neighbours: two items, one line twice. Kept: the line typed by a user if there
     is one, else the transplant with the smallest client id (every peer that sees both keeps
-    the same one). Blank lines are left alone. Only looked for once the doc holds any
-    transplant, and only in cells with a repeated line.
+    the same one). Blank lines are left alone. A transplant glued to another line (a peer
+    showed the line glued: a typed line merged with the deletion of the newline before it)
+    that is also a whole line of the cell goes too. Only looked for once the doc holds any
+    transplant, and only in cells with a repeated or glued line.
     """
     if not any(client in _TRANSPLANTS for client in _clients(doc)):
         return
     for index, cell in enumerate(shared_to_py(cells_of(doc))):
-        counts = Counter(line for line in str(cell.get("source", "")).split("\n") if line.strip())
-        if max(counts.values(), default=0) < 2:
+        lines = str(cell.get("source", "")).split("\n")
+        counts = Counter(line for line in lines if line.strip())
+        repeated = {line for line, n in counts.items() if n > 1}
+        glued = {line for line in counts.keys() - repeated if _glued_parts(line, counts)}
+        if not repeated and not glued:
             continue
         source = cells_of(doc)[index]["source"]
         assert isinstance(source, Text)
-        doomed = _doubled_transplants(source, {line for line, n in counts.items() if n > 1})
+        doomed = _doubled_transplants(source, repeated, glued, set(counts))
         for start, stop in sorted(doomed, reverse=True):
             del source[start:stop]
         if doomed:
             logger.info("dropped %d lines two transplants had doubled", len(doomed))
+
+
+def _glued_parts(line: str, lines: Collection[str]) -> list[tuple[int, int]]:
+    """The parts (start, stop in characters) of ``line`` that are other whole lines and
+    with the rest make it up: its first or last part."""
+    parts = []
+    for cut in range(1, len(line)):
+        if line[:cut] in lines and line[:cut].strip():
+            parts.append((0, cut))
+        if line[cut:] in lines and line[cut:].strip():
+            parts.append((cut, len(line)))
+    return parts
 
 
 @dataclass(frozen=True)
@@ -316,28 +333,48 @@ class _Line:
     transplant: int | None  # the transplant client that made all of it
 
 
-def _doubled_transplants(source: Text, repeated: set[str]) -> list[tuple[int, int]]:
-    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants."""
+def _doubled_transplants(
+    source: Text, repeated: set[str], glued: set[str], lines: set[str]
+) -> list[tuple[int, int]]:
+    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants, and
+    transplants glued to a line that are whole lines elsewhere."""
     text = str(source)
     occurrences: dict[str, list[_Line]] = defaultdict(list)
+    doomed = []
     at = 0
     for line in text.split("\n"):
         stop = at + _utf16_len(line)
         if line in repeated:
-            made_by = {_client_at(source, position) for position in range(at, stop)}
-            transplant = made_by.pop() if len(made_by) == 1 else -1
-            # (Only ints: ``None in range(...)`` would walk the whole range.)
-            occurrences[line].append(
-                _Line(at, stop, transplant if transplant in _TRANSPLANTS else None)
-            )
+            occurrences[line].append(_Line(at, stop, _made_by_transplant(source, at, stop)))
+        elif line in glued:
+            doomed += _glued_transplants(source, line, at, lines)
         at = stop + 1
-    doomed = []
-    for lines in occurrences.values():
-        made = sorted((line for line in lines if line.transplant is not None), key=_by_client)
-        extra = made if len(made) < len(lines) else made[1:]  # a typed one stays, or one
+    for copies in occurrences.values():
+        made = sorted((line for line in copies if line.transplant is not None), key=_by_client)
+        extra = made if len(made) < len(copies) else made[1:]  # a typed one stays, or one
         doomed += [_with_its_newline(source, line, at - 1) for line in extra]
     utf16 = text.encode("utf-16-le")
     return [(_utf8_offset(utf16, start), _utf8_offset(utf16, stop)) for start, stop in doomed]
+
+
+def _made_by_transplant(source: Text, start: int, stop: int) -> int | None:
+    """The transplant client that made all of ``source[start:stop]`` (UTF-16), if one did."""
+    made_by = {_client_at(source, position) for position in range(start, stop)}
+    client = made_by.pop() if len(made_by) == 1 else -1
+    # (Only ints: ``None in range(...)`` would walk the whole range.)
+    return client if client in _TRANSPLANTS else None
+
+
+def _glued_transplants(source: Text, line: str, at: int, lines: set[str]) -> list[tuple[int, int]]:
+    """The UTF-16 spans of the parts of a glued ``line`` (at ``at``) that one transplant
+    made and that are whole lines elsewhere (the first of overlapping ones)."""
+    spans: list[tuple[int, int]] = []
+    for first, last in _glued_parts(line, lines):
+        start, stop = at + _utf16_len(line[:first]), at + _utf16_len(line[:last])
+        overlaps = any(start < end and begin < stop for begin, end in spans)
+        if not overlaps and _made_by_transplant(source, start, stop) is not None:
+            spans.append((start, stop))
+    return spans
 
 
 def _by_client(line: _Line) -> int:
@@ -391,8 +428,9 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
     for index, (op, chunk) in enumerate(diffs):
         if op == _DIFF_INSERT:
             replaced = diffs[index - 1][1] if index and diffs[index - 1][0] == _DIFF_DELETE else ""
-            added = _added_lines(replaced, chunk, at - len(replaced), start)
-            spans += [_within(len(now), span) for span in added]
+            if not (replaced and _only_adds(chunk, replaced)):
+                added = _added_lines(replaced, chunk, at - len(replaced), start)
+                spans += [_within(len(now), span) for span in added]
             start += len(chunk)
         elif op == _DIFF_EQUAL:
             at += len(chunk)
