@@ -467,6 +467,39 @@ def test_stale_save_is_known_afterwards(minor: int) -> None:
     assert again.needs_write
 
 
+def test_stale_move_next_to_a_peers_move_keeps_the_peers_typing(minor: int) -> None:
+    """A stale editor's move can put two cells next to each other as a peer's move did:
+    that order is no proof that the editor saw the peer's version (merged against it, the
+    save would undo a line typed meanwhile; soak seed 758)."""
+    a, b, c = share(notebook([code_cell(f"#c{i}") for i in range(4)], minor=minor), joiners=2)
+    moved = b.save(move_cell(0, 2))  # c1 c2 c0 c3
+    typed = c.save(append_to(2, "\ntyped"))
+    deliver(typed, a, b, reload=False)
+    deliver(moved, a, c, reload=False)
+
+    update = a.save(move_cell(0, 1))  # the editor still shows c0 c1 c2 c3: c1 c0 c2 c3
+
+    assert update is not None
+    deliver(update, b, c)
+    assert "#c2\ntyped" in sources(parse(a.disk))
+    assert_converged(a, b, c)
+
+
+def test_stale_move_next_to_a_peers_move_keeps_the_peers_new_cell(minor: int) -> None:
+    """As above, with a cell the peer inserted: the merge deleted it (soak seed 461)."""
+    a, b = share(notebook([code_cell(f"#c{i}") for i in range(3)], minor=minor))
+    deliver(b.save(both(insert_cell(0, "#new"), move_cell(3, 1))), a, reload=False)
+    assert sources(parse(a.disk)) == ["#new", "#c2", "#c0", "#c1"]
+
+    update = a.save(move_cell(0, 2))  # the editor still shows c0 c1 c2: c1 c2 c0
+
+    assert update is not None
+    b.receive(update)
+    final = sources(parse(a.disk))
+    assert sorted(final) == ["#c0", "#c1", "#c2", "#new"]
+    assert_converged(a, b)
+
+
 @pytest.mark.parametrize("writes", [MAX_VERSIONS + 1, 3 * MAX_VERSIONS])
 def test_save_of_a_buffer_many_writes_old_keeps_every_remote_edit(minor: int, writes: int) -> None:
     """JupyterLab's "overwrite" long after "file changed on disk": versions no longer kept

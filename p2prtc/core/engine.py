@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pycrdt import Doc, TransactionEvent, merge_updates
 
-from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
+from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts, is_order
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
@@ -337,10 +337,15 @@ class NotebookEngine:
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
         def score(index: int) -> tuple[int, int, Distance]:
-            # Facts of the save this version lacks, by the newest version that has them.
-            found = [newest_with[fact] for fact in save.facts - facts[index] if fact in newest_with]
-            newer = sum(1 for found_in in found if found_in > index)
-            return newer, len(found) - newer, versions[index].distance(new, by_id)
+            # Facts of the save this version lacks, found in others: those of a newer one
+            # prove the editor had it, unless they are cell orders, which the user's own
+            # move may make too (seeds 461, 758 of the moves soak: a stale editor moved a
+            # cell next to where a peer had moved another); they weigh as the older ones.
+            found = [
+                (newest_with[f], is_order(f)) for f in save.facts - facts[index] if f in newest_with
+            ]
+            proof = sum(1 for found_in, order in found if found_in > index and not order)
+            return proof, len(found) - proof, versions[index].distance(new, by_id)
 
         scores = [score(index) for index in range(len(versions))]
         best = min(scores)

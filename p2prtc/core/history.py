@@ -52,6 +52,11 @@ def cell_facts(cells: Sequence[CellKey], *, with_ids: bool) -> frozenset[Fact]:
     return frozenset(_numbered(facts))
 
 
+def is_order(fact: Fact) -> bool:
+    """Is the fact which cell follows which (not what a cell is)?"""
+    return fact[0] == "next"
+
+
 def _numbered(facts: list[tuple[str, str]]) -> Iterator[Fact]:
     """Each fact with its occurrence number, so that repeated ones stay distinct."""
     repeated = {fact for fact, count in Counter(facts).items() if count > 1}
