@@ -291,39 +291,36 @@ def _drop_doubled_transplants(doc: Doc[Any]) -> None:
     Peers that saw different parts of a moved cell may place one missing line between
     different neighbours: two items, one line twice. Kept: the line typed by a user if there
     is one, else the transplant with the smallest client id (every peer that sees both keeps
-    the same one). Blank lines are left alone. A transplant glued to another line (a peer
-    showed the line glued: a typed line merged with the deletion of the newline before it)
-    that is also a whole line of the cell goes too. Only looked for once the doc holds any
-    transplant, and only in cells with a repeated or glued line.
+    the same one). Blank lines are left alone. A line may also come out glued to the one
+    before or after it (a peer typed it while another deleted the newline between them, and
+    a peer showed it so): a line made of a transplant and another part, split where its
+    makers change, counts as its two parts, each one copy of its text. Only looked for once
+    the doc holds any transplant, and only in cells with a repeated or glued line.
     """
     if not any(client in _TRANSPLANTS for client in _clients(doc)):
         return
     for index, cell in enumerate(shared_to_py(cells_of(doc))):
         lines = str(cell.get("source", "")).split("\n")
         counts = Counter(line for line in lines if line.strip())
-        repeated = {line for line, n in counts.items() if n > 1}
-        glued = {line for line in counts.keys() - repeated if _glued_parts(line, counts)}
-        if not repeated and not glued:
+        if max(counts.values(), default=0) < 2 and not any(_cuts(line, counts) for line in counts):
             continue
         source = cells_of(doc)[index]["source"]
         assert isinstance(source, Text)
-        doomed = _doubled_transplants(source, repeated, glued, set(counts))
+        doomed = _doubled_transplants(source, counts)
         for start, stop in sorted(doomed, reverse=True):
             del source[start:stop]
         if doomed:
             logger.info("dropped %d lines two transplants had doubled", len(doomed))
 
 
-def _glued_parts(line: str, lines: Collection[str]) -> list[tuple[int, int]]:
-    """The parts (start, stop in characters) of ``line`` that are other whole lines and
-    with the rest make it up: its first or last part."""
-    parts = []
-    for cut in range(1, len(line)):
-        if line[:cut] in lines and line[:cut].strip():
-            parts.append((0, cut))
-        if line[cut:] in lines and line[cut:].strip():
-            parts.append((cut, len(line)))
-    return parts
+def _cuts(line: str, lines: Collection[str]) -> list[int]:
+    """Where ``line`` may be two lines glued: its first or last part is another line of
+    the cell, or both parts are the same."""
+    return [
+        cut
+        for cut in range(1, len(line))
+        if line[:cut] in lines or line[cut:] in lines or line[:cut] == line[cut:]
+    ]
 
 
 @dataclass(frozen=True)
@@ -331,30 +328,60 @@ class _Line:
     start: int  # UTF-16 units, as Yjs counts
     stop: int
     transplant: int | None  # the transplant client that made all of it
+    glued: bool = False  # a part of a line (it goes without a newline)
 
 
-def _doubled_transplants(
-    source: Text, repeated: set[str], glued: set[str], lines: set[str]
-) -> list[tuple[int, int]]:
-    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants, and
-    transplants glued to a line that are whole lines elsewhere."""
+def _doubled_transplants(source: Text, counts: Counter[str]) -> list[tuple[int, int]]:
+    """The UTF-8 spans to delete: extra copies of repeated lines made by transplants."""
     text = str(source)
-    occurrences: dict[str, list[_Line]] = defaultdict(list)
-    doomed = []
-    at = 0
+    spans, at = [], 0
     for line in text.split("\n"):
-        stop = at + _utf16_len(line)
-        if line in repeated:
-            occurrences[line].append(_Line(at, stop, _made_by_transplant(source, at, stop)))
-        elif line in glued:
-            doomed += _glued_transplants(source, line, at, lines)
-        at = stop + 1
+        spans.append((line, at, at + _utf16_len(line)))
+        at += _utf16_len(line) + 1
+    occurrences: dict[str, list[_Line]] = defaultdict(list)
+    for line, start, _ in spans:
+        if counts[line] < 2:
+            for part, copy in _glued(source, line, start, counts):
+                occurrences[part].append(copy)
+    for line, start, stop in spans:
+        if line.strip() and (counts[line] > 1 or line in occurrences):
+            occurrences[line].append(_Line(start, stop, _made_by_transplant(source, start, stop)))
+    doomed = []
     for copies in occurrences.values():
         made = sorted((line for line in copies if line.transplant is not None), key=_by_client)
         extra = made if len(made) < len(copies) else made[1:]  # a typed one stays, or one
-        doomed += [_with_its_newline(source, line, at - 1) for line in extra]
+        doomed += [
+            (line.start, line.stop) if line.glued else _with_its_newline(source, line, at - 1)
+            for line in extra
+        ]
     utf16 = text.encode("utf-16-le")
     return [(_utf8_offset(utf16, start), _utf8_offset(utf16, stop)) for start, stop in doomed]
+
+
+def _glued(source: Text, line: str, at: int, lines: Collection[str]) -> list[tuple[str, _Line]]:
+    """The parts of ``line`` (at ``at``) that are copies of a line, if it is two lines
+    glued: split where one transplant's characters end and another maker's begin."""
+    for cut in _cuts(line, lines):
+        middle = at + _utf16_len(line[:cut])
+        first = _made_by_transplant(source, at, middle)
+        second = _made_by_transplant(source, middle, at + _utf16_len(line))
+        if first == second or not _starts_a_run(source, middle, first, second):
+            continue
+        parts = [(line[:cut], _Line(at, middle, first, glued=True))]
+        parts.append((line[cut:], _Line(middle, at + _utf16_len(line), second, glued=True)))
+        # A typed part is no copy of a line elsewhere (a user's line may begin as another
+        # ends), unless the two parts are one line twice.
+        twice = line[:cut] == line[cut:]
+        return [(part, c) for part, c in parts if (twice or c.transplant) and part.strip()]
+    return []
+
+
+def _starts_a_run(source: Text, middle: int, first: int | None, second: int | None) -> bool:
+    """Is ``middle`` where one transplant's run ends or begins (the other side made by
+    another maker)? A line one transplant made whole is no glued line."""
+    if first is not None:
+        return _client_at(source, middle) != first
+    return second is not None and _client_at(source, middle - 1) != second
 
 
 def _made_by_transplant(source: Text, start: int, stop: int) -> int | None:
@@ -363,18 +390,6 @@ def _made_by_transplant(source: Text, start: int, stop: int) -> int | None:
     client = made_by.pop() if len(made_by) == 1 else -1
     # (Only ints: ``None in range(...)`` would walk the whole range.)
     return client if client in _TRANSPLANTS else None
-
-
-def _glued_transplants(source: Text, line: str, at: int, lines: set[str]) -> list[tuple[int, int]]:
-    """The UTF-16 spans of the parts of a glued ``line`` (at ``at``) that one transplant
-    made and that are whole lines elsewhere (the first of overlapping ones)."""
-    spans: list[tuple[int, int]] = []
-    for first, last in _glued_parts(line, lines):
-        start, stop = at + _utf16_len(line[:first]), at + _utf16_len(line[:last])
-        overlaps = any(start < end and begin < stop for begin, end in spans)
-        if not overlaps and _made_by_transplant(source, start, stop) is not None:
-            spans.append((start, stop))
-    return spans
 
 
 def _by_client(line: _Line) -> int:
