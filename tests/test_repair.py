@@ -192,9 +192,10 @@ def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
     assert sources(left)[1][1].count("TYPED") == 1
 
 
-def docs_with_cell(count: int, source: str) -> list[Doc[Any]]:
-    """``count`` peers sharing one doc whose cell 1 (of three) holds ``source``."""
-    first: Doc[Any] = Doc()
+def docs_with_cell(count: int, source: str, creator: int = 1) -> list[Doc[Any]]:
+    """``count`` peers sharing one doc whose cell 1 (of three) holds ``source``, made by
+    client ``creator`` (transplants hash their neighbours' ids: a fixed one replays)."""
+    first: Doc[Any] = Doc(client_id=creator)
     cells_of(first).extend([cell("c0", "#c0\n"), cell("c1", source), cell("c2", "#c2\n")])
     docs = [first]
     for _ in range(count - 1):
@@ -267,3 +268,29 @@ def test_a_transplant_glued_to_a_line_that_another_transplant_brought_whole_goes
 
     assert len({str(sources(doc)) for doc in (typist, deleter, mover, glued, whole)}) == 1
     assert sources(glued)[2][1].count("new") == 1
+
+
+@pytest.mark.parametrize(
+    ("creator", "doubled"), [(1, "#c1\nTYPEDTYPED\n"), (2, "#c1\nTYPED\nTYPED")]
+)
+def test_a_line_two_transplants_glued_into_one_line_ends_once(creator: int, doubled: str) -> None:
+    """Two peers showed a moved cell's missing last line with and without a newline: Yjs
+    puts the two transplants side by side, in an order the item ids decide: the line twice
+    on one line ("TYPEDTYPED"), or on two. One copy goes, the same on every peer (found by
+    the soak, seed 1776)."""
+    left, right = docs_with_cell(2, "#c1\n", creator)
+    gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
+    left_repair = repair_cells(left, Shown([("c1", "#c1\nTYPED")], items=[gone]))
+    right_repair = repair_cells(right, Shown([("c1", "#c1\nTYPED\n")], items=[gone]))
+    assert left_repair is not None and right_repair is not None
+    left.apply_update(right_repair)
+    right.apply_update(left_repair)
+    assert sources(left)[1][1] == doubled
+
+    dropped = repair_cells(left, Shown([]))
+    assert dropped is not None
+    right.apply_update(dropped)
+    assert repair_cells(right, Shown([])) is None
+
+    assert sources(left) == sources(right)
+    assert sources(left)[1][1].count("TYPED") == 1
