@@ -244,6 +244,29 @@ def test_a_glued_line_the_moved_copy_holds_whole_is_not_transplanted() -> None:
     assert len({str(sources(doc)) for doc in (typist, deleter, mover, viewer)}) == 1
 
 
+def test_a_moved_copy_of_a_glued_line_gains_the_characters_it_lacks_not_lines() -> None:
+    """The other way round: the mover copied the glued line ("#c1new"), a peer shows the
+    two lines it was. The copy lacks only a newline and the deleted last line: those
+    characters go in, not the whole first line before the glued one (found by the soak,
+    seeds 3026 and 4629: the cell's first line came out twice)."""
+    typist, deleter, mover, viewer = docs_with_cell(4, "#c1\nold")
+    typed = type_into(typist, 1, len("#c1\n"), "new\n")
+    deleted = delete_from(deleter, 1, len("#c1"), len("#c1\nold"))
+    for doc, update in ((mover, typed), (mover, deleted), (viewer, typed)):
+        doc.apply_update(update)
+    shown = Shown.of(viewer)
+    moved = foreign_move(mover, 1, 2)
+    viewer.apply_update(moved)
+
+    repair = repair_cells(viewer, shown)
+
+    assert repair is not None
+    exchange([typist, deleter, mover, viewer], [typed, deleted, moved, repair])
+    assert len({str(sources(doc)) for doc in (typist, deleter, mover, viewer)}) == 1
+    kept = sources(viewer)[2]
+    assert kept[0] == "c1" and kept[1].count("#c1") == 1 and kept[1].count("new") == 1
+
+
 def test_a_transplant_glued_to_a_line_that_another_transplant_brought_whole_goes() -> None:
     """Two peers show one typed line differently: whole, and glued to the line before it (a
     peer deleted the newline after that line). Each transplants it into a copy moved

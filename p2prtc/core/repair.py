@@ -443,9 +443,7 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
     for index, (op, chunk) in enumerate(diffs):
         if op == _DIFF_INSERT:
             replaced = diffs[index - 1][1] if index and diffs[index - 1][0] == _DIFF_DELETE else ""
-            if not (replaced and _only_adds(chunk, replaced)):
-                added = _added_lines(replaced, chunk, at - len(replaced), start)
-                spans += [_within(len(now), span) for span in added]
+            spans += [_within(len(now), span) for span in _added(replaced, chunk, at, start)]
             start += len(chunk)
         elif op == _DIFF_EQUAL:
             at += len(chunk)
@@ -453,6 +451,19 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
         else:
             at += len(chunk)
     return spans
+
+
+def _added(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+    """The spans of ``new`` (at ``start``) that ``old``, the lines it replaces (which end
+    at ``at``), lacks. Lines glued by a merge (a typed line and a deleted newline) make
+    such blocks: where ``old`` holds all of ``new``, nothing; where ``new`` holds all of
+    ``old``, the characters it adds (one glued line against the two it was, say)."""
+    if not old:
+        yield from _added_lines(old, new, at, start)
+    elif _only_adds(old, new):
+        yield from _added_characters(old, new, at - len(old), start)
+    elif not _only_adds(new, old):
+        yield from _added_lines(old, new, at - len(old), start)
 
 
 def _added_lines(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
