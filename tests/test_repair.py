@@ -156,6 +156,8 @@ def test_no_repair_while_an_update_waits_for_one_it_builds_on() -> None:
         ("", "abc", "abc"),
         ("#c1\n<t2>\n<t3>", "#c1\n<t102>\n<t2>", "#c1\n<t102>\n<t2>\n<t3>"),  # lines, not chars
         ("a\nb\nc", "a\nc", "a\nb\nc"),  # only insertions: what the copy has stays
+        ("#c1\nnew\nold", "#c1new\n", "#c1\nnew\nold"),  # the copy holds the glued line
+        ("#c1new\n", "#c1\nnew\nold", "#c1\nnew\nold"),  # the copy has it glued: unglued
     ],
 )
 def test_missing_spans(now: str, before: str, repaired: str) -> None:
@@ -163,6 +165,15 @@ def test_missing_spans(now: str, before: str, repaired: str) -> None:
     for at, start, size in sorted(missing_spans(now, before), reverse=True):
         result = result[:at] + before[start : start + size] + result[at:]
     assert result == repaired
+
+
+def test_missing_lines_do_not_start_inside_a_line_of_the_copy() -> None:
+    """Each missing line is its own item, all at their span's place: Yjs may order items
+    at one place either way, so a span that ends a line inside the copy's line and starts
+    another ("08>\n<t100" into "<t1>") may come out "<t1<t10008>\n>" (soak seed 524)."""
+    now, before = "#c0\n<t1>", "#c0\n<t108>\n<t100>"
+    pieces = [before[start : start + size] for _, start, size in missing_spans(now, before)]
+    assert pieces == ["08", "\n<t100>"]
 
 
 def test_cell_copies_name_the_map_items() -> None:

@@ -326,7 +326,9 @@ class NotebookEngine:
         base, an older one would make the merge apply the peer's change once more (a doubled
         line, a re-created cell). A cell that only older versions have (a cell as it was
         before a peer changed or deleted it) says the editor is stale, unless the user undid
-        the peer's change; it weighs less. Then the smallest edit of the sources, then the
+        the peer's change; it weighs less. An order of cells only a newer version has is no
+        proof (the user's own move may put two cells next to each other as a peer's did): it
+        weighs as the older evidence. Then the smallest edit of the sources, then the
         fewest other differences (outputs, metadata: a stale save must not revert a peer's
         outputs just because the newest version has them), then the newest.
         """
@@ -337,10 +339,9 @@ class NotebookEngine:
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
         def score(index: int) -> tuple[int, int, Distance]:
-            # Facts of the save this version lacks, found in others: those of a newer one
-            # prove the editor had it, unless they are cell orders, which the user's own
-            # move may make too (seeds 461, 758 of the moves soak: a stale editor moved a
-            # cell next to where a peer had moved another); they weigh as the older ones.
+            # Facts of the save this version lacks, found in others: proof, or not (cell
+            # orders: soak seeds 461, 758, a stale editor's move deleted a peer's new cell
+            # or reverted its line, merged against the peer's version).
             found = [
                 (newest_with[f], is_order(f)) for f in save.facts - facts[index] if f in newest_with
             ]

@@ -456,14 +456,32 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
 def _added(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
     """The spans of ``new`` (at ``start``) that ``old``, the lines it replaces (which end
     at ``at``), lacks. Lines glued by a merge (a typed line and a deleted newline) make
-    such blocks: where ``old`` holds all of ``new``, nothing; where ``new`` holds all of
-    ``old``, the characters it adds (one glued line against the two it was, say)."""
+    such blocks: where ``old`` holds all of ``new``, nothing; where ``old`` is lines of
+    ``new`` glued, the newlines and lines it lacks."""
     if not old:
         yield from _added_lines(old, new, at, start)
-    elif _only_adds(old, new):
+    elif _unglues(old, new):
         yield from _added_characters(old, new, at - len(old), start)
     elif not _only_adds(new, old):
         yield from _added_lines(old, new, at - len(old), start)
+
+
+def _unglues(old: str, new: str) -> bool:
+    """Is ``new`` ``old`` with newlines and whole lines added (no line of ``new`` partly
+    in ``old``)? Then ``old`` holds lines of ``new`` glued ("#c1new" against "#c1",
+    "new", "old"). A line partly there is another line that looks alike ("<t1>" against
+    "<t108>"): characters added into it would make neither."""
+    added = []  # per character of new: added, or kept from old
+    for op, chunk in _differ.diff_main(old, new, False):
+        if op == _DIFF_DELETE:
+            return False
+        added += [op == _DIFF_INSERT] * len(chunk)
+    at = 0
+    for line in new.split("\n"):
+        if len(set(added[at : at + len(line)])) > 1:
+            return False
+        at += len(line) + 1
+    return True
 
 
 def _added_lines(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
