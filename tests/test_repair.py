@@ -183,23 +183,36 @@ def test_cell_copies_name_the_map_items() -> None:
     assert all(isinstance(copy, CellCopy) for copy in copies)
 
 
-def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
-    """Peers that saw different parts of a moved cell place its missing line differently."""
-    left, right = shared_docs(2)
+def transplant_both(left: Doc[Any], right: Doc[Any], left_shows: str, right_shows: str) -> None:
+    """Two peers repair cell c1, a moved copy, against what their files showed of it, and
+    exchange the repairs."""
     gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
-    left_repair = repair_cells(left, Shown([("c1", "#c1\nTYPED\nline 1\n")], items=[gone]))
-    right_repair = repair_cells(right, Shown([("c1", "#c1\nline 1\nTYPED\n")], items=[gone]))
-    assert left_repair is not None and right_repair is not None
-    left.apply_update(right_repair)
-    right.apply_update(left_repair)
-    assert [source.count("TYPED") for _, source in sources(left)] == [0, 2, 0, 0]
+    repairs = [
+        repair_cells(doc, Shown([("c1", shows)], items=[gone]))
+        for doc, shows in ((left, left_shows), (right, right_shows))
+    ]
+    assert repairs[0] is not None and repairs[1] is not None
+    left.apply_update(repairs[1])
+    right.apply_update(repairs[0])
 
+
+def drop_doubled(left: Doc[Any], right: Doc[Any]) -> None:
+    """The left peer drops a doubled line, the right one gets that and drops nothing more."""
     dropped = repair_cells(left, Shown([]))
     assert dropped is not None
     right.apply_update(dropped)
     assert repair_cells(right, Shown([])) is None  # the same extra copy was already dropped
-
     assert sources(left) == sources(right)
+
+
+def test_a_line_two_peers_transplanted_at_different_places_ends_once() -> None:
+    """Peers that saw different parts of a moved cell place its missing line differently."""
+    left, right = shared_docs(2)
+    transplant_both(left, right, "#c1\nTYPED\nline 1\n", "#c1\nline 1\nTYPED\n")
+    assert [source.count("TYPED") for _, source in sources(left)] == [0, 2, 0, 0]
+
+    drop_doubled(left, right)
+
     assert sources(left)[1][1].count("TYPED") == 1
 
 
@@ -313,18 +326,9 @@ def test_a_line_two_transplants_glued_into_one_line_ends_once(creator: int, doub
     on one line ("TYPEDTYPED"), or on two. One copy goes, the same on every peer (found by
     the soak, seed 1776)."""
     left, right = docs_with_cell(2, "#c1\n", creator)
-    gone = (1, 10**6)  # the Map item the cell had in the files: deleted by the move
-    left_repair = repair_cells(left, Shown([("c1", "#c1\nTYPED")], items=[gone]))
-    right_repair = repair_cells(right, Shown([("c1", "#c1\nTYPED\n")], items=[gone]))
-    assert left_repair is not None and right_repair is not None
-    left.apply_update(right_repair)
-    right.apply_update(left_repair)
+    transplant_both(left, right, "#c1\nTYPED", "#c1\nTYPED\n")
     assert sources(left)[1][1] == doubled
 
-    dropped = repair_cells(left, Shown([]))
-    assert dropped is not None
-    right.apply_update(dropped)
-    assert repair_cells(right, Shown([])) is None
+    drop_doubled(left, right)
 
-    assert sources(left) == sources(right)
     assert sources(left)[1][1].count("TYPED") == 1
