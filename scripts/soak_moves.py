@@ -1,15 +1,19 @@
 """Soak the convergence property with cell moves: many seeded runs, every failure by seed.
 
-    .venv/bin/python scripts/soak_moves.py [--first 0] [--runs 1000] [--no-moves] [--out F.json]
+    .venv/bin/python scripts/soak_moves.py [--first 0] [--runs 1000] [--no-moves] [--files]
+                                           [--out F.json]
     .venv/bin/python scripts/soak_moves.py --first 758 --runs 1      # replay one seed
 
 Each run is ``tests/test_convergence.py``'s (2 to 5 replicas, up to 25 random saves and
 deliveries, then everyone gets everything, repairs included) with its random choices drawn
 from ``random.Random(seed)`` instead of hypothesis, and client ids from the seed too: a seed
 replays exactly. The edit mix is the moves test's (type, delete a line, insert, delete and
-move cells, outputs), or without moves. Each run is checked as the strict property test
-checks it (converged, valid, ids once, nothing lost, nothing doubled); failures are listed
-by kind with their seeds. Prints a summary and saves JSON (``--out``).
+move cells, outputs), or without moves. ``--files``: each replica is the daemon's
+SharedFile over a real file and sqlite update log (recall of older versions from the log,
+history bounds, compaction after a few updates) instead of the bare engine. Each run is
+checked as the strict property test checks it (converged, valid, ids once, nothing lost,
+nothing doubled); failures are listed by kind with their seeds. Prints a summary and saves
+JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,13 +32,16 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import test_convergence as convergence  # noqa: E402
 
 
-def soak(first: int, runs: int, moves: bool) -> dict[str, Any]:
+def soak(first: int, runs: int, moves: bool, files: bool) -> dict[str, Any]:
     edits = convergence.MOVES if moves else convergence.EDITS
     failures: dict[str, list[int]] = {}
     started = time.perf_counter()
     for seed in range(first, first + runs):
         try:
-            convergence.check(convergence.run(convergence.SeededData(seed), edits))  # type: ignore[arg-type]
+            with tempfile.TemporaryDirectory() as folder:
+                data = convergence.SeededData(seed)
+                world = convergence.run(data, edits, folder=Path(folder) if files else None)  # type: ignore[arg-type]
+                convergence.check(world)
         except AssertionError as exc:
             failures.setdefault(str(exc).split("\n")[0], []).append(seed)
     failed = sum(len(seeds) for seeds in failures.values())
@@ -41,6 +49,7 @@ def soak(first: int, runs: int, moves: bool) -> dict[str, Any]:
         "first_seed": first,
         "runs": runs,
         "moves": moves,
+        "files": files,
         "failed": failed,
         "seconds": round(time.perf_counter() - started, 1),
         "failures": failures,
@@ -52,10 +61,14 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--no-moves", action="store_true")
+    parser.add_argument("--files", action="store_true", help="replicas are SharedFiles")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = soak(args.first, args.runs, not args.no_moves)
-    print(f"{result['runs']} runs from seed {result['first_seed']}, moves={result['moves']}:")
+    result = soak(args.first, args.runs, not args.no_moves, args.files)
+    print(
+        f"{result['runs']} runs from seed {result['first_seed']}, moves={result['moves']}, "
+        f"files={result['files']}:"
+    )
     print(f"  {result['failed']} failed ({100 * result['failed'] / result['runs']:.1f} %)")
     print(f"  in {result['seconds']} s")
     for kind, seeds in sorted(result["failures"].items()):

@@ -328,8 +328,11 @@ class Replica:
     def receive(self, update: bytes, *, reload: bool = True) -> bytes | None:
         """A peer's update arrives: the daemon applies it, repairs moved cells and writes the
         file if it changed. Returns the repair's update, for the peers (also in ``sent``)."""
-        self.engine.doc.apply_update(update)
+        self.apply(update)
         return self.write(reload=reload)
+
+    def apply(self, update: bytes) -> None:
+        self.engine.doc.apply_update(update)
 
     def write(self, *, reload: bool) -> bytes | None:
         repair = self.engine.repair()
