@@ -741,9 +741,11 @@ def test_a_deletion_made_with_a_move_stays_deleted_on_peers() -> None:
         nb["cells"].insert(0, nb["cells"].pop(2))
         nb["cells"][0]["source"] = "x.sum"
 
-    exchange(
-        (a, a.save(move_and_trim)),
-    )
+    update = a.save(move_and_trim)
+    assert update is not None
+    repair = b.receive(update)
+    if repair is not None:
+        a.receive(repair)
 
     assert sources(parse(b.disk))[0] == "x.sum"
     assert_converged(a, b)
