@@ -725,17 +725,13 @@ def test_saves_after_concurrent_moves_of_one_cell(minor: int) -> None:
     assert_converged(a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known (docs/reliability.md): a peer's repair cannot tell a deletion the mover "
-    "made knowingly from text the mover never saw (the doc does not say what the mover's "
-    "copy was made from), so it transplants the deleted characters back",
-)
-def test_a_deletion_made_with_a_move_stays_deleted_on_peers() -> None:
+def test_a_deletion_made_with_a_move_stays_deleted_on_peers(minor: int) -> None:
     """One save moves a cell and deletes part of a line in it; nothing is concurrent. With
     cell ids the move is a copy, and a peer whose file showed the line whole sees the cell's
-    id held by another Map item with less text: its repair puts "()" back, on every peer."""
-    a, b = share(sample_notebook(minor=5))
+    id held by another Map item with less text. The move recorded what its copy was made
+    from: the peer's file showed no more, so the repair leaves the copy alone (it put "()"
+    back, on every peer)."""
+    a, b = share(sample_notebook(minor=minor))
 
     def move_and_trim(nb: Notebook) -> None:
         nb["cells"].insert(0, nb["cells"].pop(2))

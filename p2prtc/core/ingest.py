@@ -27,6 +27,7 @@ from p2prtc.core.model import (
     shared_to_py,
 )
 from p2prtc.core.notebook import Cell, Notebook
+from p2prtc.core.repair import record_move
 
 _DIFF_TIMEOUT_S = 0.5
 _differ = diff_match_patch()
@@ -208,9 +209,10 @@ def apply_notebook_diff(doc: Doc[Any], base: Notebook, new: Notebook) -> Noteboo
     new_cells = [
         {**cell, "id": cell_id} for cell, cell_id in zip(new["cells"], match.ids, strict=True)
     ]
+    seen = doc.get_state()  # what the editor had: a moved cell's copy is made from it
     with doc.transaction(origin="ingest"):
         _edit_meta(doc, base, new)
-        _edit_cells(doc, base["cells"], new_cells, match)
+        _edit_cells(doc, base["cells"], new_cells, match, seen)
     return {**new, "cells": new_cells}
 
 
@@ -244,7 +246,9 @@ def _edit_meta(doc: Doc[Any], base: Notebook, new: Notebook) -> None:
             meta["metadata"] = Map(dict(new["metadata"]))
 
 
-def _edit_cells(doc: Doc[Any], base: list[Cell], new: list[Cell], match: CellMatch) -> None:
+def _edit_cells(
+    doc: Doc[Any], base: list[Cell], new: list[Cell], match: CellMatch, seen: bytes
+) -> None:
     ycells = cells_of(doc)
     order = [cell["id"] for cell in base]
     kept = {cell_id for cell_id, cont in zip(match.ids, match.continued, strict=True) if cont}
@@ -254,7 +258,9 @@ def _edit_cells(doc: Doc[Any], base: list[Cell], new: list[Cell], match: CellMat
             del ycells[index]
             del order[index]
     base_by_id = {cell["id"]: cell for cell in base}
-    for ycell_index, new_index in _place_cells(ycells, order, new, match):
+    for ycell_index, new_index, moved in _place_cells(ycells, order, new, match):
+        if moved:
+            record_move(doc, ycell_index, seen)
         cell = new[new_index]
         old = base_by_id[cell["id"]]
         if old != cell:
@@ -263,8 +269,9 @@ def _edit_cells(doc: Doc[Any], base: list[Cell], new: list[Cell], match: CellMat
 
 def _place_cells(
     ycells: Array[Map[Any]], order: list[str], new: list[Cell], match: CellMatch
-) -> Iterator[tuple[int, int]]:
-    """Insert new cells and move reordered ones; yields (doc index, new index) of kept cells.
+) -> Iterator[tuple[int, int, bool]]:
+    """Insert new cells and move reordered ones; yields (doc index, new index, moved) of
+    kept cells.
 
     Cells on the longest common subsequence of the old and new order stay where they are;
     only the others move, each right after the cell that precedes it in the new order.
@@ -275,16 +282,17 @@ def _place_cells(
     cursor = -1  # doc index of the last cell placed
     for new_index, cell_id in enumerate(target):
         slot = cursor + 1
+        moved = cell_id in present and cell_id not in staying
         if cell_id in staying:
             cursor = order.index(cell_id, slot)
-        elif cell_id in present:
+        elif moved:
             cursor = _move(ycells, order, cell_id, slot)
         else:
             ycells.insert(slot, make_cell(new[new_index]))
             order.insert(slot, cell_id)
             cursor = slot
         if match.continued[new_index]:
-            yield cursor, new_index
+            yield cursor, new_index, moved
 
 
 def _move(ycells: Array[Map[Any]], order: list[str], cell_id: str, slot: int) -> int:

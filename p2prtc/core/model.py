@@ -4,7 +4,8 @@ Root ``meta`` (Map): ``nbformat``, ``nbformat_minor``, ``metadata`` (Map). Root 
 (Array of Map): ``id``, ``cell_type``, ``source`` (Text), ``metadata`` (Map), and for code cells
 ``execution_count`` and ``outputs`` (Array of Map; a stream output's ``text`` is a Text).
 Every cell in the doc has an id, even for nbformat <= 4.4 files; rendering drops ids there, as
-YNotebook does.
+YNotebook does. Root ``p2prtc_moves`` (Map) is p2prtc's own: what each moved cell's copy was
+made from (see core.repair).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from p2prtc.core.notebook import Cell, Notebook
 
 CELLS = "cells"
 META = "meta"
+# A root of p2prtc's own, beside the YNotebook schema (Jupyter reads only cells and meta).
+MOVES = "p2prtc_moves"
 # Keys that live in the doc as shared types rather than plain values.
 _SHARED_CELL_KEYS = frozenset({"source", "metadata", "outputs"})
 _TRANSIENT_CELL_KEYS = frozenset({"execution_state"})
@@ -36,6 +39,13 @@ def cells_of(doc: Doc[Any]) -> Array[Map[Any]]:
 def meta_of(doc: Doc[Any]) -> Map[Any]:
     meta: Map[Any] = doc.get(META, type=Map)
     return meta
+
+
+def moves_of(doc: Doc[Any]) -> Map[Any]:
+    """For each cell copy a p2prtc move made, by its Map item ("client:clock"), the state
+    vector (hex) of the doc it was made from: what the mover had seen (see core.repair)."""
+    moves: Map[Any] = doc.get(MOVES, type=Map)
+    return moves
 
 
 def keeps_cell_ids(nb: Notebook) -> bool:

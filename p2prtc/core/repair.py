@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from diff_match_patch import diff_match_patch
-from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
+from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_state, get_update, merge_updates
 
-from p2prtc.core.model import cells_of, shared_to_py
+from p2prtc.core.model import cells_of, moves_of, shared_to_py
 from p2prtc.core.statevector import decode_state_vector
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,31 @@ def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) ->
         source = str(now[index].get("source", ""))
         if source == old or not missing_spans(source, old):
             continue
-        if _sticky_item(cells_of(doc), index, Assoc.AFTER) != shown.item(position):
+        item = _sticky_item(cells_of(doc), index, Assoc.AFTER)
+        if item != shown.item(position) and not _mover_saw(doc, item, shown):
             _transplant(doc, index, old)
+
+
+def record_move(doc: Doc[Any], index: int, seen: bytes) -> None:
+    """Note that cell ``index`` is a copy a move made from a doc whose state vector was
+    ``seen``: a peer whose file showed no more than that lacks nothing in it (what the copy
+    lacks, the mover deleted knowingly)."""
+    moves_of(doc)[_key(_sticky_item(cells_of(doc), index, Assoc.AFTER))] = seen.hex()
+
+
+def _mover_saw(doc: Doc[Any], item: ItemId, shown: Shown) -> bool:
+    """Had the move that made the copy ``item`` seen all that ``shown`` showed? (Unknown,
+    so no, for moves other clients made and versions without a state.)"""
+    seen = moves_of(doc).get(_key(item))
+    if not isinstance(seen, str) or not shown.state:
+        return False
+    mover = decode_state_vector(bytes.fromhex(seen))
+    showed = decode_state_vector(get_state(shown.state))
+    return all(mover.get(client, 0) >= clock for client, clock in showed.items())
+
+
+def _key(item: ItemId) -> str:
+    return f"{item[0]}:{item[1]}"
 
 
 def _transplant(doc: Doc[Any], index: int, old: str) -> None:
