@@ -606,41 +606,16 @@ class SeededData:
         raise ValueError(f"no seeded draw for {shown}")
 
 
-# The seeds among 0-999 where moves still lose or double something (scripts/soak_moves.py,
-# docs/reliability.md), each with its case reduced: 1 run in 1000 (7 before the cases of
-# seeds 461, 478, 566, 620, 621, 758 were fixed: each is reduced in tests/test_repair.py or
-# tests/test_engine.py).
-RESIDUAL_SEEDS = {
-    835: "peer A types a line <t101> below <t1> in a cell, then deletes <t1> (A's file: "
-    "'#c0\n<t101>'); peer B, which saw neither, moves the cell (its copy: '#c0\n<t1>') and "
-    "then deletes <t1> in its copy. A's repair takes <t101> for <t1> extended (the rule that "
-    "keeps typing inside a line of a moved cell) and inserts only '01' into the copy's <t1>; "
-    "B's deletion of '\n<t1>' leaves '01' glued to the line before: '#c001', <t101> lost, "
-    "the cell's first line garbled. Telling a new line from an edited one that looks alike "
-    "needs the deleted original's items, which Yjs discards (seed 2329 is the same case)",
-}
 # Seeded runs that must pass (0-499): about 0.02 s of CPU a run, 500 runs 9.5 s of CPU (29 s on
 # the loaded 2-core machine); scripts/soak_moves.py runs 0-999 and beyond (docs/reliability.md).
 SEEDS_THAT_PASS = 500
 
 
-@pytest.mark.parametrize(
-    "seed",
-    [
-        pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=f"residual: {reason}"))
-        for seed, reason in RESIDUAL_SEEDS.items()
-    ],
-)
-def test_the_known_move_residuals_lose_and_double_nothing(seed: int) -> None:
-    """The full check on the seeds that still fail (each a strict expected failure: it
-    passes, and must be lifted, once its case is fixed). Seeded, not drawn by hypothesis:
-    a rare residual drawn by hypothesis made a flaky test."""
-    check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("seed", [s for s in range(SEEDS_THAT_PASS) if s not in RESIDUAL_SEEDS])
+@pytest.mark.parametrize("seed", range(SEEDS_THAT_PASS))
 def test_seeded_runs_with_moves_lose_and_double_nothing(seed: int) -> None:
-    """The full check on fixed seeds that pass: moves must keep passing them."""
+    """The full check on fixed seeds: moves must keep passing them. (The seeds among 0-999
+    that failed, 461, 478, 566, 620, 621, 758 and 835, each have their case reduced in
+    tests/test_repair.py or tests/test_engine.py.)"""
     check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]
 
 

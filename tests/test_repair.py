@@ -9,7 +9,14 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from p2prtc.core.model import cells_of
-from p2prtc.core.repair import CellCopy, Shown, cell_copies, missing_spans, repair_cells
+from p2prtc.core.repair import (
+    CellCopy,
+    Shown,
+    cell_copies,
+    missing_spans,
+    record_move,
+    repair_cells,
+)
 
 
 def cell(cell_id: str, source: str) -> Map[Any]:
@@ -289,6 +296,33 @@ def test_a_moved_copy_of_a_glued_line_gains_the_characters_it_lacks_not_lines() 
     assert len({str(sources(doc)) for doc in (typist, deleter, mover, viewer)}) == 1
     kept = sources(viewer)[2]
     assert kept[0] == "c1" and kept[1].count("#c1") == 1 and kept[1].count("new") == 1
+
+
+def test_a_new_line_like_one_deleted_in_a_moved_cell_is_transplanted_whole() -> None:
+    """A types <t101> below <t1>, then deletes <t1>; B, which saw neither, moves the cell
+    (p2prtc's move: it records what its copy was made from) and deletes <t1> in its copy.
+    A's file shows "#c1\n<t101>" against the copy's "#c1\n<t1>": <t101> looks like <t1>
+    extended, and "01" went into the copy's <t1>, which B's deletion then took, leaving
+    "#c101" (soak seed 835). The record says B never saw any of <t101>: a new line."""
+    typist, mover = docs_with_cell(2, "#c1\n<t1>")
+    typed = type_into(typist, 1, len("#c1\n<t1>"), "\n<t101>")
+    gone = delete_from(typist, 1, len("#c1\n"), len("#c1\n<t1>\n"))
+    shown = Shown(sources(typist), state=typist.get_update())
+    seen = mover.get_state()
+    moved = foreign_move(mover, 1, 2)
+    recorded = observed(mover, lambda: record_move(mover, 2, seen))
+    trimmed = delete_from(mover, 2, len("#c1"), len("#c1\n<t1>"))
+    typist.apply_update(moved)
+    typist.apply_update(recorded)
+
+    repair = repair_cells(typist, shown)
+
+    assert repair is not None
+    exchange([typist, mover], [typed, gone, moved, recorded, trimmed, repair])
+    assert sources(typist) == sources(mover)
+    copy = sources(typist)[2]
+    assert copy[0] == "c1" and copy[1].count("<t101>") == 1
+    assert "01" not in copy[1].replace("<t101>", "")  # no piece of it glued elsewhere
 
 
 def test_a_transplant_glued_to_a_line_that_another_transplant_brought_whole_goes() -> None:

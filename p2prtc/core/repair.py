@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diff_match_patch import diff_match_patch
-from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_state, get_update, merge_updates
+from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
 
 from p2prtc.core.model import cells_of, moves_of, shared_to_py
 from p2prtc.core.statevector import decode_state_vector
@@ -66,6 +66,7 @@ class Shown:
     cells: list[tuple[str, str]]
     state: bytes = b""
     items: list[ItemId] | None = None
+    _doc: Doc[Any] | None = None
 
     @classmethod
     def of(cls, doc: Doc[Any]) -> Shown:
@@ -75,11 +76,23 @@ class Shown:
 
     def item(self, position: int) -> ItemId:
         if self.items is None:
-            doc: Doc[Any] = Doc()
-            doc.apply_update(self.state)
-            self.items = cell_items(doc)
+            self.items = cell_items(self.doc())
         # A version whose text and state disagree in length: no item, so never "the same".
         return self.items[position] if position < len(self.items) else (-1, -1)
+
+    def doc(self) -> Doc[Any]:
+        """The doc as it was (empty without a ``state``)."""
+        if self._doc is None:
+            self._doc = Doc()
+            self._doc.apply_update(self.state)
+        return self._doc
+
+    def source(self, position: int) -> Text | None:
+        """Cell ``position``'s source as the doc held it, if it matches the text shown."""
+        cells = cells_of(self.doc())
+        source = cells[position].get("source") if position < len(cells) else None
+        shown = self.cells[position][1]
+        return source if isinstance(source, Text) and str(source) == shown else None
 
 
 def cell_items(doc: Doc[Any]) -> list[ItemId]:
@@ -183,33 +196,42 @@ def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) ->
         if source == old or not missing_spans(source, old):
             continue
         item = _sticky_item(cells_of(doc), index, Assoc.AFTER)
-        if item != shown.item(position) and not _mover_saw(doc, item, shown):
-            _transplant(doc, index, old)
+        if item == shown.item(position):
+            continue
+        unseen = _unseen_by_mover(doc, item, shown, position)
+        if unseen is None or any(unseen):
+            _transplant(doc, index, old, unseen)
 
 
 def record_move(doc: Doc[Any], index: int, seen: bytes) -> None:
     """Note that cell ``index`` is a copy a move made from a doc whose state vector was
-    ``seen``: a peer whose file showed no more than that lacks nothing in it (what the copy
-    lacks, the mover deleted knowingly)."""
+    ``seen``: what a peer's file showed of it beyond that is what the mover never saw; what
+    else the copy lacks, the mover deleted knowingly."""
     moves_of(doc)[_key(_sticky_item(cells_of(doc), index, Assoc.AFTER))] = seen.hex()
 
 
-def _mover_saw(doc: Doc[Any], item: ItemId, shown: Shown) -> bool:
-    """Had the move that made the copy ``item`` seen all that ``shown`` showed? (Unknown,
-    so no, for moves other clients made and versions without a state.)"""
+def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -> list[bool] | None:
+    """For each character the file showed in cell ``position``: had the move that made the
+    copy ``item`` not seen it? None when unknown (a move another client made, a version
+    without a state)."""
     seen = moves_of(doc).get(_key(item))
-    if not isinstance(seen, str) or not shown.state:
-        return False
-    mover = decode_state_vector(bytes.fromhex(seen))
-    showed = decode_state_vector(get_state(shown.state))
-    return all(mover.get(client, 0) >= clock for client, clock in showed.items())
+    source = shown.source(position) if isinstance(seen, str) and shown.state else None
+    if source is None:
+        return None
+    mover = decode_state_vector(bytes.fromhex(str(seen)))
+    unseen, unit = [], 0
+    for character in str(source):
+        client, clock = _sticky_item(source, unit, Assoc.AFTER)
+        unseen.append(clock >= mover.get(client, 0))
+        unit += _utf16_len(character)
+    return unseen
 
 
 def _key(item: ItemId) -> str:
     return f"{item[0]}:{item[1]}"
 
 
-def _transplant(doc: Doc[Any], index: int, old: str) -> None:
+def _transplant(doc: Doc[Any], index: int, old: str, unseen: list[bool] | None = None) -> None:
     """Insert into cell ``index``'s source the lines ``old`` has and it lacks.
 
     Each line goes in as its own Yjs item, made by yrs on a copy of the doc under a client
@@ -222,7 +244,7 @@ def _transplant(doc: Doc[Any], index: int, old: str) -> None:
         return
     state, vector, known = doc.get_update(), doc.get_state(), _clients(doc)
     items = []
-    for offset, line in _missing_lines(str(now), old):
+    for offset, line in _missing_lines(str(now), old, unseen):
         probe = _insert_on_copy(state, vector, index, offset, line, _SCRATCH_CLIENT)
         client = _client_of(_read_neighbours(probe), line)
         if client not in known:
@@ -236,10 +258,10 @@ def _clients(doc: Doc[Any]) -> set[int]:
     return set(decode_state_vector(doc.get_state()))
 
 
-def _missing_lines(now: str, old: str) -> Iterator[tuple[int, str]]:
+def _missing_lines(now: str, old: str, unseen: list[bool] | None) -> Iterator[tuple[int, str]]:
     """Each line of ``old`` that ``now`` lacks, with the UTF-8 offset in ``now`` (pycrdt's
     Text index) where it goes."""
-    for at, start, size in missing_spans(now, old):
+    for at, start, size in missing_spans(now, old, unseen):
         offset = len(now[:at].encode())
         # A last line without newline that goes before another line takes the added one.
         for line in _lines((old + "\n")[start : start + size]):
@@ -449,7 +471,9 @@ def _lines(chunk: str) -> list[str]:
     return chunk.splitlines(keepends=True)
 
 
-def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
+def missing_spans(
+    now: str, before: str, unseen: list[bool] | None = None
+) -> list[tuple[int, int, int]]:
     """What ``before`` has and ``now`` lacks: (where in ``now``, where in ``before``, how
     many characters), in characters.
 
@@ -457,6 +481,11 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
     pieces of both). Where lines of ``before`` replace lines of ``now``, a line that only
     adds characters to one of those gives the characters, any other line is added whole.
     Both texts get a final newline, so that a last line without one still matches.
+
+    ``unseen`` (per character of ``before``, when known) says what the mover of the cell
+    never saw: a line made only of such characters is new, added whole even where it looks
+    like an old line extended ("<t101>" typed where "<t1>" was deleted); a span the mover
+    saw all of, it deleted knowingly, and it is not missing.
     """
     a, b, lines = _differ.diff_linesToChars(now + "\n", before + "\n")
     diffs = _differ.diff_main(a, b, False)
@@ -466,7 +495,8 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
     for index, (op, chunk) in enumerate(diffs):
         if op == _DIFF_INSERT:
             replaced = diffs[index - 1][1] if index and diffs[index - 1][0] == _DIFF_DELETE else ""
-            spans += [_within(len(now), span) for span in _added(replaced, chunk, at, start)]
+            added = _added(replaced, chunk, at, start, unseen)
+            spans += [_within(len(now), span) for span in added if _new_to(unseen, span)]
             start += len(chunk)
         elif op == _DIFF_EQUAL:
             at += len(chunk)
@@ -476,17 +506,25 @@ def missing_spans(now: str, before: str) -> list[tuple[int, int, int]]:
     return spans
 
 
-def _added(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+def _new_to(unseen: list[bool] | None, span: tuple[int, int, int]) -> bool:
+    """Did the mover not see some of the span (or is that unknown)?"""
+    _, start, size = span
+    return unseen is None or start + size > len(unseen) or any(unseen[start : start + size])
+
+
+def _added(
+    old: str, new: str, at: int, start: int, unseen: list[bool] | None
+) -> Iterator[tuple[int, int, int]]:
     """The spans of ``new`` (at ``start``) that ``old``, the lines it replaces (which end
     at ``at``), lacks. Lines glued by a merge (a typed line and a deleted newline) make
     such blocks: where ``old`` holds all of ``new``, nothing; where ``old`` is lines of
     ``new`` glued, the newlines and lines it lacks."""
     if not old:
-        yield from _added_lines(old, new, at, start)
+        yield from _added_lines(old, new, at, start, unseen)
     elif _unglues(old, new):
         yield from _added_characters(old, new, at - len(old), start)
     elif not _only_adds(new, old):
-        yield from _added_lines(old, new, at - len(old), start)
+        yield from _added_lines(old, new, at - len(old), start, unseen)
 
 
 def _unglues(old: str, new: str) -> bool:
@@ -507,16 +545,20 @@ def _unglues(old: str, new: str) -> bool:
     return True
 
 
-def _added_lines(old: str, new: str, at: int, start: int) -> Iterator[tuple[int, int, int]]:
+def _added_lines(
+    old: str, new: str, at: int, start: int, unseen: list[bool] | None
+) -> Iterator[tuple[int, int, int]]:
     """The spans of ``new`` (at ``start``) that ``old`` (at ``at``), which it replaces,
-    lacks: each new line extends the next old line it can, or is added before it."""
+    lacks: each new line extends the next old line it can, or is added before it (a line
+    the mover never saw any of is new: added)."""
     old_lines = old.splitlines(keepends=True)
     offsets = [at + sum(map(len, old_lines[:index])) for index in range(len(old_lines) + 1)]
     cursor = 0  # the next old line a new line may extend
     for line in new.splitlines(keepends=True):
-        extended = next(
-            (i for i in range(cursor, len(old_lines)) if _only_adds(old_lines[i], line)), None
-        )
+        text = range(start, start + len(line.rstrip("\n")))
+        new_line = unseen is not None and bool(text) and all(unseen[i] for i in text)
+        extensible = range(cursor, len(old_lines)) if not new_line else range(0)
+        extended = next((i for i in extensible if _only_adds(old_lines[i], line)), None)
         if extended is None:
             yield offsets[cursor], start, len(line)
         else:
