@@ -10,8 +10,11 @@ deleting it and inserting a copy. Two things then go wrong under concurrency:
   that still shows the typing (its file has it, or it is the save being merged) sees the
   cell's id now held by another Map item: it transplants the text the copy lacks.
 
-A transplant only inserts (text the copy lacks may be a deletion made with the move, or
-the user's typing: nothing is lost, a deletion concurrent with a move may come back). Each
+A move p2prtc makes records what its copy was made from (the state vector of the version
+the save started from, in the doc's ``p2prtc_moves`` root): a peer then transplants only
+what the mover never saw, and a line made only of that whole. For moves without a record
+(other clients'), text the copy lacks may be a deletion made with the move or the user's
+typing: a transplant only inserts, so nothing is lost and such a deletion may come back. Each
 missing line becomes one Yjs item, made by yrs itself on a copy of the doc under a client
 id that hashes the item (its text and the two items Yjs puts it between): two peers that
 compute the same line produce the same item, which Yjs then holds once, and two that
