@@ -11,6 +11,7 @@ import collections
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -24,6 +25,9 @@ from click.shell_completion import get_completion_class
 from p2prtc import __version__, control, paths
 from p2prtc import service as p2prtc_service
 from p2prtc.core.codes import complete_code, parse_code
+from p2prtc.core.names import check_name
+from p2prtc.daemon.config import FIXED_SETTINGS, settings_not_applied
+from p2prtc.daemon.state import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ def _json_requested() -> bool:
 
 
 def _call(request: dict[str, Any], timeout: float | None = control.DEFAULT_TIMEOUT) -> Any:
+    _apply_settings()
     try:
         return control.call(_home(), request, timeout=timeout)
     except P2PError as exc:
@@ -75,6 +80,7 @@ def _ensure_daemon() -> None:
     home = _home()
     try:
         control.call(home, {"cmd": "ping"}, timeout=5)
+        _apply_settings()
         return
     except control.DaemonNotRunning:
         pass
@@ -96,6 +102,7 @@ def _ensure_daemon() -> None:
             env={**os.environ, paths.HOME_ENV: str(home)},
         )
     deadline = time.monotonic() + _START_TIMEOUT_S
+    (click.get_current_context().find_root().obj or {})["settings_checked"] = True  # ours
     while time.monotonic() < deadline:
         try:
             control.call(home, {"cmd": "ping"}, timeout=5)
@@ -179,6 +186,9 @@ class _Command(click.Group):
 @click.option("--relay-only", is_flag=True, help="Connect only through the TURN relay.")
 @click.option("--no-mdns", is_flag=True, help="No LAN discovery (WAN-only daemon).")
 @click.option("--interface", multiple=True, help="IPv4 address to use (repeatable).")
+@click.option(
+    "--peer", multiple=True, metavar="HOST:PORT", help="A daemon to dial directly (repeatable)."
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -191,13 +201,16 @@ def main(
     relay_only: bool,
     no_mdns: bool,
     interface: tuple[str, ...],
+    peer: tuple[str, ...],
 ) -> None:
     """Keep a Jupyter notebook identical on several machines, live, peer to peer.
 
     Network options set the daemon's environment (see README): they apply to the daemon
-    that this command starts, or to `p2prtc daemon`; a running daemon keeps its settings.
+    that this command starts, or to `p2prtc daemon`. A running daemon dials the --peer
+    daemons from then on, and says so; for any other setting it runs without, the
+    command warns and prints the restart that applies it.
     """
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "restart_args": _given_options(ctx)}
     settings = {
         "P2PRTC_SIGNAL": ",".join(signal),
         "P2PRTC_ICE_SERVERS": ",".join((*stun, *turn)),
@@ -206,8 +219,54 @@ def main(
         "P2PRTC_RELAY_ONLY": "1" if relay_only else "",
         "P2PRTC_MDNS": "0" if no_mdns else "",
         "P2PRTC_INTERFACES": ",".join(interface),
+        "P2PRTC_PEERS": ",".join(peer),
     }
     os.environ.update({name: value for name, value in settings.items() if value})
+
+
+def _given_options(ctx: click.Context) -> list[str]:
+    """The global options of this command line, as a restart of the daemon repeats them."""
+    given: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name == "verbose" or not value:
+            continue
+        flag = param.opts[-1]
+        if param.is_flag:
+            given.append(flag)
+        else:
+            given += [f"{flag}={item}" for item in (value if param.multiple else [value])]
+    return given
+
+
+def _apply_settings() -> None:
+    """Once per command that finds a daemon running: hand it the peers this command names,
+    and warn in one line about the settings it runs without (they need a restart)."""
+    state = click.get_current_context().find_root().obj
+    if state is None or state.get("settings_checked"):
+        return
+    state["settings_checked"] = True
+    peers = [item.strip() for item in os.environ.get("P2PRTC_PEERS", "").split(",")]
+    request = {"cmd": "settings", "peers": [item for item in peers if item]}
+    if not request["peers"] and not any(os.environ.get(name) for name in FIXED_SETTINGS):
+        return
+    try:
+        answer = control.call(_home(), request)
+        differing = settings_not_applied(os.environ, answer["settings"])
+    except control.DaemonNotRunning:
+        return
+    except P2PError as exc:  # a daemon that predates the request has nothing to compare
+        logger.debug("settings not compared: %s", exc)
+        return
+    for key in answer["added_peers"]:
+        click.echo(f"p2prtc: the running daemon dials {key} too (until it stops)", err=True)
+    if differing:
+        restart = shlex.join(["p2prtc", *state["restart_args"], "start"])
+        click.echo(
+            f"p2prtc: warning: the running daemon uses other settings than {', '.join(differing)}"
+            f" (command line or environment); to apply them: p2prtc stop && {restart}",
+            err=True,
+        )
 
 
 def _read_secret_file(path: Path | None) -> str:
@@ -330,7 +389,11 @@ def status(as_json: bool) -> None:
 
 def _status_text(status: dict[str, Any]) -> str:
     daemon = status["daemon"]
-    lines = [f"daemon {daemon['version']} pid {daemon['pid']} home {daemon['home']}"]
+    lines = [
+        f"daemon {_who(daemon['id'], daemon.get('name'))} {daemon['version']} pid {daemon['pid']}"
+        f" home {daemon['home']}",
+        f"rendezvous port {daemon.get('rendezvous_port') or '?'}",
+    ]
     for item in status["shares"]:
         lines.append(f"{item['path']}  [{item['id'][:8]}] {item['state']}")
         if item.get("last_error"):
@@ -350,16 +413,28 @@ def _status_text(status: dict[str, Any]) -> str:
         for peer in item["peers"]:
             state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
             lines.append(
-                f"  peer {peer['id'][:8]} {peer.get('address') or '?'} {state}"
-                f" via {peer.get('path_type') or '?'}"
+                f"  peer {_who(peer['id'], peer.get('name'))} {peer.get('address') or '?'}"
+                f" {state} via {peer.get('path_type') or '?'}"
             )
         if not item["peers"]:
-            lines.append("  no peers connected")
+            lines.append(f"  {_STANDING.get(item.get('standing', ''), 'no peers connected')}")
         for room in item.get("rooms", []):
             lines.append(f"  live Jupyter room: {room}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)
+
+
+# What a share without peers says, by this daemon's standing in it (status "standing").
+_STANDING = {
+    "removed": "you were removed from this share (p2prtc leave PATH stops it)",
+    "alone": "no members left: the others left or were removed (p2prtc invite PATH)",
+}
+
+
+def _who(daemon_id: str, name: str | None) -> str:
+    """A daemon as people read it: ``alice@laptop [1a2b3c4d]``; the id alone if unnamed."""
+    return f"{name} [{daemon_id[:8]}]" if name else daemon_id[:8]
 
 
 @main.command()
@@ -375,10 +450,10 @@ def leave(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def members(path: Path, as_json: bool) -> None:
-    """List the members of the share PATH (daemon ids)."""
+    """List the members of the share PATH: daemon ids and names."""
     answer = _call({"cmd": "members", "path": str(path.resolve())})
     lines = [
-        f"{m['id']}{'  (this daemon)' if m['self'] else ''}"
+        f"{m['id']}  {m.get('name') or '(name unknown)'}{'  (this daemon)' if m['self'] else ''}"
         f"{'  connected' if m['connected'] else ''}"
         for m in answer["members"]
     ]
@@ -399,6 +474,42 @@ def remove(path: Path, member: str, as_json: bool) -> None:
             " they will need a new invitation (p2prtc invite)"
         )
     _emit(as_json, answer, text)
+
+
+@main.group()
+def config() -> None:
+    """This daemon's settings kept in its home (P2PRTC_HOME)."""
+
+
+@config.command("name")
+@click.argument("name", required=False)
+@json_option
+def config_name(name: str | None, as_json: bool) -> None:
+    """Print this daemon's name, or set it to NAME (others see it in status and members)."""
+    home = _home()
+    if name is not None:
+        try:
+            save_name(home, check_name(name))
+        except P2PError as exc:
+            _fail(exc)
+        _warn_if_running_with_other_name(home, name)
+    current = daemon_name(home)
+    configured = configured_name(home) is not None
+    _emit(as_json, {"name": current, "configured": configured}, current)
+
+
+def _warn_if_running_with_other_name(home: Path, name: str) -> None:
+    """The name goes in the daemon's handshakes, fixed for its run: a restart applies it."""
+    try:
+        running = control.call(home, {"cmd": "status"})["daemon"].get("name")
+    except P2PError:  # none running: the next start uses the new name
+        return
+    if running != name:
+        click.echo(
+            f"p2prtc: warning: the running daemon goes by {running!r} until it restarts:"
+            " p2prtc stop && p2prtc start",
+            err=True,
+        )
 
 
 @main.command()

@@ -19,6 +19,7 @@ from p2prtc.adapters.watcher import ChangeKind, FileWatcher
 from p2prtc.core import roomlink
 from p2prtc.core.mesh import HandshakeSlots
 from p2prtc.core.messages import Opening, OpeningKind
+from p2prtc.core.names import label
 from p2prtc.daemon import control
 from p2prtc.daemon.commands import Commands
 from p2prtc.daemon.config import DaemonConfig
@@ -32,7 +33,7 @@ from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import ShareState
-from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
+from p2prtc.daemon.state import ShareRecord, daemon_name, load_daemon_id, load_records
 from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Tasks
 from p2prtc.errors import P2PError
@@ -45,7 +46,7 @@ class Daemon:
 
     def __init__(self, home: Path, config: DaemonConfig) -> None:
         self.home = home
-        self.identity = Identity(load_daemon_id(home), secrets.token_hex(4))
+        self.identity = Identity(load_daemon_id(home), secrets.token_hex(4), daemon_name(home))
         self.tasks = Tasks()
         self.watcher = FileWatcher()
         self.invitations = Invitations()
@@ -68,7 +69,7 @@ class Daemon:
         self.registry.on_changed(self.discovery.refresh)
         self.registry.on_changed(self._prepare_links_for_shares)
         daemon_id = self.identity.daemon_id
-        self.membership = Membership(daemon_id, self.registry)
+        self.membership = Membership(daemon_id, self.identity.name, self.registry)
         self.syncing = Syncing(self.registry)
         self.dialer = Dialer(
             config,
@@ -92,6 +93,7 @@ class Daemon:
         )
         self.commands = Commands(
             daemon_id,
+            self.identity.name,
             self.registry,
             self.invitations,
             self.discovery,
@@ -122,7 +124,7 @@ class Daemon:
         await self._prepare_links_for_shares()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
-            self.identity.daemon_id,
+            label(self.identity.daemon_id, self.identity.name),
             self._rendezvous.port,
             len(self.registry.shares),
         )

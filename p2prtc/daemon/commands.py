@@ -16,6 +16,7 @@ from typing import Any
 from p2prtc import __version__, paths
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.messages import BadMessage, check_file_name
+from p2prtc.daemon.config import endpoint
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -45,6 +46,7 @@ class Commands:
     def __init__(
         self,
         daemon_id: str,
+        daemon_name: str,
         registry: Registry,
         invitations: Invitations,
         discovery: Discovery,
@@ -56,6 +58,7 @@ class Commands:
         rooms: RoomLinks,
     ) -> None:
         self._daemon_id = daemon_id
+        self._daemon_name = daemon_name
         self._registry = registry
         self._invitations = invitations
         self._discovery = discovery
@@ -76,6 +79,7 @@ class Commands:
             "members": self._members,
             "remove": self._remove,
             "stop": self._stop,
+            "settings": self._settings,
         }
         handler = handlers.get(str(request.get("cmd")))
         if handler is None:
@@ -124,6 +128,7 @@ class Commands:
                 "home": str(self._registry.home),
                 "version": __version__,
                 "id": self._daemon_id,
+                "name": self._daemon_name,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
                 "mdns_error": self._discovery.mdns_error,
@@ -142,6 +147,8 @@ class Commands:
             "id": share.share_id.hex(),
             "name": share.record.name,
             "state": share.state.value,
+            "standing": share.record.standing(self._daemon_id).value,
+            "removed_by": share.record.removed_by or None,
             "synced": bool(peers) and all(peer["synced"] for peer in peers),
             "last_error": share.last_error,
             "members": share.record.members,
@@ -171,6 +178,16 @@ class Commands:
             "path": str(share.path),
             **await self._membership.remove(share, str(request["member"])),
         }
+
+    async def _settings(self, request: Request) -> Answer:
+        """What a command asks for: static peers are dialled from now on (until the daemon
+        stops); the settings it runs with are returned for the CLI to compare."""
+        added = [
+            key
+            for host, port in (endpoint(str(item)) for item in request.get("peers", []))
+            if (key := self._discovery.add_peer(host, port)) is not None
+        ]
+        return {"settings": self._discovery.settings(), "added_peers": added}
 
     async def _stop(self, request: Request) -> Answer:
         # Answer first; the control server is closed by the shutdown this schedules.

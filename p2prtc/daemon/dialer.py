@@ -19,6 +19,7 @@ from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponde
 from p2prtc.core.keys import epoch_of
 from p2prtc.core.mesh import accepts_member, should_dial
 from p2prtc.core.messages import Opening, OpeningKind
+from p2prtc.core.names import name_feature
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
@@ -56,14 +57,18 @@ FEATURES = ("awareness",)
 
 
 class Identity:
-    """Who we are in handshakes: the stable daemon id plus this run's, and our features.
+    """Who we are in handshakes: the stable daemon id plus this run's, our features and our
+    name (core/names.py).
 
-    Peers tell a restarted daemon's new link from a dead one of its previous run by it.
+    Peers tell a restarted daemon's new link from a dead one of its previous run by it. It
+    stays the same for the whole run (a peer checks that every AUTH on a connection comes
+    from the identity that opened it): a new name is told after a restart.
     """
 
-    def __init__(self, daemon_id: str, run_id: str) -> None:
+    def __init__(self, daemon_id: str, run_id: str, name: str) -> None:
         self.daemon_id = daemon_id
-        self.handshake_id = "/".join((daemon_id, run_id, *FEATURES))
+        self.name = name
+        self.handshake_id = "/".join((daemon_id, run_id, *FEATURES, name_feature(name)))
 
 
 class Dialer:

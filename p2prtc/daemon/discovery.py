@@ -68,14 +68,29 @@ class Discovery:
         self._mdns_name = new_instance_name()  # known before browsing: our own is skipped
         self._mdns_start: asyncio.Task[None] | None = None
         self.mdns_error: str | None = None
+        self._static_peers: list[str] = []
 
     async def start(self, rendezvous_port: int) -> None:
         for host, port in self.config.peers:
-            key = f"{host}:{port}"
-            self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+            self.add_peer(host, port)
         await self.relay.start()
         if self.config.mdns:
             self._mdns_start = asyncio.create_task(self._start_mdns(rendezvous_port))
+
+    def add_peer(self, host: str, port: int) -> str | None:
+        """Dial ``host:port`` like any endpoint (P2PRTC_PEERS, ``--peer``); its key, or None
+        when it is known already."""
+        key = f"{host}:{port}"
+        if key in self.endpoints:
+            return None
+        self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+        self._static_peers.append(key)
+        self._poke()
+        return key
+
+    def settings(self) -> dict[str, object]:
+        """The settings this daemon runs with (no secret), static peers as they are now."""
+        return {**self.config.report(), "peers": list(self._static_peers)}
 
     async def _start_mdns(self, rendezvous_port: int) -> None:
         interfaces = self.config.interfaces or lan_addresses()

@@ -13,10 +13,11 @@ from pathlib import Path
 from p2prtc.adapters.watcher import FileWatcher
 from p2prtc.core.handshake import share_lookup
 from p2prtc.core.mesh import may_claim, newcomer_wins, relay_targets
+from p2prtc.core.sync import LeaveReason
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
-from p2prtc.daemon.state import ShareRecord
+from p2prtc.daemon.state import KnownNames, ShareRecord
 from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Registry:
         self.shares: dict[bytes, Share] = {}
         self.connections: dict[str, PeerConnection] = {}
         self.connecting = 0  # dials and answers in progress
+        self.names = KnownNames(home)  # what other daemons told us they are called
         self._watcher = watcher
         self._listeners: list[Listener] = []
 
@@ -76,7 +78,7 @@ class Registry:
         """Stop syncing ``share``: peers drop it, its record and store go; the file stays."""
         del self.shares[share.share_id]
         for connection in list(self.connections.values()):
-            await connection.remove_doc(share.share_id)
+            await connection.remove_doc(share.share_id, LeaveReason.LEFT)
         await self._watcher.remove(share.path)
         await share.close()
         share.record.delete(self.home)
@@ -137,6 +139,7 @@ class Registry:
             if loser is connection:
                 return False
         self.connections[connection.peer_id] = connection
+        self.names.learn(connection.peer_id, connection.peer_name)
         return True
 
     def unregister(self, connection: PeerConnection) -> None:

@@ -1,26 +1,32 @@
 """What a daemon keeps on disk besides documents: its identity and its share records.
 
-Layout under ``P2PRTC_HOME``: ``identity.json`` (this daemon's id) and, per share,
+Layout under ``P2PRTC_HOME``: ``identity.json`` (this daemon's id), ``config.json`` (what the
+user set with ``p2prtc config``: the daemon's name) and, per share,
 ``shares/<share id hex>/share.json`` (path, name, secret, members; 0600, the secret never
 logged) next to ``doc.sqlite`` (the update log).
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import logging
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.core.keys import new_secret
-from p2prtc.core.membership import KeyState
+from p2prtc.core.membership import KeyState, Standing, standing
 from p2prtc.core.messages import SHARE_ID_SIZE
+from p2prtc.core.names import BadName, check_name, default_name
 
 logger = logging.getLogger(__name__)
 
+_CONFIG = "config.json"
 _RECORD = "share.json"
 _STORE = "doc.sqlite"
 
@@ -36,6 +42,43 @@ def load_daemon_id(home: Path) -> str:
         return daemon_id
 
 
+def configured_name(home: Path) -> str | None:
+    """The name set with ``p2prtc config name``; None when unset (or the file is damaged)."""
+    try:
+        return check_name(_load_config(home)["name"])
+    except (KeyError, BadName):
+        return None
+
+
+def daemon_name(home: Path) -> str:
+    """The name this daemon goes by: the configured one, else ``user@hostname``."""
+    configured = configured_name(home)
+    if configured is not None:
+        return configured
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name (some containers)
+        user = "user"
+    return default_name(user, socket.gethostname())
+
+
+def save_name(home: Path, name: str) -> None:
+    config = _load_config(home)
+    config["name"] = check_name(name)
+    paths.write_private(home / _CONFIG, json.dumps(config, indent=1).encode())
+
+
+def _load_config(home: Path) -> dict[str, object]:
+    try:
+        config = json.loads((home / _CONFIG).read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.error("ignoring the unreadable %s: %s", home / _CONFIG, exc)
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 @dataclass
 class ShareRecord:
     """A share as persisted: enough to resume it after a restart."""
@@ -49,6 +92,11 @@ class ShareRecord:
     generation: int = 0  # bumped each time the secret is rotated (a member was removed)
     removed: dict[str, int] = field(default_factory=dict)  # id -> generation that removed it
     author: str = ""  # who made the current secret's rotation
+    departed: list[str] = field(default_factory=list)  # members that said they left it
+    removed_by: str = ""  # the member that told us we were removed ("" while we belong)
+
+    def standing(self, me: str) -> Standing:
+        return standing(me, self.members, self.departed, self.removed, self.removed_by)
 
     def key_state(self) -> KeyState:
         return KeyState(
@@ -86,6 +134,8 @@ class ShareRecord:
             "generation": self.generation,
             "removed": self.removed,
             "author": self.author,
+            "departed": self.departed,
+            "removed_by": self.removed_by,
         }
         paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
 
@@ -110,8 +160,37 @@ def load_records(home: Path) -> list[ShareRecord]:
                     generation=int(data.get("generation", 0)),
                     removed={str(k): int(v) for k, v in data.get("removed", {}).items()},
                     author=str(data.get("author", "")),
+                    departed=[str(member) for member in data.get("departed", [])],
+                    removed_by=str(data.get("removed_by", "")),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.error("skipping unreadable share record %s: %s", record_file, exc)
     return records
+
+
+class KnownNames:
+    """The names other daemons told us, by daemon id (``names.json``): ``members`` shows
+    them for members that are offline now. Each was checked when it arrived."""
+
+    def __init__(self, home: Path) -> None:
+        self._path = home / "names.json"
+        self._names: dict[str, str] = {}
+        try:
+            data = json.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.error("ignoring the unreadable %s: %s", self._path, exc)
+            return
+        for daemon_id, name in data.items() if isinstance(data, dict) else []:
+            with contextlib.suppress(BadName):
+                self._names[str(daemon_id)] = check_name(name)
+
+    def get(self, daemon_id: str) -> str | None:
+        return self._names.get(daemon_id)
+
+    def learn(self, daemon_id: str, name: str | None) -> None:
+        if name is not None and self._names.get(daemon_id) != name:
+            self._names[daemon_id] = name
+            paths.write_private(self._path, json.dumps(self._names, indent=1).encode())

@@ -9,7 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from p2prtc.core.sync import PeerError, ProtocolViolation, RemoteUpdate, Send, Synced, SyncEvent
+from p2prtc.core.sync import (
+    LeaveReason,
+    PeerError,
+    PeerLeft,
+    ProtocolViolation,
+    RemoteUpdate,
+    Send,
+    Synced,
+    SyncEvent,
+)
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import ShareState
@@ -30,11 +39,16 @@ class Syncing:
         if share is None or share.state is ShareState.CLOSED:
             return
         if connection.peer_id in share.record.removed:
-            await connection.remove_doc(share_id)  # it proved an old secret we rotated away
+            # It proved a secret we rotated away: tell it why it gets nothing.
+            await connection.refuse_doc(share_id, LeaveReason.REMOVED)
             return
-        if connection.peer_id not in share.record.members:
-            share.record.members.append(connection.peer_id)
-            share.record.save(self._registry.home)
+        record = share.record
+        if connection.peer_id not in record.members or connection.peer_id in record.departed:
+            if connection.peer_id not in record.members:
+                record.members.append(connection.peer_id)
+            if connection.peer_id in record.departed:  # invited again
+                record.departed.remove(connection.peer_id)
+            record.save(self._registry.home)
         await connection.add_doc(share_id, share.file.doc)
 
     async def on_peer_events(self, connection: PeerConnection, events: Sequence[SyncEvent]) -> None:
@@ -49,9 +63,27 @@ class Syncing:
                     share.schedule_write()
             elif isinstance(event, ProtocolViolation):
                 await connection.fail(event.reason)
+            elif isinstance(event, PeerLeft):
+                self._on_peer_left(connection, event)
             elif isinstance(event, PeerError):
-                logger.warning("peer %s closed with: %s", connection.peer_id, event.reason)
+                logger.warning("peer %s closed with: %s", connection.label, event.reason)
                 await connection.close()
+
+    def _on_peer_left(self, connection: PeerConnection, event: PeerLeft) -> None:
+        """A member stopped syncing a share with us: remember why, for ``status``."""
+        share = self._registry.shares.get(event.doc_id)
+        if share is None:
+            return
+        record = share.record
+        if event.reason is LeaveReason.REMOVED:
+            logger.warning("%s: %s removed this daemon from it", share.path, connection.label)
+            record.removed_by = connection.peer_id
+        elif event.reason is LeaveReason.LEFT and connection.peer_id not in record.departed:
+            logger.info("%s: %s left the share", share.path, connection.label)
+            record.departed.append(connection.peer_id)
+        else:
+            return
+        record.save(self._registry.home)
 
     async def _on_remote_update(self, connection: PeerConnection, event: RemoteUpdate) -> None:
         share = self._registry.shares.get(event.doc_id)
