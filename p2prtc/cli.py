@@ -222,6 +222,18 @@ def main(
         "P2PRTC_PEERS": ",".join(peer),
     }
     os.environ.update({name: value for name, value in settings.items() if value})
+    ctx.obj["from_options"] = {name for name, value in settings.items() if value}
+
+
+# The option that sets each setting, to name it as the user gave it.
+_OPTION_OF = {
+    "P2PRTC_SIGNAL": "--signal",
+    "P2PRTC_ICE_SERVERS": "--stun/--turn",
+    "P2PRTC_TURN_USERNAME": "--turn-user",
+    "P2PRTC_RELAY_ONLY": "--relay-only",
+    "P2PRTC_MDNS": "--no-mdns",
+    "P2PRTC_INTERFACES": "--interface",
+}
 
 
 def _given_options(ctx: click.Context) -> list[str]:
@@ -261,10 +273,11 @@ def _apply_settings() -> None:
     for key in answer["added_peers"]:
         click.echo(f"p2prtc: the running daemon dials {key} too (until it stops)", err=True)
     if differing:
+        names = [_OPTION_OF[v] if v in state["from_options"] else v for v in differing]
         restart = shlex.join(["p2prtc", *state["restart_args"], "start"])
         click.echo(
-            f"p2prtc: warning: the running daemon uses other settings than {', '.join(differing)}"
-            f" (command line or environment); to apply them: p2prtc stop && {restart}",
+            f"p2prtc: warning: the running daemon does not run with {', '.join(names)} as"
+            f" given here; to apply: p2prtc stop && {restart}",
             err=True,
         )
 
@@ -416,8 +429,9 @@ def _status_text(status: dict[str, Any]) -> str:
                 f"  peer {_who(peer['id'], peer.get('name'))} {peer.get('address') or '?'}"
                 f" {state} via {peer.get('path_type') or '?'}"
             )
-        if not item["peers"]:
-            lines.append(f"  {_STANDING.get(item.get('standing', ''), 'no peers connected')}")
+        standing = item.get("standing", "member")
+        if standing != "member" or not item["peers"]:
+            lines.append(f"  {_STANDING.get(standing, 'no peers connected')}")
         for room in item.get("rooms", []):
             lines.append(f"  live Jupyter room: {room}")
     if not status["shares"]:

@@ -63,6 +63,9 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
     removed = a.json("remove", str(notebook), c_id[:6])
     assert removed["removed"] == c_id
     assert c_id not in [m["id"] for m in a.json("members", str(notebook))["members"]]
+    # C was connected: it is told, instead of seeing its peers go quiet.
+    wait_until(lambda: standing(c) == "removed", what="C told it was removed")
+    assert "you were removed from this share" in c.run("status").stdout
 
     # C restarts and tries again with the old secret: refused.
     c.stop()
@@ -91,6 +94,30 @@ def test_removed_member_cannot_reconnect_and_others_keep_syncing(
         30,
         what="A's edit on B after B's restart",
     )
+
+
+def standing(node: Node) -> str:
+    (share,) = node.status()["shares"]
+    return str(share["standing"])
+
+
+def test_the_other_side_is_told_when_a_member_leaves_or_is_removed(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    with synced_pair(tmp_path / "leaving", notebooks_dir / SAMPLE) as pair:
+        assert standing(pair.b) == "member"
+        pair.a.run("leave", str(pair.a_file))
+        wait_until(lambda: standing(pair.b) == "alone", what="B told that A left")
+        assert "no members left" in pair.b.run("status").stdout
+    with synced_pair(tmp_path / "removing", notebooks_dir / SAMPLE) as pair:
+        pair.a.run("remove", str(pair.a_file), daemon_id(pair.b))
+        wait_until(lambda: standing(pair.b) == "removed", what="B told it was removed")
+        assert standing(pair.a) == "alone"
+        assert "no members left" in pair.a.run("status").stdout
+        pair.b.stop()
+        pair.b.start()  # what it was told is kept
+        assert standing(pair.b) == "removed"
+        assert "you were removed from this share" in pair.b.run("status").stdout
 
 
 def key_state(node: Node) -> tuple[int, str, list[str]]:

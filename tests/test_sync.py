@@ -15,6 +15,7 @@ from pycrdt import Doc, Map, Text, create_update_message
 from p2prtc.core.framing import PING_FRAME, Chunker, Frame, FrameKind, Reassembler, error_frame
 from p2prtc.core.sync import (
     ControlFrame,
+    LeaveReason,
     PeerError,
     PeerLeft,
     PeerSync,
@@ -286,6 +287,33 @@ def test_leave_tells_the_peer_and_late_messages_are_dropped() -> None:
     assert text_of(a.docs[DOC1]) == "x"  # dropped quietly, no ProtocolViolation
     assert a.links["b"].local_update(DOC1, b"\x00\x01\x00\x00") == []
     assert a.links["b"].remove_doc(DOC1) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"removed", LeaveReason.REMOVED),
+        (b"left", LeaveReason.LEFT),
+        (b"", LeaveReason.UNSPECIFIED),  # a daemon that predates reasons
+        (b"from the future", LeaveReason.UNSPECIFIED),
+        (b"\xff\xfe", LeaveReason.UNSPECIFIED),
+    ],
+)
+def test_a_leave_says_why_and_any_other_payload_is_unspecified(
+    payload: bytes, reason: LeaveReason
+) -> None:
+    link = PeerSync("peer")
+    link.add_doc(DOC1, text_doc())
+    message = Chunker().encode(Frame(FrameKind.LEAVE, DOC1, payload))
+    assert link.receive(message[0]) == [PeerLeft(DOC1, reason)]
+
+
+def test_a_refused_doc_is_told_with_its_reason_even_before_it_was_synced() -> None:
+    a, b = PeerSync("a"), PeerSync("b")
+    b.add_doc(DOC1, text_doc())
+    (message,) = a.refuse_doc(DOC1, LeaveReason.REMOVED)
+    assert b.receive(message) == [PeerLeft(DOC1, LeaveReason.REMOVED)]
+    assert DOC1 not in a.doc_ids
 
 
 def test_readding_a_doc_after_leaving() -> None:

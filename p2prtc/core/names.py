@@ -23,7 +23,6 @@ MAX_NAME_CHARS = 64
 # Bounds the handshake identity: the base64 of this fits the 255 bytes with room to spare.
 MAX_NAME_BYTES = 128
 NAME_FEATURE = "name="
-FALLBACK_NAME = "p2prtc"
 
 
 class BadName(P2PError):
@@ -46,11 +45,7 @@ def check_name(value: object) -> str:
 def default_name(user: str, host: str) -> str:
     """``user@host`` made valid (a hostname with odd bytes still gives a readable name)."""
     cleaned = "".join(c for c in f"{user}@{host}" if c.isprintable()).strip()
-    cleaned = cleaned[:MAX_NAME_CHARS].strip()
-    try:
-        return check_name(cleaned)
-    except BadName:
-        return FALLBACK_NAME
+    return check_name(cleaned[:MAX_NAME_CHARS].strip())  # never empty: it starts printable
 
 
 def name_feature(name: str) -> str:
@@ -75,5 +70,6 @@ def name_from_features(features: Iterable[str]) -> str | None:
 
 
 def label(peer_id: str, name: str | None) -> str:
-    """How a log line names a peer: ``alice@laptop (1a2b3c4d)``, or the id alone."""
-    return f"{name} ({peer_id[:8]})" if name else peer_id[:8]
+    """How a log line names a daemon: ``alice@laptop (<id>)``, or the id alone (the full id:
+    scripts grep logs for it)."""
+    return f"{name} ({peer_id})" if name else peer_id

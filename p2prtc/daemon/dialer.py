@@ -241,6 +241,7 @@ class Dialer:
         )
         if not await self._registry.register(connection, auth.share_id):
             return
+        logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
         await self._syncing.on_peer_share(connection, auth.share_id)
 

@@ -86,7 +86,7 @@ class PeerConnection:
         self.peer_id = peer_identity.partition("/")[0]
         self.peer_features = frozenset(peer_identity.split("/")[2:])
         self.peer_name = name_from_features(self.peer_features)  # None: an older daemon
-        # How log lines name the peer: "alice@laptop (1a2b3c4d)".
+        # How log lines name the peer: "alice@laptop (<daemon id>)".
         self.label = label(self.peer_id, self.peer_name)
         self.initiator_id = initiator_id
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
