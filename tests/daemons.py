@@ -255,10 +255,12 @@ class Pair:
 
 
 @contextlib.contextmanager
-def synced_pair(root: Path, notebook: Path) -> Iterator[Pair]:
-    """Homes ``root/a`` and ``root/b`` on loopback; A shares a copy of ``notebook`` and B
-    joins. Both daemons are shut down at the end."""
+def synced_pair(root: Path, notebook: Path, names: tuple[str, str] | None = None) -> Iterator[Pair]:
+    """Homes ``root/a`` and ``root/b`` on loopback (the daemons called ``names``, if given);
+    A shares a copy of ``notebook`` and B joins. Both daemons are shut down at the end."""
     a, b = loopback_nodes(root, "a", "b")
+    for node, name in zip((a, b), names or (), strict=False):
+        node.run("config", "name", name)
     a_file = copy_notebook(notebook, a.workdir / notebook.name)
     try:
         yield Pair(a, b, a_file, share_and_join(a, b, a_file))
