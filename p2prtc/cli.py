@@ -442,6 +442,8 @@ def _status_text(status: dict[str, Any]) -> str:
 # What a share without peers says, by this daemon's standing in it (status "standing").
 _STANDING = {
     "removed": "you were removed from this share (p2prtc leave PATH stops it)",
+    "outdated": "the share's secret was rotated while this daemon was offline (a member was"
+    " removed): a member's new invitation lets it back in",
     "alone": "no members left: the others left or were removed (p2prtc invite PATH)",
 }
 

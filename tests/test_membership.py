@@ -111,10 +111,11 @@ def test_concurrent_removals_converge_to_one_secret_without_the_removed(seed: in
     assert set(MEMBERS) - set(final.members) == set(removed.values())
 
 
-def test_standing_tells_removed_alone_and_a_new_share_apart() -> None:
-    assert standing("a", ["a"], [], {}, "") is Standing.MEMBER  # shared, nobody joined yet
-    assert standing("a", ["a", "b"], [], {}, "") is Standing.MEMBER
-    assert standing("a", ["a", "b"], ["b"], {}, "") is Standing.ALONE  # b left
-    assert standing("a", ["a"], [], {"b": 1}, "") is Standing.ALONE  # b removed
-    assert standing("a", ["a", "b", "c"], ["b"], {}, "") is Standing.MEMBER  # c is there
-    assert standing("a", ["a", "b"], [], {}, "b") is Standing.REMOVED
+def test_standing_tells_cut_off_alone_and_a_new_share_apart() -> None:
+    assert standing("a", ["a"], [], {}) is Standing.MEMBER  # shared, nobody joined yet
+    assert standing("a", ["a", "b"], [], {}) is Standing.MEMBER
+    assert standing("a", ["a", "b"], ["b"], {}) is Standing.ALONE  # b left
+    assert standing("a", ["a"], [], {"b": 1}) is Standing.ALONE  # b removed
+    assert standing("a", ["a", "b", "c"], ["b"], {}) is Standing.MEMBER  # c is there
+    for told in (Standing.REMOVED, Standing.OUTDATED):
+        assert standing("a", ["a", "b"], [], {}, told) is told

@@ -1,16 +1,20 @@
-"""Daemon names (core/names.py), their mark on Jupyter awareness (core/awareness.py), and
-comparing a command's settings with a running daemon's (daemon/config.py): no I/O."""
+"""Daemon names (core/names.py), their mark on Jupyter awareness (core/awareness.py),
+comparing a command's settings with a running daemon's (daemon/config.py), and what a home
+keeps of names and of what members told (daemon/state.py): no daemon, no network."""
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pycrdt import Awareness, Doc
 
 from p2prtc.core.awareness import mark_machine
+from p2prtc.core.keys import new_secret
+from p2prtc.core.membership import Standing, rotate
 from p2prtc.core.names import (
     BadName,
     check_name,
@@ -20,6 +24,7 @@ from p2prtc.core.names import (
     name_from_features,
 )
 from p2prtc.daemon.config import BadSetting, DaemonConfig, settings_not_applied
+from p2prtc.daemon.state import MAX_RETIRED_SECRETS, KnownNames, ShareRecord, load_records
 
 HOSTILE = [
     "",
@@ -124,3 +129,33 @@ def test_settings_a_running_daemon_lacks_are_named() -> None:
     assert settings_not_applied(other, {"P2PRTC_MDNS": False}) == ["P2PRTC_MDNS"]
     with pytest.raises(BadSetting):
         settings_not_applied({"P2PRTC_PORT": "http"}, running)
+
+
+def test_a_record_keeps_what_it_was_told_and_its_last_retired_secrets(tmp_path: Path) -> None:
+    """What `status` says after a restart comes from here (daemon/state.py)."""
+    record = ShareRecord.new(tmp_path / "nb.ipynb", "me")
+    secrets = [record.secret]
+    for removed in ("b", "c", "d", "e"):
+        state = rotate(record.key_state(), removed, new_secret(), "me")
+        record.adopt(state)
+        secrets.insert(0, state.secret)
+    assert [secret for _, secret in record.retired] == secrets[1 : 1 + MAX_RETIRED_SECRETS]
+    assert [generation for generation, _ in record.retired] == [3, 2, 1]
+    record.departed = ["f"]
+    record.told_cut_off(Standing.OUTDATED, "g")
+    record.save(tmp_path)
+    (loaded,) = load_records(tmp_path)
+    assert loaded == record
+    assert loaded.standing("me") is Standing.OUTDATED
+
+
+def test_known_names_survive_a_restart_and_a_damaged_file_is_only_logged(tmp_path: Path) -> None:
+    names = KnownNames(tmp_path)
+    names.learn("b", "bob@desk")
+    names.learn("c", None)  # a peer that sent none
+    assert KnownNames(tmp_path).get("b") == "bob@desk"
+    assert KnownNames(tmp_path).get("c") is None
+    (tmp_path / "names.json").write_text('{"b": "bad\\nname", "d": "dora"}')
+    assert (KnownNames(tmp_path).get("b"), KnownNames(tmp_path).get("d")) == (None, "dora")
+    (tmp_path / "names.json").write_text("not json")
+    assert KnownNames(tmp_path).get("d") is None

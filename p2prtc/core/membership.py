@@ -94,6 +94,9 @@ class Standing(enum.Enum):
 
     MEMBER = "member"  # it belongs, with other members (or none yet: a new share)
     REMOVED = "removed"  # a member told it that it was removed
+    # A member told it that the secret was rotated without it (it was offline during a
+    # removal): only a new invitation lets it back in.
+    OUTDATED = "outdated"
     ALONE = "alone"  # every other member left or was removed: nobody to sync with
 
 
@@ -102,11 +105,12 @@ def standing(
     members: Iterable[str],
     departed: Iterable[str],
     removed: Mapping[str, int],
-    removed_by: str,
+    cut_off: Standing | None = None,
 ) -> Standing:
-    """This daemon's standing in a share from what its record holds."""
-    if removed_by:
-        return Standing.REMOVED
+    """This daemon's standing in a share from what its record holds (``cut_off``: what a
+    member told it, REMOVED or OUTDATED)."""
+    if cut_off is not None:
+        return cut_off
     gone = set(departed)
     others = [m for m in members if m != me and m not in gone]
     if not others and (gone - {me} or removed):

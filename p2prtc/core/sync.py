@@ -87,6 +87,9 @@ class LeaveReason(enum.Enum):
     UNSPECIFIED = ""
     LEFT = "left"  # its user stopped syncing the file there (p2prtc leave)
     REMOVED = "removed"  # a member removed *us*: the sender holds a secret we are not given
+    # We proved a secret the sender rotated away while we were offline (a removal we did not
+    # hear of): only a new invitation lets us back in.
+    OUTDATED = "outdated"
 
     @classmethod
     def decode(cls, payload: bytes) -> LeaveReason:

@@ -148,7 +148,7 @@ class Commands:
             "name": share.record.name,
             "state": share.state.value,
             "standing": share.record.standing(self._daemon_id).value,
-            "removed_by": share.record.removed_by or None,
+            "cut_off_by": share.record.cut_off_by or None,
             "synced": bool(peers) and all(peer["synced"] for peer in peers),
             "last_error": share.last_error,
             "members": share.record.members,

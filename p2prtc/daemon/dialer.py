@@ -121,6 +121,7 @@ class Dialer:
             share
             for share in self._registry.shares.values()
             if share.state is not ShareState.CLOSED
+            and share.record.cut_off is None  # told it was removed: nothing to dial for
             and endpoint.may_hold(share.share_id, share.record.secret, epoch)
         ]
         if not wanted:
@@ -243,7 +244,7 @@ class Dialer:
             return
         logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
-        await self._syncing.on_peer_share(connection, auth.share_id)
+        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret)
 
     async def _run_connection(self, connection: PeerConnection) -> None:
         try:

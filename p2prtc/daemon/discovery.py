@@ -122,14 +122,12 @@ class Discovery:
 
     def _announcement(self) -> Announcement:
         epoch = epoch_of(time.time())
+        active = [s for s in self._registry.shares.values() if s.state is ShareState.ACTIVE]
         return Announcement(
             nameplates=tuple(self._invitations.nameplates()),
             # A joiner has nothing to give yet: other joiners must not take it for a source.
-            tags=tuple(
-                share.tag(epoch)
-                for share in self._registry.shares.values()
-                if share.state is ShareState.ACTIVE
-            ),
+            tags=tuple(share.tag(epoch) for share in active),
+            retired=tuple(tag for share in active for tag in share.retired_tags(epoch)),
         )
 
     async def refresh(self) -> None:

@@ -54,7 +54,8 @@ class Endpoint:
             return share_id in self.shares
         if self.announcement is None:
             return True
-        return any(matches_share_tag(secret, tag, epoch) for tag in self.announcement.tags)
+        announced = (*self.announcement.tags, *self.announcement.retired)
+        return any(matches_share_tag(secret, tag, epoch) for tag in announced)
 
 
 def lan_opener(host: str, port: int) -> PipeOpener:

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from p2prtc.core.keys import new_secret
-from p2prtc.core.membership import KeyState, Verdict, judge_rekey, rotate
+from p2prtc.core.membership import KeyState, Standing, Verdict, judge_rekey, rotate
 from p2prtc.core.messages import BadMessage, Rekey
 from p2prtc.core.sync import LeaveReason
 from p2prtc.daemon.peer import PeerConnection
@@ -205,5 +205,5 @@ class Membership:
             logger.warning(
                 "%s: this daemon was removed from the share by %s", share.path, sender.label
             )
-            share.record.removed_by = peer
+            share.record.told_cut_off(Standing.REMOVED, peer)
             share.record.save(self._registry.home)

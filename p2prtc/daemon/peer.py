@@ -40,8 +40,8 @@ SILENCE_LIMIT_S = 20.0
 
 # (connection, events) -> None: the daemon's handler for what the peer's messages caused.
 EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
-# (connection, share id) -> None: a share was authenticated over this connection.
-ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+# (connection, share id, secret proven) -> None: a share was authenticated over this connection.
+ShareHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 # (connection, share id, payload) -> None: a member sent the share's rotated secret.
 RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 # (connection, share id, awareness update) -> None: who is in the peer's Jupyter rooms.
@@ -224,7 +224,7 @@ class PeerConnection:
         if event.peer_daemon_id != self.peer_identity:
             await self.fail("AUTH from a different daemon than the connection's")
             return
-        await self._on_share(self, event.share_id)
+        await self._on_share(self, event.share_id, event.secret)
 
     async def fail(self, reason: str) -> None:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""

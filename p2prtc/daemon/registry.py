@@ -95,8 +95,10 @@ class Registry:
 
     def lookup(self, nonce: bytes, tag: bytes) -> tuple[bytes, bytes] | None:
         """The share a member handshake's HELLO names, for the responder."""
-        secrets_by_id = {s.share_id: s.record.secret for s in self.shares.values()}
-        return share_lookup(secrets_by_id)(nonce, tag)
+        shares = self.shares.values()
+        current = {share.share_id: share.record.secret for share in shares}
+        retired = [(s.share_id, secret) for s in shares for _, secret in s.record.retired]
+        return share_lookup(current, retired)(nonce, tag)
 
     # --- connections ---------------------------------------------------------------------
 

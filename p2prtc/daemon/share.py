@@ -58,6 +58,10 @@ class Share:
     def tag(self, epoch: int) -> str:
         return share_tag(self.record.secret, epoch)
 
+    def retired_tags(self, epoch: int) -> list[str]:
+        """Tags of the secrets rotated away: who still holds one finds us, to be told."""
+        return [share_tag(secret, epoch) for _, secret in self.record.retired]
+
     def _set_state(self, new: ShareState) -> None:
         logger.info("share %s: %s -> %s", self.path, self.state.value, new.value)
         self.state = new

@@ -27,6 +27,8 @@ from p2prtc.core.names import BadName, check_name, default_name
 logger = logging.getLogger(__name__)
 
 _CONFIG = "config.json"
+# Rotated-away secrets kept per share: a daemon offline across more rotations is not told.
+MAX_RETIRED_SECRETS = 3
 _RECORD = "share.json"
 _STORE = "doc.sqlite"
 
@@ -93,10 +95,18 @@ class ShareRecord:
     removed: dict[str, int] = field(default_factory=dict)  # id -> generation that removed it
     author: str = ""  # who made the current secret's rotation
     departed: list[str] = field(default_factory=list)  # members that said they left it
-    removed_by: str = ""  # the member that told us we were removed ("" while we belong)
+    # What a member told us: removed, or outdated (the secret rotated without us), and who.
+    cut_off: Standing | None = None
+    cut_off_by: str = ""
+    # Secrets rotated away, newest first, each with its generation: a daemon that still
+    # holds one is let in only to be told it was cut off (see Syncing.on_peer_share).
+    retired: list[tuple[int, bytes]] = field(default_factory=list)
 
     def standing(self, me: str) -> Standing:
-        return standing(me, self.members, self.departed, self.removed, self.removed_by)
+        return standing(me, self.members, self.departed, self.removed, self.cut_off)
+
+    def told_cut_off(self, standing: Standing, by: str) -> None:
+        self.cut_off, self.cut_off_by = standing, by
 
     def key_state(self) -> KeyState:
         return KeyState(
@@ -108,6 +118,8 @@ class ShareRecord:
         )
 
     def adopt(self, state: KeyState) -> None:
+        if state.secret != self.secret:
+            self.retired = [(self.generation, self.secret), *self.retired][:MAX_RETIRED_SECRETS]
         self.generation, self.secret, self.author = state.generation, state.secret, state.author
         self.members = list(state.members)
         self.removed = dict(state.removed)
@@ -135,7 +147,9 @@ class ShareRecord:
             "removed": self.removed,
             "author": self.author,
             "departed": self.departed,
-            "removed_by": self.removed_by,
+            "cut_off": self.cut_off.value if self.cut_off else "",
+            "cut_off_by": self.cut_off_by,
+            "retired": [[generation, secret.hex()] for generation, secret in self.retired],
         }
         paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
 
@@ -161,7 +175,9 @@ def load_records(home: Path) -> list[ShareRecord]:
                     removed={str(k): int(v) for k, v in data.get("removed", {}).items()},
                     author=str(data.get("author", "")),
                     departed=[str(member) for member in data.get("departed", [])],
-                    removed_by=str(data.get("removed_by", "")),
+                    cut_off=Standing(data["cut_off"]) if data.get("cut_off") else None,
+                    cut_off_by=str(data.get("cut_off_by", "")),
+                    retired=[(int(g), bytes.fromhex(s)) for g, s in data.get("retired", [])],
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from p2prtc.core.membership import Standing
 from p2prtc.core.sync import (
     LeaveReason,
     PeerError,
@@ -26,6 +27,9 @@ from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
+# What a LEAVE that cuts us off tells about our standing in the share.
+_CUT_OFF = {LeaveReason.REMOVED: Standing.REMOVED, LeaveReason.OUTDATED: Standing.OUTDATED}
+
 
 class Syncing:
     """Handles the sync events of every connection (the connections' ``on_events``)."""
@@ -33,16 +37,23 @@ class Syncing:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    async def on_peer_share(self, connection: PeerConnection, share_id: bytes) -> None:
-        """The peer proved it is a member of ``share_id``: sync that doc with it."""
+    async def on_peer_share(
+        self, connection: PeerConnection, share_id: bytes, secret: bytes
+    ) -> None:
+        """The peer proved it holds ``secret`` of ``share_id``: sync that doc with it, or,
+        for a secret rotated away, tell it that it was cut off (and why)."""
         share = self._registry.shares.get(share_id)
         if share is None or share.state is ShareState.CLOSED:
             return
-        if connection.peer_id in share.record.removed:
-            # It proved a secret we rotated away: tell it why it gets nothing.
-            await connection.refuse_doc(share_id, LeaveReason.REMOVED)
-            return
         record = share.record
+        removed = connection.peer_id in record.removed
+        if removed or secret != record.secret:
+            reason = LeaveReason.REMOVED if removed else LeaveReason.OUTDATED
+            logger.info("%s: telling %s it is %s", share.path, connection.label, reason.value)
+            await connection.refuse_doc(share_id, reason)
+            if not connection.sync.doc_ids:  # nothing else in common: it takes no slot of ours
+                await connection.fail(f"it is {reason.value} from a share")
+            return
         if connection.peer_id not in record.members or connection.peer_id in record.departed:
             if connection.peer_id not in record.members:
                 record.members.append(connection.peer_id)
@@ -75,9 +86,11 @@ class Syncing:
         if share is None:
             return
         record = share.record
-        if event.reason is LeaveReason.REMOVED:
-            logger.warning("%s: %s removed this daemon from it", share.path, connection.label)
-            record.removed_by = connection.peer_id
+        if event.reason in _CUT_OFF:
+            logger.warning(
+                "%s: %s says this daemon is %s", share.path, connection.label, event.reason.value
+            )
+            record.told_cut_off(_CUT_OFF[event.reason], connection.peer_id)
         elif event.reason is LeaveReason.LEFT and connection.peer_id not in record.departed:
             logger.info("%s: %s left the share", share.path, connection.label)
             record.departed.append(connection.peer_id)
