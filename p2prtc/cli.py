@@ -26,7 +26,7 @@ from p2prtc import __version__, control, paths
 from p2prtc import service as p2prtc_service
 from p2prtc.core.codes import complete_code, parse_code
 from p2prtc.core.names import check_name
-from p2prtc.daemon.config import FIXED_SETTINGS, settings_not_applied
+from p2prtc.daemon.config import FIXED_SETTINGS, BadSetting, DaemonConfig, settings_not_applied
 from p2prtc.daemon.state import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
 
@@ -258,18 +258,20 @@ def _apply_settings() -> None:
     if state is None or state.get("settings_checked"):
         return
     state["settings_checked"] = True
-    peers = [item.strip() for item in os.environ.get("P2PRTC_PEERS", "").split(",")]
-    request = {"cmd": "settings", "peers": [item for item in peers if item]}
-    if not request["peers"] and not any(os.environ.get(name) for name in FIXED_SETTINGS):
+    try:
+        peers = [f"{host}:{port}" for host, port in DaemonConfig.from_env().peers]
+    except BadSetting as exc:  # what a daemon started here would refuse too
+        _fail(exc)
+    if not peers and not any(os.environ.get(name) for name in FIXED_SETTINGS):
         return
     try:
-        answer = control.call(_home(), request)
-        differing = settings_not_applied(os.environ, answer["settings"])
+        answer = control.call(_home(), {"cmd": "settings", "peers": peers})
     except control.DaemonNotRunning:
         return
     except P2PError as exc:  # a daemon that predates the request has nothing to compare
         logger.debug("settings not compared: %s", exc)
         return
+    differing = settings_not_applied(os.environ, answer["settings"])
     for key in answer["added_peers"]:
         click.echo(f"p2prtc: the running daemon dials {key} too (until it stops)", err=True)
     if differing:

@@ -145,6 +145,10 @@ def test_settings_the_running_daemon_lacks_give_one_warning_with_the_restart(
         (warning,) = other.stderr.splitlines()
         assert "the running daemon does not run with --signal as given here" in warning
         assert warning.endswith(f"p2prtc stop && p2prtc --signal={signal} start")
+        bad = node.run("--peer", "nonsense", "status", check=False)
+        assert bad.returncode == 1
+        (line,) = bad.stderr.splitlines()
+        assert line.endswith("(P2PRTC_PEERS entry 'nonsense' is not host:port)")
         node.env["P2PRTC_INTERFACES"] = "127.0.0.2"
         (warning,) = node.run("status").stderr.splitlines()
         assert "does not run with P2PRTC_INTERFACES as given" in warning

@@ -13,9 +13,12 @@ import pytest
 from pycrdt import Awareness, Doc
 
 from p2prtc.core.awareness import mark_machine
+from p2prtc.core.handshake import MemberInitiator
 from p2prtc.core.keys import new_secret
 from p2prtc.core.membership import Standing, rotate
 from p2prtc.core.names import (
+    MAX_NAME_BYTES,
+    MAX_NAME_CHARS,
     BadName,
     check_name,
     default_name,
@@ -24,6 +27,7 @@ from p2prtc.core.names import (
     name_from_features,
 )
 from p2prtc.daemon.config import BadSetting, DaemonConfig, settings_not_applied
+from p2prtc.daemon.dialer import Identity
 from p2prtc.daemon.state import MAX_RETIRED_SECRETS, KnownNames, ShareRecord, load_records
 
 HOSTILE = [
@@ -63,6 +67,13 @@ def test_hostile_names_are_refused_and_dropped_from_the_network(name: str) -> No
 @pytest.mark.parametrize("segment", ["name=!!!", "name=" + "A" * 10_000, "name=/w==", "name="])
 def test_garbage_name_segments_are_no_name(segment: str) -> None:
     assert name_from_features([segment]) is None
+
+
+def test_the_longest_name_fits_the_handshake_identity() -> None:
+    for name in ("x" * MAX_NAME_CHARS, "é" * MAX_NAME_CHARS, "✏" * (MAX_NAME_BYTES // 3)):
+        identity = Identity("d" * 16, "r" * 8, name).handshake_id
+        MemberInitiator(bytes(16), new_secret(), identity)  # refuses ids over 255 bytes
+        assert name_from_features(identity.split("/")[2:]) == name
 
 
 def test_a_peer_without_a_name_segment_has_none() -> None:

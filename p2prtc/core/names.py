@@ -34,7 +34,9 @@ def check_name(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise BadName("the name is empty")
     if len(value) > MAX_NAME_CHARS or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise BadName(f"the name is longer than {MAX_NAME_CHARS} characters")
+        raise BadName(
+            f"the name is longer than {MAX_NAME_CHARS} characters or {MAX_NAME_BYTES} bytes"
+        )
     if value != value.strip():
         raise BadName("the name starts or ends with spaces")
     if not value.isprintable():  # also rejects bidi overrides (format) and U+2028 (line sep.)
