@@ -27,7 +27,7 @@ from p2prtc import service as p2prtc_service
 from p2prtc.core.codes import complete_code, parse_code
 from p2prtc.core.names import check_name
 from p2prtc.daemon.config import FIXED_SETTINGS, BadSetting, DaemonConfig, settings_not_applied
-from p2prtc.daemon.state import configured_name, daemon_name, save_name
+from p2prtc.daemon.names import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from p2prtc.core.names import (
 )
 from p2prtc.daemon.config import BadSetting, DaemonConfig, settings_not_applied
 from p2prtc.daemon.dialer import Identity
-from p2prtc.daemon.state import MAX_RETIRED_SECRETS, KnownNames, ShareRecord, load_records
+from p2prtc.daemon.names import KnownNames
+from p2prtc.daemon.state import MAX_RETIRED_SECRETS, ShareRecord, load_records
 
 HOSTILE = [
     "",

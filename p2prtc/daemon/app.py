@@ -29,11 +29,12 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
+from p2prtc.daemon.names import daemon_name
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import ShareState
-from p2prtc.daemon.state import ShareRecord, daemon_name, load_daemon_id, load_records
+from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
 from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Tasks
 from p2prtc.errors import P2PError

@@ -15,9 +15,10 @@ from p2prtc.core.handshake import share_lookup
 from p2prtc.core.mesh import may_claim, newcomer_wins, relay_targets
 from p2prtc.core.sync import LeaveReason
 from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.names import KnownNames
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
-from p2prtc.daemon.state import KnownNames, ShareRecord
+from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)

@@ -1,20 +1,16 @@
 """What a daemon keeps on disk besides documents: its identity and its share records.
 
-Layout under ``P2PRTC_HOME``: ``identity.json`` (this daemon's id), ``config.json`` (what the
-user set with ``p2prtc config``: the daemon's name) and, per share,
+Layout under ``P2PRTC_HOME``: ``identity.json`` (this daemon's id) and, per share,
 ``shares/<share id hex>/share.json`` (path, name, secret, members; 0600, the secret never
 logged) next to ``doc.sqlite`` (the update log).
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import json
 import logging
 import secrets
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +18,9 @@ from p2prtc import paths
 from p2prtc.core.keys import new_secret
 from p2prtc.core.membership import KeyState, Standing, standing
 from p2prtc.core.messages import SHARE_ID_SIZE
-from p2prtc.core.names import BadName, check_name, default_name
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = "config.json"
 # Rotated-away secrets kept per share: a daemon offline across more rotations is not told.
 MAX_RETIRED_SECRETS = 3
 _RECORD = "share.json"
@@ -42,43 +36,6 @@ def load_daemon_id(home: Path) -> str:
         daemon_id = secrets.token_hex(8)
         paths.write_private(path, json.dumps({"daemon_id": daemon_id}).encode())
         return daemon_id
-
-
-def configured_name(home: Path) -> str | None:
-    """The name set with ``p2prtc config name``; None when unset (or the file is damaged)."""
-    try:
-        return check_name(_load_config(home)["name"])
-    except (KeyError, BadName):
-        return None
-
-
-def daemon_name(home: Path) -> str:
-    """The name this daemon goes by: the configured one, else ``user@hostname``."""
-    configured = configured_name(home)
-    if configured is not None:
-        return configured
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no login name (some containers)
-        user = "user"
-    return default_name(user, socket.gethostname())
-
-
-def save_name(home: Path, name: str) -> None:
-    config = _load_config(home)
-    config["name"] = check_name(name)
-    paths.write_private(home / _CONFIG, json.dumps(config, indent=1).encode())
-
-
-def _load_config(home: Path) -> dict[str, object]:
-    try:
-        config = json.loads((home / _CONFIG).read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.error("ignoring the unreadable %s: %s", home / _CONFIG, exc)
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 @dataclass
@@ -183,30 +140,3 @@ def load_records(home: Path) -> list[ShareRecord]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.error("skipping unreadable share record %s: %s", record_file, exc)
     return records
-
-
-class KnownNames:
-    """The names other daemons told us, by daemon id (``names.json``): ``members`` shows
-    them for members that are offline now. Each was checked when it arrived."""
-
-    def __init__(self, home: Path) -> None:
-        self._path = home / "names.json"
-        self._names: dict[str, str] = {}
-        try:
-            data = json.loads(self._path.read_bytes())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            logger.error("ignoring the unreadable %s: %s", self._path, exc)
-            return
-        for daemon_id, name in data.items() if isinstance(data, dict) else []:
-            with contextlib.suppress(BadName):
-                self._names[str(daemon_id)] = check_name(name)
-
-    def get(self, daemon_id: str) -> str | None:
-        return self._names.get(daemon_id)
-
-    def learn(self, daemon_id: str, name: str | None) -> None:
-        if name is not None and self._names.get(daemon_id) != name:
-            self._names[daemon_id] = name
-            paths.write_private(self._path, json.dumps(self._names, indent=1).encode())
