@@ -162,3 +162,26 @@ def test_three_machines_share_edit_crash_and_converge(machines: Machines) -> Non
         assert text.count(edit.text) == 1, edit.text
     # Nothing else changed anywhere in the notebook.
     assert without_edits(read_notebook(on_a)) == without_edits(json.loads(original))
+
+
+def test_a_member_removed_while_offline_finds_out_on_the_lan(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """mDNS: A announces the tag of the secret it rotated away, so B, removed while its
+    daemon was stopped, finds A when it comes back, only to be told it was removed."""
+    with netns_nodes(tmp_path, "ab") as (_, (a, b)):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
+        b_file = Path(b.join(a.share(notebook))["path"])
+        b_id = b.status()["daemon"]["id"]
+        wait_until(lambda: a.peers_synced(notebook, 1), SYNC_TIMEOUT_S, "A synced with B")
+        b.stop()
+        assert a.json("remove", str(notebook), b_id)["not_reached"] == []
+        edit_cell(b_file, 3, "# B: offline, after its removal")
+        b.start()
+        wait_until(
+            lambda: b.status()["shares"][0]["standing"] == "removed",
+            SYNC_TIMEOUT_S,
+            "B told by A that it was removed",
+        )
+        assert "you were removed from this share" in b.run("status").stdout
+        assert "# B: offline, after its removal" not in cell_source(notebook, 3)
