@@ -137,11 +137,12 @@ class Dialer:
         joining_without_peer = any(
             s.state is ShareState.JOINING and not self._registry.has_peer_for(s) for s in wanted
         )
+        retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
             joining_without_peer=joining_without_peer,
             open_connections=self._registry.open_connections(),
             max_peers=self.config.max_peers,
-            ranks=self._discovery.ranks(endpoint),
+            ranks=None if retired else self._discovery.ranks(endpoint),
         ):
             return
         endpoint.dialling = True

@@ -57,6 +57,12 @@ class Endpoint:
         announced = (*self.announcement.tags, *self.announcement.retired)
         return any(matches_share_tag(secret, tag, epoch) for tag in announced)
 
+    def retired(self, secret: bytes, epoch: int) -> bool:
+        """Whether it announces ``secret`` as one its share rotated away: it will never dial
+        us for it, so we dial (to be told we were cut off), whoever's turn it would be."""
+        retired = self.announcement.retired if self.announcement is not None else ()
+        return any(matches_share_tag(secret, tag, epoch) for tag in retired)
+
 
 def lan_opener(host: str, port: int) -> PipeOpener:
     async def open_pipe() -> BytePipe:
