@@ -1,0 +1,134 @@
+"""The change log of a share: entries written with each update, and `p2prtc log`'s answer.
+
+Each stored update gets one entry per member whose edits it carries (from the cell stamps
+of core.edits: the author, even when a third member relayed it), with the cells it changed
+and any concurrent edits the merge revealed. An update without stamps (typed in a Jupyter
+room, or from a p2prtc that does not stamp) is logged under the member it came from, with
+no cell detail. Cells are logged by id; ``p2prtc log`` shows where they are now.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pycrdt import Map
+
+from p2prtc.adapters.store import MAX_LOG_ENTRIES, LogEntry, UpdateStore
+from p2prtc.core.edits import Concurrent, Stamp
+from p2prtc.core.model import cells_of
+
+# What made an entry's update.
+SAVE = "save"  # a save of the file on this machine
+PEER = "peer"  # an update from a peer
+JUPYTER = "jupyter"  # typed in a Jupyter room attached to this daemon
+SHARE = "share"  # the sharer's first load of the file
+
+# A member id -> what to show for it (a human name can go next to the id here).
+MemberLabel = Callable[[str], str]
+# Concurrent edits older than this are no longer listed by `status` (`log` keeps them).
+CONCURRENT_SHOWN_S = 24 * 3600.0
+CONCURRENT_SHOWN = 5
+DEFAULT_ENTRIES = 20  # `p2prtc log` without -n
+_FIRST_LINE_CHARS = 60
+
+
+def member_id(member: str) -> str:
+    """The default label: the id itself."""
+    return member
+
+
+def entries(
+    kind: str, member: str, stamps: list[Stamp], concurrent: list[Concurrent]
+) -> list[LogEntry]:
+    """The log entries of one update: one per author of its stamps (``member`` when it has
+    none); concurrent edits go with the first entry. Their seq is the store's to set."""
+    by_member: dict[str, list[Stamp]] = {}
+    for stamp in stamps:
+        by_member.setdefault(stamp.member, []).append(stamp)
+    if not by_member:
+        by_member[member] = []
+    logged = []
+    for index, (author, own) in enumerate(by_member.items()):
+        found = concurrent if index == 0 else []
+        detail = {
+            "cells": [{"id": stamp.cell_id, "parts": list(stamp.parts)} for stamp in own],
+            "concurrent": [{"cell_id": c.cell_id, "members": list(c.members)} for c in found],
+        }
+        at = min((stamp.at for stamp in own), default=time.time())
+        entry_kind = kind if author == member or kind != SAVE else PEER
+        logged.append(LogEntry(0, at, author, entry_kind, json.dumps(detail), bool(found)))
+    return logged
+
+
+class CellLocator:
+    """Where cells are now (index, first line), by id."""
+
+    def __init__(self, cells: Any) -> None:
+        self._where: dict[str, tuple[int, Map[Any]]] = {}
+        for index, cell in enumerate(cells):
+            if isinstance(cell, Map) and isinstance(cell.get("id"), str):
+                self._where[cell["id"]] = (index, cell)
+
+    def describe(self, cell_id: str) -> dict[str, Any]:
+        """The cell's id, index and first line; index and line None for a deleted cell."""
+        if cell_id not in self._where:
+            return {"id": cell_id, "index": None, "first_line": None}
+        index, cell = self._where[cell_id]
+        return {"id": cell_id, "index": index, "first_line": _first_line(str(cell.get("source")))}
+
+
+def _first_line(source: str) -> str:
+    line = next((line for line in source.splitlines() if line.strip()), "")
+    return line if len(line) <= _FIRST_LINE_CHARS else line[: _FIRST_LINE_CHARS - 1] + "…"
+
+
+def log_answer(
+    store: UpdateStore, doc: Any, limit: int, label: MemberLabel = member_id
+) -> dict[str, Any]:
+    """``p2prtc log``'s entries, newest first, cells located in the doc as it is now."""
+    locator = CellLocator(cells_of(doc))
+    return {
+        "entries": [_entry(entry, locator, label) for entry in store.log(limit)],
+        "max_entries": MAX_LOG_ENTRIES,
+    }
+
+
+def recent_concurrent(
+    store: UpdateStore, doc: Any, now: float, label: MemberLabel = member_id
+) -> list[dict[str, Any]]:
+    """The concurrent edits `status` shows: the last few, of the last day."""
+    recent = [
+        entry
+        for entry in store.log(CONCURRENT_SHOWN, concurrent_only=True)
+        if now - entry.at <= CONCURRENT_SHOWN_S
+    ]
+    if not recent:  # status is asked often: the doc is read only when there is something
+        return []
+    locator = CellLocator(cells_of(doc))
+    return [item for entry in recent for item in _entry(entry, locator, label)["concurrent"]]
+
+
+def _entry(entry: LogEntry, locator: CellLocator, label: MemberLabel) -> dict[str, Any]:
+    detail = json.loads(entry.detail)
+    return {
+        "seq": entry.seq,
+        "at": entry.at,
+        "member": entry.member,
+        "member_label": label(entry.member),
+        "kind": entry.kind,
+        "cells": [
+            {**locator.describe(cell["id"]), "parts": cell["parts"]} for cell in detail["cells"]
+        ],
+        "concurrent": [
+            {
+                **locator.describe(item["cell_id"]),
+                "at": entry.at,
+                "members": item["members"],
+                "member_labels": [label(member) for member in item["members"]],
+            }
+            for item in detail["concurrent"]
+        ],
+    }
