@@ -398,16 +398,17 @@ def change_log(path: Path, entries: int, as_json: bool) -> None:
     _emit(as_json, answer, _log_text(answer, entries))
 
 
-_LOG_KINDS = {"save": "saved", "peer": "edited", "jupyter": "typed", "share": "shared"}
+_LOG_KINDS = {"save": "saved", "peer": "edited", "jupyter": "typed in Jupyter", "share": "shared"}
 
 
 def _log_text(answer: dict[str, Any], asked: int) -> str:
-    lines = []
+    lines, own = [], answer["daemon_id"]
     for entry in answer["entries"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
         kind = _LOG_KINDS.get(entry["kind"], entry["kind"])
         cells = [_cell_text(cell) for cell in entry["cells"]]
-        lines.append(f"{when}  {entry['member_label']}  {kind}" + (":" if cells else ""))
+        who = entry["member_label"] + (" (this daemon)" if entry["member"] == own else "")
+        lines.append(f"{when}  {who}  {kind}" + (":" if cells else ""))
         lines += [f"    {cell}" for cell in cells]
         lines += [f"    {_concurrent_text(found)}" for found in entry["concurrent"]]
     if not lines:

@@ -171,8 +171,8 @@ def test_malformed_stamps_from_a_peer_are_ignored() -> None:
 
 def test_a_tracker_opened_on_a_doc_with_stamps_reports_only_what_comes_after() -> None:
     a, b = members("alice", "bob")
-    from_a, from_b = save(a, 2, "alice"), save(b, 2, "bob")
-    a.receive(from_b)
+    save(a, 2, "alice")
+    a.receive(save(b, 2, "bob"))
     reopened = EditTracker(a.engine.doc)  # a restart: the stamps so far are the past
 
     assert reopened.drain() == ([], [])

@@ -4,7 +4,7 @@ Each stored update gets one entry per member whose edits it carries (from the ce
 of core.edits: the author, even when a third member relayed it), with the cells it changed
 and any concurrent edits the merge revealed. An update without stamps (typed in a Jupyter
 room, or from a p2prtc that does not stamp) is logged under the member it came from, with
-no cell detail. Cells are logged by id; ``p2prtc log`` shows where they are now.
+no cell detail. Cells are logged by id, with where they were and their first line then.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pycrdt import Map
+from pycrdt import Array, Doc, Map
 
 from p2prtc.adapters.store import MAX_LOG_ENTRIES, LogEntry, UpdateStore
 from p2prtc.core.edits import Concurrent, Stamp
@@ -41,36 +41,42 @@ def member_id(member: str) -> str:
 
 
 def entries(
-    kind: str, member: str, stamps: list[Stamp], concurrent: list[Concurrent]
+    kind: str, member: str, stamps: list[Stamp], concurrent: list[Concurrent], doc: Doc[Any]
 ) -> list[LogEntry]:
-    """The log entries of one update: one per author of its stamps (``member`` when it has
-    none); concurrent edits go with the first entry. Their seq is the store's to set."""
+    """The log entries of one update (already applied to ``doc``): one per author of its
+    stamps (``member`` when it has none), the cells where they are in ``doc`` with their
+    first line; concurrent edits go with the first entry. Their seq is the store's to set."""
     by_member: dict[str, list[Stamp]] = {}
     for stamp in stamps:
         by_member.setdefault(stamp.member, []).append(stamp)
     if not by_member:
         by_member[member] = []
+    locator = CellLocator(cells_of(doc)) if stamps or concurrent else None
     logged = []
     for index, (author, own) in enumerate(by_member.items()):
         found = concurrent if index == 0 else []
         detail = {
-            "cells": [{"id": stamp.cell_id, "parts": list(stamp.parts)} for stamp in own],
-            "concurrent": [{"cell_id": c.cell_id, "members": list(c.members)} for c in found],
+            "cells": [{**_where(locator, s.cell_id), "parts": list(s.parts)} for s in own],
+            "concurrent": [
+                {**_where(locator, c.cell_id), "members": list(c.members)} for c in found
+            ],
         }
         at = min((stamp.at for stamp in own), default=time.time())
-        entry_kind = kind if author == member or kind != SAVE else PEER
+        # A peer's stamps drained with a save here (an update that arrived in between).
+        entry_kind = PEER if kind == SAVE and author != member else kind
         logged.append(LogEntry(0, at, author, entry_kind, json.dumps(detail), bool(found)))
     return logged
 
 
 class CellLocator:
-    """Where cells are now (index, first line), by id."""
+    """Where cells are (index, first line), by id, as the doc holds them."""
 
-    def __init__(self, cells: Any) -> None:
+    def __init__(self, cells: Array[Map[Any]]) -> None:
         self._where: dict[str, tuple[int, Map[Any]]] = {}
         for index, cell in enumerate(cells):
-            if isinstance(cell, Map) and isinstance(cell.get("id"), str):
-                self._where[cell["id"]] = (index, cell)
+            cell_id = cell.get("id")
+            if isinstance(cell_id, str):
+                self._where[cell_id] = (index, cell)
 
     def describe(self, cell_id: str) -> dict[str, Any]:
         """The cell's id, index and first line; index and line None for a deleted cell."""
@@ -80,38 +86,37 @@ class CellLocator:
         return {"id": cell_id, "index": index, "first_line": _first_line(str(cell.get("source")))}
 
 
+def _where(locator: CellLocator | None, cell_id: str) -> dict[str, Any]:
+    assert locator is not None  # made whenever there are cells to locate
+    return locator.describe(cell_id)
+
+
 def _first_line(source: str) -> str:
     line = next((line for line in source.splitlines() if line.strip()), "")
     return line if len(line) <= _FIRST_LINE_CHARS else line[: _FIRST_LINE_CHARS - 1] + "…"
 
 
-def log_answer(
-    store: UpdateStore, doc: Any, limit: int, label: MemberLabel = member_id
-) -> dict[str, Any]:
-    """``p2prtc log``'s entries, newest first, cells located in the doc as it is now."""
-    locator = CellLocator(cells_of(doc))
+def log_answer(store: UpdateStore, limit: int, label: MemberLabel = member_id) -> dict[str, Any]:
+    """``p2prtc log``'s entries, newest first (in the order this daemon learnt of them)."""
     return {
-        "entries": [_entry(entry, locator, label) for entry in store.log(limit)],
+        "entries": [_entry(entry, label) for entry in store.log(limit)],
         "max_entries": MAX_LOG_ENTRIES,
     }
 
 
 def recent_concurrent(
-    store: UpdateStore, doc: Any, now: float, label: MemberLabel = member_id
+    store: UpdateStore, now: float, label: MemberLabel = member_id
 ) -> list[dict[str, Any]]:
     """The concurrent edits `status` shows: the last few, of the last day."""
-    recent = [
-        entry
+    return [
+        item
         for entry in store.log(CONCURRENT_SHOWN, concurrent_only=True)
         if now - entry.at <= CONCURRENT_SHOWN_S
+        for item in _entry(entry, label)["concurrent"]
     ]
-    if not recent:  # status is asked often: the doc is read only when there is something
-        return []
-    locator = CellLocator(cells_of(doc))
-    return [item for entry in recent for item in _entry(entry, locator, label)["concurrent"]]
 
 
-def _entry(entry: LogEntry, locator: CellLocator, label: MemberLabel) -> dict[str, Any]:
+def _entry(entry: LogEntry, label: MemberLabel) -> dict[str, Any]:
     detail = json.loads(entry.detail)
     return {
         "seq": entry.seq,
@@ -119,14 +124,11 @@ def _entry(entry: LogEntry, locator: CellLocator, label: MemberLabel) -> dict[st
         "member": entry.member,
         "member_label": label(entry.member),
         "kind": entry.kind,
-        "cells": [
-            {**locator.describe(cell["id"]), "parts": cell["parts"]} for cell in detail["cells"]
-        ],
+        "cells": detail["cells"],
         "concurrent": [
             {
-                **locator.describe(item["cell_id"]),
+                **item,
                 "at": entry.at,
-                "members": item["members"],
                 "member_labels": [label(member) for member in item["members"]],
             }
             for item in detail["concurrent"]

@@ -153,7 +153,7 @@ class Commands:
                 r.status() for r in self._invitations.retired_for_share(share.share_id)
             ],
             "rooms": self._rooms.labels(share),
-            "concurrent_edits": changelog.recent_concurrent(share.file.store, share.file.doc, now),
+            "concurrent_edits": changelog.recent_concurrent(share.file.store, now),
         }
 
     async def _leave(self, request: Request) -> Answer:
@@ -173,8 +173,8 @@ class Commands:
         limit = request.get("limit", changelog.DEFAULT_ENTRIES)
         if not isinstance(limit, int) or limit < 1:
             raise BadRequest("the number of log entries must be a positive integer")
-        answer = changelog.log_answer(share.file.store, share.file.doc, limit)
-        return {"path": str(share.path), **answer}
+        answer = changelog.log_answer(share.file.store, limit)
+        return {"path": str(share.path), "daemon_id": self._daemon_id, **answer}
 
     async def _remove(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))

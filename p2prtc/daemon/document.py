@@ -264,7 +264,7 @@ class SharedFile:
         stamps, concurrent = self.engine.edits.drain()
         if self.engine.latest_version() is None:
             concurrent = []  # a joiner's first state: the share's past, not news
-        return changelog.entries(kind, sender or self.member, stamps, concurrent)
+        return changelog.entries(kind, sender or self.member, stamps, concurrent, self.doc)
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
         """Bring the file up to date with the doc.
