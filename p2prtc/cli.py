@@ -398,7 +398,13 @@ def change_log(path: Path, entries: int, as_json: bool) -> None:
     _emit(as_json, answer, _log_text(answer, entries))
 
 
-_LOG_KINDS = {"save": "saved", "peer": "edited", "jupyter": "typed in Jupyter", "share": "shared"}
+_LOG_KINDS = {
+    "save": "saved",
+    "peer": "edited",
+    "jupyter": "typed in Jupyter",
+    "share": "shared",
+    "join": "sent the copy this daemon joined with",
+}
 
 
 def _log_text(answer: dict[str, Any], asked: int) -> str:

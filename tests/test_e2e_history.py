@@ -1,13 +1,15 @@
 """`p2prtc log` and concurrent edits, end to end: two real daemons on loopback, real files.
 
-Concurrency is made deterministic the way a user meets it: B's daemon is stopped while both
-machines edit the same cell, so neither edit can have seen the other; B's edit is ingested
-when its daemon starts again, and the two meet when the daemons reconnect. Edits made one
+Concurrency is made deterministic the way a user meets it: B's daemon is stopped (or frozen,
+its link up) while both machines edit the same cell, so neither edit can have seen the
+other; B's edit is ingested when its daemon runs again, and the two meet. Edits made one
 after the other (each machine's file showing the other's edit first) must not be reported.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,13 @@ def concurrent_edits(node: Node) -> list[Any]:
     return list(share["concurrent_edits"])
 
 
+def log_entries(node: Node, path: Path) -> list[Any]:
+    return list(node.json("log", str(path), "-n", "50")["entries"])
+
+
 def logged_cells(node: Node, path: Path) -> list[tuple[str, Any]]:
     """(member, cell index) of every cell the log names, newest first."""
-    entries = node.json("log", str(path), "-n", "50")["entries"]
+    entries = log_entries(node, path)
     return [(entry["member"], cell["index"]) for entry in entries for cell in entry["cells"]]
 
 
@@ -43,6 +49,8 @@ def test_log_shows_who_changed_which_cell_and_concurrent_edits_only_when_concurr
     pair: Pair,
 ) -> None:
     a_id, b_id = daemon_id(pair.a), daemon_id(pair.b)
+    assert [(e["kind"], e["member"]) for e in log_entries(pair.a, pair.a_file)] == [("share", a_id)]
+    assert [(e["kind"], e["member"]) for e in log_entries(pair.b, pair.b_file)] == [("join", a_id)]
 
     # One after the other: B edits cell 2 once A's edit of it is in B's file.
     edit_cell(pair.a_file, 2, "# A first")
@@ -71,3 +79,26 @@ def test_log_shows_who_changed_which_cell_and_concurrent_edits_only_when_concurr
         assert said in node.run("status").stdout
         assert said in node.run("log", str(path)).stdout
         assert sorted(logged_cells(node, path)[:2]) == sorted([(a_id, 4), (b_id, 4)])
+
+    # Crossing on a live link: B's daemon frozen (SIGSTOP) while both save cell 6; A's update
+    # waits in B's socket, and B's save, once B runs again, was made without it.
+    frozen = pair.b.daemon_pids()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        edit_cell(pair.a_file, 6, "# A, live")
+        wait_until(lambda: (a_id, 6) in logged_cells(pair.a, pair.a_file), what="A's save")
+        edit_cell(pair.b_file, 6, "# B, live")
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: pair.converged_with("# B, live"), 60, what="both live edits everywhere")
+    for node in (pair.a, pair.b):
+        wait_until(lambda node=node: len(concurrent_edits(node)) == 2, what="the second one")
+        assert [found["index"] for found in concurrent_edits(node)] == [6, 4]
+
+    # A file that is not shared: one line, the "not shared" exit code.
+    result = pair.a.run("log", str(pair.a_file.with_name("other.ipynb")), check=False)
+    assert result.returncode == 7
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("p2prtc: ")

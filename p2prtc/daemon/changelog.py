@@ -25,6 +25,7 @@ SAVE = "save"  # a save of the file on this machine
 PEER = "peer"  # an update from a peer
 JUPYTER = "jupyter"  # typed in a Jupyter room attached to this daemon
 SHARE = "share"  # the sharer's first load of the file
+JOIN = "join"  # a joiner's first state, from the member it came from (its past: no cells)
 
 # A member id -> what to show for it (a human name can go next to the id here).
 MemberLabel = Callable[[str], str]

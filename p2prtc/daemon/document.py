@@ -262,8 +262,8 @@ class SharedFile:
     def _log(self, kind: str, sender: str | None = None) -> list[LogEntry]:
         """The log entries of the update being persisted: the cells stamped meanwhile."""
         stamps, concurrent = self.engine.edits.drain()
-        if self.engine.latest_version() is None:
-            concurrent = []  # a joiner's first state: the share's past, not news
+        if self.engine.latest_version() is None:  # a joiner's first state: the past, not news
+            kind, stamps, concurrent = changelog.JOIN, [], []
         return changelog.entries(kind, sender or self.member, stamps, concurrent, self.doc)
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
