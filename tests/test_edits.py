@@ -47,6 +47,13 @@ def save(replica: Replica, index: int, line: str) -> bytes:
     return update
 
 
+def cross(a: Replica, b: Replica, a_cell: int, b_cell: int) -> None:
+    """A and B save (cells ``a_cell``, ``b_cell``) before either save reaches the other."""
+    from_a, from_b = save(a, a_cell, "a line from a"), save(b, b_cell, "a line from b")
+    a.receive(from_b)
+    b.receive(from_a)
+
+
 def cell_id(replica: Replica, index: int) -> str:
     return str(replica.engine.notebook()["cells"][index]["id"])
 
@@ -81,22 +88,18 @@ def test_edits_one_after_the_other_are_not_concurrent() -> None:
 
 def test_edits_of_the_same_cell_made_without_seeing_each_other_are_concurrent() -> None:
     a, b = members("alice", "bob")
-    from_a, from_b = save(a, 2, "alice's line"), save(b, 2, "bob's line")
-    a.receive(from_b)
-    b.receive(from_a)
+    cross(a, b, 2, 2)
 
     expected = [Concurrent(cell_id(a, 2), ("alice", "bob"))]
     assert concurrent_seen(a) == expected and concurrent_seen(b) == expected
     source = a.engine.notebook()["cells"][2]["source"]
-    assert "alice's line" in source and "bob's line" in source  # the merge kept both
+    assert "a line from a" in source and "a line from b" in source  # the merge kept both
     assert a.engine.render() == b.engine.render()
 
 
 def test_concurrent_edits_of_different_cells_are_not_reported() -> None:
     a, b = members("alice", "bob")
-    from_a, from_b = save(a, 2, "alice"), save(b, 4, "bob")
-    a.receive(from_b)
-    b.receive(from_a)
+    cross(a, b, 2, 4)
 
     assert concurrent_seen(a) == [] and concurrent_seen(b) == []
 
@@ -132,10 +135,8 @@ def test_a_reloaded_buffer_is_not_concurrent() -> None:
 
 def test_once_both_saw_each_other_the_next_edit_is_not_concurrent_again() -> None:
     a, b = members("alice", "bob")
-    from_a, from_b = save(a, 2, "alice"), save(b, 2, "bob")
-    a.receive(from_b)
-    b.receive(from_a)
-    concurrent_seen(a), concurrent_seen(b)
+    cross(a, b, 2, 2)
+    assert concurrent_seen(a) and concurrent_seen(b)
     b.receive(save(a, 2, "alice, having seen both"))
 
     assert concurrent_seen(b) == []
