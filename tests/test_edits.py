@@ -163,11 +163,17 @@ def test_malformed_stamps_from_a_peer_are_ignored() -> None:
     edits["cell y"] = json.dumps({"n": "many", "at": 0})
     edits["cell z"] = 42
     edits["cell w"] = json.dumps({"n": 1, "at": 0, "saw": {"v": 1}, "pad": "x" * 5000})
+    edits["cell nan"] = '{"n": 1, "at": NaN}'  # a NaN time would not fit the log's table
+    edits["cell far"] = json.dumps({"n": 1, "at": 1e300})
+    edits["cell zero"] = json.dumps({"n": 0, "at": 1})
+    edits["cell line\nbreak"] = json.dumps({"n": 1, "at": 1})
+    edits["../etc passwd"] = json.dumps({"n": 1, "at": 1})
     engine = NotebookEngine(Doc())
     engine.doc.apply_update(hostile.get_update())
 
     assert engine.edits.drain() == ([], [])
-    assert parse_stamp("cell ok", json.dumps({"n": 2, "at": 1.5})) is not None
+    stamp = parse_stamp("cell ok", json.dumps({"n": 2, "at": 1.5, "parts": ["source", "\x1b[2J"]}))
+    assert stamp is not None and stamp.parts == ("source",)  # unknown parts are dropped
 
 
 def test_a_tracker_opened_on_a_doc_with_stamps_reports_only_what_comes_after() -> None:

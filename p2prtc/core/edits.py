@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +37,11 @@ EDITS = "p2prtc_edits"
 PARTS = ("source", "outputs", "metadata", "cell_type", "execution_count", "attachments")
 NEW = "new"
 DELETED = "deleted"
-# Peers' stamps are input: bounded, or ignored.
+KNOWN_PARTS = frozenset({*PARTS, NEW, DELETED, "other"})
+# Peers' stamps are input: bounded, or ignored. Ids as nbformat allows cell ids.
 _MAX_STAMP_BYTES = 4096
-_MAX_MEMBER_CHARS = 64
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_LATEST_TIME = 2.0**40  # seconds: any real clock is far below
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,18 @@ def parse_stamp(key: object, value: object) -> Stamp | None:
     if not isinstance(key, str) or not isinstance(value, str) or len(value) > _MAX_STAMP_BYTES:
         return None
     cell_id, _, member = key.rpartition(" ")
-    if not cell_id or not member or len(member) > _MAX_MEMBER_CHARS:
+    if not _ID.fullmatch(cell_id) or not _ID.fullmatch(member):
         return None
     try:
         data = json.loads(value)
         saw = {str(k): int(v) for k, v in dict(data.get("saw", {})).items()}
-        parts = tuple(str(part) for part in data.get("parts", ()))
-        return Stamp(cell_id, member, int(data["n"]), float(data["at"]), parts, saw)
+        parts = tuple(part for part in data.get("parts", ()) if part in KNOWN_PARTS)
+        n, at = int(data["n"]), float(data["at"])
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
+    if n < 1 or not 0 <= at < _LATEST_TIME:  # also refuses NaN
+        return None
+    return Stamp(cell_id, member, n, at, parts, saw)
 
 
 def changed_parts(base: Notebook, new: Notebook) -> dict[str, tuple[str, ...]]:
