@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, copy_notebook
-from nbgen import THIS_DAEMON, render_with_line
+from nbgen import THIS_DAEMON, peer_update, render_with_line
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.edits import Author
@@ -116,3 +116,18 @@ def test_a_deleted_cell_is_logged_without_an_index(shared: SharedFile) -> None:
     (entry, _) = log(shared)
     (cell,) = entry["cells"]
     assert (cell["index"], cell["parts"]) == (None, ["deleted"])
+
+
+def test_a_burst_of_updates_without_stamps_is_one_entry(shared: SharedFile) -> None:
+    """Keystrokes typed in a peer's JupyterLab room come unstamped, one update each."""
+    for index in range(5):
+        deliver(shared, peer_update(shared.engine, 2, f"typed {index}"))
+    save_here(shared, 4, "# mine")
+    deliver(shared, peer_update(shared.engine, 2, "typed after my save"))
+
+    assert [(e["member"], e["kind"], len(e["cells"])) for e in log(shared)] == [
+        (PEER, changelog.PEER, 0),
+        (THIS_DAEMON, changelog.SAVE, 1),
+        (PEER, changelog.PEER, 0),
+        (THIS_DAEMON, changelog.SHARE, 0),
+    ]

@@ -34,6 +34,9 @@ CONCURRENT_SHOWN_S = 24 * 3600.0
 CONCURRENT_SHOWN = 5
 DEFAULT_ENTRIES = 20  # `p2prtc log` without -n
 _FIRST_LINE_CHARS = 60
+# Entries without cell detail of one member and kind within this long are one entry.
+BURST_S = 60.0
+_BARE = json.dumps({"cells": [], "concurrent": []})
 
 
 def member_id(member: str) -> str:
@@ -67,6 +70,32 @@ def entries(
         entry_kind = PEER if kind == SAVE and author != member else kind
         logged.append(LogEntry(0, at, author, entry_kind, json.dumps(detail), bool(found)))
     return logged
+
+
+class Bursts:
+    """Drops an entry without cell detail that repeats the previous one (same member, same
+    kind) within ``BURST_S``: typing in a JupyterLab room sends an update per keystroke, and
+    an entry each would push every other change out of the log."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, str, float] | None = None  # member, kind, at of a bare entry
+
+    def kept(self, logged: list[LogEntry]) -> list[LogEntry]:
+        kept = []
+        for entry in logged:
+            if entry.detail != _BARE:
+                self._last = None
+                kept.append(entry)
+                continue
+            last = self._last
+            if (
+                last is None
+                or last[:2] != (entry.member, entry.kind)
+                or entry.at - last[2] > BURST_S
+            ):
+                self._last = (entry.member, entry.kind, entry.at)
+                kept.append(entry)
+        return kept
 
 
 class CellLocator:

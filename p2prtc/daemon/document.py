@@ -75,6 +75,7 @@ class SharedFile:
         # anything else is, and before the file shows them.
         self._unsaved: list[bytes] = []
         self._unsaved_log: list[LogEntry] = []
+        self._bursts = changelog.Bursts()
 
     @property
     def doc(self) -> Doc[Any]:
@@ -264,7 +265,8 @@ class SharedFile:
         stamps, concurrent = self.engine.edits.drain()
         if self.engine.latest_version() is None:  # a joiner's first state: the past, not news
             kind, stamps, concurrent = changelog.JOIN, [], []
-        return changelog.entries(kind, sender or self.member, stamps, concurrent, self.doc)
+        logged = changelog.entries(kind, sender or self.member, stamps, concurrent, self.doc)
+        return self._bursts.kept(logged)
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
         """Bring the file up to date with the doc.
