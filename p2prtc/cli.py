@@ -357,7 +357,9 @@ def _status_text(status: dict[str, Any]) -> str:
             lines.append("  no peers connected")
         for room in item.get("rooms", []):
             lines.append(f"  live Jupyter room: {room}")
-        lines += [f"  {_concurrent_text(found)}" for found in item.get("concurrent_edits", [])]
+        for found in item.get("concurrent_edits", []):
+            when = time.strftime("%H:%M", time.localtime(found["at"]))
+            lines.append(f"  {_concurrent_text(found)} at {when}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)
