@@ -177,7 +177,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                self.tasks.spawn(share.file_deleted(), f"deleted {share.path}")
+                self.tasks.spawn(share.file_deleted(event.moved_to), f"deleted {share.path}")
                 continue
             try:
                 await share.file_changed()

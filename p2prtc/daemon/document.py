@@ -222,6 +222,10 @@ class SharedFile:
             self.write()
         return result.update
 
+    def is_own_version(self, text: bytes) -> bool:
+        """Is ``text`` the notebook as this daemon wrote or read it (a version kept whole)?"""
+        return self.engine.is_known(text)
+
     def read_and_ingest(self) -> bytes | None:
         """The watcher saw the file change: ingest it unless it is our own last write (an
         older version saved unchanged by a stale editor is written over with the doc)."""

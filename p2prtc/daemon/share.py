@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from p2prtc.core.keys import share_tag
 from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.renames import Gone, new_name
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
 
@@ -18,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 # (share, update) -> None: send an update made here to every peer of the share.
 Broadcast = Callable[["Share", bytes], Awaitable[None]]
-# Grace before re-creating a deleted file: editors that save by delete+create finish first.
+# Grace before deciding what became of a file gone (renamed? deleted: write it back?):
+# editors that save by delete + create, or rename away + write (vim), finish first.
 DELETED_FILE_GRACE_S = 2.0
 WRITE_RETRY_S = 1.0
 
@@ -46,6 +49,9 @@ class Share:
         self._dirty = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")
         self.on_active: Callable[[Share], Awaitable[None]] | None = None
+        # Moves the share to the file's new name; False if that name cannot be taken.
+        self.on_renamed: Callable[[Share, Path], Awaitable[bool]] | None = None
+        self._gone: Gone | None = None  # the file was seen gone: what became of it, pending
 
     @property
     def share_id(self) -> bytes:
@@ -88,6 +94,8 @@ class Share:
                 self._dirty.set()
 
     async def _write_once(self) -> bool:
+        if self._gone is not None and not self.path.exists():
+            return True  # renamed or deleted? file_deleted decides, then writes
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
             return True  # synced with a peer that has nothing yet: wait for real state
@@ -123,12 +131,38 @@ class Share:
         if update is not None:
             await self._broadcast(self, update)
 
-    async def file_deleted(self) -> None:
-        """Never treat a deleted file as "delete everything": write it back after a grace."""
-        await asyncio.sleep(DELETED_FILE_GRACE_S)
+    async def file_deleted(self, moved_to: Path | None = None) -> None:
+        """The file went (``moved_to``: the watcher saw it renamed to that name).
+
+        Never read as "delete everything": after a grace, the share follows the file renamed
+        within its folder (daemon/renames.py), or else writes the shared copy back. Until
+        then the writer leaves the missing file alone, even for a peer's edit.
+        """
+        if self._gone is not None:  # already pending: its decision uses the newest hint
+            self._gone.moved_to = moved_to or self._gone.moved_to
+            return
+        self._gone = gone = Gone(time.time(), moved_to)
+        try:
+            await asyncio.sleep(DELETED_FILE_GRACE_S)
+        finally:
+            self._gone = None
         if self.state is ShareState.ACTIVE and not self.path.exists():
+            await self._follow_or_write_back(gone)
+
+    async def _follow_or_write_back(self, gone: Gone) -> None:
+        new_path = new_name(self.path, gone, self.file.is_own_version)
+        if new_path is None or self.on_renamed is None or not await self.on_renamed(self, new_path):
             logger.warning("%s was deleted: writing the shared copy back", self.path)
-            self.schedule_write()
+        # Either way the file is brought up to date: peers' edits that came meanwhile, and a
+        # save made under the new name (merged, not overwritten).
+        self.schedule_write()
+
+    def rename(self, new_path: Path) -> None:
+        """Follow the file to ``new_path``: a local name (peers keep theirs); invitations made
+        here from now on offer it."""
+        logger.info("%s was renamed to %s: the share follows it", self.path, new_path.name)
+        self.record.path = self.file.path = new_path
+        self.record.name = new_path.name
 
     def remote_update(self, update: bytes) -> None:
         """A peer's update reached the doc: persist it, then render it to the file.
