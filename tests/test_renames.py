@@ -1,0 +1,103 @@
+"""Where a shared file went (daemon/renames.py): real files in a real folder, and a real
+SharedFile deciding which content is its notebook. The watcher's part (inotify's rename
+hint) is in test_watcher.py; the daemons' (the share follows, durably) in
+test_e2e_renames.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemons import SAMPLE, copy_notebook, edit_cell
+
+from p2prtc.adapters.store import UpdateStore
+from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.renames import RENAME_WINDOW_S, Gone, new_name
+
+
+@pytest.fixture
+def shared(tmp_path: Path, notebooks_dir: Path) -> Iterator[SharedFile]:
+    (tmp_path / "work").mkdir()
+    path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "work" / "nb.ipynb")
+    file = SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"))
+    yield file
+    file.store.close()
+
+
+def went(shared: SharedFile, moved_to: Path | None = None) -> Path | None:
+    """The file is seen gone now: its new name."""
+    return new_name(shared.path, Gone(time.time(), moved_to), shared.is_own_version)
+
+
+def test_the_renamed_file_is_found_by_its_content(shared: SharedFile) -> None:
+    """Without the watcher's hint (the watchfiles fallback): the one file holding it."""
+    (shared.path.parent / "unrelated.txt").write_text("not a notebook")
+    renamed = shared.path.with_name("renamed.ipynb")
+    os.rename(shared.path, renamed)
+    assert went(shared) == renamed
+
+
+def test_save_as_then_delete_is_a_rename(shared: SharedFile) -> None:
+    saved_as = shared.path.with_name("saved-as.ipynb")
+    saved_as.write_bytes(shared.path.read_bytes())
+    shared.path.unlink()
+    assert went(shared) == saved_as
+
+
+def test_the_watchers_hint_wins_whatever_the_file_holds_now(shared: SharedFile) -> None:
+    """mv, then an edit under the new name before the grace is over: the same file."""
+    hinted = shared.path.with_name("hinted.ipynb")
+    os.rename(shared.path, hinted)
+    edit_cell(hinted, 0, "edited under its new name")
+    (shared.path.parent / "copy.ipynb").write_bytes(shared.engine.render().encode())
+    assert went(shared, hinted) == hinted
+
+
+def test_a_stale_hint_falls_back_to_the_content(shared: SharedFile) -> None:
+    """Renamed twice in the grace: the hint names the middle name, gone by now."""
+    middle, last = shared.path.with_name("middle.ipynb"), shared.path.with_name("last.ipynb")
+    os.rename(shared.path, middle)
+    os.rename(middle, last)
+    assert went(shared, middle) == last
+
+
+def test_a_deleted_file_has_no_new_name(shared: SharedFile) -> None:
+    shared.path.unlink()
+    assert went(shared) is None
+
+
+def test_edited_content_is_not_the_notebook(shared: SharedFile) -> None:
+    """Without the hint, only the exact content counts: an edited copy is another file."""
+    copy = shared.path.with_name("copy.ipynb")
+    shutil.copyfile(shared.path, copy)
+    edit_cell(copy, 0, "an edit in the copy")
+    shared.path.unlink()
+    assert went(shared) is None
+
+
+def test_two_copies_are_ambiguous(shared: SharedFile) -> None:
+    for name in ("one.ipynb", "two.ipynb"):
+        shutil.copyfile(shared.path, shared.path.with_name(name))
+    shared.path.unlink()
+    assert went(shared) is None
+
+
+def test_hidden_files_and_other_folders_are_not_candidates(shared: SharedFile) -> None:
+    """An editor's temp file (hidden), a copy in a subfolder: neither is the new name."""
+    shutil.copyfile(shared.path, shared.path.with_name(".~nb.ipynb"))
+    (shared.path.parent / "sub").mkdir()
+    os.rename(shared.path, shared.path.parent / "sub" / "nb.ipynb")
+    assert went(shared) is None
+
+
+def test_a_copy_older_than_the_window_is_not_a_rename(shared: SharedFile) -> None:
+    """A backup made long before the delete is a backup. (The deletion is dated later
+    instead of the copy earlier: ctime cannot be set back.)"""
+    shutil.copyfile(shared.path, shared.path.with_name("backup.ipynb"))
+    shared.path.unlink()
+    later = Gone(time.time() + RENAME_WINDOW_S + 1)
+    assert new_name(shared.path, later, shared.is_own_version) is None
