@@ -38,7 +38,7 @@ def edit_reaches(source: Path, dest: Path, cell: int, line: str) -> None:
     wait_until(lambda: line in cell_source(dest, cell), what=f"{line!r} in {dest.name}")
 
 
-def test_mv_is_followed_both_ways_and_after_a_restart(tmp_path: Path, notebooks_dir: Path) -> None:
+def test_mv_is_followed_both_ways_and_across_restarts(tmp_path: Path, notebooks_dir: Path) -> None:
     with synced_pair(tmp_path, notebooks_dir / SAMPLE) as pair:
         old, new = pair.b_file, pair.b_file.with_name("renamed.ipynb")
         # mv, then at once a save under the new name (its content is no longer the one B
@@ -65,6 +65,16 @@ def test_mv_is_followed_both_ways_and_after_a_restart(tmp_path: Path, notebooks_
         edit_reaches(pair.a_file, new, 5, "A edited after B restarted")
         edit_reaches(new, pair.a_file, 6, "B edited after its restart")
         assert not old.exists(), "the old name was brought back after a restart"
+
+        # Renamed while the daemon is stopped: found at start by its content.
+        pair.b.stop()
+        last = new.with_name("renamed-while-stopped.ipynb")
+        os.rename(new, last)
+        pair.b.start()
+        assert share_path(pair.b) == last
+        edit_reaches(pair.a_file, last, 7, "A edited after B's rename while stopped")
+        edit_reaches(last, pair.a_file, 8, "B edited under the name given while stopped")
+        assert not new.exists() and not old.exists()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from daemons import SAMPLE, copy_notebook, edit_cell
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.renames import RENAME_WINDOW_S, Gone, new_name
+from p2prtc.daemon.renames import RENAME_WINDOW_S, RENAMED_WHILE_STOPPED, Gone, new_name
 
 
 @pytest.fixture
@@ -101,3 +101,8 @@ def test_a_copy_older_than_the_window_is_not_a_rename(shared: SharedFile) -> Non
     shared.path.unlink()
     later = Gone(time.time() + RENAME_WINDOW_S + 1)
     assert new_name(shared.path, later, shared.is_own_version) is None
+    # Found missing at start, though, it may have gone any time: the copy is its new name.
+    at_start = Gone(RENAMED_WHILE_STOPPED)
+    assert new_name(shared.path, at_start, shared.is_own_version) == shared.path.with_name(
+        "backup.ipynb"
+    )

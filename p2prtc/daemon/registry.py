@@ -78,7 +78,10 @@ class Registry:
         old_path = share.path
         await self._watcher.add(new_path)  # before the old name goes: no save is missed
         share.rename(new_path)
-        share.record.save(self.home)
+        try:
+            share.record.save(self.home)
+        except OSError as exc:  # followed until a restart, which writes the old name back
+            logger.error("the new name of %s could not be recorded: %s", new_path, exc)
         await self._watcher.remove(old_path)
         return True
 

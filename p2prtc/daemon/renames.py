@@ -15,8 +15,9 @@ its new name is, in this order:
    fallback). Hidden files (editors' temp files) are not candidates; two or more candidates
    are ambiguous, and none is taken.
 
-Only the file's own folder is looked at: a file moved to another folder reads as deleted
-(see docs/reliability.md, "Renamed file").
+A file found missing when the daemon starts gets rule 2 with no time limit (it may have
+gone any time while the daemon was stopped). Only the file's own folder is looked at: a
+file moved to another folder reads as deleted (see docs/reliability.md, "Renamed file").
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 # A "save as" may come well before the delete (the user looks at the new file first).
 RENAME_WINDOW_S = 10.0
+# When a file found missing at start went: any time (the daemon was not watching), so any
+# file of the folder, however old, may be its new name if it holds exactly its content.
+RENAMED_WHILE_STOPPED = float("-inf")
 
 
 @dataclass

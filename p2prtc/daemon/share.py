@@ -147,15 +147,18 @@ class Share:
         finally:
             self._gone = None
         if self.state is ShareState.ACTIVE and not self.path.exists():
-            await self._follow_or_write_back(gone)
+            if not await self.follow_if_renamed(gone):
+                logger.warning("%s was deleted: writing the shared copy back", self.path)
+            # Either way the file is brought up to date: peers' edits that came meanwhile,
+            # and a save made under the new name (merged, not overwritten).
+            self.schedule_write()
 
-    async def _follow_or_write_back(self, gone: Gone) -> None:
+    async def follow_if_renamed(self, gone: Gone) -> bool:
+        """Follow the missing file to its new name in its folder, if it has one."""
         new_path = new_name(self.path, gone, self.file.is_own_version)
-        if new_path is None or self.on_renamed is None or not await self.on_renamed(self, new_path):
-            logger.warning("%s was deleted: writing the shared copy back", self.path)
-        # Either way the file is brought up to date: peers' edits that came meanwhile, and a
-        # save made under the new name (merged, not overwritten).
-        self.schedule_write()
+        if new_path is None or self.on_renamed is None:
+            return False
+        return await self.on_renamed(self, new_path)
 
     def rename(self, new_path: Path) -> None:
         """Follow the file to ``new_path``: a local name (peers keep theirs); invitations made
