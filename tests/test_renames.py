@@ -1,7 +1,7 @@
 """Where a shared file went (daemon/renames.py): real files in a real folder, and a real
-SharedFile deciding which content is its notebook. The watcher's part (inotify's rename
-hint) is in test_watcher.py; the daemons' (the share follows, durably) in
-test_e2e_renames.py."""
+SharedFile deciding which content is its notebook; and a real Share and Registry deciding
+when. The watcher's part (inotify's rename hint) is in test_watcher.py; two daemons' (the
+share follows, durably, peers unaffected) in test_e2e_renames.py."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, copy_notebook, edit_cell
+from jupyter_servers import until
+from nbgen import peer_update
 
 from p2prtc.adapters.store import UpdateStore
+from p2prtc.adapters.watcher import FileWatcher
+from p2prtc.daemon import share as share_module
 from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.renames import RENAME_WINDOW_S, RENAMED_WHILE_STOPPED, Gone, new_name
+from p2prtc.daemon.share import ShareState
+from p2prtc.daemon.state import ShareRecord, load_records
 
 
 @pytest.fixture
@@ -106,3 +113,27 @@ def test_a_copy_older_than_the_window_is_not_a_rename(shared: SharedFile) -> Non
     assert new_name(shared.path, at_start, shared.is_own_version) == shared.path.with_name(
         "backup.ipynb"
     )
+
+
+async def test_a_peers_edit_in_the_instant_of_a_rename_waits_for_the_decision(
+    shared: SharedFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer finds the file missing before the watcher has said anything (no watcher
+    runs here): writing the old name back now would make the rename look undone. It waits
+    for the grace like a deletion the watcher saw, then follows the file, edit and all."""
+    monkeypatch.setattr(share_module, "DELETED_FILE_GRACE_S", 0.05)  # the outcome is the same
+    home = tmp_path / "home"
+    registry = Registry(home, FileWatcher())
+    share = registry.open_share(ShareRecord.new(shared.path, "me"), shared, ShareState.ACTIVE)
+    old, renamed = shared.path, shared.path.with_name("renamed.ipynb")
+    try:
+        os.rename(old, renamed)
+        update = peer_update(shared.engine, 2, "a peer's edit")
+        shared.doc.apply_update(update)
+        share.remote_update(update)
+        await until(lambda: b"a peer's edit" in renamed.read_bytes(), what="the edit written")
+        assert not old.exists()
+        assert share.path == renamed and registry.share_for_path(renamed) is share
+        assert [record.path for record in load_records(home)] == [renamed]
+    finally:
+        await share.close()

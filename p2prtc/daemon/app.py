@@ -180,7 +180,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                self.tasks.spawn(share.file_deleted(event.moved_to), f"deleted {share.path}")
+                share.file_deleted(event.moved_to)
                 continue
             try:
                 await share.file_changed()

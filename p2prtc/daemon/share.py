@@ -51,7 +51,10 @@ class Share:
         self.on_active: Callable[[Share], Awaitable[None]] | None = None
         # Moves the share to the file's new name; False if that name cannot be taken.
         self.on_renamed: Callable[[Share, Path], Awaitable[bool]] | None = None
-        self._gone: Gone | None = None  # the file was seen gone: what became of it, pending
+        # The file went: what became of it is decided after a grace (see file_deleted).
+        self._gone: Gone | None = None  # pending
+        self._gone_check: asyncio.Task[None] | None = None
+        self._write_back = False  # decided: deleted, to be written back
 
     @property
     def share_id(self) -> bytes:
@@ -94,8 +97,8 @@ class Share:
                 self._dirty.set()
 
     async def _write_once(self) -> bool:
-        if self._gone is not None and not self.path.exists():
-            return True  # renamed or deleted? file_deleted decides, then writes
+        if self._missing_undecided():
+            return True  # the decision schedules the write
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
             return True  # synced with a peer that has nothing yet: wait for real state
@@ -105,10 +108,20 @@ class Share:
             self._report(exc)
             return False
         self._report(None)
+        self._write_back = False
         if update is not None:
             await self._broadcast(self, update)
         if joining:
             await self._become_active()
+        return True
+
+    def _missing_undecided(self) -> bool:
+        """Is the file missing, renamed or deleted we cannot tell yet? Writing it back now
+        would bring the old name back. The writer may notice before the watcher (a peer's
+        edit in the instant of a rename): the grace then starts here."""
+        if self.state is not ShareState.ACTIVE or self._write_back or self.path.exists():
+            return False
+        self.file_deleted()
         return True
 
     async def _become_active(self) -> None:
@@ -131,7 +144,7 @@ class Share:
         if update is not None:
             await self._broadcast(self, update)
 
-    async def file_deleted(self, moved_to: Path | None = None) -> None:
+    def file_deleted(self, moved_to: Path | None = None) -> None:
         """The file went (``moved_to``: the watcher saw it renamed to that name).
 
         Never read as "delete everything": after a grace, the share follows the file renamed
@@ -141,17 +154,30 @@ class Share:
         if self._gone is not None:  # already pending: its decision uses the newest hint
             self._gone.moved_to = moved_to or self._gone.moved_to
             return
-        self._gone = gone = Gone(time.time(), moved_to)
+        self._gone = Gone(time.time(), moved_to)
+        self._write_back = False
+        self._gone_check = asyncio.create_task(self._settle(self._gone), name=f"gone {self.path}")
+
+    async def _settle(self, gone: Gone) -> None:
         try:
             await asyncio.sleep(DELETED_FILE_GRACE_S)
+            if self.state is ShareState.ACTIVE and not self.path.exists():
+                await self._follow_or_write_back(gone)
         finally:
             self._gone = None
-        if self.state is ShareState.ACTIVE and not self.path.exists():
-            if not await self.follow_if_renamed(gone):
-                logger.warning("%s was deleted: writing the shared copy back", self.path)
-            # Either way the file is brought up to date: peers' edits that came meanwhile,
-            # and a save made under the new name (merged, not overwritten).
-            self.schedule_write()
+
+    async def _follow_or_write_back(self, gone: Gone) -> None:
+        try:
+            followed = await self.follow_if_renamed(gone)
+        except Exception:  # the file must never stay missing for good
+            logger.exception("following %s to its new name failed", self.path)
+            followed = False
+        if not followed:
+            logger.warning("%s was deleted: writing the shared copy back", self.path)
+            self._write_back = True
+        # Either way the file is brought up to date: peers' edits that came meanwhile, and a
+        # save made under the new name (merged, not overwritten).
+        self.schedule_write()
 
     async def follow_if_renamed(self, gone: Gone) -> bool:
         """Follow the missing file to its new name in its folder, if it has one."""
@@ -178,7 +204,9 @@ class Share:
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        for task in (self._writer, self._gone_check):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.file.store.close()
