@@ -37,7 +37,7 @@ def shared(tmp_path: Path, notebooks_dir: Path) -> Iterator[SharedFile]:
 
 def went(shared: SharedFile, moved_to: Path | None = None) -> Path | None:
     """The file is seen gone now: its new name."""
-    return new_name(shared.path, Gone(time.time(), moved_to), shared.is_own_version)
+    return new_name(shared.path, Gone(time.time(), moved_to), shared.own_versions())
 
 
 def test_the_renamed_file_is_found_by_its_content(shared: SharedFile) -> None:
@@ -107,10 +107,10 @@ def test_a_copy_older_than_the_window_is_not_a_rename(shared: SharedFile) -> Non
     shutil.copyfile(shared.path, shared.path.with_name("backup.ipynb"))
     shared.path.unlink()
     later = Gone(time.time() + RENAME_WINDOW_S + 1)
-    assert new_name(shared.path, later, shared.is_own_version) is None
+    assert new_name(shared.path, later, shared.own_versions()) is None
     # Found missing at start, though, it may have gone any time: the copy is its new name.
     at_start = Gone(RENAMED_WHILE_STOPPED)
-    assert new_name(shared.path, at_start, shared.is_own_version) == shared.path.with_name(
+    assert new_name(shared.path, at_start, shared.own_versions()) == shared.path.with_name(
         "backup.ipynb"
     )
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from p2prtc.adapters.files import read_file
+from p2prtc.core.engine import text_digest
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES
 from p2prtc.errors import P2PError
 
@@ -51,14 +52,18 @@ class Gone:
     moved_to: Path | None = None
 
 
-def new_name(path: Path, gone: Gone, is_this_notebook: Callable[[bytes], bool]) -> Path | None:
-    """The name ``path`` was renamed to within its folder, or None (deleted, for all we know)."""
+def new_name(path: Path, gone: Gone, own_versions: frozenset[bytes]) -> Path | None:
+    """The name ``path`` was renamed to within its folder, or None (deleted, for all we know).
+
+    ``own_versions``: the digests of the notebook's texts as the daemon wrote or read them.
+    Blocking file IO (a folder's recent files are read): run it in a worker thread.
+    """
     if gone.moved_to is not None and gone.moved_to.is_file():
         return gone.moved_to
     matches = [
         candidate
         for candidate in _recent_files(path.parent, since=gone.at - RENAME_WINDOW_S)
-        if _holds(candidate, is_this_notebook)
+        if _holds(candidate, own_versions)
     ]
     if len(matches) > 1:
         names = ", ".join(sorted(match.name for match in matches))
@@ -88,8 +93,8 @@ def _recent_files(folder: Path, since: float) -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def _holds(candidate: Path, is_this_notebook: Callable[[bytes], bool]) -> bool:
+def _holds(candidate: Path, own_versions: frozenset[bytes]) -> bool:
     try:
-        return is_this_notebook(read_file(candidate, MAX_NOTEBOOK_BYTES))
+        return text_digest(read_file(candidate, MAX_NOTEBOOK_BYTES)) in own_versions
     except P2PError:  # unreadable, or gone meanwhile
         return False

@@ -181,7 +181,10 @@ class Share:
 
     async def follow_if_renamed(self, gone: Gone) -> bool:
         """Follow the missing file to its new name in its folder, if it has one."""
-        new_path = new_name(self.path, gone, self.file.is_own_version)
+        # A folder of thousands of files just made takes a second to read: not on the loop.
+        # (Copies: the watcher may update the hint meanwhile, peers the doc.)
+        snapshot = Gone(gone.at, gone.moved_to)
+        new_path = await asyncio.to_thread(new_name, self.path, snapshot, self.file.own_versions())
         if new_path is None or self.on_renamed is None:
             return False
         return await self.on_renamed(self, new_path)
