@@ -55,7 +55,8 @@ def test_mv_is_followed_both_ways_and_across_restarts(tmp_path: Path, notebooks_
         edit_reaches(pair.a_file, new, 4, "A edited after the rename")
         wait_until(lambda: new.read_bytes() == pair.a_file.read_bytes(), what="equal files")
         assert not old.exists(), "the old name was brought back"
-        # The name is local: A keeps its own.
+        # The name is local: A keeps its own. B's invitations now offer B's new name.
+        assert [share["name"] for share in pair.b.status()["shares"]] == [new.name]
         assert share_path(pair.a) == pair.a_file
         assert sorted(p.name for p in pair.a.workdir.iterdir()) == [pair.a_file.name]
 

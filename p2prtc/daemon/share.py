@@ -185,7 +185,7 @@ class Share:
         # (Copies: the watcher may update the hint meanwhile, peers the doc.)
         snapshot = Gone(gone.at, gone.moved_to)
         new_path = await asyncio.to_thread(new_name, self.path, snapshot, self.file.own_versions())
-        if new_path is None or self.on_renamed is None:
+        if new_path is None or self.on_renamed is None or self.path.exists():  # (undone since)
             return False
         return await self.on_renamed(self, new_path)
 
