@@ -5,10 +5,11 @@ share follows, durably, peers unaffected) in test_e2e_renames.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,25 +116,58 @@ def test_a_copy_older_than_the_window_is_not_a_rename(shared: SharedFile) -> Non
     )
 
 
-async def test_a_peers_edit_in_the_instant_of_a_rename_waits_for_the_decision(
+@pytest.fixture
+async def registry(
     shared: SharedFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer finds the file missing before the watcher has said anything (no watcher
-    runs here): writing the old name back now would make the rename look undone. It waits
-    for the grace like a deletion the watcher saw, then follows the file, edit and all."""
-    monkeypatch.setattr(share_module, "DELETED_FILE_GRACE_S", 0.05)  # the outcome is the same
-    home = tmp_path / "home"
-    registry = Registry(home, FileWatcher())
+) -> AsyncIterator[Registry]:
+    """A real Registry holding ``shared`` as an active Share (no watcher running: the test
+    plays it). The grace is short: the outcome does not depend on it."""
+    monkeypatch.setattr(share_module, "DELETED_FILE_GRACE_S", 0.05)
+    registry = Registry(tmp_path / "home", FileWatcher())
     share = registry.open_share(ShareRecord.new(shared.path, "me"), shared, ShareState.ACTIVE)
+    yield registry
+    await share.close()
+
+
+def peer_edit(shared: SharedFile, line: str) -> bytes:
+    """A peer's edit of cell 2, applied to the doc as the sync session does: its update."""
+    update = peer_update(shared.engine, 2, line)
+    shared.doc.apply_update(update)
+    return update
+
+
+async def test_a_peers_edit_in_the_instant_of_a_rename_waits_for_the_decision(
+    shared: SharedFile, registry: Registry
+) -> None:
+    """The writer finds the file missing before the watcher has said anything: writing the
+    old name back now would make the rename look undone. It waits for the grace like a
+    deletion the watcher saw, then follows the file, edit and all."""
+    (share,) = registry.shares.values()
     old, renamed = shared.path, shared.path.with_name("renamed.ipynb")
-    try:
-        os.rename(old, renamed)
-        update = peer_update(shared.engine, 2, "a peer's edit")
-        shared.doc.apply_update(update)
-        share.remote_update(update)
-        await until(lambda: b"a peer's edit" in renamed.read_bytes(), what="the edit written")
-        assert not old.exists()
-        assert share.path == renamed and registry.share_for_path(renamed) is share
-        assert [record.path for record in load_records(home)] == [renamed]
-    finally:
-        await share.close()
+    os.rename(old, renamed)
+    share.remote_update(peer_edit(shared, "a peer's edit"))
+    await until(lambda: b"a peer's edit" in renamed.read_bytes(), what="the edit written")
+    assert not old.exists()
+    assert share.path == renamed and registry.share_for_path(renamed) is share
+    assert [record.path for record in load_records(registry.home)] == [renamed]
+
+
+async def test_a_peers_edit_held_while_the_file_was_missing_is_written_when_it_is_back(
+    shared: SharedFile, registry: Registry
+) -> None:
+    """The file renamed away and back within the grace (an undo; vim's backup dance when
+    the buffer is unchanged): a peer's edit that came while it was missing is held, and
+    written once the grace is over (the file, unchanged, gives nothing to merge)."""
+    (share,) = registry.shares.values()
+    path, away = shared.path, shared.path.with_name("nb.ipynb~")
+    os.rename(path, away)
+    share.file_deleted(away)  # as the watcher reports it
+    share.remote_update(peer_edit(shared, "a peer's edit"))
+    # The writer wakes on the next turns of the loop and finds the file missing: held.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not path.exists()
+    os.rename(away, path)
+    await share.file_changed()  # as the watcher reports it
+    await until(lambda: "a peer's edit" in path.read_text(), what="the held edit written")
+    assert share.path == path

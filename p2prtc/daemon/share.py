@@ -165,6 +165,10 @@ class Share:
                 await self._follow_or_write_back(gone)
         finally:
             self._gone = None
+        # Whatever became of it, the file is brought up to date: peers' edits held meanwhile
+        # (also when the file came back, as after vim's save), and a save made under a new
+        # name (merged, not overwritten).
+        self.schedule_write()
 
     async def _follow_or_write_back(self, gone: Gone) -> None:
         try:
@@ -175,9 +179,6 @@ class Share:
         if not followed:
             logger.warning("%s was deleted: writing the shared copy back", self.path)
             self._write_back = True
-        # Either way the file is brought up to date: peers' edits that came meanwhile, and a
-        # save made under the new name (merged, not overwritten).
-        self.schedule_write()
 
     async def follow_if_renamed(self, gone: Gone) -> bool:
         """Follow the missing file to its new name in its folder, if it has one."""
