@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +31,11 @@ from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import render_notebook
 from p2prtc.daemon import changelog
 from scripts.bench_engine import (
-    NOTEBOOKS,
-    REPO_ROOT,
     cases,
-    machine,
+    measured,
     one_char_saves,
+    save_results,
+    saves_arguments,
     summary,
     timed,
 )
@@ -115,19 +113,10 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--saves", type=int, default=40, help="timed saves per notebook")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results/bench_stamps.json")
-    args = parser.parse_args()
-    before = machine()
-    results = run(args)
-    results["machine"] = {**before, "load_average_after": os.getloadavg()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    args = saves_arguments(__doc__ or "", "bench_stamps.json")
+    results = measured(run, args)
+    save_results(args.out, results)
     print(table(results))
-    print(f"saved {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
