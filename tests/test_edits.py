@@ -13,6 +13,7 @@ from pycrdt import Doc
 
 from p2prtc.core.edits import (
     DELETED,
+    MOVED,
     NEW,
     Concurrent,
     EditTracker,
@@ -142,6 +143,19 @@ def test_once_both_saw_each_other_the_next_edit_is_not_concurrent_again() -> Non
     assert concurrent_seen(b) == []
 
 
+def test_a_move_concurrent_with_an_edit_of_the_cell_is_reported() -> None:
+    a, b = members("alice", "bob")
+    moved_id = cell_id(a, 2)
+    from_a = a.save(lambda nb: nb["cells"].append(nb["cells"].pop(2)))
+    from_b = save(b, 2, "bob's line")
+    assert from_a is not None
+    a.receive(from_b)
+    b.receive(from_a)
+
+    expected = [Concurrent(moved_id, ("alice", "bob"))]  # (the merge is core.repair's)
+    assert concurrent_seen(a) == expected and concurrent_seen(b) == expected
+
+
 def test_changed_parts_names_new_deleted_and_edited_cells() -> None:
     base = notebook([code_cell("a", cell_id="one"), code_cell("b", cell_id="two")])
     new = notebook(
@@ -153,6 +167,14 @@ def test_changed_parts_names_new_deleted_and_edited_cells() -> None:
         "two": (DELETED,),
         "three": (NEW,),
     }
+
+
+def test_changed_parts_names_the_moved_cell_only() -> None:
+    cells = [code_cell(name, cell_id=name) for name in ("a", "b", "c", "d")]
+    base = notebook(cells)
+    new = notebook([cells[0], cells[2], cells[3], cells[1]])  # b moved to the end
+
+    assert changed_parts(base, new) == {"b": (MOVED,)}
 
 
 def test_malformed_stamps_from_a_peer_are_ignored() -> None:

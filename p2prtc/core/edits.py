@@ -19,6 +19,7 @@ anything malformed is ignored.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -37,7 +38,8 @@ EDITS = "p2prtc_edits"
 PARTS = ("source", "outputs", "metadata", "cell_type", "execution_count", "attachments")
 NEW = "new"
 DELETED = "deleted"
-KNOWN_PARTS = frozenset({*PARTS, NEW, DELETED, "other"})
+MOVED = "moved"
+KNOWN_PARTS = frozenset({*PARTS, NEW, DELETED, MOVED, "other"})
 # Peers' stamps are input: bounded, or ignored. Ids as nbformat allows cell ids.
 _MAX_STAMP_BYTES = 4096
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -112,12 +114,29 @@ def changed_parts(base: Notebook, new: Notebook) -> dict[str, tuple[str, ...]]:
     changed: dict[str, tuple[str, ...]] = {
         cell_id: (DELETED,) for cell_id in before.keys() - after.keys()
     }
+    moved = _moved(list(before), list(after))
     for cell_id, cell in after.items():
         old = before.get(cell_id)
         parts = (NEW,) if old is None else _differing_parts(old, cell)
+        parts += (MOVED,) if cell_id in moved else ()
         if parts:
             changed[cell_id] = parts
     return changed
+
+
+def _moved(before: list[str], after: list[str]) -> set[str]:
+    """The cells kept in both whose order changed: those outside the longest run of cells
+    that kept their order (what a user moved, not the cells it moved past)."""
+    kept = set(before) & set(after)
+    old = [cell_id for cell_id in before if cell_id in kept]
+    new = [cell_id for cell_id in after if cell_id in kept]
+    if old == new:
+        return set()
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    in_order = {
+        old[block.a + i] for block in matcher.get_matching_blocks() for i in range(block.size)
+    }
+    return kept - in_order
 
 
 def _differing_parts(old: Cell, new: Cell) -> tuple[str, ...]:
