@@ -71,6 +71,12 @@ def name_from_features(features: Iterable[str]) -> str | None:
     return None
 
 
+def short_label(daemon_id: str, name: str | None) -> str:
+    """How people read a daemon: ``alice@laptop [1a2b3c4d]`` (the id's first 8 characters),
+    or the short id alone."""
+    return f"{name} [{daemon_id[:8]}]" if name else daemon_id[:8]
+
+
 def label(peer_id: str, name: str | None) -> str:
     """How a log line names a daemon: ``alice@laptop (<id>)``, or the id alone (the full id:
     scripts grep logs for it)."""

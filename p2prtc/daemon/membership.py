@@ -41,9 +41,8 @@ class RemovalNotConfirmed(P2PError):
 class Membership:
     """Members of our shares and their secrets' rotation."""
 
-    def __init__(self, daemon_id: str, name: str, registry: Registry) -> None:
+    def __init__(self, daemon_id: str, registry: Registry) -> None:
         self._daemon_id = daemon_id
-        self._name = name
         self._registry = registry
         # (share id, peer, generation) -> the answer `remove` waits for
         self._pending: dict[tuple[bytes, str, int], asyncio.Future[bool]] = {}
@@ -54,7 +53,7 @@ class Membership:
         return [
             {
                 "id": member,
-                "name": self._name if member == self._daemon_id else names.get(member),
+                "name": names.get(member),
                 "self": member == self._daemon_id,
                 "connected": member in connected,
             }

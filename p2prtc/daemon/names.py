@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from p2prtc import paths
-from p2prtc.core.names import BadName, check_name, default_name
+from p2prtc.core.names import BadName, check_name, default_name, short_label
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def _read_object(path: Path) -> dict[str, object]:
 
 
 class KnownNames:
-    """The names other daemons told us, by daemon id (``names.json``): ``members`` shows
-    them for members that are offline now. Each was checked when it arrived."""
+    """The names other daemons told us, by daemon id (``names.json``), and ours: ``members``
+    and ``log`` show them, also for members offline now. Each was checked when it arrived."""
 
     def __init__(self, home: Path) -> None:
         self._path = home / "names.json"
@@ -75,6 +75,10 @@ class KnownNames:
 
     def get(self, daemon_id: str) -> str | None:
         return self._names.get(daemon_id)
+
+    def label(self, daemon_id: str) -> str:
+        """A member as ``log`` and ``status`` show it: ``alice@laptop [1a2b3c4d]``."""
+        return short_label(daemon_id, self.get(daemon_id))
 
     def learn(self, daemon_id: str, name: str | None) -> None:
         if name is not None and self._names.get(daemon_id) != name:
