@@ -16,7 +16,7 @@ WRONG_ATTEMPTS_ALLOWED = 3
 
 
 class NoSuchInvitation(P2PError):
-    """No daemon offers this join code (it may have expired or been used)."""
+    """The daemon reached does not know this join code: check it for typos, or ask for a new one"""
 
     exit_code = ExitCode.CODE_REFUSED
 

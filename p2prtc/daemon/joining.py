@@ -8,6 +8,7 @@ the nameplate, runs the PAKE, and opens the share from the welcome until a membe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,6 +23,7 @@ from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import INVITE_VERSION, InviteHost, InviteJoiner, Refused, Welcomed
 from p2prtc.core.keys import invite_topic
 from p2prtc.core.messages import Reply, Welcome
+from p2prtc.daemon.control import Report
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.endpoints import Endpoint
@@ -47,12 +49,23 @@ CODE_BUSY_RETRY_S = (0.1, 0.5)
 # While no daemon offers the nameplate yet, the LAN is asked this often (a unicast-answer
 # mDNS query): a lost first answer costs a quarter second, not zeroconf's 1 s backoff.
 LAN_QUERY_INTERVAL_S = 0.25
+# Daemons reached that do not know the code end the search this long after it began, unless
+# another one offers it first (a daemon named in P2PRTC_PEERS dials for any code).
+UNKNOWN_GRACE_S = 1.0
+# A join reports how far the notebook has come this often.
+PROGRESS_INTERVAL_S = 0.1
+PARKED_WELCOME_S = 15 * 60.0
+MAX_PARKED_WELCOMES = 16
 
 
-class DestinationExists(P2PError):
-    """The destination file exists and differs; pass --force to replace it."""
+class DestinationFolderMissing(P2PError):
+    """The destination folder does not exist; create it or pick another destination."""
 
-    exit_code = ExitCode.DESTINATION_EXISTS
+
+class NobodyOffersCode(P2PError):
+    """No daemon offering this join code was found"""
+
+    exit_code = ExitCode.CODE_REFUSED
 
 
 class IncompatibleInviter(P2PError):
@@ -60,7 +73,7 @@ class IncompatibleInviter(P2PError):
 
 
 class JoinTimedOut(P2PError):
-    """No member of the share could be reached to sync the notebook; still trying (see status)."""
+    """No member of the share could be reached to sync the notebook"""
 
 
 class Joining:
@@ -83,6 +96,7 @@ class Joining:
         self._relay = relay
         self._wake = wake
         self._prepare_links = prepare_links  # a join ends with a WebRTC link: load it now
+        self._parked = ParkedWelcomes()
 
     # --- the inviting side ---------------------------------------------------------------
 
@@ -134,36 +148,81 @@ class Joining:
 
     # --- the joining side ----------------------------------------------------------------
 
-    async def join(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def join(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
         self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
         if dest is not None:
-            self._check_destination(dest, force)
-        deadline = time.monotonic() + float(request.get("timeout_s", 60))
-        welcome = await self._redeem(code, deadline)
+            self._check_destination(dest)
+        started = time.monotonic()
+        deadline = started + float(request.get("timeout_s", 60))
+        welcome = self._parked.pop(code) or await self._redeem(code, deadline, report)
         record = self._record_from_welcome(welcome, dest, Path(str(request.get("cwd", "."))))
-        self._check_destination(record.path, force)
+        self._check_destination(record.path)
+        report({"phase": "welcomed", "name": record.name, "path": str(record.path)})
+        adopting = record.path.exists() and not force  # kept only if it holds the notebook
+        share = await self._open_joining_share(record, keep_other_file=not force)
+        await self._wait_until_written(share, deadline, report)
+        if share.refused is not None:
+            await self._registry.close_share(share)  # nothing written: the file stays as it is
+            await self._registry.changed()
+            self._parked.put(code, welcome)
+            raise share.refused
+        return {
+            "path": str(record.path),
+            "share_id": record.share_id.hex(),
+            "bytes": record.path.stat().st_size,
+            "adopted": adopting,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    def _check_destination(self, dest: Path) -> None:
+        if self._registry.share_for_path(dest) is not None:
+            raise AlreadyShared(str(dest))
+        if not dest.parent.is_dir():
+            raise DestinationFolderMissing(str(dest.parent))
+
+    async def _open_joining_share(self, record: ShareRecord, *, keep_other_file: bool) -> Share:
         home = self._registry.home
         paths.make_private_dir(record.folder(home))
         record.save(home)
         store = UpdateStore(record.store_path(home))
         file = SharedFile.empty(record.path, store)
         share = self._registry.open_share(record, file, ShareState.JOINING)
+        share.keep_other_file = keep_other_file
         await self._registry.changed()
         self._wake.set()
-        try:
-            await asyncio.wait_for(share.ready.wait(), max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            raise JoinTimedOut(share.last_error) from None
-        return {"path": str(record.path), "share_id": record.share_id.hex()}
+        return share
 
-    def _check_destination(self, dest: Path, force: bool) -> None:
-        if self._registry.share_for_path(dest) is not None:
-            raise AlreadyShared(str(dest))
-        if dest.exists() and not force:
-            raise DestinationExists(str(dest))
+    async def _wait_until_written(self, share: Share, deadline: float, report: Report) -> None:
+        """Until the joined file is on disk (or refused); reports each member connected and
+        how far the notebook's state has come in."""
+        shown: set[str] = set()
+        last: dict[str, Any] | None = None
+        waited_from = time.monotonic()
+        while not share.ready.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tried = self._discovery.search_plan().explain(time.monotonic() - waited_from)
+                problem = f"{share.last_error}; " if share.last_error else ""
+                raise JoinTimedOut(f"{problem}still trying in the background; {tried}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(share.ready.wait(), min(PROGRESS_INTERVAL_S, remaining))
+            for connection in self._registry.peers_of(share):
+                if connection.peer_id not in shown:
+                    shown.add(connection.peer_id)
+                    report({"phase": "connected", **connection.status()})
+                progress = connection.sync.receiving(share.share_id)
+                if progress is not None:
+                    event = {
+                        "phase": "receiving",
+                        "received": progress.received,
+                        "expected": progress.expected,
+                    }
+                    if event != last:
+                        report(event)
+                        last = event
 
     def _record_from_welcome(self, payload: bytes, dest: Path | None, cwd: Path) -> ShareRecord:
         """The new share's record; a welcome that is not exactly valid is refused whole."""
@@ -182,19 +241,23 @@ class Joining:
             removed=dict(welcome.removed),
         )
 
-    async def _redeem(self, code: JoinCode, deadline: float) -> bytes:
+    async def _redeem(self, code: JoinCode, deadline: float, report: Report) -> bytes:
         """Find the daemon offering ``code`` and run the PAKE with it; the sealed welcome."""
-        tried: set[str] = set()
         topic = invite_topic(code.nameplate)
         await self._relay.look_for_invitation(topic)
+        plan = self._discovery.search_plan()
+        report(plan.event())
         try:
-            return await self._redeem_until(code, deadline, tried, topic)
+            return await self._redeem_until(code, deadline, topic, report)
         finally:
             await self._relay.stop_looking(topic)
 
     async def _redeem_until(
-        self, code: JoinCode, deadline: float, tried: set[str], topic: str
+        self, code: JoinCode, deadline: float, topic: str, report: Report
     ) -> bytes:
+        started = time.monotonic()
+        tried: dict[str, str] = {}  # endpoint key -> what it answered
+        unknown: list[str] = []  # where daemons answered that they do not know the code
         next_probe = next_lan_query = 0.0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_probe:
@@ -206,21 +269,28 @@ class Joining:
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
                 if endpoint.key in tried:
                     continue
-                tried.add(endpoint.key)
                 try:
-                    return await self._redeem_at(endpoint, code)
+                    return await self._redeem_at(endpoint, code, report)
                 except CodeBusy:
                     # Other joins on this code are being judged: ours waits its turn.
                     logger.info("redeeming at %s: the code is busy, trying again", endpoint.key)
-                    tried.discard(endpoint.key)
                     await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
-                except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
+                except NoSuchInvitation:
+                    logger.info("redeeming at %s: it does not know the code", endpoint.key)
+                    tried[endpoint.key] = "does not know the code"
+                    unknown.append(endpoint.where)
+                except (RendezvousError, TimeoutError) as exc:
                     logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
-                    continue
+                    tried[endpoint.key] = describe(exc)
+            if unknown and time.monotonic() - started >= UNKNOWN_GRACE_S:
+                # The daemons reached do not know it, and nobody else offered it meanwhile.
+                raise NoSuchInvitation("asked " + ", ".join(unknown))
             await asyncio.sleep(0.1)
-        raise NoSuchInvitation()
+        plan = self._discovery.search_plan()
+        raise NobodyOffersCode(plan.explain(time.monotonic() - started))
 
-    async def _redeem_at(self, endpoint: Endpoint, code: JoinCode) -> bytes:
+    async def _redeem_at(self, endpoint: Endpoint, code: JoinCode, report: Report) -> bytes:
+        report({"phase": "found", "at": endpoint.where})
         pipe = await endpoint.open_pipe()
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
@@ -230,6 +300,7 @@ class Joining:
                     f"it speaks invitation version {reply.invite_version or 1}, "
                     f"this one {INVITE_VERSION}"
                 )
+            report({"phase": "verifying", "at": endpoint.where})
             try:
                 welcomed = await run_handshake(pipe, InviteJoiner(code))
             except Refused as refused:
@@ -238,3 +309,27 @@ class Joining:
             return welcomed.payload
         finally:
             await pipe.close()
+
+
+class ParkedWelcomes:
+    """Welcomes redeemed by a join that was then refused (its destination held another
+    file): the retry with --force or another DEST reuses the welcome instead of the code,
+    which the sharer counted as used. Memory only, for a while, a few at most."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[str, tuple[float, bytes]] = {}
+
+    def put(self, code: JoinCode, welcome: bytes) -> None:
+        now = time.monotonic()
+        self._by_code = {
+            key: kept for key, kept in self._by_code.items() if now - kept[0] < PARKED_WELCOME_S
+        }
+        self._by_code[str(code)] = (now, welcome)
+        while len(self._by_code) > MAX_PARKED_WELCOMES:
+            del self._by_code[next(iter(self._by_code))]
+
+    def pop(self, code: JoinCode) -> bytes | None:
+        kept = self._by_code.pop(str(code), None)
+        if kept is None or time.monotonic() - kept[0] >= PARKED_WELCOME_S:
+            return None
+        return kept[1]
