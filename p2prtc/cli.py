@@ -307,7 +307,7 @@ def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_js
     if dest is not None and not dest.resolve().parent.is_dir():
         # Before anything: no daemon started, no code spent.
         raise click.BadParameter(
-            f"the folder {dest.resolve().parent} does not exist", param_hint="DEST"
+            f"the folder {dest.resolve().parent} does not exist", param_hint="'DEST'"
         )
     text = _read_code() if code in (None, "-") else str(code)
     try:

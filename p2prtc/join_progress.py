@@ -86,7 +86,7 @@ class JoinProgress:
         """End a bar being drawn (the transfer is over, or the join)."""
         bar, self._bar = self._bar, None
         if bar is not None:
-            bar.update(bar.length - bar.pos)
+            bar.update(bar.length - bar.pos, megabytes(bar.length))
             bar.__exit__(None, None, None)
 
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from daemons import Node, copy_notebook, loopback_nodes, process_alive, wait_until
+from daemons import SAMPLE, Node, copy_notebook, loopback_nodes, process_alive, wait_until
 
 from p2prtc.daemon.main import SHUTDOWN_BOUND_S
 
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+WRONG = "p2prtc: The join code is wrong."
+USED = "p2prtc: This join code has already been used; ask for a new one (p2prtc invite)."
+EXPIRED = "p2prtc: This join code has expired; ask for a new one (p2prtc invite)."
+BURNED = "p2prtc: This join code was cancelled after too many wrong attempts; ask for a new one."
+UNKNOWN = (
+    "p2prtc: The daemon reached does not know this join code: check it for typos,"
+    " or ask for a new one (asked 127.0.0.1:{port})"
+)
 
 
 @pytest.fixture
@@ -109,3 +117,147 @@ def test_a_daemon_with_many_shares_ends_on_sigterm(node: Node, notebooks_dir: Pa
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not process_alive(pid), SHUTDOWN_BOUND_S + 20, "the daemon to exit")
     assert "daemon stopped" in (node.home / "daemon.log").read_text()
+
+
+# --- join: what it shows, and codes that cannot work ---------------------------------------
+
+
+@dataclass
+class Sharer:
+    """A daemon sharing a notebook; each test makes its own invitations."""
+
+    node: Node
+    notebook: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.node.status()["daemon"]["rendezvous_port"])
+
+    def invite(self, *options: str) -> str:
+        return str(self.node.json("invite", str(self.notebook), *options)["code"])
+
+    def joiner(self, root: Path, name: str) -> Node:
+        """A fresh home that dials this sharer directly (loopback, no mDNS)."""
+        (node,) = loopback_nodes(root, name)
+        node.env["P2PRTC_PEERS"] = f"127.0.0.1:{self.port}"
+        return node
+
+
+@pytest.fixture(scope="module")
+def sharer(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Sharer]:
+    (node,) = loopback_nodes(tmp_path_factory.mktemp("sharer"), "a")
+    notebook = copy_notebook(notebooks_dir / SAMPLE, node.workdir / "analysis.ipynb")
+    try:
+        node.share(notebook)
+        yield Sharer(node, notebook)
+    finally:
+        node.shut_down()
+
+
+@pytest.fixture
+def joiner(sharer: Sharer, tmp_path: Path) -> Iterator[Node]:
+    node = sharer.joiner(tmp_path, "b")
+    try:
+        yield node
+    finally:
+        node.shut_down()
+
+
+def test_join_tells_each_step_in_plain_lines_when_piped(sharer: Sharer, joiner: Node) -> None:
+    result = joiner.run("join", sharer.invite())
+
+    lines = result.stdout.splitlines()
+    dest = joiner.workdir / sharer.notebook.name
+    steps = [line for line in lines if not line.startswith("receiving the notebook: ")]
+    assert steps[:4] == [
+        f"searching: mDNS off; relays: none; peers: 127.0.0.1:{sharer.port}",
+        f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code",
+        "verifying the code (SPAKE2)",
+        f"code accepted: joining analysis.ipynb as {dest}",
+    ]
+    assert steps[4].startswith("connected to member ") and steps[4].endswith(" via host")
+    assert steps[5:] == [f"joined: {dest} (32.8 kB, synced)"]
+    assert dest.read_bytes() == sharer.notebook.read_bytes()
+    assert result.stderr == ""
+
+
+def test_join_with_json_prints_the_answer_alone(sharer: Sharer, joiner: Node) -> None:
+    answer = joiner.join(sharer.invite())
+    assert set(answer) == {"path", "share_id", "bytes", "adopted", "seconds"}
+
+
+def used(sharer: Sharer, root: Path) -> tuple[str, str]:
+    code = sharer.invite()
+    first = sharer.joiner(root, "first")
+    try:
+        first.join(code)
+    finally:
+        first.shut_down()
+    return code, USED
+
+
+def expired(sharer: Sharer, root: Path) -> tuple[str, str]:
+    code = sharer.invite("--expires", "0.01")  # minutes: 0.6 s
+    nameplate = code.split("-")[0]
+
+    def retired() -> bool:
+        (share,) = sharer.node.status()["shares"]
+        return any(r["nameplate"] == nameplate for r in share["retired_invitations"])
+
+    wait_until(retired, what="the invitation to expire")
+    return code, EXPIRED
+
+
+def burned(sharer: Sharer, root: Path) -> tuple[str, str]:
+    code = sharer.invite()
+    nameplate, first, _ = code.split("-")
+    other = "zebra" if first != "zebra" else "yacht"
+    guesser = sharer.joiner(root, "guesser")
+    try:
+        for _ in range(3):
+            result = guesser.run("join", f"{nameplate}-{other}-{other}", check=False)
+            assert (result.returncode, result.stderr.strip()) == (4, WRONG)
+    finally:
+        guesser.shut_down()
+    return code, BURNED
+
+
+def unknown(sharer: Sharer, root: Path) -> tuple[str, str]:
+    code = sharer.invite()
+    return "4242-" + code.partition("-")[2], UNKNOWN.format(port=sharer.port)
+
+
+@pytest.mark.parametrize("dead_code", [used, expired, burned, unknown])
+def test_a_dead_code_fails_at_once_with_its_cause(
+    sharer: Sharer,
+    joiner: Node,
+    tmp_path: Path,
+    dead_code: Callable[[Sharer, Path], tuple[str, str]],
+) -> None:
+    """The sharer's daemon says why; the join ends with that cause, not after its timeout
+    (the default 60 s; scripts/bench_dead_code.py times it)."""
+    code, cause = dead_code(sharer, tmp_path)
+
+    result = joiner.run("join", code, check=False)
+
+    assert (result.returncode, result.stderr.strip()) == (4, cause)
+    assert result.stdout.splitlines()[-1] == (
+        f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code"
+    )
+    assert joiner.status()["shares"] == []
+    assert not (joiner.workdir / sharer.notebook.name).exists()
+
+
+def test_no_daemon_found_says_what_was_tried_and_what_would_help(node: Node) -> None:
+    node.env["P2PRTC_PEERS"] = "127.0.0.1:9"  # nothing listens there (discard)
+
+    result = node.run("join", "7-guitar-tornado", "--timeout", "1", check=False)
+
+    assert result.returncode == 4
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("p2prtc: No daemon offering this join code was found (tried for 1 s:")
+    assert "mDNS off; relays: none; peers: 127.0.0.1:9;" in line
+    assert line.endswith(
+        "hint: from another network, both daemons need the same relay:"
+        " p2prtc stop, then p2prtc --signal URL join CODE)"
+    )
