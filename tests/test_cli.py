@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, Node, copy_notebook, loopback_nodes, process_alive, wait_until
+from dead_codes import DEAD_CODES, Sharer
 
 from p2prtc.daemon.main import SHUTDOWN_BOUND_S
-
-WRONG = "p2prtc: The join code is wrong."
-USED = "p2prtc: This join code has already been used; ask for a new one (p2prtc invite)."
-EXPIRED = "p2prtc: This join code has expired; ask for a new one (p2prtc invite)."
-BURNED = "p2prtc: This join code was cancelled after too many wrong attempts; ask for a new one."
-UNKNOWN = (
-    "p2prtc: The daemon reached does not know this join code: check it for typos,"
-    " or ask for a new one (asked 127.0.0.1:{port})"
-)
 
 
 @pytest.fixture
@@ -122,27 +113,6 @@ def test_a_daemon_with_many_shares_ends_on_sigterm(node: Node, notebooks_dir: Pa
 # --- join: what it shows, and codes that cannot work ---------------------------------------
 
 
-@dataclass
-class Sharer:
-    """A daemon sharing a notebook; each test makes its own invitations."""
-
-    node: Node
-    notebook: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.node.status()["daemon"]["rendezvous_port"])
-
-    def invite(self, *options: str) -> str:
-        return str(self.node.json("invite", str(self.notebook), *options)["code"])
-
-    def joiner(self, root: Path, name: str) -> Node:
-        """A fresh home that dials this sharer directly (loopback, no mDNS)."""
-        (node,) = loopback_nodes(root, name)
-        node.env["P2PRTC_PEERS"] = f"127.0.0.1:{self.port}"
-        return node
-
-
 @pytest.fixture(scope="module")
 def sharer(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Sharer]:
     (node,) = loopback_nodes(tmp_path_factory.mktemp("sharer"), "a")
@@ -186,63 +156,19 @@ def test_join_with_json_prints_the_answer_alone(sharer: Sharer, joiner: Node) ->
     assert set(answer) == {"path", "share_id", "bytes", "adopted", "seconds"}
 
 
-def used(sharer: Sharer, root: Path) -> tuple[str, str]:
-    code = sharer.invite()
-    first = sharer.joiner(root, "first")
-    try:
-        first.join(code)
-    finally:
-        first.shut_down()
-    return code, USED
-
-
-def expired(sharer: Sharer, root: Path) -> tuple[str, str]:
-    code = sharer.invite("--expires", "0.01")  # minutes: 0.6 s
-    nameplate = code.split("-")[0]
-
-    def retired() -> bool:
-        (share,) = sharer.node.status()["shares"]
-        return any(r["nameplate"] == nameplate for r in share["retired_invitations"])
-
-    wait_until(retired, what="the invitation to expire")
-    return code, EXPIRED
-
-
-def burned(sharer: Sharer, root: Path) -> tuple[str, str]:
-    code = sharer.invite()
-    nameplate, first, _ = code.split("-")
-    other = "zebra" if first != "zebra" else "yacht"
-    guesser = sharer.joiner(root, "guesser")
-    try:
-        for _ in range(3):
-            result = guesser.run("join", f"{nameplate}-{other}-{other}", check=False)
-            assert (result.returncode, result.stderr.strip()) == (4, WRONG)
-    finally:
-        guesser.shut_down()
-    return code, BURNED
-
-
-def unknown(sharer: Sharer, root: Path) -> tuple[str, str]:
-    code = sharer.invite()
-    return "4242-" + code.partition("-")[2], UNKNOWN.format(port=sharer.port)
-
-
-@pytest.mark.parametrize("dead_code", [used, expired, burned, unknown])
+@pytest.mark.parametrize("cause", sorted(DEAD_CODES))
 def test_a_dead_code_fails_at_once_with_its_cause(
-    sharer: Sharer,
-    joiner: Node,
-    tmp_path: Path,
-    dead_code: Callable[[Sharer, Path], tuple[str, str]],
+    sharer: Sharer, joiner: Node, tmp_path: Path, cause: str
 ) -> None:
     """The sharer's daemon says why; the join ends with that cause, not after its timeout
     (the default 60 s; scripts/bench_dead_code.py times it)."""
-    code, cause = dead_code(sharer, tmp_path)
+    code, message = DEAD_CODES[cause](sharer, tmp_path)
 
     result = joiner.run("join", code, check=False)
 
-    assert (result.returncode, result.stderr.strip()) == (4, cause)
-    assert result.stdout.splitlines()[-1] == (
-        f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code"
+    assert (result.returncode, result.stderr.strip()) == (4, message)
+    assert f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code" in (
+        result.stdout.splitlines()
     )
     assert joiner.status()["shares"] == []
     assert not (joiner.workdir / sharer.notebook.name).exists()

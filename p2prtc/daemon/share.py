@@ -104,6 +104,7 @@ class Share:
             return True  # synced with a peer that has nothing yet: wait for real state
         if joining and self.keep_other_file and self.file.holds_another_notebook():
             self.refused = DestinationExists(str(self.path))
+            self._report(self.refused)  # status tells a join that finishes in the background
             self.ready.set()
             return True
         try:
