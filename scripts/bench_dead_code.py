@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_dead_code.py [--runs 5] [--out bench-results/x.json]
 
 A sharer daemon shares 02.02 on loopback; each run makes a dead code of each kind (used,
-expired, burned, unknown, wrong: tests/dead_codes.py, not timed) and times `p2prtc join
+expired, burned, unknown, wrong: tests/joins.py, not timed) and times `p2prtc join
 CODE` with the default 60 s timeout, from the command's start to its exit, checking that it
 failed with that cause. "warm": the joiner's daemon already runs; "cold": the command starts
 it (a machine that never ran p2prtc). Prints a table (median, max) and saves JSON.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemons import Node, copy_notebook, loopback_nodes
-from tests.dead_codes import DEAD_CODES, Sharer
+from tests.joins import DEAD_CODES, Sharer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT.parent / "shared" / "notebooks" / "02.02-The-Basics-Of-NumPy-Arrays.ipynb"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, Node, copy_notebook, loopback_nodes, process_alive, wait_until
-from dead_codes import DEAD_CODES, Sharer
+from joins import DEAD_CODES, Sharer, first_steps, steps_of
 
 from p2prtc.daemon.main import SHUTDOWN_BOUND_S
 
@@ -136,15 +136,9 @@ def joiner(sharer: Sharer, tmp_path: Path) -> Iterator[Node]:
 def test_join_tells_each_step_in_plain_lines_when_piped(sharer: Sharer, joiner: Node) -> None:
     result = joiner.run("join", sharer.invite())
 
-    lines = result.stdout.splitlines()
     dest = joiner.workdir / sharer.notebook.name
-    steps = [line for line in lines if not line.startswith("receiving the notebook: ")]
-    assert steps[:4] == [
-        f"searching: mDNS off; relays: none; peers: 127.0.0.1:{sharer.port}",
-        f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code",
-        "verifying the code (SPAKE2)",
-        f"code accepted: joining analysis.ipynb as {dest}",
-    ]
+    steps = steps_of(result.stdout.splitlines())
+    assert steps[:4] == first_steps(sharer.port, "analysis.ipynb", dest)
     assert steps[4].startswith("connected to member ") and steps[4].endswith(" via host")
     assert steps[5:] == [f"joined: {dest} (32.8 kB, synced)"]
     assert dest.read_bytes() == sharer.notebook.read_bytes()
@@ -182,7 +176,7 @@ def test_no_daemon_found_says_what_was_tried_and_what_would_help(node: Node) -> 
     assert result.returncode == 4
     (line,) = result.stderr.splitlines()
     assert line.startswith("p2prtc: No daemon offering this join code was found (tried for 1 s:")
-    assert "mDNS off; relays: none; peers: 127.0.0.1:9;" in line
+    assert "mDNS off; relays: none; peers: 127.0.0.1:9; 127.0.0.1:9: " in line
     assert line.endswith(
         "hint: from another network, both daemons need the same relay:"
         " p2prtc stop, then p2prtc --signal URL join CODE)"

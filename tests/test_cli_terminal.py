@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from daemons import Node, copy_notebook, loopback_nodes, wait_until
 from environment import missing
+from joins import first_steps, steps_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,13 +91,8 @@ def test_a_terminal_user_sees_the_join_step_by_step_and_then_the_status(
         join_lines, status = terminal.output_of(b.command("join", code))
         assert status == "0", join_lines
         dest = b.workdir / "kmeans.ipynb"
-        steps = [line for line in join_lines if not line.startswith("receiving the notebook")]
-        assert steps[:4] == [
-            f"searching: mDNS off; relays: none; peers: 127.0.0.1:{port}",
-            f"found a daemon at 127.0.0.1:{port}: asking it for the code",
-            "verifying the code (SPAKE2)",
-            f"code accepted: joining kmeans.ipynb as {dest}",
-        ]
+        steps = steps_of(join_lines)
+        assert steps[:4] == first_steps(port, "kmeans.ipynb", dest)
         assert steps[4].startswith("connected to member ")
         assert steps[-1] == f"joined: {dest} (1.8 MB, synced)"
         # A bar drawn in place (when the transfer outlasted a tenth of a second) ends full.

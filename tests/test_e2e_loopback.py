@@ -43,6 +43,14 @@ def connect(a: Node, b: Node) -> None:
     b.env["P2PRTC_PEERS"] = f"127.0.0.1:{port}"
 
 
+def invite_b(pair: tuple[Node, Node, Path]) -> str:
+    """A shares its notebook and B will dial A: the code for B."""
+    a, b, notebook = pair
+    code = a.share(notebook)
+    connect(a, b)
+    return code
+
+
 def share_and_join(a: Node, b: Node, notebook: Path) -> Path:
     code = a.share(notebook)
     connect(a, b)
@@ -134,9 +142,8 @@ def test_used_code_is_refused(pair: tuple[Node, Node, Path], tmp_path: Path) -> 
 def test_join_keeps_a_different_file_and_the_force_retry_takes_the_same_code(
     pair: tuple[Node, Node, Path],
 ) -> None:
-    a, b, notebook = pair
-    code = a.share(notebook)  # one use only
-    connect(a, b)
+    _, b, notebook = pair
+    code = invite_b(pair)  # one use only
     existing = b.workdir / "mine.ipynb"
     existing.write_text("my own work")
 
@@ -155,9 +162,8 @@ def test_join_keeps_a_different_file_and_the_force_retry_takes_the_same_code(
 def test_join_adopts_a_file_that_holds_the_notebook_already(
     pair: tuple[Node, Node, Path],
 ) -> None:
-    a, b, notebook = pair
-    code = a.share(notebook)
-    connect(a, b)
+    _, b, notebook = pair
+    code = invite_b(pair)
     copy = b.workdir / "copy.ipynb"
     reformatted = json.dumps(json.loads(notebook.read_text()), indent=2) + "\n"
     copy.write_text(reformatted)  # the same notebook, saved by another editor
@@ -172,9 +178,8 @@ def test_join_adopts_a_file_that_holds_the_notebook_already(
 def test_join_into_a_missing_folder_fails_before_anything(
     pair: tuple[Node, Node, Path],
 ) -> None:
-    a, b, notebook = pair
-    code = a.share(notebook)
-    connect(a, b)
+    _, b, notebook = pair
+    code = invite_b(pair)
 
     result = b.run("join", code, str(b.workdir / "no-such-folder" / "x.ipynb"), check=False)
 

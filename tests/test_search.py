@@ -44,3 +44,5 @@ def test_what_was_tried_and_the_one_hint(plan: SearchPlan, tried: str, hint: str
     assert plan.tried() == tried
     assert plan.hint() == hint
     assert plan.explain(59.7) == f"tried for 60 s: {tried}; hint: {hint}"
+    answers = ["10.0.0.9:4000: it stopped answering"]
+    assert plan.explain(1, answers) == f"tried for 1 s: {tried}; {answers[0]}; hint: {hint}"

@@ -38,6 +38,7 @@ from p2prtc.daemon.pipes import (
 )
 from p2prtc.daemon.registry import AlreadyShared, Registry
 from p2prtc.daemon.relay_presence import RelayPresence
+from p2prtc.daemon.search import SearchPlan
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import ExitCode, P2PError, describe
@@ -49,8 +50,9 @@ CODE_BUSY_RETRY_S = (0.1, 0.5)
 # While no daemon offers the nameplate yet, the LAN is asked this often (a unicast-answer
 # mDNS query): a lost first answer costs a quarter second, not zeroconf's 1 s backoff.
 LAN_QUERY_INTERVAL_S = 0.25
-# Daemons reached that do not know the code end the search this long after it began, unless
-# another one offers it first (a daemon named in P2PRTC_PEERS dials for any code).
+# Daemons reached that do not know the code (those named in P2PRTC_PEERS are asked about any
+# code) end the search this long after it began, unless another one offers it first: at once
+# when nothing else could (no mDNS, no relay).
 UNKNOWN_GRACE_S = 1.0
 # A join reports how far the notebook has come this often.
 PROGRESS_INTERVAL_S = 0.1
@@ -201,6 +203,7 @@ class Joining:
         shown: set[str] = set()
         last: dict[str, Any] | None = None
         waited_from = time.monotonic()
+        deadline = max(deadline, waited_from + PROGRESS_INTERVAL_S)  # a search that took it all
         while not share.ready.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -248,15 +251,16 @@ class Joining:
         plan = self._discovery.search_plan()
         report(plan.event())
         try:
-            return await self._redeem_until(code, deadline, topic, report)
+            return await self._redeem_until(code, deadline, topic, plan, report)
         finally:
             await self._relay.stop_looking(topic)
 
     async def _redeem_until(
-        self, code: JoinCode, deadline: float, topic: str, report: Report
+        self, code: JoinCode, deadline: float, topic: str, plan: SearchPlan, report: Report
     ) -> bytes:
         started = time.monotonic()
-        tried: dict[str, str] = {}  # endpoint key -> what it answered
+        grace = UNKNOWN_GRACE_S if plan.mdns or plan.relays else 0.0
+        tried: dict[str, str] = {}  # endpoint key -> what it answered, where it is
         unknown: list[str] = []  # where daemons answered that they do not know the code
         next_probe = next_lan_query = 0.0
         while time.monotonic() < deadline:
@@ -277,17 +281,17 @@ class Joining:
                     await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
                 except NoSuchInvitation:
                     logger.info("redeeming at %s: it does not know the code", endpoint.key)
-                    tried[endpoint.key] = "does not know the code"
+                    tried[endpoint.key] = f"{endpoint.where}: does not know the code"
                     unknown.append(endpoint.where)
                 except (RendezvousError, TimeoutError) as exc:
                     logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
-                    tried[endpoint.key] = describe(exc)
-            if unknown and time.monotonic() - started >= UNKNOWN_GRACE_S:
+                    tried[endpoint.key] = f"{endpoint.where}: {describe(exc)}"
+            if unknown and time.monotonic() - started >= grace:
                 # The daemons reached do not know it, and nobody else offered it meanwhile.
                 raise NoSuchInvitation("asked " + ", ".join(unknown))
             await asyncio.sleep(0.1)
-        plan = self._discovery.search_plan()
-        raise NobodyOffersCode(plan.explain(time.monotonic() - started))
+        plan = self._discovery.search_plan()  # relays may have connected meanwhile
+        raise NobodyOffersCode(plan.explain(time.monotonic() - started, list(tried.values())))
 
     async def _redeem_at(self, endpoint: Endpoint, code: JoinCode, report: Report) -> bytes:
         report({"phase": "found", "at": endpoint.where})

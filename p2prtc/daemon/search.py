@@ -51,6 +51,8 @@ class SearchPlan:
             )
         return "check that the other daemon runs with the same relay (p2prtc status there)"
 
-    def explain(self, waited_s: float) -> str:
-        """What was tried for how long, and the hint: the detail of a join that timed out."""
-        return f"tried for {waited_s:.0f} s: {self.tried()}; hint: {self.hint()}"
+    def explain(self, waited_s: float, answers: list[str] | None = None) -> str:
+        """What was tried for how long, what the daemons reached answered, and the hint:
+        the detail of a join that timed out."""
+        answered = f"; {', '.join(answers)}" if answers else ""
+        return f"tried for {waited_s:.0f} s: {self.tried()}{answered}; hint: {self.hint()}"

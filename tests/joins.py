@@ -1,8 +1,9 @@
-"""Join codes that can no longer work, each with the one line ``p2prtc join`` must fail with.
+"""Joining through the CLI: the steps ``p2prtc join`` shows, and join codes that can no
+longer work, each with the one line the join must fail with.
 
-Shared by tests/test_cli.py (the causes, at once) and scripts/bench_dead_code.py (how fast).
-Each maker takes a running ``Sharer`` and a folder for the daemons it needs, and returns the
-dead code and the expected stderr line.
+Shared by tests/test_cli.py, tests/test_cli_terminal.py and scripts/bench_dead_code.py.
+Each dead-code maker takes a running ``Sharer`` and a folder for the daemons it needs, and
+returns the dead code and the expected stderr line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ UNKNOWN = (
     "p2prtc: The daemon reached does not know this join code: check it for typos,"
     " or ask for a new one (asked 127.0.0.1:{port})"
 )
+
+
+def first_steps(port: int, name: str, dest: Path) -> list[str]:
+    """The first lines a join over a static peer at ``port`` shows, up to the welcome."""
+    return [
+        f"searching: mDNS off; relays: none; peers: 127.0.0.1:{port}",
+        f"found a daemon at 127.0.0.1:{port}: asking it for the code",
+        "verifying the code (SPAKE2)",
+        f"code accepted: joining {name} as {dest}",
+    ]
+
+
+def steps_of(lines: list[str]) -> list[str]:
+    """The step lines of a join's output: all but the transfer's."""
+    return [line for line in lines if not line.startswith("receiving the notebook")]
 
 
 @dataclass
