@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 import click
 
-# A piped transfer is told at most once per this fraction of it.
-PLAIN_STEP = 0.1
+# A piped transfer is told at most once per this fraction of it (1/10).
+PLAIN_STEPS = 10
 
 
 def megabytes(count: int) -> str:
@@ -53,7 +53,7 @@ class JoinProgress:
         self._out = out
         self._terminal = terminal
         self._bar: Any = None  # click's ProgressBar while a transfer is drawn
-        self._told = 0.0  # the fraction of the transfer last told as a plain line
+        self._told: int | None = None  # the bytes received when last told as a plain line
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("phase") == "receiving":
@@ -67,8 +67,8 @@ class JoinProgress:
     def _receiving(self, received: int, expected: int) -> None:
         text = f"{megabytes(received)} of {megabytes(expected)}"
         if not self._terminal:
-            if received / expected - self._told >= PLAIN_STEP or not self._told:
-                self._told = received / expected
+            if self._told is None or received - self._told >= expected // PLAIN_STEPS:
+                self._told = received
                 click.echo(f"receiving the notebook: {text}", file=self._out)
             return
         if self._bar is None:
