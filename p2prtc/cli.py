@@ -327,8 +327,10 @@ def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_js
     try:
         answer = control.call(_home(), request, timeout=timeout + 10, on_event=progress)
     except P2PError as exc:
+        if progress is not None:
+            progress.finish()  # a bar being drawn ends before the error's line
         _fail(exc)
-    finally:
+    finally:  # Ctrl-C too (the daemon finishes the join in the background)
         if progress is not None:
             progress.finish()
     kept = "the file there already held it" if answer.get("adopted") else "synced"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -107,7 +108,12 @@ def main() -> None:
                 f" {result['median_ms']:>7} {result['max_ms']:>7}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"python": sys.version.split()[0], "platform": platform.platform()}
+    machine = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],  # this machine is shared: figures vary with it
+    }
     payload = {"target_ms": TARGET_MS, "machine": machine, "results": results}
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"saved {args.out}")
