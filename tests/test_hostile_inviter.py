@@ -149,6 +149,7 @@ def test_the_same_inviter_with_a_valid_welcome_gets_a_joining_share(
     assert line.startswith(JOIN_TIMED_OUT), line
     # What was tried, and the one setting that would help (issue 13).
     assert "(still trying in the background; tried for 1 s: mDNS off; relays: none;" in line
+    assert "; members not reached: " in line
     assert "; hint: from another network, both daemons need the same relay" in line
     names = [Path(s["path"]).name for s in joiner.node.status()["shares"]]
     assert sorted(names) == ["mine.ipynb", "welcome.ipynb"]

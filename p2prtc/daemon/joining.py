@@ -207,7 +207,10 @@ class Joining:
         while not share.ready.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                tried = self._discovery.search_plan().explain(time.monotonic() - waited_from)
+                sought = [m[:8] for m in share.record.members if m != self._daemon_id]
+                tried = self._discovery.search_plan().explain(
+                    time.monotonic() - waited_from, [f"members not reached: {', '.join(sought)}"]
+                )
                 problem = f"{share.last_error}; " if share.last_error else ""
                 raise JoinTimedOut(f"{problem}still trying in the background; {tried}")
             with contextlib.suppress(TimeoutError):
