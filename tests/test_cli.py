@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, Node, copy_notebook, loopback_nodes, process_alive, wait_until
 from joins import DEAD_CODES, Sharer, first_steps, steps_of
+from mitm_proxy import MitmProxy, rendezvous_url
+from signaling_server import free_port
 
 from p2prtc.daemon.main import SHUTDOWN_BOUND_S
 
@@ -181,3 +184,29 @@ def test_no_daemon_found_says_what_was_tried_and_what_would_help(node: Node) -> 
         "hint: from another network, both daemons need the same relay:"
         " p2prtc stop, then p2prtc --signal URL join CODE)"
     )
+
+
+def test_a_daemon_not_reachable_yet_is_asked_again(sharer: Sharer, joiner: Node) -> None:
+    """The address the joiner was given answers only after its first try (a daemon still
+    starting, a network coming up): the join goes on and succeeds."""
+    port = free_port()
+    joiner.env["P2PRTC_PEERS"] = f"127.0.0.1:{port}"
+    code = sharer.invite()
+    join = subprocess.Popen(
+        joiner.command("join", code, "--json"),
+        cwd=joiner.workdir,
+        env=joiner.full_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        refused = f"redeeming at 127.0.0.1:{port}: Could not reach the other daemon"
+        wait_until(lambda: refused in joiner.log(), 60, "a first try that found nobody")
+        # Now something answers there: a relay to the sharer's rendezvous listener.
+        with MitmProxy(rendezvous_url(sharer.port), port=port):
+            stdout, stderr = join.communicate(timeout=60)
+    finally:
+        join.kill()
+    assert join.returncode == 0, stderr
+    assert json.loads(stdout)["path"] == str(joiner.workdir / sharer.notebook.name)

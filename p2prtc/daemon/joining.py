@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from p2prtc import paths
-from p2prtc.adapters.rendezvous import RendezvousError
+from p2prtc.adapters.rendezvous import ConnectFailed, RendezvousError
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import INVITE_VERSION, InviteHost, InviteJoiner, Refused, Welcomed
@@ -54,6 +55,8 @@ LAN_QUERY_INTERVAL_S = 0.25
 # code) end the search this long after it began, unless another one offers it first: at once
 # when nothing else could (no mDNS, no relay).
 UNKNOWN_GRACE_S = 1.0
+# A daemon that could not be reached (maybe starting) is tried again this often.
+UNREACHABLE_RETRY_S = 1.0
 # A join reports how far the notebook has come this often.
 PROGRESS_INTERVAL_S = 0.1
 PARKED_WELCOME_S = 15 * 60.0
@@ -261,10 +264,7 @@ class Joining:
     async def _redeem_until(
         self, code: JoinCode, deadline: float, topic: str, plan: SearchPlan, report: Report
     ) -> bytes:
-        started = time.monotonic()
-        grace = UNKNOWN_GRACE_S if plan.mdns or plan.relays else 0.0
-        tried: dict[str, str] = {}  # endpoint key -> what it answered, where it is
-        unknown: list[str] = []  # where daemons answered that they do not know the code
+        search = _Search(grace_s=UNKNOWN_GRACE_S if plan.mdns or plan.relays else 0.0)
         next_probe = next_lan_query = 0.0
         while time.monotonic() < deadline:
             if time.monotonic() >= next_probe:
@@ -274,7 +274,7 @@ class Joining:
                 self._discovery.look_again()  # nothing offers it yet: ask the LAN again
                 next_lan_query = time.monotonic() + LAN_QUERY_INTERVAL_S
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
-                if endpoint.key in tried:
+                if not search.may_ask(endpoint):
                     continue
                 try:
                     return await self._redeem_at(endpoint, code, report)
@@ -282,23 +282,17 @@ class Joining:
                     # Other joins on this code are being judged: ours waits its turn.
                     logger.info("redeeming at %s: the code is busy, trying again", endpoint.key)
                     await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
-                except NoSuchInvitation:
-                    logger.info("redeeming at %s: it does not know the code", endpoint.key)
-                    tried[endpoint.key] = f"{endpoint.where}: does not know the code"
-                    unknown.append(endpoint.where)
-                except (RendezvousError, TimeoutError) as exc:
+                except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
                     logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
-                    tried[endpoint.key] = f"{endpoint.where}: {describe(exc)}"
-            if unknown and time.monotonic() - started >= grace:
-                # The daemons reached do not know it, and nobody else offered it meanwhile.
-                raise NoSuchInvitation("asked " + ", ".join(unknown))
+                    search.answered(endpoint, exc)
+            search.give_up_if_unknown()
             await asyncio.sleep(0.1)
         plan = self._discovery.search_plan()  # relays may have connected meanwhile
-        raise NobodyOffersCode(plan.explain(time.monotonic() - started, list(tried.values())))
+        raise NobodyOffersCode(plan.explain(search.elapsed(), search.answers()))
 
     async def _redeem_at(self, endpoint: Endpoint, code: JoinCode, report: Report) -> bytes:
-        report({"phase": "found", "at": endpoint.where})
         pipe = await endpoint.open_pipe()
+        report({"phase": "found", "at": endpoint.where})
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             reply = await expect_ok(pipe)
@@ -316,6 +310,43 @@ class Joining:
             return welcomed.payload
         finally:
             await pipe.close()
+
+
+class _Search:
+    """What the daemons asked about a code answered, and whom to ask again when."""
+
+    def __init__(self, grace_s: float) -> None:
+        self._started = time.monotonic()
+        self._grace_s = grace_s  # how long daemons that do not know the code wait for others
+        self._answers: dict[str, str] = {}  # endpoint key -> where it is, what it answered
+        self._unknown: list[str] = []  # where daemons said they do not know the code
+        self._ask_at: dict[str, float] = {}  # endpoint key -> when to ask again (inf: never)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def may_ask(self, endpoint: Endpoint) -> bool:
+        return time.monotonic() >= self._ask_at.get(endpoint.key, 0.0)
+
+    def answered(self, endpoint: Endpoint, error: P2PError | TimeoutError) -> None:
+        """An endpoint failed to redeem the code. Asked again only when it could not be
+        reached (its daemon may be starting): once something was sent, a broken-off
+        exchange may have cost the code an attempt."""
+        said = describe(error)
+        if isinstance(error, NoSuchInvitation):
+            said = "does not know the code"
+            self._unknown.append(endpoint.where)
+        self._answers[endpoint.key] = f"{endpoint.where}: {said}"
+        retry = isinstance(error, ConnectFailed)
+        self._ask_at[endpoint.key] = time.monotonic() + UNREACHABLE_RETRY_S if retry else math.inf
+
+    def give_up_if_unknown(self) -> None:
+        """The daemons reached do not know the code and nobody else offered it meanwhile."""
+        if self._unknown and self.elapsed() >= self._grace_s:
+            raise NoSuchInvitation("asked " + ", ".join(self._unknown))
+
+    def answers(self) -> list[str]:
+        return list(self._answers.values())
 
 
 class ParkedWelcomes:
