@@ -227,6 +227,10 @@ class NotebookEngine:
         digest = text_digest(text)
         return any(version.digest == digest for version in self._versions)
 
+    def known_digests(self) -> frozenset[bytes]:
+        """The digests of the texts ``is_known`` accepts, as of now."""
+        return frozenset(version.digest for version in self._versions)
+
     def remembers(self, digest: bytes) -> bool:
         """Could a save still start from this version (kept whole or as facts)?"""
         return digest in self._history or any(v.digest == digest for v in self._versions)

@@ -222,6 +222,11 @@ class SharedFile:
             self.write()
         return result.update
 
+    def own_versions(self) -> frozenset[bytes]:
+        """The digests (``text_digest``) of the notebook's texts as this daemon wrote or read
+        them (the versions kept whole): a snapshot, for use off the event loop."""
+        return self.engine.known_digests()
+
     def read_and_ingest(self) -> bytes | None:
         """The watcher saw the file change: ingest it unless it is our own last write (an
         older version saved unchanged by a stale editor is written over with the doc)."""
