@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.daemons import Node, copy_notebook, loopback_nodes
+from tests.daemons import Node, copy_notebook, loopback_nodes, wait_until
 from tests.joins import DEAD_CODES, Sharer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,11 @@ def timed_failure(joiner: Node, code: str, expected: str) -> float:
     return took
 
 
+def linked(node: Node) -> bool:
+    """Whether the daemon has a connected peer."""
+    return any(peer["connected"] for share in node.status()["shares"] for peer in share["peers"])
+
+
 def run(runs: int, root: Path) -> dict[str, dict[str, list[float]]]:
     (sharer_node,) = loopback_nodes(root, "sharer")
     notebook = copy_notebook(NOTEBOOK, sharer_node.workdir / NOTEBOOK.name)
@@ -66,6 +71,8 @@ def run(runs: int, root: Path) -> dict[str, dict[str, list[float]]]:
                 for cause, make in DEAD_CODES.items():
                     folder = root / f"{start}-{cause}-{index}"
                     code, expected = make(sharer, folder)
+                    # As a code used long before: the first joiner (gone) no longer linked.
+                    wait_until(lambda: not linked(sharer.node), 30, "the sharer to settle")
                     joiner = sharer.joiner(folder, "joiner")
                     try:
                         if start == "warm":
