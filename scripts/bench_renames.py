@@ -26,6 +26,7 @@ from typing import Any
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.renames import Gone, new_name
+from tests.nbgen import THIS_DAEMON
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT.parent / "shared" / "notebooks" / "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
@@ -54,7 +55,8 @@ def bench_folder(root: Path, others: int, size: int, runs: int) -> dict[str, flo
         (root / f"other-{index:05d}.ipynb").write_bytes(os.urandom(size // 2).hex().encode())
     path = root / "nb.ipynb"
     path.write_bytes(NOTEBOOK.read_bytes())
-    shared = SharedFile.create(path, UpdateStore(root.parent / f"{root.name}.sqlite"))
+    store = UpdateStore(root.parent / f"{root.name}.sqlite")
+    shared = SharedFile.create(path, store, THIS_DAEMON)
     renamed = path.with_name("renamed.ipynb")
     os.rename(path, renamed)
     gone_at, versions = time.time(), shared.own_versions()

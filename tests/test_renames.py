@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from daemons import SAMPLE, copy_notebook, edit_cell
 from jupyter_servers import until
-from nbgen import peer_update
+from nbgen import THIS_DAEMON, peer_update
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import FileWatcher
@@ -31,7 +31,7 @@ from p2prtc.daemon.state import ShareRecord, load_records
 def shared(tmp_path: Path, notebooks_dir: Path) -> Iterator[SharedFile]:
     (tmp_path / "work").mkdir()
     path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "work" / "nb.ipynb")
-    file = SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"))
+    file = SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"), THIS_DAEMON)
     yield file
     file.store.close()
 

@@ -159,7 +159,7 @@ class Daemon:
     async def _resume(self, record: ShareRecord) -> None:
         try:
             store = UpdateStore(record.store_path(self.home))
-            file = SharedFile.restore(record.path, store)
+            file = SharedFile.restore(record.path, store, self.identity.daemon_id)
         except P2PError as exc:
             logger.error("cannot resume %s: %s", record.path, exc)
             return

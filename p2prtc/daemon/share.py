@@ -213,14 +213,15 @@ class Share:
         self.record.path = self.file.path = new_path
         self.record.name = new_path.name
 
-    def remote_update(self, update: bytes) -> None:
+    def remote_update(self, update: bytes, sender: str | None = None) -> None:
         """A peer's update reached the doc: persist it, then render it to the file.
+        ``sender``: that peer's id; None for a Jupyter room attached to this daemon.
 
         The write is scheduled even when persisting fails (disk full): the writer persists
         first, and retries until the store takes it, so the file catches up once it does.
         """
         self.schedule_write()
-        self.file.apply_remote(update)
+        self.file.apply_remote(update, sender)
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
