@@ -29,6 +29,7 @@ from p2prtc.core.names import check_name, short_label
 from p2prtc.daemon.config import FIXED_SETTINGS, BadSetting, DaemonConfig, settings_not_applied
 from p2prtc.daemon.names import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
+from p2prtc.join_progress import JoinProgress, megabytes
 
 logger = logging.getLogger(__name__)
 
@@ -372,26 +373,43 @@ def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_js
     """Join a shared notebook with the CODE its owner gave you; writes DEST once synced.
 
     Without CODE (or with "-") the code is asked for, with word completion on a terminal,
-    or read from stdin: then it never shows in the process list.
+    or read from stdin: then it never shows in the process list. While it waits, join
+    shows each step (a progress bar on a terminal, plain lines otherwise; nothing with
+    --json). A DEST holding the same notebook is adopted; another one is kept unless
+    --force, and the retry with --force takes the same code.
     """
+    if dest is not None and not dest.resolve().parent.is_dir():
+        # Before anything: no daemon started, no code spent.
+        raise click.BadParameter(
+            f"the folder {dest.resolve().parent} does not exist", param_hint="'DEST'"
+        )
     text = _read_code() if code in (None, "-") else str(code)
     try:
         parse_code(text)  # a mistyped code fails here, before any daemon starts
     except P2PError as exc:
         _fail(exc)
     _ensure_daemon()
-    answer = _call(
-        {
-            "cmd": "join",
-            "code": text,
-            "dest": str(dest.resolve()) if dest else None,
-            "cwd": os.getcwd(),
-            "force": force,
-            "timeout_s": timeout,
-        },
-        timeout=timeout + 10,
-    )
-    _emit(as_json, answer, f"joined: {answer['path']}")
+    request = {
+        "cmd": "join",
+        "code": text,
+        "dest": str(dest.resolve()) if dest else None,
+        "cwd": os.getcwd(),
+        "force": force,
+        "timeout_s": timeout,
+    }
+    progress = None if as_json else JoinProgress(sys.stdout, terminal=sys.stdout.isatty())
+    try:
+        answer = control.call(_home(), request, timeout=timeout + 10, on_event=progress)
+    except P2PError as exc:
+        if progress is not None:
+            progress.finish()  # a bar being drawn ends before the error's line
+        _fail(exc)
+    finally:  # Ctrl-C too (the daemon finishes the join in the background)
+        if progress is not None:
+            progress.finish()
+    kept = "the file there already held it" if answer.get("adopted") else "synced"
+    text = f"joined: {answer['path']} ({megabytes(answer.get('bytes', 0))}, {kept})"
+    _emit(as_json, answer, text)
 
 
 @main.command()

@@ -185,3 +185,26 @@ def test_a_member_removed_while_offline_finds_out_on_the_lan(
         )
         assert "you were removed from this share" in b.run("status").stdout
         assert "# B: offline, after its removal" not in cell_source(notebook, 3)
+
+
+def test_a_lan_join_tells_where_it_searched_and_found_the_sharer(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """Issue 13, on a LAN: the interfaces mDNS runs on, the sharer's address; a code nobody
+    offers fails with what was tried and the one setting that would help."""
+    with netns_nodes(tmp_path, "ab") as (_, (a, b)):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
+        code = a.share(notebook)
+        a_address, b_address = a.env["P2PRTC_INTERFACES"], b.env["P2PRTC_INTERFACES"]
+
+        lines = b.run("join", code, "--timeout", str(SYNC_TIMEOUT_S)).stdout.splitlines()
+
+        assert lines[0] == f"searching: mDNS on {b_address}; relays: none; peers: none"
+        assert lines[1].startswith(f"found a daemon at {a_address}:")
+        assert lines[-1] == f"joined: {b.workdir / 'numpy.ipynb'} (32.8 kB, synced)"
+        nobody = b.run("join", "4242-" + code.partition("-")[2], "--timeout", "1", check=False)
+        assert nobody.returncode == 4
+        assert nobody.stderr.startswith(
+            "p2prtc: No daemon offering this join code was found (tried for 1 s:"
+            f" mDNS on {b_address}; relays: none; peers: none; hint: from another network,"
+        )

@@ -186,6 +186,17 @@ def test_same_notebook_written_differently_changes_nothing() -> None:
     assert a.engine.full_state() == state
 
 
+def test_a_joiner_knows_a_file_holding_the_shared_notebook_in_any_form(minor: int) -> None:
+    original = dump(sample_notebook(minor=minor))
+    _, b = share(parse(original))
+    reformatted = original.replace('\n "', '\n  "')
+    assert not b.engine.is_known(reformatted)
+
+    assert b.engine.holds(original) and b.engine.holds(reformatted)
+    assert not b.engine.holds(original.replace("x.sum()", "x.sum()!"))
+    assert not b.engine.holds("{not a notebook")
+
+
 def test_echo_of_own_write_is_known(minor: int) -> None:
     a, b = share(sample_notebook(minor=minor))
     deliver(a.save(append_to(1, "\n# more")), b)

@@ -30,6 +30,7 @@ from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, wi
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
 from p2prtc.core.repair import Shown, repair_cells, survivors
 from p2prtc.core.statevector import StateVector, decode_state_vector
+from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,19 @@ class NotebookEngine:
         """Does this known file text hold what the doc holds (whatever its form)?"""
         version = self._version_of(text_digest(text))
         return version is not None and version.notebook == self.notebook()
+
+    def holds(self, text: bytes | str) -> bool:
+        """Does this file text, known or not, hold the doc's notebook (whatever its form)?
+
+        A joiner asks it of a file already at its destination: the same notebook is
+        adopted, another one is not overwritten unless the user said so. Cell ids count
+        only where the file's format has them.
+        """
+        try:
+            found = without_cell_ids(parse_notebook(text))
+        except P2PError:
+            return False
+        return found == without_cell_ids(self.notebook())
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:

@@ -44,6 +44,7 @@ from p2prtc.core.framing import (
     Frame,
     FrameKind,
     FramingError,
+    Progress,
     Reassembler,
     error_reason,
 )
@@ -222,6 +223,11 @@ class PeerSync:
     def send_frame(self, frame: Frame) -> list[bytes]:
         """Chunk any other frame (AUTH, ERROR) for this peer's channel."""
         return self._chunker.encode(frame)
+
+    def receiving(self, doc_id: bytes) -> Progress | None:
+        """How far a frame about ``doc_id`` (a first sync's state, say) has come in."""
+        progress = self._reassembler.progress
+        return progress if progress is not None and progress.doc_id == doc_id else None
 
     def receive(self, message: bytes) -> list[SyncEvent]:
         """Handle one data channel message from the peer. Never raises."""

@@ -18,6 +18,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.messages import BadMessage, check_file_name
 from p2prtc.daemon import changelog
 from p2prtc.daemon.config import endpoint
+from p2prtc.daemon.control import Report
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -69,12 +70,12 @@ class Commands:
         self._request_stop = request_stop
         self._rooms = rooms
 
-    async def handle(self, request: Request) -> Answer:
+    async def handle(self, request: Request, report: Report) -> Answer:
         handlers: dict[str, Callable[[Request], Awaitable[Answer]]] = {
             "ping": self._ping,
             "share": self._share,
             "invite": self._invite,
-            "join": self._joining.join,
+            "join": lambda request: self._joining.join(request, report),
             "status": self._status,
             "leave": self._leave,
             "members": self._members,

@@ -31,6 +31,7 @@ from p2prtc.daemon.endpoints import Endpoint, lan_opener
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.relay_presence import RelayPresence
+from p2prtc.daemon.search import SearchPlan
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.signal_pipes import OnPipe
 
@@ -83,7 +84,7 @@ class Discovery:
         key = f"{host}:{port}"
         if key in self.endpoints:
             return None
-        self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+        self.endpoints[key] = Endpoint(key, lan_opener(host, port), address=key)
         self._static_peers.append(key)
         self._poke()
         return key
@@ -92,8 +93,20 @@ class Discovery:
         """The settings this daemon runs with (no secret), static peers as they are now."""
         return {**self.config.report(), "peers": list(self._static_peers)}
 
+    def _mdns_interfaces(self) -> list[str]:
+        return self.config.interfaces or lan_addresses()
+
+    def search_plan(self) -> SearchPlan:
+        """What a join searches with now (told to the user)."""
+        return SearchPlan(
+            mdns=self._mdns_interfaces() if self.config.mdns else [],
+            mdns_error=self.mdns_error,
+            relays=self.relay.status(),
+            peers=list(self._static_peers),
+        )
+
     async def _start_mdns(self, rendezvous_port: int) -> None:
-        interfaces = self.config.interfaces or lan_addresses()
+        interfaces = self._mdns_interfaces()
         try:
             self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
             logger.debug("mDNS browsing on %s", interfaces)
@@ -171,6 +184,7 @@ class Discovery:
         if endpoint is None:
             endpoint = self.endpoints[service.name] = Endpoint(service.name, opener)
         endpoint.open_pipe = opener
+        endpoint.address = f"{service.addresses[0]}:{service.port}"
         endpoint.announcement = announcement
         endpoint.backoff.retry_now()
         self._poke()

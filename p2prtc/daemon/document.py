@@ -284,6 +284,13 @@ class SharedFile:
         self.save_unsaved()
         return merged(self._repair(), self._write(replace_unknown))
 
+    def holds_another_notebook(self) -> bool:
+        """Whether the file on disk is there and holds something else than the doc (a
+        joiner's destination: the same notebook is adopted, another one is never replaced
+        unless the user said so)."""
+        on_disk = self._read_if_present()
+        return on_disk is not None and not self.engine.holds(on_disk)
+
     def _repair(self) -> bytes | None:
         """Repair cells moved concurrently (core.repair) before the file shows the doc:
         persisted first, then sent like any update."""

@@ -28,9 +28,11 @@ class Endpoint:
         opener: PipeOpener,
         announcement: Announcement | None = None,
         shares: set[bytes] | None = None,
+        address: str | None = None,
     ) -> None:
         self.key = key
         self.open_pipe = opener
+        self.address = address  # host:port on the LAN; None for one met on a relay
         self.announcement = announcement  # its mDNS TXT; None when nothing was announced
         self.shares = shares  # the shares a signaling topic proves it holds
         self.peer_id: str | None = None  # learnt from the first successful handshake
@@ -42,6 +44,11 @@ class Endpoint:
     def relay_instance(self) -> str | None:
         """The peer's instance id on the signaling relays, for an endpoint found there."""
         return self.key.removeprefix(SIGNAL_PREFIX) if self.key.startswith(SIGNAL_PREFIX) else None
+
+    @property
+    def where(self) -> str:
+        """Where it is, for the user: its address, or the relay it was met on."""
+        return self.address or ("a signaling relay" if self.relay_instance else self.key)
 
     @property
     def nameplates(self) -> set[str] | None:

@@ -14,7 +14,7 @@ from p2prtc.core.keys import share_tag
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.renames import Gone, new_name
 from p2prtc.daemon.state import ShareRecord
-from p2prtc.errors import P2PError
+from p2prtc.errors import ExitCode, P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,12 @@ Broadcast = Callable[["Share", bytes], Awaitable[None]]
 # editors that save by delete + create, or rename away + write (vim), finish first.
 DELETED_FILE_GRACE_S = 2.0
 WRITE_RETRY_S = 1.0
+
+
+class DestinationExists(P2PError):
+    """The destination file exists and differs; pass --force to replace it."""
+
+    exit_code = ExitCode.DESTINATION_EXISTS
 
 
 class ShareState(enum.Enum):
@@ -42,9 +48,14 @@ class Share:
         self.file = file
         self.state = state
         self.last_error: str | None = None
-        self.ready = asyncio.Event()  # set once the file is on disk (joiners wait on it)
+        # Set once the file is on disk, or once the join was refused (``refused`` says why):
+        # joiners wait on it.
+        self.ready = asyncio.Event()
         if state is ShareState.ACTIVE:
             self.ready.set()
+        # A joiner's first write keeps a different file found at the path (no --force).
+        self.keep_other_file = False
+        self.refused: P2PError | None = None
         self._broadcast = broadcast
         self._dirty = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")
@@ -106,6 +117,11 @@ class Share:
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
             return True  # synced with a peer that has nothing yet: wait for real state
+        if joining and self.keep_other_file and self.file.holds_another_notebook():
+            self.refused = DestinationExists(str(self.path))
+            self._report(self.refused)  # status tells a join that finishes in the background
+            self.ready.set()
+            return True
         try:
             update = self.file.write(replace_unknown=joining)
         except P2PError as exc:
