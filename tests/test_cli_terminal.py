@@ -103,9 +103,11 @@ def test_a_terminal_user_sees_the_join_step_by_step_and_then_the_status(
         wait_until(lambda: b.peers_synced(dest, 1), what="B's peer synced")
         status_lines, status = terminal.output_of(b.command("status"))
         assert status == "0", status_lines
-        # What a user checks: the daemon, the joined file active, its peer synced.
+        # What a user checks: the daemon and where it listens, the joined file active, its
+        # peer synced.
         assert f"pid {b.pid()}" in status_lines[0]
-        assert status_lines[1].startswith(str(dest)) and status_lines[1].endswith(" active")
+        assert status_lines[1] == f"rendezvous port {b.status()['daemon']['rendezvous_port']}"
+        assert status_lines[2].startswith(str(dest)) and status_lines[2].endswith(" active")
         (peer,) = [line for line in status_lines if line.startswith("  peer ")]
         (share,) = b.status()["shares"]
         assert f" {share['peers'][0]['address']} " in peer
