@@ -76,6 +76,29 @@ def test_start_and_stop_are_idempotent_and_logs_shows_the_daemon(node: Node) -> 
     assert node.run("stop").stdout == "daemon stopped\n"
 
 
+def test_a_daemon_in_the_foreground_logs_where_it_runs_and_to_its_log(node: Node) -> None:
+    foreground = subprocess.Popen(
+        node.command("daemon"),
+        cwd=node.workdir,
+        env=node.full_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: " started: " in node.log(), what="the daemon's start in its log")
+    finally:
+        node.run("stop")
+        _, shown = foreground.communicate(timeout=30)
+    assert " started: " in shown and "daemon stopped" in shown
+
+
+def test_a_daemon_started_by_the_cli_logs_each_line_once(node: Node) -> None:
+    node.run("start")
+    node.run("stop")
+    started = [line for line in node.log().splitlines() if " started: " in line]
+    assert len(started) == 1, node.log()
+
+
 def test_logs_without_a_daemon_yet_says_so(node: Node) -> None:
     result = node.run("logs", check=False)
     assert result.returncode == 1
