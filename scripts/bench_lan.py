@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from p2prtc.core.wordlist import WORDS
+from scripts.bench_engine import save_results
 from tests.daemons import Node, copy_notebook, memory_mib, netns_nodes, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -235,8 +235,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = bench(args.runs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    save_results(args.out, results)
     print(table(results["rows"]))
     machine = results["machine"]
     print(f"load average {machine['load_average_before']} -> {machine['load_average_after']}")

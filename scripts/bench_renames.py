@@ -14,7 +14,6 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.renames import Gone, new_name
+from scripts.bench_engine import save_results
 from tests.nbgen import THIS_DAEMON
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = bench(args.runs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    save_results(args.out, results)
     print("| other files in the folder | with inotify's hint, ms | by content, ms |")
     print("| --- | --- | --- |")
     for name, row in results["folders"].items():
