@@ -120,6 +120,7 @@ class Daemon:
         self.tasks.spawn(self.dialer.run(), "reconcile")
         await self._control.start()
         await self._prepare_links_for_shares()
+        self.dialer.preload_link_dependencies()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
             self.identity.daemon_id,

@@ -136,6 +136,7 @@ class Joining:
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
+        logger.debug("join: looking for nameplate %s", code.nameplate)
         self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
