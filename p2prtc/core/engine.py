@@ -153,7 +153,10 @@ class NotebookEngine:
     def shows_doc(self, text: bytes | str) -> bool:
         """Does this known file text hold what the doc holds (whatever its form)?"""
         version = self._version_of(text_digest(text))
-        return version is not None and version.notebook == self.notebook()
+        if version is None:
+            return False
+        # The doc unchanged since (a peer's sync that brought nothing) spares converting it.
+        return self._is_current(version) or version.notebook == self.notebook()
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
@@ -173,14 +176,21 @@ class NotebookEngine:
         A cell id twice (concurrent moves not repaired yet) is written once: the copy
         ``repair`` keeps, so the file is valid whatever the doc holds.
         """
+        return self.rendered()[0]
+
+    def rendered(self) -> tuple[str, Notebook]:
+        """``render``, and the doc's notebook it was made from: ``remember_written`` takes
+        it, where converting the doc again would cost as much as the rendering (0.3 s for a
+        notebook with 50 MB of images)."""
         notebook = self.notebook()
+        shown = notebook
         ids = [cell["id"] for cell in notebook["cells"]]
         if len(set(ids)) < len(ids):
             kept = survivors(self.doc)
             cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
-            notebook = {**notebook, "cells": cells}
-        keep = [i for i, cell in enumerate(notebook["cells"]) if cell["id"] in self._string_sources]
-        return render_notebook(without_cell_ids(notebook), keep)
+            shown = {**notebook, "cells": cells}
+        keep = [i for i, cell in enumerate(shown["cells"]) if cell["id"] in self._string_sources]
+        return render_notebook(without_cell_ids(shown), keep), notebook
 
     def repair(self) -> bytes | None:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
@@ -191,9 +201,10 @@ class NotebookEngine:
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
-    def remember_written(self, text: str) -> None:
-        """Record a text the daemon wrote (or found on disk equal to the doc) as a version."""
-        self._remember(text_digest(text), self.notebook())
+    def remember_written(self, text: str, notebook: Notebook | None = None) -> None:
+        """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        self._remember(text_digest(text), self.notebook() if notebook is None else notebook)
 
     def remember_base(self, digest: bytes, notebook: Notebook, state: bytes) -> None:
         """Restore a version persisted before a restart: the doc state it was read at.
