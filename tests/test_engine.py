@@ -15,6 +15,7 @@ from nbgen import (
     Edit,
     Notebook,
     Replica,
+    big_outputs_notebook,
     code_cell,
     display_png,
     dump,
@@ -26,7 +27,7 @@ from nbgen import (
     stream,
 )
 
-from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.engine import MAX_OLDER_STATE_BYTES, MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.model import cells_of
 from p2prtc.core.notebook import InvalidNotebook
 
@@ -498,6 +499,28 @@ def test_save_of_a_buffer_many_writes_old_keeps_every_remote_edit(minor: int, wr
     text = "\n".join(sources(parse(a.disk)))
     assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
     assert text.count("b_first") == 1
+    assert text.count(" # A") == 1
+    assert_converged(a, b)
+
+
+def test_big_notebook_keeps_fewer_versions_whole_and_recalls_the_rest() -> None:
+    """Each whole version holds a full doc state: with 3 MB of images, the bytes bound
+    (not the count) sends the older ones to the history, and a stale save still merges."""
+    a, b = share(big_outputs_notebook(3, cells=6))
+    writes = 4
+    assert writes * len(a.engine.full_state()) > MAX_OLDER_STATE_BYTES and writes < MAX_VERSIONS
+    stale = a.notebook()
+    for index in range(writes):
+        deliver(b.save(append_to(index % 4, f" #B{index:03d}")), a, reload=False)
+    assert not a.engine.is_known(a.buffer)  # older than every version kept whole
+
+    append_to(5, " # A")(stale)
+    update = a.save_text(dump(stale))
+
+    assert update is not None
+    b.receive(update)
+    text = "\n".join(sources(parse(a.disk)))
+    assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
     assert text.count(" # A") == 1
     assert_converged(a, b)
 

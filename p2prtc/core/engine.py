@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 # Versions kept whole (notebook and doc state); older ones are remembered as facts only.
 MAX_VERSIONS = 8
+# ... and at most this many bytes of doc states besides the newest version's: each whole
+# version holds a full state (1.75 MB for the 1.7 MB sample, 50 MB for a notebook with 50 MB
+# of images). Beyond it, older versions go to the facts too, rebuilt from the caller's log
+# only if a stale save needs them.
+MAX_OLDER_STATE_BYTES = 8 * 2**20
 
 # Rebuilds the doc state of an older version, by its digest (from the caller's update log);
 # None when it cannot.
@@ -119,7 +124,8 @@ class NotebookEngine:
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
-        self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
+        # At most MAX_VERSIONS and MAX_OLDER_STATE_BYTES, oldest first.
+        self._versions: deque[Version] = deque()
         self._history = VersionHistory()  # the versions before those
         # Cells (by id) whose source the file holds as one string: written back that way.
         self._string_sources: frozenset[str] = frozenset()
@@ -372,12 +378,14 @@ class NotebookEngine:
     def _push(self, version: Version) -> None:
         if self._versions:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
-        if len(self._versions) == MAX_VERSIONS:
+        self._versions.append(version)
+        older_bytes = sum(len(kept.state) for kept in self._versions) - len(version.state)
+        while len(self._versions) > MAX_VERSIONS or older_bytes > MAX_OLDER_STATE_BYTES:
             oldest = self._versions.popleft()
+            older_bytes -= len(oldest.state)
             with_ids = keeps_cell_ids(oldest.notebook)
             # Its facts were likely worked out already, to match a save against it.
             self._history.add(oldest.digest, oldest.facts_of(with_ids=with_ids), with_ids=with_ids)
-        self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
         self._push(self._snapshot(digest, notebook))
