@@ -35,13 +35,24 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2prtc import control
 from p2prtc.core.wordlist import WORDS
-from tests.daemons import Node, copy_notebook, memory_mib, netns_nodes, wait_until
+from tests.daemons import (
+    Node,
+    copy_notebook,
+    edit_cell,
+    linked_peers,
+    memory_mib,
+    mesh_is_connected,
+    netns_nodes,
+    wait_until,
+)
 from tests.nbgen import big_outputs_notebook, dump
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +68,10 @@ WARM_RUNNING_S = 1.0
 # "Idle": how long a daemon has done nothing when its RSS is read (its memory housekeeping
 # checks every 2 s, daemon/memory.py).
 IDLE_S = 6.0
+# The N-daemon row: joins running at once (each a PAKE the sharer judges in turn), and the
+# cell the editor's save changes.
+SCALE_JOINS = 8
+SCALE_EDITED_CELL = 3
 
 
 class BenchFailed(Exception):
@@ -277,12 +292,94 @@ def bench(runs: int, big_runs: int) -> dict[str, Any]:
     }
 
 
+def daemon_statuses(nodes: Sequence[Node]) -> list[dict[str, Any]]:
+    """Every daemon's status, asked on its control socket from here: spawning the CLI 50
+    times a poll would load the machine more than the daemons do."""
+    return [control.call(node.home, {"cmd": "status"}) for node in nodes]
+
+
+def bench_scale(count: int) -> dict[str, Any]:
+    """``count`` daemons in ``count`` namespaces on one share: one shares 02.02 with a code
+    good for all the others, which join (SCALE_JOINS at a time); once the mesh is connected
+    and the daemons idle, one editor's save must reach every other file. Timed from the
+    save to the last file holding the edit; RSS of each daemon once idle again."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-lan-scale-") as tmp:
+        root = Path(tmp)
+        names = [f"m{index}" for index in range(count)]
+        with netns_nodes(root, names) as (_, nodes):
+            sharer, *joiners = nodes
+            files = [node.workdir / "scale.ipynb" for node in nodes]
+            copy_notebook(NOTEBOOK, files[0])
+            started = time.perf_counter()
+            code = sharer.share(files[0], "--uses", str(len(joiners)))
+            with ThreadPoolExecutor(SCALE_JOINS) as pool:
+                list(pool.map(lambda n, f: n.join(code, f), joiners, files[1:]))
+            join_s = time.perf_counter() - started
+            wait_until(lambda: mesh_is_connected(daemon_statuses(nodes)), 600, "a mesh")
+            time.sleep(IDLE_S)
+            line = "# scale: an edit from the last machine"
+            reached = reach_times(files, line)
+            time.sleep(IDLE_S)
+            statuses = daemon_statuses(nodes)
+            pids = [status["daemon"]["pid"] for status in statuses]
+            rss = sorted(float(memory_mib(pid)["VmRSS"]) for pid in pids)
+            pss = sorted(pss_mib(pid) for pid in pids)
+            links = sorted(len(linked_peers(status)) for status in statuses)
+    return {
+        "daemons": count,
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        "share_and_joins_s": round(join_s, 1),
+        "edit_reached_all_s": max(reached),
+        "edit_reached_median_s": statistics.median(reached),
+        "rss_mib": {"min": rss[0], "median": statistics.median(rss), "max": rss[-1]},
+        # Proportional: the libraries all the daemons map count once, split between them.
+        "pss_mib": {"min": pss[0], "median": statistics.median(pss), "max": pss[-1]},
+        "connections_per_daemon": links,
+    }
+
+
+def pss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise BenchFailed(f"no Pss for {pid}")
+
+
+def reach_times(files: Sequence[Path], line: str) -> list[float]:
+    """Save ``line`` into the last file like an editor; the seconds until each other file
+    holds it (polled every millisecond, bytes only: no parse between the reads)."""
+    saved = time.perf_counter()
+    edit_cell(files[-1], SCALE_EDITED_CELL, line)
+    needle = json.dumps(line + "\n").encode()
+    arrived: dict[Path, float] = {}
+    deadline = saved + 120
+    while len(arrived) < len(files) - 1 and time.perf_counter() < deadline:
+        for path in files[:-1]:
+            if path not in arrived and needle in path.read_bytes():
+                arrived[path] = time.perf_counter() - saved
+        time.sleep(0.001)
+    if len(arrived) < len(files) - 1:
+        raise BenchFailed(f"the edit reached {len(arrived)} of {len(files) - 1} daemons")
+    return sorted(arrived.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--big-runs", type=int, default=3, help="50 MB joins (0: none)")
+    parser.add_argument("--scale", type=int, help="only the N-daemon row: N namespaces")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.scale:
+        scale = bench_scale(args.scale)
+        out = args.out.with_name(f"{args.out.stem}_scale{args.scale}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(scale, indent=1) + "\n")
+        print(json.dumps(scale, indent=1))
+        print(f"saved {out}")
+        return
     results = bench(args.runs, args.big_runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

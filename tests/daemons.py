@@ -336,6 +336,26 @@ def netns_nodes(
     assert lab.hub.rpartition("-")[0] not in listing.stdout, "a namespace survived teardown"
 
 
+def linked_peers(status: dict[str, Any]) -> set[str]:
+    """Ids of the daemons one daemon (its ``status``) has an open connection with, for its
+    one share."""
+    (share,) = status["shares"]
+    return {peer["id"] for peer in share["peers"] if peer["connected"]}
+
+
+def mesh_is_connected(statuses: Sequence[dict[str, Any]]) -> bool:
+    """Every daemon (by its status) reaches every other one through open connections,
+    maybe via relays."""
+    edges = {status["daemon"]["id"]: linked_peers(status) for status in statuses}
+    seen, todo = set(), [next(iter(edges))]
+    while todo:
+        daemon = todo.pop()
+        if daemon not in seen:
+            seen.add(daemon)
+            todo.extend(peer for peer in edges[daemon] if peer in edges)
+    return seen == set(edges)
+
+
 def copy_notebook(source: Path, dest: Path) -> Path:
     shutil.copyfile(source, dest)
     dest.chmod(0o644)
