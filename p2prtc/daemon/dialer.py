@@ -275,7 +275,9 @@ class Dialer:
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
-        self._importer.shutdown(wait=False, cancel_futures=True)
+        # An import under way finishes first (a fraction of a second): its result then
+        # reaches a loop that is still open.
+        await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
 
 
 async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
