@@ -201,13 +201,16 @@ def test_echo_of_own_write_is_known(minor: int) -> None:
 def test_shows_doc_until_the_doc_changes(minor: int) -> None:
     a, b = share(sample_notebook(minor=minor))
     written = b.disk
-    assert b.engine.shows_doc(written)
+    assert b.engine.shows_doc(written) and b.engine.holds_doc(written)
+    a.engine.doc.apply_update(b.engine.full_state())  # a sync that brings nothing new
+    assert a.engine.holds_doc(a.disk)
     deliver(a.save(append_to(1, "\n# more")), b)
-    assert not b.engine.shows_doc(written)
+    assert not b.engine.shows_doc(written) and not b.engine.holds_doc(written)
     assert b.engine.shows_doc(b.disk) and "# more" in b.disk
     reformatted = b.disk.replace('\n "', '\n  "')  # the same notebook, another indentation
     b.engine.remember_written(reformatted)
     assert b.engine.shows_doc(reformatted) and b.engine.shows_doc(b.disk)
+    assert b.engine.shows_doc(b.disk, b.engine.notebook())
 
 
 def test_invalid_save_raises_and_leaves_the_doc_alone() -> None:

@@ -156,13 +156,19 @@ class NotebookEngine:
         """The newest version with this text, if the engine keeps it whole."""
         return next((v for v in reversed(self._versions) if v.digest == digest), None)
 
-    def shows_doc(self, text: bytes | str) -> bool:
-        """Does this known file text hold what the doc holds (whatever its form)?"""
+    def holds_doc(self, text: bytes | str) -> bool:
+        """Was this known file text read or written with the doc exactly as it is now (a
+        peer's sync that brought nothing since)? Cheap: no conversion of the doc."""
+        version = self._version_of(text_digest(text))
+        return version is not None and self._is_current(version)
+
+    def shows_doc(self, text: bytes | str, notebook: Notebook | None = None) -> bool:
+        """Does this known file text hold what the doc holds (whatever its form)?
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
         version = self._version_of(text_digest(text))
         if version is None:
             return False
-        # The doc unchanged since (a peer's sync that brought nothing) spares converting it.
-        return self._is_current(version) or version.notebook == self.notebook()
+        return version.notebook == (self.notebook() if notebook is None else notebook)
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:

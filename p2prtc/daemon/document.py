@@ -282,9 +282,11 @@ class SharedFile:
 
     def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
-        if on_disk is not None and self.engine.shows_doc(on_disk):
+        if on_disk is not None and self.engine.holds_doc(on_disk):
+            return None  # nothing changed since it was written or read
+        text, notebook = self.engine.rendered()  # one conversion of the doc for all below
+        if on_disk is not None and self.engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
-        text, notebook = self.engine.rendered()
         data = text.encode()
         if data == on_disk:
             if not self.engine.is_known(data):
