@@ -71,7 +71,7 @@ WARM_RUNNING_S = 1.0
 IDLE_S = 6.0
 # The N-daemon row: joins running at once (each a PAKE the sharer judges in turn), and the
 # cell the editor's save changes.
-SCALE_JOINS = 8
+SCALE_JOINS = 4
 SCALE_EDITED_CELL = 3
 SCALE_MESH_TIMEOUT_S = 600.0
 

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 # A joiner told the code is busy (other joins being judged) waits this long, jittered.
 CODE_BUSY_RETRY_S = (0.1, 0.5)
+# ... and one it could not reach asks it again after this long, jittered.
+UNREACHABLE_RETRY_S = (0.5, 1.0)
 # While no daemon offers the nameplate yet, the LAN is asked this often (a unicast-answer
 # mDNS query): a lost first answer costs a quarter second, not zeroconf's 1 s backoff.
 LAN_QUERY_INTERVAL_S = 0.25
@@ -215,7 +217,14 @@ class Joining:
                     logger.info("redeeming at %s: the code is busy, trying again", endpoint.key)
                     tried.discard(endpoint.key)
                     await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
-                except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
+                except (RendezvousError, TimeoutError) as exc:
+                    # Unreachable for now (a busy inviter's handshake timed out, a lost ARP
+                    # reply): asked again after a pause until the deadline, or a join whose
+                    # only inviter failed once would end in "no daemon offers this code".
+                    logger.info("redeeming at %s: %s; trying again", endpoint.key, describe(exc))
+                    tried.discard(endpoint.key)
+                    await asyncio.sleep(random.uniform(*UNREACHABLE_RETRY_S))
+                except NoSuchInvitation as exc:
                     logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
                     continue
             await asyncio.sleep(0.1)
