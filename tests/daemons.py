@@ -295,6 +295,13 @@ def memory_mib(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used so far, from /proc."""
+    # Fields after the command name (which may hold spaces): utime, stime are 14th, 15th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_memory(pid: int) -> None:
     """Make VmHWM start again from the current RSS (Linux: clear_refs 5)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -336,6 +343,26 @@ def netns_nodes(
             assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
     assert lab.hub.rpartition("-")[0] not in listing.stdout, "a namespace survived teardown"
+
+
+def linked_peers(status: dict[str, Any]) -> set[str]:
+    """Ids of the daemons one daemon (its ``status``) has an open connection with, for its
+    one share."""
+    (share,) = status["shares"]
+    return {peer["id"] for peer in share["peers"] if peer["connected"]}
+
+
+def mesh_is_connected(statuses: Sequence[dict[str, Any]]) -> bool:
+    """Every daemon (by its status) reaches every other one through open connections,
+    maybe via relays."""
+    edges = {status["daemon"]["id"]: linked_peers(status) for status in statuses}
+    seen, todo = set(), [next(iter(edges))]
+    while todo:
+        daemon = todo.pop()
+        if daemon not in seen:
+            seen.add(daemon)
+            todo.extend(peer for peer in edges[daemon] if peer in edges)
+    return seen == set(edges)
 
 
 def copy_notebook(source: Path, dest: Path) -> Path:

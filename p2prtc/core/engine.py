@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 # Versions kept whole (notebook and doc state); older ones are remembered as facts only.
 MAX_VERSIONS = 8
+# ... and at most this many bytes of doc states besides the newest version's: each whole
+# version holds a full state (1.75 MB for the 1.7 MB sample, 50 MB for a notebook with 50 MB
+# of images). Beyond it, older versions go to the facts too, rebuilt from the caller's log
+# only if a stale save needs them.
+MAX_OLDER_STATE_BYTES = 8 * 2**20
 
 # Rebuilds the doc state of an older version, by its digest (from the caller's update log);
 # None when it cannot.
@@ -122,7 +127,8 @@ class NotebookEngine:
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
         self.edits = EditTracker(doc)  # who changed which cell; concurrent edits
-        self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
+        # At most MAX_VERSIONS and MAX_OLDER_STATE_BYTES, oldest first.
+        self._versions: deque[Version] = deque()
         self._history = VersionHistory()  # the versions before those
         # Cells (by id) whose source the file holds as one string: written back that way.
         self._string_sources: frozenset[str] = frozenset()
@@ -153,10 +159,19 @@ class NotebookEngine:
         """The newest version with this text, if the engine keeps it whole."""
         return next((v for v in reversed(self._versions) if v.digest == digest), None)
 
-    def shows_doc(self, text: bytes | str) -> bool:
-        """Does this known file text hold what the doc holds (whatever its form)?"""
+    def holds_doc(self, text: bytes | str) -> bool:
+        """Was this known file text read or written with the doc exactly as it is now (a
+        peer's sync that brought nothing since)? Cheap: no conversion of the doc."""
         version = self._version_of(text_digest(text))
-        return version is not None and version.notebook == self.notebook()
+        return version is not None and self._is_current(version)
+
+    def shows_doc(self, text: bytes | str, notebook: Notebook | None = None) -> bool:
+        """Does this known file text hold what the doc holds (whatever its form)?
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        version = self._version_of(text_digest(text))
+        if version is None:
+            return False
+        return version.notebook == (self.notebook() if notebook is None else notebook)
 
     def holds(self, text: bytes | str) -> bool:
         """Does this file text, known or not, hold the doc's notebook (whatever its form)?
@@ -189,14 +204,21 @@ class NotebookEngine:
         A cell id twice (concurrent moves not repaired yet) is written once: the copy
         ``repair`` keeps, so the file is valid whatever the doc holds.
         """
+        return self.rendered()[0]
+
+    def rendered(self) -> tuple[str, Notebook]:
+        """``render``, and the doc's notebook it was made from: ``remember_written`` takes
+        it, where converting the doc again would cost as much as the rendering (0.3 s for a
+        notebook with 50 MB of images)."""
         notebook = self.notebook()
+        shown = notebook
         ids = [cell["id"] for cell in notebook["cells"]]
         if len(set(ids)) < len(ids):
             kept = survivors(self.doc)
             cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
-            notebook = {**notebook, "cells": cells}
-        keep = [i for i, cell in enumerate(notebook["cells"]) if cell["id"] in self._string_sources]
-        return render_notebook(without_cell_ids(notebook), keep)
+            shown = {**notebook, "cells": cells}
+        keep = [i for i, cell in enumerate(shown["cells"]) if cell["id"] in self._string_sources]
+        return render_notebook(without_cell_ids(shown), keep), notebook
 
     def repair(self) -> bytes | None:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
@@ -207,9 +229,10 @@ class NotebookEngine:
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
-    def remember_written(self, text: str) -> None:
-        """Record a text the daemon wrote (or found on disk equal to the doc) as a version."""
-        self._remember(text_digest(text), self.notebook())
+    def remember_written(self, text: str, notebook: Notebook | None = None) -> None:
+        """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        self._remember(text_digest(text), self.notebook() if notebook is None else notebook)
 
     def remember_base(self, digest: bytes, notebook: Notebook, state: bytes) -> None:
         """Restore a version persisted before a restart: the doc state it was read at.
@@ -396,12 +419,14 @@ class NotebookEngine:
     def _push(self, version: Version) -> None:
         if self._versions:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
-        if len(self._versions) == MAX_VERSIONS:
+        self._versions.append(version)
+        older_bytes = sum(len(kept.state) for kept in self._versions) - len(version.state)
+        while len(self._versions) > MAX_VERSIONS or older_bytes > MAX_OLDER_STATE_BYTES:
             oldest = self._versions.popleft()
+            older_bytes -= len(oldest.state)
             with_ids = keeps_cell_ids(oldest.notebook)
             # Its facts were likely worked out already, to match a save against it.
             self._history.add(oldest.digest, oldest.facts_of(with_ids=with_ids), with_ids=with_ids)
-        self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
         self._push(self._snapshot(digest, notebook))

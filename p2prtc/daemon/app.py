@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from p2prtc import paths
+from p2prtc.adapters.heap import HeapTrimmer
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
@@ -29,6 +30,7 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
+from p2prtc.daemon.memory import keep_heap_small
 from p2prtc.daemon.names import daemon_name
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
@@ -123,8 +125,12 @@ class Daemon:
         await self.watcher.start()
         self.tasks.spawn(self._watch_files(), "watcher")
         self.tasks.spawn(self.dialer.run(), "reconcile")
+        trimmer = HeapTrimmer.load()
+        if trimmer is not None:
+            self.tasks.spawn(keep_heap_small(trimmer), "memory")
         await self._control.start()
         await self._prepare_links_for_shares()
+        self.dialer.preload_link_dependencies()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
             label(self.identity.daemon_id, self.identity.name),

@@ -12,9 +12,11 @@ import contextlib
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from p2prtc.adapters.ice import IceConfig, IceServer
+from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
 from p2prtc.core.mesh import accepts_member, should_dial
@@ -98,7 +100,11 @@ class Dialer:
         self._spawn = spawn
         self._rng = random.Random()
         self._ice = ice_config(config)
+        # Every import of the WebRTC stack runs on this one thread: two threads importing
+        # the same packages at once can deadlock on their module locks.
+        self._importer = ThreadPoolExecutor(1, thread_name_prefix="webrtc-import")
         self._links_loading: asyncio.Future[type[PeerLink]] | None = None
+        self._preloading: asyncio.Future[None] | None = None
         self._last_resync = time.monotonic()
 
     # --- the reconcile loop --------------------------------------------------------------
@@ -264,11 +270,23 @@ class Dialer:
         open, a join started): the first link then does not wait for it, and meanwhile the
         event loop keeps answering."""
         if self._links_loading is None:
-            self._links_loading = asyncio.get_running_loop().run_in_executor(None, peer_links)
+            loop = asyncio.get_running_loop()
+            self._links_loading = loop.run_in_executor(self._importer, _load_links)
+
+    def preload_link_dependencies(self) -> None:
+        """Import aiortc's codec-free dependencies in the background (adapters/webrtc_deps),
+        unless the whole stack is loading already: a daemon with no share yet (it may soon
+        join one) then loads only aiortc and PyAV when its first link comes."""
+        if self._links_loading is None and self._preloading is None:
+            loop = asyncio.get_running_loop()
+            self._preloading = loop.run_in_executor(self._importer, import_dependencies)
 
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
+        # An import under way finishes first (a fraction of a second): its result then
+        # reaches a loop that is still open.
+        await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
 
 
 async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
@@ -305,6 +323,13 @@ def peer_links() -> type[PeerLink]:
     from p2prtc.adapters.webrtc import PeerLink
 
     return PeerLink
+
+
+def _load_links() -> type[PeerLink]:
+    started = time.perf_counter()
+    links = peer_links()
+    logger.debug("WebRTC stack imported in %.0f ms", (time.perf_counter() - started) * 1000)
+    return links
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:

@@ -316,15 +316,17 @@ class SharedFile:
 
     def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
-        if on_disk is not None and self.engine.shows_doc(on_disk):
+        if on_disk is not None and self.engine.holds_doc(on_disk):
+            return None  # nothing changed since it was written or read
+        text, notebook = self.engine.rendered()  # one conversion of the doc for all below
+        if on_disk is not None and self.engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
-        text = self.engine.render()
         data = text.encode()
         if data == on_disk:
             if not self.engine.is_known(data):
-                self.engine.remember_written(text)
+                self.engine.remember_written(text, notebook)
             return None
-        self.engine.remember_written(text)
+        self.engine.remember_written(text, notebook)
         seq = self.store.last_seq() or 0
         self.store.set_metas(self._version_meta(_PENDING, data, seq))
         crash_point("write-pending")

@@ -55,8 +55,12 @@ LAN_QUERY_INTERVAL_S = 0.25
 # code) end the search this long after it began, unless another one offers it first: at once
 # when nothing else could (no mDNS, no relay).
 UNKNOWN_GRACE_S = 1.0
-# A daemon that could not be reached (maybe starting) is tried again this often.
+# A daemon that could not be reached (maybe starting), or whose exchange broke off (a busy
+# inviter's handshake timed out, a lost ARP reply), is tried again after this long.
 UNREACHABLE_RETRY_S = 1.0
+# Broken-off exchanges retried per daemon: each may have cost the code one of its 3 attempts
+# (the PAKE answered, no confirmation seen), so a retrying joiner never burns it by itself.
+BROKEN_EXCHANGE_RETRIES = 1
 # A join reports how far the notebook has come this often.
 PROGRESS_INTERVAL_S = 0.1
 PARKED_WELCOME_S = 15 * 60.0
@@ -155,6 +159,7 @@ class Joining:
 
     async def join(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
+        logger.debug("join: looking for nameplate %s", code.nameplate)
         self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
@@ -283,7 +288,6 @@ class Joining:
                     logger.info("redeeming at %s: the code is busy, trying again", endpoint.key)
                     await asyncio.sleep(random.uniform(*CODE_BUSY_RETRY_S))
                 except (NoSuchInvitation, RendezvousError, TimeoutError) as exc:
-                    logger.info("redeeming at %s: %s", endpoint.key, describe(exc))
                     search.answered(endpoint, exc)
             search.give_up_if_unknown()
             await asyncio.sleep(0.1)
@@ -321,6 +325,7 @@ class _Search:
         self._answers: dict[str, str] = {}  # endpoint key -> where it is, what it answered
         self._unknown: list[str] = []  # where daemons said they do not know the code
         self._ask_at: dict[str, float] = {}  # endpoint key -> when to ask again (inf: never)
+        self._broken: dict[str, int] = {}  # endpoint key -> exchanges that broke off
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
@@ -337,8 +342,19 @@ class _Search:
             said = "does not know the code"
             self._unknown.append(endpoint.where)
         self._answers[endpoint.key] = f"{endpoint.where}: {said}"
-        retry = isinstance(error, ConnectFailed)
+        retry = isinstance(error, ConnectFailed) or self._may_retry_broken(endpoint.key, error)
         self._ask_at[endpoint.key] = time.monotonic() + UNREACHABLE_RETRY_S if retry else math.inf
+        logger.info(
+            "redeeming at %s: %s%s", endpoint.key, describe(error), "; trying again" * retry
+        )
+
+    def _may_retry_broken(self, key: str, error: P2PError | TimeoutError) -> bool:
+        """A broken-off exchange (not an answer): retried a bounded number of times, or a
+        join whose only inviter failed once would end in "no daemon offers this code"."""
+        if isinstance(error, NoSuchInvitation):
+            return False
+        self._broken[key] = self._broken.get(key, 0) + 1
+        return self._broken[key] <= BROKEN_EXCHANGE_RETRIES
 
     def give_up_if_unknown(self) -> None:
         """The daemons reached do not know the code and nobody else offered it meanwhile."""
