@@ -8,10 +8,16 @@ and sharer drops the first invitation pipe before the sharer sees it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from daemons import SAMPLE, copy_notebook, loopback_nodes
 from mitm_proxy import MitmProxy, Relayed, rendezvous_url
+
+from p2prtc.adapters.rendezvous import ConnectFailed, PipeClosed
+from p2prtc.daemon.endpoints import Endpoint
+from p2prtc.daemon.joining import UNREACHABLE_RETRY_S, _Search
+from p2prtc.daemon.pipes import BytePipe
 
 
 class DropFirstInvitation:
@@ -43,3 +49,35 @@ def test_join_asks_an_unreachable_inviter_again(tmp_path: Path, notebooks_dir: P
     finally:
         for node in (b, a):
             node.shut_down()
+
+
+async def _never_opened() -> BytePipe:
+    raise AssertionError("the search rule never opens a pipe")
+
+
+def test_a_broken_off_exchange_is_retried_once_an_unreachable_daemon_always() -> None:
+    """Each broken-off exchange may have cost the code one of its 3 attempts: a joiner asks
+    that daemon once more, never enough to burn its own code. A daemon it could not reach
+    at all (nothing sent) is asked again until the deadline."""
+    search = _Search(grace_s=0.0)
+    inviter = Endpoint("10.0.0.1:4000", _never_opened, address="10.0.0.1:4000")
+    search.answered(inviter, PipeClosed())
+    assert not search.may_ask(inviter)  # after a pause
+    wait_out_the_pause(search, inviter)
+    assert search.may_ask(inviter)
+    search.answered(inviter, TimeoutError())
+    assert search_gave_up_on(search, inviter)
+
+    starting = Endpoint("10.0.0.2:4000", _never_opened, address="10.0.0.2:4000")
+    for _ in range(5):
+        search.answered(starting, ConnectFailed())
+        wait_out_the_pause(search, starting)
+        assert search.may_ask(starting)
+
+
+def wait_out_the_pause(search: _Search, endpoint: Endpoint) -> None:
+    search._ask_at[endpoint.key] -= UNREACHABLE_RETRY_S  # as if the pause had passed
+
+
+def search_gave_up_on(search: _Search, endpoint: Endpoint) -> bool:
+    return search._ask_at[endpoint.key] == math.inf
