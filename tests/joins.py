@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2prtc.core.wordlist import WORDS
 from tests.daemons import Node, loopback_nodes, wait_until
 
 WRONG = "p2prtc: The join code is wrong."
@@ -83,10 +84,10 @@ def expired(sharer: Sharer, root: Path) -> tuple[str, str]:
 
 
 def another_code(code: str) -> str:
-    """The same nameplate with other words: a wrong guess at ``code``."""
-    nameplate, first, _ = code.split("-")
-    other = "zebra" if first != "zebra" else "yacht"
-    return f"{nameplate}-{other}-{other}"
+    """The same nameplate with other words of the list: a wrong guess at ``code``."""
+    nameplate, *words = code.split("-")
+    other = next(word for word in WORDS if word != words[0])  # any other word: never valid
+    return "-".join([nameplate, *[other] * len(words)])
 
 
 def burned(sharer: Sharer, root: Path) -> tuple[str, str]:
