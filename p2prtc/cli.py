@@ -11,6 +11,7 @@ import collections
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -24,7 +25,11 @@ from click.shell_completion import get_completion_class
 from p2prtc import __version__, control, paths
 from p2prtc import service as p2prtc_service
 from p2prtc.core.codes import complete_code, parse_code
+from p2prtc.core.names import check_name, short_label
+from p2prtc.daemon.config import FIXED_SETTINGS, BadSetting, DaemonConfig, settings_not_applied
+from p2prtc.daemon.names import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
+from p2prtc.join_progress import JoinProgress, megabytes
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ def _json_requested() -> bool:
 
 
 def _call(request: dict[str, Any], timeout: float | None = control.DEFAULT_TIMEOUT) -> Any:
+    _apply_settings()
     try:
         return control.call(_home(), request, timeout=timeout)
     except P2PError as exc:
@@ -75,6 +81,7 @@ def _ensure_daemon() -> None:
     home = _home()
     try:
         control.call(home, {"cmd": "ping"}, timeout=5)
+        _apply_settings()
         return
     except control.DaemonNotRunning:
         pass
@@ -96,6 +103,7 @@ def _ensure_daemon() -> None:
             env={**os.environ, paths.HOME_ENV: str(home)},
         )
     deadline = time.monotonic() + _START_TIMEOUT_S
+    (click.get_current_context().find_root().obj or {})["settings_checked"] = True  # ours
     while time.monotonic() < deadline:
         try:
             control.call(home, {"cmd": "ping"}, timeout=5)
@@ -179,6 +187,9 @@ class _Command(click.Group):
 @click.option("--relay-only", is_flag=True, help="Connect only through the TURN relay.")
 @click.option("--no-mdns", is_flag=True, help="No LAN discovery (WAN-only daemon).")
 @click.option("--interface", multiple=True, help="IPv4 address to use (repeatable).")
+@click.option(
+    "--peer", multiple=True, metavar="HOST:PORT", help="A daemon to dial directly (repeatable)."
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -191,13 +202,16 @@ def main(
     relay_only: bool,
     no_mdns: bool,
     interface: tuple[str, ...],
+    peer: tuple[str, ...],
 ) -> None:
     """Keep a Jupyter notebook identical on several machines, live, peer to peer.
 
     Network options set the daemon's environment (see README): they apply to the daemon
-    that this command starts, or to `p2prtc daemon`; a running daemon keeps its settings.
+    that this command starts, or to `p2prtc daemon`. A running daemon dials the --peer
+    daemons from then on, and says so; for any other setting it runs without, the
+    command warns and prints the restart that applies it.
     """
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "restart_args": _given_options(ctx)}
     settings = {
         "P2PRTC_SIGNAL": ",".join(signal),
         "P2PRTC_ICE_SERVERS": ",".join((*stun, *turn)),
@@ -206,8 +220,69 @@ def main(
         "P2PRTC_RELAY_ONLY": "1" if relay_only else "",
         "P2PRTC_MDNS": "0" if no_mdns else "",
         "P2PRTC_INTERFACES": ",".join(interface),
+        "P2PRTC_PEERS": ",".join(peer),
     }
     os.environ.update({name: value for name, value in settings.items() if value})
+    ctx.obj["from_options"] = {name for name, value in settings.items() if value}
+
+
+# The option that sets each setting, to name it as the user gave it.
+_OPTION_OF = {
+    "P2PRTC_SIGNAL": "--signal",
+    "P2PRTC_ICE_SERVERS": "--stun/--turn",
+    "P2PRTC_TURN_USERNAME": "--turn-user",
+    "P2PRTC_RELAY_ONLY": "--relay-only",
+    "P2PRTC_MDNS": "--no-mdns",
+    "P2PRTC_INTERFACES": "--interface",
+}
+
+
+def _given_options(ctx: click.Context) -> list[str]:
+    """The global options of this command line, as a restart of the daemon repeats them."""
+    given: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name == "verbose" or not value:
+            continue
+        flag = param.opts[-1]
+        if param.is_flag:
+            given.append(flag)
+        else:
+            given += [f"{flag}={item}" for item in (value if param.multiple else [value])]
+    return given
+
+
+def _apply_settings() -> None:
+    """Once per command that finds a daemon running: hand it the peers this command names,
+    and warn in one line about the settings it runs without (they need a restart)."""
+    state = click.get_current_context().find_root().obj
+    if state is None or state.get("settings_checked"):
+        return
+    state["settings_checked"] = True
+    try:
+        peers = [f"{host}:{port}" for host, port in DaemonConfig.from_env().peers]
+    except BadSetting as exc:  # what a daemon started here would refuse too
+        _fail(exc)
+    if not peers and not any(os.environ.get(name) for name in FIXED_SETTINGS):
+        return
+    try:
+        answer = control.call(_home(), {"cmd": "settings", "peers": peers})
+    except control.DaemonNotRunning:
+        return
+    except P2PError as exc:  # a daemon that predates the request has nothing to compare
+        logger.debug("settings not compared: %s", exc)
+        return
+    differing = settings_not_applied(os.environ, answer["settings"])
+    for key in answer["added_peers"]:
+        click.echo(f"p2prtc: the running daemon dials {key} too (until it stops)", err=True)
+    if differing:
+        names = [_OPTION_OF[v] if v in state["from_options"] else v for v in differing]
+        restart = shlex.join(["p2prtc", *state["restart_args"], "start"])
+        click.echo(
+            f"p2prtc: warning: the running daemon does not run with {', '.join(names)} as"
+            f" given here; to apply: p2prtc stop && {restart}",
+            err=True,
+        )
 
 
 def _read_secret_file(path: Path | None) -> str:
@@ -298,26 +373,43 @@ def join(code: str | None, dest: Path | None, force: bool, timeout: float, as_js
     """Join a shared notebook with the CODE its owner gave you; writes DEST once synced.
 
     Without CODE (or with "-") the code is asked for, with word completion on a terminal,
-    or read from stdin: then it never shows in the process list.
+    or read from stdin: then it never shows in the process list. While it waits, join
+    shows each step (a progress bar on a terminal, plain lines otherwise; nothing with
+    --json). A DEST holding the same notebook is adopted; another one is kept unless
+    --force, and the retry with --force takes the same code.
     """
+    if dest is not None and not dest.resolve().parent.is_dir():
+        # Before anything: no daemon started, no code spent.
+        raise click.BadParameter(
+            f"the folder {dest.resolve().parent} does not exist", param_hint="'DEST'"
+        )
     text = _read_code() if code in (None, "-") else str(code)
     try:
         parse_code(text)  # a mistyped code fails here, before any daemon starts
     except P2PError as exc:
         _fail(exc)
     _ensure_daemon()
-    answer = _call(
-        {
-            "cmd": "join",
-            "code": text,
-            "dest": str(dest.resolve()) if dest else None,
-            "cwd": os.getcwd(),
-            "force": force,
-            "timeout_s": timeout,
-        },
-        timeout=timeout + 10,
-    )
-    _emit(as_json, answer, f"joined: {answer['path']}")
+    request = {
+        "cmd": "join",
+        "code": text,
+        "dest": str(dest.resolve()) if dest else None,
+        "cwd": os.getcwd(),
+        "force": force,
+        "timeout_s": timeout,
+    }
+    progress = None if as_json else JoinProgress(sys.stdout, terminal=sys.stdout.isatty())
+    try:
+        answer = control.call(_home(), request, timeout=timeout + 10, on_event=progress)
+    except P2PError as exc:
+        if progress is not None:
+            progress.finish()  # a bar being drawn ends before the error's line
+        _fail(exc)
+    finally:  # Ctrl-C too (the daemon finishes the join in the background)
+        if progress is not None:
+            progress.finish()
+    kept = "the file there already held it" if answer.get("adopted") else "synced"
+    text = f"joined: {answer['path']} ({megabytes(answer.get('bytes', 0))}, {kept})"
+    _emit(as_json, answer, text)
 
 
 @main.command()
@@ -330,7 +422,11 @@ def status(as_json: bool) -> None:
 
 def _status_text(status: dict[str, Any]) -> str:
     daemon = status["daemon"]
-    lines = [f"daemon {daemon['version']} pid {daemon['pid']} home {daemon['home']}"]
+    lines = [
+        f"daemon {short_label(daemon['id'], daemon.get('name'))} {daemon['version']}"
+        f" pid {daemon['pid']} home {daemon['home']}",
+        f"rendezvous port {daemon.get('rendezvous_port') or '?'}",
+    ]
     for item in status["shares"]:
         lines.append(f"{item['path']}  [{item['id'][:8]}] {item['state']}")
         if item.get("last_error"):
@@ -350,16 +446,29 @@ def _status_text(status: dict[str, Any]) -> str:
         for peer in item["peers"]:
             state = "synced" if peer["synced"] else ("connected" if peer["connected"] else "down")
             lines.append(
-                f"  peer {peer['id'][:8]} {peer.get('address') or '?'} {state}"
-                f" via {peer.get('path_type') or '?'}"
+                f"  peer {short_label(peer['id'], peer.get('name'))} {peer.get('address') or '?'}"
+                f" {state} via {peer.get('path_type') or '?'}"
             )
-        if not item["peers"]:
-            lines.append("  no peers connected")
+        standing = item.get("standing", "member")
+        if standing != "member" or not item["peers"]:
+            lines.append(f"  {_STANDING.get(standing, 'no peers connected')}")
         for room in item.get("rooms", []):
             lines.append(f"  live Jupyter room: {room}")
+        for found in item.get("concurrent_edits", []):
+            when = time.strftime("%H:%M", time.localtime(found["at"]))
+            lines.append(f"  {_concurrent_text(found)} at {when}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)
+
+
+# What a share without peers says, by this daemon's standing in it (status "standing").
+_STANDING = {
+    "removed": "you were removed from this share (p2prtc leave PATH stops it)",
+    "outdated": "the share's secret was rotated while this daemon was offline (a member was"
+    " removed): a member's new invitation lets it back in",
+    "alone": "no members left: the others left or were removed (p2prtc invite PATH)",
+}
 
 
 @main.command()
@@ -375,14 +484,70 @@ def leave(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def members(path: Path, as_json: bool) -> None:
-    """List the members of the share PATH (daemon ids)."""
+    """List the members of the share PATH: daemon ids and names."""
     answer = _call({"cmd": "members", "path": str(path.resolve())})
     lines = [
-        f"{m['id']}{'  (this daemon)' if m['self'] else ''}"
+        f"{m['id']}  {m.get('name') or '(name unknown)'}{'  (this daemon)' if m['self'] else ''}"
         f"{'  connected' if m['connected'] else ''}"
         for m in answer["members"]
     ]
     _emit(as_json, answer, "\n".join(lines))
+
+
+@main.command("log")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-n", "--entries", default=20, show_default=True, type=click.IntRange(1), help="How many."
+)
+@json_option
+def change_log(path: Path, entries: int, as_json: bool) -> None:
+    """Recent changes of the shared notebook PATH: who, when, which cells (newest first)."""
+    answer = _call({"cmd": "log", "path": str(path.resolve()), "limit": entries})
+    _emit(as_json, answer, _log_text(answer, entries))
+
+
+_LOG_KINDS = {
+    "save": "saved",
+    "peer": "edited",
+    "jupyter": "typed in Jupyter",
+    "share": "shared",
+    "join": "sent the copy this daemon joined with",
+}
+
+
+def _log_text(answer: dict[str, Any], asked: int) -> str:
+    lines, own = [], answer["daemon_id"]
+    for entry in answer["entries"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+        kind = _LOG_KINDS.get(entry["kind"], entry["kind"])
+        cells = [_cell_text(cell) for cell in entry["cells"]]
+        who = entry["member_label"] + (" (this daemon)" if entry["member"] == own else "")
+        lines.append(f"{when}  {who}  {kind}" + (":" if cells else ""))
+        lines += [f"    {cell}" for cell in cells]
+        lines += [f"    {_concurrent_text(found)}" for found in entry["concurrent"]]
+    if not lines:
+        lines.append("no changes logged yet")
+    if len(answer["entries"]) == asked:
+        lines.append(f"(older changes: -n; the log keeps the newest {answer['max_entries']})")
+    return "\n".join(lines)
+
+
+def _cell_where(cell: dict[str, Any]) -> str:
+    if cell["index"] is None:
+        return f"a deleted cell [{cell['id'][:8]}]"
+    return f"cell {cell['index']} [{cell['id'][:8]}]"
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    parts = ", ".join(cell["parts"])
+    line = f" {cell['first_line']!r}" if cell.get("first_line") else ""
+    return f"{_cell_where(cell)}{line} ({parts})"
+
+
+def _concurrent_text(found: dict[str, Any]) -> str:
+    """E.g. "concurrent edits merged in cell 12 (alice, bob)"."""
+    where = _cell_where(found)
+    return f"concurrent edits merged in {where} ({', '.join(found['member_labels'])})"
 
 
 @main.command()
@@ -399,6 +564,42 @@ def remove(path: Path, member: str, as_json: bool) -> None:
             " they will need a new invitation (p2prtc invite)"
         )
     _emit(as_json, answer, text)
+
+
+@main.group()
+def config() -> None:
+    """This daemon's settings kept in its home (P2PRTC_HOME)."""
+
+
+@config.command("name")
+@click.argument("name", required=False)
+@json_option
+def config_name(name: str | None, as_json: bool) -> None:
+    """Print this daemon's name, or set it to NAME (others see it in status and members)."""
+    home = _home()
+    if name is not None:
+        try:
+            save_name(home, check_name(name))
+        except P2PError as exc:
+            _fail(exc)
+        _warn_if_running_with_other_name(home, name)
+    current = daemon_name(home)
+    configured = configured_name(home) is not None
+    _emit(as_json, {"name": current, "configured": configured}, current)
+
+
+def _warn_if_running_with_other_name(home: Path, name: str) -> None:
+    """The name goes in the daemon's handshakes, fixed for its run: a restart applies it."""
+    try:
+        running = control.call(home, {"cmd": "status"})["daemon"].get("name")
+    except P2PError:  # none running: the next start uses the new name
+        return
+    if running != name:
+        click.echo(
+            f"p2prtc: warning: the running daemon goes by {running!r} until it restarts:"
+            " p2prtc stop && p2prtc start",
+            err=True,
+        )
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 A request is one JSON object on one line, `{"cmd": "<name>", ...}`; the answer is one JSON
 object on one line: `{"ok": true, ...}` or `{"ok": false, "error": "<one line for the user>",
-"kind": "<error class name>", "exit_code": <the exit status that error carries>}`. The
+"kind": "<error class name>", "exit_code": <the exit status that error carries>}`. A request
+that carries `"progress": true` may first get `{"event": {...}}` lines, one per step of a long
+request (a join reports its phases); a request without it never does. The
 socket lives at `paths.control_socket(home)` with mode 0600 in a 0700 folder, so only the
 owner can talk to the daemon. The server is p2prtc/daemon/control.py.
 
@@ -16,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from p2prtc import paths
 from p2prtc.errors import ExitCode, P2PError
 
 JsonObject = dict[str, Any]
+# Called with each progress event of a request that asked for them.
+OnEvent = Callable[[JsonObject], None]
 
 # Generous: `join` waits for the first sync, which can take a while on a slow network.
 DEFAULT_TIMEOUT = 300.0
@@ -109,22 +113,32 @@ def error_answer(exc: BaseException) -> JsonObject:
 
 
 def call(
-    home: Path, request: Mapping[str, Any], timeout: float | None = DEFAULT_TIMEOUT
+    home: Path,
+    request: Mapping[str, Any],
+    timeout: float | None = DEFAULT_TIMEOUT,
+    on_event: OnEvent | None = None,
 ) -> JsonObject:
     """Send one request to the daemon of `home` and return its successful answer.
 
-    `timeout` bounds the whole exchange in seconds (None waits forever). Raises
+    `timeout` bounds the whole exchange in seconds (None waits forever). With `on_event`,
+    the request asks for progress and each event is handed to it as it arrives. Raises
     DaemonNotRunning, DaemonTimeout, DaemonGone, ProtocolError, or DaemonError carrying the
     daemon's message and error `kind`.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    if on_event is not None:
+        request = {**request, "progress": True}
     with _connect(paths.control_socket(home)) as sock:
         _set_remaining(sock, deadline)
         try:
             sock.sendall(encode_message(request))
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise DaemonGone() from exc
-        answer = decode_message(_read_line(sock, deadline))
+        lines = _Lines(sock, deadline)
+        answer = decode_message(lines.next())
+        while on_event is not None and "ok" not in answer and isinstance(answer.get("event"), dict):
+            on_event(answer["event"])
+            answer = decode_message(lines.next())
     if answer.get("ok") is True:
         return answer
     error, kind = answer.get("error"), answer.get("kind")
@@ -162,19 +176,28 @@ def _set_remaining(sock: socket.socket, deadline: float | None) -> None:
     sock.settimeout(remaining)
 
 
-def _read_line(sock: socket.socket, deadline: float | None) -> bytes:
-    buffer = bytearray()
-    while b"\n" not in buffer:
-        if len(buffer) > MAX_LINE:
-            raise ProtocolError("answer too long")
-        _set_remaining(sock, deadline)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError as exc:
-            raise DaemonTimeout() from exc
-        except ConnectionResetError as exc:
-            raise DaemonGone() from exc
-        if not chunk:
-            raise DaemonGone()
-        buffer += chunk
-    return bytes(buffer[: buffer.index(b"\n")])
+class _Lines:
+    """The lines the daemon sends on one connection, read within the call's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._buffer = bytearray()
+
+    def next(self) -> bytes:
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError("answer too long")
+            _set_remaining(self._sock, self._deadline)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError as exc:
+                raise DaemonTimeout() from exc
+            except ConnectionResetError as exc:
+                raise DaemonGone() from exc
+            if not chunk:
+                raise DaemonGone()
+            self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line

@@ -45,6 +45,7 @@ from tests.daemons import (
     LOOPBACK_ENV,
     Node,
     copy_notebook,
+    cpu_seconds,
     read_notebook,
     write_like_jupyter,
 )
@@ -210,12 +211,6 @@ def proc_status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise BenchFailed(f"no {field} for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    # Fields after the command name (which may hold spaces): utime, stime are 14th, 15th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(nodes: dict[str, Node]) -> dict[str, float]:

@@ -255,10 +255,12 @@ class Pair:
 
 
 @contextlib.contextmanager
-def synced_pair(root: Path, notebook: Path) -> Iterator[Pair]:
-    """Homes ``root/a`` and ``root/b`` on loopback; A shares a copy of ``notebook`` and B
-    joins. Both daemons are shut down at the end."""
+def synced_pair(root: Path, notebook: Path, names: tuple[str, str] | None = None) -> Iterator[Pair]:
+    """Homes ``root/a`` and ``root/b`` on loopback (the daemons called ``names``, if given);
+    A shares a copy of ``notebook`` and B joins. Both daemons are shut down at the end."""
     a, b = loopback_nodes(root, "a", "b")
+    for node, name in zip((a, b), names or (), strict=False):
+        node.run("config", "name", name)
     a_file = copy_notebook(notebook, a.workdir / notebook.name)
     try:
         yield Pair(a, b, a_file, share_and_join(a, b, a_file))
@@ -291,6 +293,13 @@ def memory_mib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) // 1024
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used so far, from /proc."""
+    # Fields after the command name (which may hold spaces): utime, stime are 14th, 15th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak_memory(pid: int) -> None:
@@ -334,6 +343,26 @@ def netns_nodes(
             assert not node.daemon_pids(), f"a daemon of {node.home} survived teardown"
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
     assert lab.hub.rpartition("-")[0] not in listing.stdout, "a namespace survived teardown"
+
+
+def linked_peers(status: dict[str, Any]) -> set[str]:
+    """Ids of the daemons one daemon (its ``status``) has an open connection with, for its
+    one share."""
+    (share,) = status["shares"]
+    return {peer["id"] for peer in share["peers"] if peer["connected"]}
+
+
+def mesh_is_connected(statuses: Sequence[dict[str, Any]]) -> bool:
+    """Every daemon (by its status) reaches every other one through open connections,
+    maybe via relays."""
+    edges = {status["daemon"]["id"]: linked_peers(status) for status in statuses}
+    seen, todo = set(), [next(iter(edges))]
+    while todo:
+        daemon = todo.pop()
+        if daemon not in seen:
+            seen.add(daemon)
+            todo.extend(peer for peer in edges[daemon] if peer in edges)
+    return seen == set(edges)
 
 
 def copy_notebook(source: Path, dest: Path) -> Path:

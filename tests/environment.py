@@ -1,6 +1,6 @@
 """What the multi-machine tests need from this machine, and what happens when it is missing.
 
-Locally a missing part (network namespaces, coturn, Redis, a tmpfs) skips the tests that
+Locally a missing part (network namespaces, coturn, Redis, a tmpfs, tmux) skips the tests that
 need it, with the reason. Under ``CI=true`` (set by ``.ci/run``) it fails them: a broken
 install step must not silently drop the multi-machine coverage.
 """

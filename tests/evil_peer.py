@@ -76,14 +76,16 @@ class EvilPeer:
         self._reader = asyncio.create_task(self._read(), name="evil peer reader")
 
     @classmethod
-    async def connect(cls, port: int, membership: Membership) -> EvilPeer:
-        """Dial the daemon at 127.0.0.1:``port`` as a member and open the data channel."""
+    async def connect(cls, port: int, membership: Membership, identity_tail: str = "") -> EvilPeer:
+        """Dial the daemon at 127.0.0.1:``port`` as a member and open the data channel;
+        ``identity_tail`` follows the daemon id in its handshake identity (``run/...``)."""
         daemon_id = secrets.token_hex(8)
         pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
         try:
             await pipe.send(envelope("member"))
             await expect_ok(pipe)
-            machine = MemberInitiator(membership.share_id, membership.secret, daemon_id)
+            identity = f"{daemon_id}/{identity_tail}" if identity_tail else daemon_id
+            machine = MemberInitiator(membership.share_id, membership.secret, identity)
             auth = await run_handshake(pipe, machine)
             assert isinstance(auth, Authenticated)
             ice = IceConfig(servers=[], host_addresses=[LOOPBACK])

@@ -11,6 +11,8 @@ import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 
+from joins import another_code
+
 from p2prtc.adapters.rendezvous import connect_pipe
 from p2prtc.core.codes import JoinCode, parse_code
 from p2prtc.core.handshake import InviteJoiner
@@ -53,9 +55,7 @@ async def guess(open_pipe: PipeOpener, code: JoinCode, how: WalkAway, linger_s: 
 
 def wrong_code(code: str) -> JoinCode:
     """A code on the same nameplate with other words."""
-    real = parse_code(code)
-    other = "zebra" if real.words[0] != "zebra" else "yacht"
-    return JoinCode(real.nameplate, (other,) * len(real.words))
+    return parse_code(another_code(code))
 
 
 def lan_opener(host: str, port: int) -> PipeOpener:

@@ -192,12 +192,15 @@ class Machines:
 
 # A room is dropped this long after its last tab closed (stock: 60 s).
 CLEANUP = "--YDocExtension.document_cleanup_delay=0.5"
+# What the daemons of two_machines are called: peers mark their users with it.
+MACHINE_NAMES = ("machine-a", "machine-b")
 
 
 @contextlib.contextmanager
 def two_machines(root: Path, notebook: Path) -> Iterator[Machines]:
+    """Daemons called ``machine-a`` and ``machine-b``, each with its Jupyter server."""
     with (
-        synced_pair(root / "daemons", notebook) as pair,
+        synced_pair(root / "daemons", notebook, MACHINE_NAMES) as pair,
         jupyter_server(pair.a.workdir, pair.a, root / "jupyter-a", CLEANUP) as a,
         jupyter_server(pair.b.workdir, pair.b, root / "jupyter-b", CLEANUP) as b,
     ):
@@ -247,15 +250,16 @@ class Tab:
     channel: _WebsocketChannel
 
     async def announce(self, name: str) -> None:
-        """Say who we are, as JupyterLab does (awareness ``user``)."""
-        self.awareness.set_local_state({"user": {"name": name, "username": name}})
+        """Say who we are, as JupyterLab does (awareness ``user``: the server's identity)."""
+        user = {"username": name, "name": name, "display_name": name, "initials": name[:1]}
+        self.awareness.set_local_state({"user": user})
         update = self.awareness.encode_awareness_update([self.awareness.client_id])
         await self.channel.send(create_awareness_message(update))
 
     def collaborators(self) -> set[str]:
-        """Names of the other users the room says are here."""
+        """Names of the other users the room says are here, as JupyterLab shows them."""
         return {
-            state["user"]["name"]
+            state["user"]["display_name"]
             for client, state in self.awareness.states.items()
             if client != self.awareness.client_id and state and "user" in state
         }

@@ -83,12 +83,13 @@ def flip_last_bit(data: bytes) -> bytes:
 
 
 class MitmProxy:
-    """The relay (see module docstring). Use as a context manager; ``port`` is where it listens."""
+    """The relay (see module docstring). Use as a context manager; ``port`` is where it listens
+    (any free port unless given)."""
 
-    def __init__(self, upstream: str, tamper: Tamper = forward_unchanged) -> None:
+    def __init__(self, upstream: str, tamper: Tamper = forward_unchanged, port: int = 0) -> None:
         self.upstream = upstream  # a ws:// URL
         self.tamper = tamper
-        self.port = 0
+        self.port = port
         self._records: list[Relayed] = []
         self._lock = threading.Lock()
         self._pipes = 0
@@ -140,7 +141,7 @@ class MitmProxy:
 
     async def _listen(self) -> Server:
         # Same options as p2prtc's rendezvous: no compression, no proxy.
-        return await serve(self._relay, LOOPBACK, 0, compression=None, max_size=None)
+        return await serve(self._relay, LOOPBACK, self.port, compression=None, max_size=None)
 
     async def _relay(self, dialler: ServerConnection) -> None:
         pipe = self._pipes

@@ -21,12 +21,15 @@ from typing import Any
 import nbformat
 from pycrdt import merge_updates
 
+from p2prtc.core.edits import Author
 from p2prtc.core.engine import NotebookEngine, text_digest
 
 Notebook = dict[str, Any]
 Cell = dict[str, Any]
 Output = dict[str, Any]
 
+# The daemon id of the SharedFiles that unit tests open (stamps its saves).
+THIS_DAEMON = "d0d0d0d0d0d0d0d0"
 _SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
 _ids = itertools.count()
 
@@ -36,8 +39,9 @@ def next_id() -> str:
     return f"cell-{next(_ids)}"
 
 
-def tiny_png(width: int = 1, height: int = 1) -> str:
-    """A valid PNG image (grey pixels), base64-encoded with a trailing newline like Jupyter."""
+def tiny_png(width: int = 1, height: int = 1, rng: random.Random | None = None) -> str:
+    """A valid PNG image, base64-encoded with a trailing newline like Jupyter: grey pixels,
+    or with ``rng`` noise, which no compression shrinks (as a photo or a dense plot)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return (
@@ -45,11 +49,13 @@ def tiny_png(width: int = 1, height: int = 1) -> str:
         )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = b"".join(b"\0" + b"\x80" * width for _ in range(height))
+    rows = b"".join(
+        b"\0" + (rng.randbytes(width) if rng else b"\x80" * width) for _ in range(height)
+    )
     png = (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IDAT", zlib.compress(rows, 1 if rng else -1))
         + chunk(b"IEND", b"")
     )
     return base64.b64encode(png).decode() + "\n"
@@ -182,6 +188,28 @@ def generated_notebook(n_cells: int, *, seed: int = 0, minor: int = 5) -> Notebo
     return notebook(cells, minor=minor)
 
 
+def big_outputs_notebook(megabytes: float, *, cells: int = 100, seed: int = 0) -> Notebook:
+    """About ``megabytes`` MB of notebook: code cells each showing a noise image (PNG)."""
+    rng = random.Random(seed)
+    # base64 takes 4 characters per 3 bytes; the file's other text is small beside it.
+    side = int((megabytes * 1e6 / cells * 3 / 4) ** 0.5)
+    return notebook(
+        code_cell(
+            f"plt.imshow(noise[{index}])",
+            [
+                {
+                    "data": {"image/png": tiny_png(side, side, rng), "text/plain": "<Figure>"},
+                    "metadata": {},
+                    "output_type": "display_data",
+                }
+            ],
+            execution_count=index + 1,
+            cell_id=f"c{index}",
+        )
+        for index in range(cells)
+    )
+
+
 def _split_bundle(bundle: dict[str, Any]) -> None:
     for key, value in bundle.items():
         if isinstance(value, str) and (key.startswith("text/") or key in _SPLIT_MIMES):
@@ -285,6 +313,7 @@ class Replica:
     disk: str
     sent: list[bytes] = field(default_factory=list)
     states: dict[bytes, bytes] = field(default_factory=dict)
+    stamps: bool = False  # saves stamp the cells they change (core.edits), by ``name``
 
     def __post_init__(self) -> None:
         self.remember_state(self.disk)
@@ -315,7 +344,9 @@ class Replica:
 
     def save_text(self, text: str) -> bytes | None:
         self.buffer = self.disk = text
-        result = self.engine.ingest(text, recall=self.states.get)
+        # Stamped saves only where a test asks (seeded tests replay exact update contents).
+        author = Author(self.name, float(len(self.sent))) if self.stamps else None
+        result = self.engine.ingest(text, recall=self.states.get, author=author)
         if result.update is not None:
             self.sent.append(result.update)
             if not result.needs_write:
@@ -338,11 +369,11 @@ class Replica:
         repair = self.engine.repair()
         if repair is not None:
             self.sent.append(repair)
-        text = self.engine.render()
+        text, notebook = self.engine.rendered()
         if text == self.disk:
             return repair
         self.disk = text
-        self.engine.remember_written(text)
+        self.engine.remember_written(text, notebook)
         self.remember_state(text)
         if reload:
             self.buffer = text

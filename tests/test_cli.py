@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemons import Node, copy_notebook, loopback_nodes, process_alive, wait_until
+from daemons import SAMPLE, Node, copy_notebook, loopback_nodes, process_alive, wait_until
+from joins import DEAD_CODES, Sharer, first_steps, steps_of
+from mitm_proxy import MitmProxy, rendezvous_url
+from signaling_server import free_port
 
 from p2prtc.daemon.main import SHUTDOWN_BOUND_S
-
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 
 
 @pytest.fixture
@@ -74,6 +76,29 @@ def test_start_and_stop_are_idempotent_and_logs_shows_the_daemon(node: Node) -> 
     assert node.run("stop").stdout == "daemon stopped\n"
 
 
+def test_a_daemon_in_the_foreground_logs_where_it_runs_and_to_its_log(node: Node) -> None:
+    foreground = subprocess.Popen(
+        node.command("daemon"),
+        cwd=node.workdir,
+        env=node.full_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: " started: " in node.log(), what="the daemon's start in its log")
+    finally:
+        node.run("stop")
+        _, shown = foreground.communicate(timeout=30)
+    assert " started: " in shown and "daemon stopped" in shown
+
+
+def test_a_daemon_started_by_the_cli_logs_each_line_once(node: Node) -> None:
+    node.run("start")
+    node.run("stop")
+    started = [line for line in node.log().splitlines() if " started: " in line]
+    assert len(started) == 1, node.log()
+
+
 def test_logs_without_a_daemon_yet_says_so(node: Node) -> None:
     result = node.run("logs", check=False)
     assert result.returncode == 1
@@ -109,3 +134,102 @@ def test_a_daemon_with_many_shares_ends_on_sigterm(node: Node, notebooks_dir: Pa
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not process_alive(pid), SHUTDOWN_BOUND_S + 20, "the daemon to exit")
     assert "daemon stopped" in (node.home / "daemon.log").read_text()
+
+
+# --- join: what it shows, and codes that cannot work ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharer(tmp_path_factory: pytest.TempPathFactory, notebooks_dir: Path) -> Iterator[Sharer]:
+    (node,) = loopback_nodes(tmp_path_factory.mktemp("sharer"), "a")
+    notebook = copy_notebook(notebooks_dir / SAMPLE, node.workdir / "analysis.ipynb")
+    try:
+        node.share(notebook)
+        yield Sharer(node, notebook)
+    finally:
+        node.shut_down()
+
+
+@pytest.fixture
+def joiner(sharer: Sharer, tmp_path: Path) -> Iterator[Node]:
+    node = sharer.joiner(tmp_path, "b")
+    try:
+        yield node
+    finally:
+        node.shut_down()
+
+
+def test_join_tells_each_step_in_plain_lines_when_piped(sharer: Sharer, joiner: Node) -> None:
+    result = joiner.run("join", sharer.invite())
+
+    dest = joiner.workdir / sharer.notebook.name
+    steps = steps_of(result.stdout.splitlines())
+    assert steps[:4] == first_steps(sharer.port, "analysis.ipynb", dest)
+    assert steps[4].startswith("connected to member ") and steps[4].endswith(" via host")
+    assert steps[5:] == [f"joined: {dest} (32.8 kB, synced)"]
+    assert dest.read_bytes() == sharer.notebook.read_bytes()
+    assert result.stderr == ""
+
+
+def test_join_with_json_prints_the_answer_alone(sharer: Sharer, joiner: Node) -> None:
+    answer = joiner.join(sharer.invite())
+    assert set(answer) == {"path", "share_id", "bytes", "adopted", "seconds"}
+
+
+@pytest.mark.parametrize("cause", sorted(DEAD_CODES))
+def test_a_dead_code_fails_at_once_with_its_cause(
+    sharer: Sharer, joiner: Node, tmp_path: Path, cause: str
+) -> None:
+    """The sharer's daemon says why; the join ends with that cause, not after its timeout
+    (the default 60 s; scripts/bench_dead_code.py times it)."""
+    code, message = DEAD_CODES[cause](sharer, tmp_path)
+
+    result = joiner.run("join", code, check=False)
+
+    assert (result.returncode, result.stderr.strip()) == (4, message)
+    assert f"found a daemon at 127.0.0.1:{sharer.port}: asking it for the code" in (
+        result.stdout.splitlines()
+    )
+    assert joiner.status()["shares"] == []
+    assert not (joiner.workdir / sharer.notebook.name).exists()
+
+
+def test_no_daemon_found_says_what_was_tried_and_what_would_help(node: Node) -> None:
+    node.env["P2PRTC_PEERS"] = "127.0.0.1:9"  # nothing listens there (discard)
+
+    result = node.run("join", "7-guitar-tornado", "--timeout", "1", check=False)
+
+    assert result.returncode == 4
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("p2prtc: No daemon offering this join code was found (tried for 1 s:")
+    assert "mDNS off; relays: none; peers: 127.0.0.1:9; 127.0.0.1:9: " in line
+    assert line.endswith(
+        "hint: from another network, both daemons need the same relay:"
+        " p2prtc stop, then p2prtc --signal URL join CODE)"
+    )
+
+
+def test_a_daemon_not_reachable_yet_is_asked_again(sharer: Sharer, joiner: Node) -> None:
+    """The address the joiner was given answers only after its first try (a daemon still
+    starting, a network coming up): the join goes on and succeeds."""
+    port = free_port()
+    joiner.env["P2PRTC_PEERS"] = f"127.0.0.1:{port}"
+    code = sharer.invite()
+    join = subprocess.Popen(
+        joiner.command("join", code, "--json"),
+        cwd=joiner.workdir,
+        env=joiner.full_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        refused = f"redeeming at 127.0.0.1:{port}: Could not reach the other daemon"
+        wait_until(lambda: refused in joiner.log(), 60, "a first try that found nobody")
+        # Now something answers there: a relay to the sharer's rendezvous listener.
+        with MitmProxy(rendezvous_url(sharer.port), port=port):
+            stdout, stderr = join.communicate(timeout=60)
+    finally:
+        join.kill()
+    assert join.returncode == 0, stderr
+    assert json.loads(stdout)["path"] == str(joiner.workdir / sharer.notebook.name)

@@ -18,7 +18,7 @@ import pytest
 
 from p2prtc import control, paths
 from p2prtc.control import DaemonError, DaemonNotRunning, DaemonTimeout
-from p2prtc.daemon.control import ControlServer, DaemonAlreadyRunning
+from p2prtc.daemon.control import ControlServer, DaemonAlreadyRunning, Report
 from p2prtc.errors import ExitCode, P2PError
 
 pytestmark = pytest.mark.timeout(20)
@@ -37,8 +37,12 @@ class Daemon:
         self.release = asyncio.Event()
         self.waiting = asyncio.Event()
 
-    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
         cmd = request["cmd"]
+        if cmd == "count":
+            for number in range(int(request["to"])):
+                report({"number": number})
+            return {"counted": True}
         if cmd == "echo":
             return {"echo": request.get("value")}
         if cmd == "wrong-code":
@@ -92,6 +96,20 @@ def raw_exchange(socket_path: Path, lines: list[bytes]) -> list[bytes]:
 async def test_request_and_answer(daemon: tuple[Path, Daemon, ControlServer]) -> None:
     home, _, _ = daemon
     assert await call(home, {"cmd": "echo", "value": [1, "ü"]}) == {"ok": True, "echo": [1, "ü"]}
+
+
+async def test_progress_events_come_before_the_answer_only_when_asked(
+    daemon: tuple[Path, Daemon, ControlServer],
+) -> None:
+    home, _, server = daemon
+    events: list[dict[str, Any]] = []
+    request = {"cmd": "count", "to": 3}
+    answer = await asyncio.to_thread(control.call, home, request, 10, events.append)
+    assert answer == {"ok": True, "counted": True}
+    assert events == [{"number": 0}, {"number": 1}, {"number": 2}]
+    # A client that did not ask (an older CLI) gets the answer line alone.
+    (line,) = await asyncio.to_thread(raw_exchange, server.path, [b'{"cmd":"count","to":2}\n'])
+    assert json.loads(line) == {"ok": True, "counted": True}
 
 
 async def test_user_error_keeps_message_and_kind(

@@ -138,12 +138,12 @@ class FileReplica:
     def sharer(cls, folder: Path, text: str) -> FileReplica:
         path = folder / "r0.ipynb"
         path.write_text(text)
-        return cls(SharedFile.create(path, UpdateStore(path.with_suffix(".sqlite"))), text)
+        return cls(SharedFile.create(path, UpdateStore(path.with_suffix(".sqlite")), "r0"), text)
 
     @classmethod
     def joiner(cls, folder: Path, name: str, state: bytes) -> FileReplica:
         path = folder / f"{name}.ipynb"
-        shared = SharedFile.empty(path, UpdateStore(path.with_suffix(".sqlite")))
+        shared = SharedFile.empty(path, UpdateStore(path.with_suffix(".sqlite")), name)
         shared.doc.apply_update(state)
         shared.apply_remote(state)
         shared.write()

@@ -21,6 +21,7 @@ from daemons import (
     wait_until,
     write_like_jupyter,
 )
+from joins import another_code
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,6 +42,14 @@ def connect(a: Node, b: Node) -> None:
     """Point B's daemon at A's rendezvous listener (A's daemon must be running)."""
     port = a.status()["daemon"]["rendezvous_port"]
     b.env["P2PRTC_PEERS"] = f"127.0.0.1:{port}"
+
+
+def invite_b(pair: tuple[Node, Node, Path]) -> str:
+    """A shares its notebook and B will dial A: the code for B."""
+    a, b, notebook = pair
+    code = a.share(notebook)
+    connect(a, b)
+    return code
 
 
 def share_and_join(a: Node, b: Node, notebook: Path) -> Path:
@@ -104,9 +113,7 @@ def test_wrong_code_fails_clearly_and_joins_nothing(pair: tuple[Node, Node, Path
     a, b, notebook = pair
     code = a.share(notebook)
     connect(a, b)
-    nameplate, first, _ = code.split("-")
-    other = "zebra" if first != "zebra" else "yacht"
-    result = b.run("join", f"{nameplate}-{other}-{other}", "--timeout", "15", check=False)
+    result = b.run("join", another_code(code), "--timeout", "15", check=False)
 
     assert result.returncode == 4
     assert result.stderr.strip() == "p2prtc: The join code is wrong."
@@ -131,18 +138,55 @@ def test_used_code_is_refused(pair: tuple[Node, Node, Path], tmp_path: Path) -> 
     assert "already been used" in result.stderr
 
 
-def test_join_refuses_to_overwrite_a_different_file(pair: tuple[Node, Node, Path]) -> None:
-    a, b, notebook = pair
-    code = a.share(notebook)
-    connect(a, b)
+def test_join_keeps_a_different_file_and_the_force_retry_takes_the_same_code(
+    pair: tuple[Node, Node, Path],
+) -> None:
+    _, b, notebook = pair
+    code = invite_b(pair)  # one use only
     existing = b.workdir / "mine.ipynb"
     existing.write_text("my own work")
 
     result = b.run("join", code, str(existing), check=False)
 
     assert result.returncode == 5
-    assert "exists" in result.stderr
+    assert result.stderr.startswith("p2prtc: The destination file exists and differs; pass --force")
     assert existing.read_text() == "my own work"
+    assert b.status()["shares"] == []
+    # The sharer counted the code as used; this daemon kept what it received for the retry.
+    answer = b.join(code, existing, "--force")
+    assert answer["path"] == str(existing) and not answer["adopted"]
+    assert existing.read_bytes() == notebook.read_bytes()
+
+
+def test_join_adopts_a_file_that_holds_the_notebook_already(
+    pair: tuple[Node, Node, Path],
+) -> None:
+    _, b, notebook = pair
+    code = invite_b(pair)
+    copy = b.workdir / "copy.ipynb"
+    reformatted = json.dumps(json.loads(notebook.read_text()), indent=2) + "\n"
+    copy.write_text(reformatted)  # the same notebook, saved by another editor
+
+    answer = b.join(code, copy)
+
+    assert answer["adopted"]
+    assert json.loads(copy.read_text()) == json.loads(notebook.read_text())
+    assert b.status()["shares"][0]["path"] == str(copy)
+
+
+def test_join_into_a_missing_folder_fails_before_anything(
+    pair: tuple[Node, Node, Path],
+) -> None:
+    _, b, notebook = pair
+    code = invite_b(pair)
+
+    result = b.run("join", code, str(b.workdir / "no-such-folder" / "x.ipynb"), check=False)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("p2prtc: Invalid value for 'DEST': the folder ")
+    assert result.stderr.strip().endswith("does not exist (see p2prtc join -h)")
+    assert not b.home.exists()  # no daemon started
+    assert b.join(code)["path"] == str(b.workdir / notebook.name)  # the code is unspent
 
 
 def test_invalid_save_is_reported_and_not_propagated(pair: tuple[Node, Node, Path]) -> None:

@@ -162,3 +162,49 @@ def test_three_machines_share_edit_crash_and_converge(machines: Machines) -> Non
         assert text.count(edit.text) == 1, edit.text
     # Nothing else changed anywhere in the notebook.
     assert without_edits(read_notebook(on_a)) == without_edits(json.loads(original))
+
+
+def test_a_member_removed_while_offline_finds_out_on_the_lan(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """mDNS: A announces the tag of the secret it rotated away, so B, removed while its
+    daemon was stopped, finds A when it comes back, only to be told it was removed."""
+    with netns_nodes(tmp_path, "ab") as (_, (a, b)):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
+        b_file = Path(b.join(a.share(notebook))["path"])
+        b_id = b.status()["daemon"]["id"]
+        wait_until(lambda: a.peers_synced(notebook, 1), SYNC_TIMEOUT_S, "A synced with B")
+        b.stop()
+        assert a.json("remove", str(notebook), b_id)["not_reached"] == []
+        edit_cell(b_file, 3, "# B: offline, after its removal")
+        b.start()
+        wait_until(
+            lambda: b.status()["shares"][0]["standing"] == "removed",
+            SYNC_TIMEOUT_S,
+            "B told by A that it was removed",
+        )
+        assert "you were removed from this share" in b.run("status").stdout
+        assert "# B: offline, after its removal" not in cell_source(notebook, 3)
+
+
+def test_a_lan_join_tells_where_it_searched_and_found_the_sharer(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """Issue 13, on a LAN: the interfaces mDNS runs on, the sharer's address; a code nobody
+    offers fails with what was tried and the one setting that would help."""
+    with netns_nodes(tmp_path, "ab") as (_, (a, b)):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
+        code = a.share(notebook)
+        a_address, b_address = a.env["P2PRTC_INTERFACES"], b.env["P2PRTC_INTERFACES"]
+
+        lines = b.run("join", code, "--timeout", str(SYNC_TIMEOUT_S)).stdout.splitlines()
+
+        assert lines[0] == f"searching: mDNS on {b_address}; relays: none; peers: none"
+        assert lines[1].startswith(f"found a daemon at {a_address}:")
+        assert lines[-1] == f"joined: {b.workdir / 'numpy.ipynb'} (32.8 kB, synced)"
+        nobody = b.run("join", "4242-" + code.partition("-")[2], "--timeout", "1", check=False)
+        assert nobody.returncode == 4
+        assert nobody.stderr.startswith(
+            "p2prtc: No daemon offering this join code was found (tried for 1 s:"
+            f" mDNS on {b_address}; relays: none; peers: none; hint: from another network,"
+        )

@@ -34,6 +34,17 @@ def test_an_announced_daemon_holds_the_shares_whose_tags_we_recognise() -> None:
     assert endpoint.nameplates == {"7"}
 
 
+def test_a_daemon_announcing_a_secret_it_rotated_away_is_dialled_by_who_still_holds_it() -> None:
+    old, current = SECRET, new_secret()
+    announcement = Announcement((), (share_tag(current, EPOCH),), (share_tag(old, EPOCH),))
+    endpoint = Endpoint("p2prtc-2._p2prtc._tcp.local.", OPENER, announcement)
+    assert endpoint.may_hold(SHARE, old, EPOCH)  # to be told it was cut off
+    assert endpoint.retired(old, EPOCH)  # whose turn it is to dial does not matter then
+    assert endpoint.may_hold(SHARE, current, EPOCH)
+    assert not endpoint.retired(current, EPOCH)
+    assert not Endpoint("127.0.0.1:9", OPENER).retired(old, EPOCH)
+
+
 def test_a_relay_peer_holds_exactly_the_shares_it_was_heard_on() -> None:
     endpoint = Endpoint("signal:ab12", OPENER, shares={SHARE})
     assert endpoint.relay_instance == "ab12"

@@ -15,6 +15,7 @@ from nbgen import (
     Edit,
     Notebook,
     Replica,
+    big_outputs_notebook,
     code_cell,
     display_png,
     dump,
@@ -26,7 +27,7 @@ from nbgen import (
     stream,
 )
 
-from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.engine import MAX_OLDER_STATE_BYTES, MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.model import cells_of
 from p2prtc.core.notebook import InvalidNotebook
 
@@ -186,6 +187,17 @@ def test_same_notebook_written_differently_changes_nothing() -> None:
     assert a.engine.full_state() == state
 
 
+def test_a_joiner_knows_a_file_holding_the_shared_notebook_in_any_form(minor: int) -> None:
+    original = dump(sample_notebook(minor=minor))
+    _, b = share(parse(original))
+    reformatted = original.replace('\n "', '\n  "')
+    assert not b.engine.is_known(reformatted)
+
+    assert b.engine.holds(original) and b.engine.holds(reformatted)
+    assert not b.engine.holds(original.replace("x.sum()", "x.sum()!"))
+    assert not b.engine.holds("{not a notebook")
+
+
 def test_echo_of_own_write_is_known(minor: int) -> None:
     a, b = share(sample_notebook(minor=minor))
     deliver(a.save(append_to(1, "\n# more")), b)
@@ -195,6 +207,21 @@ def test_echo_of_own_write_is_known(minor: int) -> None:
     result = b.engine.ingest(b.disk)
     assert result.update is None
     assert not result.needs_write
+
+
+def test_shows_doc_until_the_doc_changes(minor: int) -> None:
+    a, b = share(sample_notebook(minor=minor))
+    written = b.disk
+    assert b.engine.shows_doc(written) and b.engine.holds_doc(written)
+    a.engine.doc.apply_update(b.engine.full_state())  # a sync that brings nothing new
+    assert a.engine.holds_doc(a.disk)
+    deliver(a.save(append_to(1, "\n# more")), b)
+    assert not b.engine.shows_doc(written) and not b.engine.holds_doc(written)
+    assert b.engine.shows_doc(b.disk) and "# more" in b.disk
+    reformatted = b.disk.replace('\n "', '\n  "')  # the same notebook, another indentation
+    b.engine.remember_written(reformatted)
+    assert b.engine.shows_doc(reformatted) and b.engine.shows_doc(b.disk)
+    assert b.engine.shows_doc(b.disk, b.engine.notebook())
 
 
 def test_invalid_save_raises_and_leaves_the_doc_alone() -> None:
@@ -500,27 +527,69 @@ def test_stale_move_next_to_a_peers_move_keeps_the_peers_new_cell(minor: int) ->
     assert_converged(a, b)
 
 
+def test_deleting_a_line_one_typed_beside_a_stale_merge_deletes_it(minor: int) -> None:
+    """A stale editor types a line into a cell a peer typed into; the daemon merges both
+    and the editor reloads. Deleting its own line makes the cell as the peer's version had
+    it, a version written before that stale save (only a second editor could hold it): no
+    evidence that the editor saves from it, the line goes (convergence property example).
+    (Without ids the smaller edit then decides: deleting a cell of three lines is not.)"""
+    a, b = share(notebook([code_cell("#c0\nfirst"), code_cell("#c1\nx = 1\ny = 2")], minor=minor))
+    deliver(b.save(replace_in(0, "first", "peer\nfirst")), a, reload=False)
+    deliver(a.save(replace_in(0, "first", "mine\nfirst")), b)
+    deliver(b.save(delete_cell(1)), a)
+
+    update = a.save(replace_in(0, "mine\n", ""))
+
+    assert update is not None
+    b.receive(update)
+    assert sources(parse(a.disk)) == ["#c0\npeer\nfirst"]
+    assert_converged(a, b)
+
+
+def stale_save_after(a: Replica, b: Replica, remote_edits: list[Edit], cell: int) -> str:
+    """B saves each edit (A's daemon writes it, A's editor keeps its buffer), then A's
+    editor saves its stale buffer with " # A" typed into ``cell``: the sources of A's file
+    once both converged."""
+    stale = a.notebook()
+    for edit in remote_edits:
+        deliver(b.save(edit), a, reload=False)
+    assert not a.engine.is_known(a.buffer)  # older than every version kept whole
+
+    append_to(cell, " # A")(stale)
+    update = a.save_text(dump(stale))
+
+    assert update is not None
+    b.receive(update)
+    assert_converged(a, b)
+    return "\n".join(sources(parse(a.disk)))
+
+
 @pytest.mark.parametrize("writes", [MAX_VERSIONS + 1, 3 * MAX_VERSIONS])
 def test_save_of_a_buffer_many_writes_old_keeps_every_remote_edit(minor: int, writes: int) -> None:
     """JupyterLab's "overwrite" long after "file changed on disk": versions no longer kept
     whole are recalled from the log (here ``Replica.states``)."""
     a, b = share(sample_notebook(minor=minor))
-    stale = a.notebook()
-    for index in range(writes):
-        deliver(b.save(append_to(index % 4, f" #B{index:03d}")), a, reload=False)
-    deliver(b.save(insert_cell(0, "b_first")), a, reload=False)
-    assert not a.engine.is_known(a.buffer)  # older than every version kept whole
+    edits = [append_to(index % 4, f" #B{index:03d}") for index in range(writes)]
 
-    append_to(2, " # A")(stale)
-    update = a.save_text(dump(stale))
+    text = stale_save_after(a, b, [*edits, insert_cell(0, "b_first")], cell=2)
 
-    assert update is not None
-    b.receive(update)
-    text = "\n".join(sources(parse(a.disk)))
     assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
     assert text.count("b_first") == 1
     assert text.count(" # A") == 1
-    assert_converged(a, b)
+
+
+def test_big_notebook_keeps_fewer_versions_whole_and_recalls_the_rest() -> None:
+    """Each whole version holds a full doc state: with 3 MB of images, the bytes bound
+    (not the count) sends the older ones to the history, and a stale save still merges."""
+    a, b = share(big_outputs_notebook(3, cells=6))
+    writes = 4
+    assert writes * len(a.engine.full_state()) > MAX_OLDER_STATE_BYTES and writes < MAX_VERSIONS
+    edits = [append_to(index % 4, f" #B{index:03d}") for index in range(writes)]
+
+    text = stale_save_after(a, b, edits, cell=5)
+
+    assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
+    assert text.count(" # A") == 1
 
 
 def test_without_recall_a_buffer_many_writes_old_still_merges_against_a_kept_version() -> None:

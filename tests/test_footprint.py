@@ -1,6 +1,7 @@
 """What a daemon loads: the WebRTC stack (aiortc, and PyAV/FFmpeg under it) is imported in
 the background once links are coming (a share is open, a join started), never before the
-daemon answers, and not at all by a daemon with nothing to link. Checked on real daemons
+daemon answers, and not at all by a daemon with nothing to link, which imports only aiortc's
+codec-free dependencies (libsrtp among them) ahead of a join. Checked on real daemons
 through /proc/PID/maps, the way a user would see which libraries a process holds."""
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ def holds_ffmpeg(pid: int) -> bool:
     return "libavcodec" in Path(f"/proc/{pid}/maps").read_text()
 
 
+def holds_libsrtp(pid: int) -> bool:
+    """Whether the process has pylibsrtp's binding (an aiortc dependency, no codec) mapped."""
+    return "pylibsrtp" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def test_webrtc_stack_is_loaded_only_when_links_are_coming(
     tmp_path: Path, notebooks_dir: Path
 ) -> None:
@@ -22,6 +28,8 @@ def test_webrtc_stack_is_loaded_only_when_links_are_coming(
     notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / SAMPLE)
     try:
         a.run("start")
+        # Its background preload is over once libsrtp is in: PyAV must not have come with it.
+        wait_until(lambda: holds_libsrtp(a.pid()), what="the idle daemon to preload")
         assert not holds_ffmpeg(a.pid()), "a daemon with no share loaded the WebRTC stack"
 
         joined = share_and_join(a, b, notebook)
@@ -30,6 +38,7 @@ def test_webrtc_stack_is_loaded_only_when_links_are_coming(
         b.run("leave", str(joined))
         b.stop()
         b.start()  # resumes no share: nothing to link
+        wait_until(lambda: holds_libsrtp(b.pid()), what="the restarted daemon to preload")
         assert not holds_ffmpeg(b.pid()), "a restarted daemon with no share loaded it"
         a.stop()
         a.start()  # resumes its share: peers will link, the stack loads in the background

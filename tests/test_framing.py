@@ -101,6 +101,31 @@ def test_large_frame_is_split_below_the_limit_and_reassembled() -> None:
     assert reassembler.feed(chunks[-1]) == frame
 
 
+def test_progress_names_the_document_and_bounds_the_size_until_the_last_chunk() -> None:
+    frame = Frame(FrameKind.SYNC, DOC, bytes(range(256)) * 300)
+    size = len(encode_frame(frame))
+    chunks = Chunker(1000).encode(frame)
+    per_chunk = 1000 - CHUNK_HEADER_SIZE
+    reassembler = Reassembler()
+    assert reassembler.progress is None
+    seen = []
+    for chunk in chunks[:-1]:
+        reassembler.feed(chunk)
+        seen.append(reassembler.progress)
+    assert {p.doc_id for p in seen if p} == {DOC}
+    assert [p.received for p in seen if p] == [per_chunk * n for n in range(1, len(chunks))]
+    assert {p.expected for p in seen if p} == {per_chunk * len(chunks)}
+    assert size <= per_chunk * len(chunks) < size + per_chunk
+    reassembler.feed(chunks[-1])
+    assert reassembler.progress is None
+
+
+def test_progress_of_a_frame_without_a_document() -> None:
+    reassembler = Reassembler()
+    reassembler.feed(Chunker(40).encode(error_frame("x" * 100))[0])
+    assert reassembler.progress is not None and reassembler.progress.doc_id == b""
+
+
 def test_consecutive_frames_and_message_ids() -> None:
     chunker, reassembler = Chunker(64), Reassembler()
     frames = [Frame(FrameKind.AUTH, DOC, bytes([n]) * (n * 40)) for n in range(5)]

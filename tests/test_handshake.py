@@ -284,6 +284,20 @@ def member_pair(
     )
 
 
+def test_a_secret_rotated_away_still_authenticates_and_says_so() -> None:
+    """A daemon holding a retired secret gets through, so that it can be told; the
+    responder learns which secret it proved."""
+    retired = [(SHARE, OTHER_SECRET)]
+    initiator = MemberInitiator(SHARE, OTHER_SECRET, "daemon-i")
+    responder = MemberResponder(share_lookup({SHARE: SECRET}, retired), "daemon-r")
+    initiator_events, responder_events, _ = run(initiator, responder)
+    assert authenticated(responder_events).secret == OTHER_SECRET
+    assert authenticated(initiator_events).secret == OTHER_SECRET
+    current = MemberResponder(share_lookup({SHARE: SECRET}, retired), "daemon-r")
+    _, responder_events, _ = run(MemberInitiator(SHARE, SECRET, "daemon-i"), current)
+    assert authenticated(responder_events).secret == SECRET
+
+
 def authenticated(events: list[HandshakeEvent]) -> Authenticated:
     assert len(events) == 1 and isinstance(events[0], Authenticated), events
     return events[0]

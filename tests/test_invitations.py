@@ -68,6 +68,21 @@ def test_a_proven_code_costs_a_use_not_an_attempt() -> None:
         invitations.find(code.nameplate)
 
 
+def test_a_code_whose_uses_are_all_in_flight_is_busy_not_used() -> None:
+    """A wrong guess still being settled holds the one use: the next joiner is told to wait
+    (and retries), not that the code was used, which it may never be."""
+    invitations = Invitations()
+    code = invitation(invitations)
+    invitations.begin(invitations.find(code.nameplate))
+    invitations.reserve_guess(code)
+    with pytest.raises(CodeBusy):
+        invitations.find(code.nameplate)
+    invitations.end(code, guessed=True, proven=False, peer="test")
+    exchange(invitations, code, guessed=True, proven=True)  # the next joiner gets it
+    with pytest.raises(CodeUsedUp):
+        invitations.find(code.nameplate)
+
+
 def test_concurrent_guesses_never_exceed_the_budget() -> None:
     invitations = Invitations()
     code = invitation(invitations, uses=10)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from daemons import Node, edit_cell, read_notebook
-from jupyter_servers import Machines, Tab, open_tab, two_machines, until
+from jupyter_servers import MACHINE_NAMES, Machines, Tab, open_tab, two_machines, until
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +86,12 @@ async def test_a_keystroke_in_one_tab_arrives_in_the_other_machines_tab(
     async with two_tabs(machines) as (tab_a, tab_b):
         assert tab_a.content() == tab_b.content()
         assert len(rooms_of(machines.pair.a, a_file)) == len(rooms_of(machines.pair.b, b_file)) == 1
-        # Awareness: who is in the room on the other machine.
-        await tab_a.announce("Ada on A")
-        await tab_b.announce("Bob on B")
-        await tab_b.wait_for(lambda t: "Ada on A" in t.collaborators(), what="A's user on B")
-        await tab_a.wait_for(lambda t: "Bob on B" in t.collaborators(), what="B's user on A")
+        # Awareness: who is in the room on the other machine, and which machine that is.
+        await tab_a.announce("Ada")
+        await tab_b.announce("Bob")
+        ada, bob = f"Ada ({MACHINE_NAMES[0]})", f"Bob ({MACHINE_NAMES[1]})"
+        await tab_b.wait_for(lambda t: ada in t.collaborators(), what="A's user on B")
+        await tab_a.wait_for(lambda t: bob in t.collaborators(), what="B's user on A")
         tab_a.type(0, "typed on A")
         await tab_b.wait_for(ends_with(0, "typed on A"), what="A's typing in B's tab")
         tab_b.type(1, "typed on B")

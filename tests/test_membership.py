@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2prtc.core.membership import KeyState, Verdict, judge_rekey, rotate
+from p2prtc.core.membership import KeyState, Standing, Verdict, judge_rekey, rotate, standing
 
 MEMBERS = ("a", "b", "c", "d")
 START = KeyState(3, b"\x50" * 32, MEMBERS)
@@ -109,3 +109,13 @@ def test_concurrent_removals_converge_to_one_secret_without_the_removed(seed: in
     (final,) = consistent
     assert not set(final.members) & set(removed.values()), (final, removed)
     assert set(MEMBERS) - set(final.members) == set(removed.values())
+
+
+def test_standing_tells_cut_off_alone_and_a_new_share_apart() -> None:
+    assert standing("a", ["a"], [], {}) is Standing.MEMBER  # shared, nobody joined yet
+    assert standing("a", ["a", "b"], [], {}) is Standing.MEMBER
+    assert standing("a", ["a", "b"], ["b"], {}) is Standing.ALONE  # b left
+    assert standing("a", ["a"], [], {"b": 1}) is Standing.ALONE  # b removed
+    assert standing("a", ["a", "b", "c"], ["b"], {}) is Standing.MEMBER  # c is there
+    for told in (Standing.REMOVED, Standing.OUTDATED):
+        assert standing("a", ["a", "b"], [], {}, told) is told

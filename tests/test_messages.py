@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from p2prtc.core.keys import share_tag
 from p2prtc.core.messages import (
+    MAX_RETIRED_TAGS,
     Announcement,
     BadMessage,
     Opening,
@@ -180,6 +181,17 @@ def test_an_announcement_keeps_only_nameplates_and_tags() -> None:
     assert Announcement.decode({}) == Announcement()
     with pytest.raises(BadMessage, match="version"):
         Announcement.decode({"v": "2"})
+
+
+def test_retired_tags_travel_apart_bounded_and_only_when_there_are_some() -> None:
+    tags = tuple(share_tag(SECRET, epoch) for epoch in range(MAX_RETIRED_TAGS + 3))
+    assert "r" not in Announcement(("3",), tags[:1]).encode()  # as older daemons send it
+    encoded = Announcement((), tags[:1], tags).encode()
+    assert len(f"r={encoded['r']}".encode()) <= 255  # one TXT string
+    decoded = Announcement.decode(encoded)
+    assert decoded.retired == tags[:MAX_RETIRED_TAGS] and decoded.tags == tags[:1]
+    hostile = Announcement.decode({"r": ",".join(("zz", *tags[:2], "../x"))})
+    assert hostile.retired == tags[:2]
 
 
 def test_signal_messages_round_trip_and_refuse_junk() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from daemons import LOOPBACK_ENV, SAMPLE, Node, copy_notebook, edit_cell, loopback_nodes, wait_until
 from guesser import RelayGuesser, WalkAway, guess, lan_opener, wrong_code
+from joins import another_code
 from mdns_capture import SERVICE_TYPE, parse_packet, txt_properties
 from mitm_proxy import (
     LOOPBACK,
@@ -154,12 +155,6 @@ def wait_for_attempts_left(node: Node, code: str, count: int | None) -> None:
         wait_until(reached, what=f"{count} wrong attempts left")
     except pytest.fail.Exception:
         pytest.fail(f"waited for {count} wrong attempts left, saw {seen}\n{node.log_tail()}")
-
-
-def another_code(code: str) -> str:
-    nameplate, first, _ = code.split("-")
-    other = "zebra" if first != "zebra" else "yacht"
-    return f"{nameplate}-{other}-{other}"
 
 
 def log_of(node: Node, since: int = 0) -> str:

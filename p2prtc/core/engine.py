@@ -23,17 +23,24 @@ from typing import Any
 import orjson
 from pycrdt import Doc, TransactionEvent, merge_updates
 
+from p2prtc.core.edits import Author, EditTracker, changed_parts, stamp_cells
 from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts, is_order
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
 from p2prtc.core.repair import Shown, repair_cells, survivors
 from p2prtc.core.statevector import StateVector, decode_state_vector
+from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
 # Versions kept whole (notebook and doc state); older ones are remembered as facts only.
 MAX_VERSIONS = 8
+# ... and at most this many bytes of doc states besides the newest version's: each whole
+# version holds a full state (1.75 MB for the 1.7 MB sample, 50 MB for a notebook with 50 MB
+# of images). Beyond it, older versions go to the facts too, rebuilt from the caller's log
+# only if a stale save needs them.
+MAX_OLDER_STATE_BYTES = 8 * 2**20
 
 # Rebuilds the doc state of an older version, by its digest (from the caller's update log);
 # None when it cannot.
@@ -119,8 +126,13 @@ class NotebookEngine:
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
-        self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
+        self.edits = EditTracker(doc)  # who changed which cell; concurrent edits
+        # At most MAX_VERSIONS and MAX_OLDER_STATE_BYTES, oldest first.
+        self._versions: deque[Version] = deque()
         self._history = VersionHistory()  # the versions before those
+        # The oldest this many versions were written before the last save was made from an
+        # older one: that editor never held them, only a second editor may.
+        self._predating_last_save = 0
         # Cells (by id) whose source the file holds as one string: written back that way.
         self._string_sources: frozenset[str] = frozenset()
 
@@ -150,10 +162,32 @@ class NotebookEngine:
         """The newest version with this text, if the engine keeps it whole."""
         return next((v for v in reversed(self._versions) if v.digest == digest), None)
 
-    def shows_doc(self, text: bytes | str) -> bool:
-        """Does this known file text hold what the doc holds (whatever its form)?"""
+    def holds_doc(self, text: bytes | str) -> bool:
+        """Was this known file text read or written with the doc exactly as it is now (a
+        peer's sync that brought nothing since)? Cheap: no conversion of the doc."""
         version = self._version_of(text_digest(text))
-        return version is not None and version.notebook == self.notebook()
+        return version is not None and self._is_current(version)
+
+    def shows_doc(self, text: bytes | str, notebook: Notebook | None = None) -> bool:
+        """Does this known file text hold what the doc holds (whatever its form)?
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        version = self._version_of(text_digest(text))
+        if version is None:
+            return False
+        return version.notebook == (self.notebook() if notebook is None else notebook)
+
+    def holds(self, text: bytes | str) -> bool:
+        """Does this file text, known or not, hold the doc's notebook (whatever its form)?
+
+        A joiner asks it of a file already at its destination: the same notebook is
+        adopted, another one is not overwritten unless the user said so. Cell ids count
+        only where the file's format has them.
+        """
+        try:
+            found = without_cell_ids(parse_notebook(text))
+        except P2PError:
+            return False
+        return found == without_cell_ids(self.notebook())
 
     @classmethod
     def from_updates(cls, updates: list[bytes]) -> NotebookEngine:
@@ -173,14 +207,21 @@ class NotebookEngine:
         A cell id twice (concurrent moves not repaired yet) is written once: the copy
         ``repair`` keeps, so the file is valid whatever the doc holds.
         """
+        return self.rendered()[0]
+
+    def rendered(self) -> tuple[str, Notebook]:
+        """``render``, and the doc's notebook it was made from: ``remember_written`` takes
+        it, where converting the doc again would cost as much as the rendering (0.3 s for a
+        notebook with 50 MB of images)."""
         notebook = self.notebook()
+        shown = notebook
         ids = [cell["id"] for cell in notebook["cells"]]
         if len(set(ids)) < len(ids):
             kept = survivors(self.doc)
             cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
-            notebook = {**notebook, "cells": cells}
-        keep = [i for i, cell in enumerate(notebook["cells"]) if cell["id"] in self._string_sources]
-        return render_notebook(without_cell_ids(notebook), keep)
+            shown = {**notebook, "cells": cells}
+        keep = [i for i, cell in enumerate(shown["cells"]) if cell["id"] in self._string_sources]
+        return render_notebook(without_cell_ids(shown), keep), notebook
 
     def repair(self) -> bytes | None:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
@@ -191,9 +232,10 @@ class NotebookEngine:
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
-    def remember_written(self, text: str) -> None:
-        """Record a text the daemon wrote (or found on disk equal to the doc) as a version."""
-        self._remember(text_digest(text), self.notebook())
+    def remember_written(self, text: str, notebook: Notebook | None = None) -> None:
+        """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
+        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        self._remember(text_digest(text), self.notebook() if notebook is None else notebook)
 
     def remember_base(self, digest: bytes, notebook: Notebook, state: bytes) -> None:
         """Restore a version persisted before a restart: the doc state it was read at.
@@ -213,6 +255,10 @@ class NotebookEngine:
         digest = text_digest(text)
         return any(version.digest == digest for version in self._versions)
 
+    def known_digests(self) -> frozenset[bytes]:
+        """The digests of the texts ``is_known`` accepts, as of now."""
+        return frozenset(version.digest for version in self._versions)
+
     def remembers(self, digest: bytes) -> bool:
         """Could a save still start from this version (kept whole or as facts)?"""
         return digest in self._history or any(v.digest == digest for v in self._versions)
@@ -220,23 +266,28 @@ class NotebookEngine:
     def latest_version(self) -> Version | None:
         return self._versions[-1] if self._versions else None
 
-    def ingest(self, text: bytes | str, recall: Recall | None = None) -> IngestResult:
+    def ingest(
+        self, text: bytes | str, recall: Recall | None = None, author: Author | None = None
+    ) -> IngestResult:
         """Merge a save of the file into the doc. Raises InvalidNotebook & co. untouched.
 
         ``recall`` rebuilds older versions, for a save of a buffer older than the versions
         kept whole; without it such a save is merged against the closest kept version.
+        With an ``author``, the update stamps the cells it changes (see core.edits).
         """
         digest = text_digest(text)
         if any(version.digest == digest for version in self._versions):
             return IngestResult(update=None, needs_write=self._doc_differs_from(digest))
         new = parse_notebook(text)
         save = Save(new)
-        base = self._closest_version(save, [*self._recalled(save, recall), *self._versions])
+        recalled = self._recalled(save, recall)
+        predating = len(recalled) + self._predating_last_save
+        base = self._closest_version(save, [*recalled, *self._versions], predating)
         if base is None:
             raise RuntimeError("ingest before the engine knows any version of the file")
         current = None if self._is_current(base) else self.notebook()
         if current is None:
-            ingested, update = apply_diff_observed(self.doc, base.notebook, new)
+            ingested, update = self._apply_save(self.doc, base.notebook, new, author)
             saved = self._snapshot(digest, ingested)
             needs_write = False
         elif without_cell_ids(current) == new:
@@ -245,7 +296,7 @@ class NotebookEngine:
             ingested, update, saved = current, None, self._snapshot(digest, current)
             needs_write = False
         else:
-            ingested, update, saved = self._ingest_on_fork(base, new, digest)
+            ingested, update, saved = self._ingest_on_fork(base, new, digest, author)
             if update is not None:
                 self.doc.apply_update(update)
                 # Typing into a cell a peer moved meanwhile went to the original.
@@ -257,19 +308,20 @@ class NotebookEngine:
         # editor (or this one, reloaded) may have read them and will save from them.
         self._forget_up_to(base)
         self._push(saved)
+        self._predating_last_save = len(self._versions) - 1
         self.learn_form(text)
         needs_write = needs_write or ids_reassigned(new, ingested)
         logger.debug("ingested a save: changed=%s needs_write=%s", update is not None, needs_write)
         return IngestResult(update=update, needs_write=needs_write)
 
     def _ingest_on_fork(
-        self, base: Version, new: Notebook, digest: bytes
+        self, base: Version, new: Notebook, digest: bytes, author: Author | None
     ) -> tuple[Notebook, bytes | None, Version]:
         """Apply the save to a copy of the doc at ``base``; the edit merges like a peer's."""
         # A fresh client id: the live doc may have made edits under its own id since base.
         fork: Doc[Any] = Doc(client_id=random.getrandbits(32))
         fork.apply_update(base.state)
-        ingested, update = apply_diff_observed(fork, base.notebook, new)
+        ingested, update = self._apply_save(fork, base.notebook, new, author)
         logger.info("merged a save made from an older version of the file")
         # The version is the saved text itself (a file without ids, or not written the way
         # Jupyter writes, never renders back to it): a second save of it is then known.
@@ -278,6 +330,18 @@ class NotebookEngine:
             update,
             Version(digest, ingested, fork.get_update(), state_vector(fork)),
         )
+
+    def _apply_save(
+        self, doc: Doc[Any], base: Notebook, new: Notebook, author: Author | None
+    ) -> tuple[Notebook, bytes | None]:
+        """Apply a save's diff to ``doc`` (live or fork) and stamp the cells it changed (by
+        what ``doc`` holds: the version the editor had); the update of both."""
+        ingested, update = apply_diff_observed(doc, base, new)
+        if author is None or update is None:
+            return ingested, update
+        changed = changed_parts(base, ingested)
+        stamp = observed_update(doc, lambda: stamp_cells(doc, changed, author, self.doc))
+        return ingested, update if stamp is None else merge_updates(update, stamp)
 
     def _doc_differs_from(self, digest: bytes) -> bool:
         # The newest version with this text: an older one may hold an older doc state.
@@ -318,7 +382,9 @@ class NotebookEngine:
         logger.info("a save older than the kept versions: %d older ones recalled", len(recalled))
         return recalled
 
-    def _closest_version(self, save: Save, versions: list[Version]) -> Version | None:
+    def _closest_version(
+        self, save: Save, versions: list[Version], predating: int
+    ) -> Version | None:
         """The version the save most likely started from.
 
         First, evidence. A cell of the save that only a newer version has (a cell as a peer
@@ -328,9 +394,13 @@ class NotebookEngine:
         before a peer changed or deleted it) says the editor is stale, unless the user undid
         the peer's change; it weighs less. An order of cells only a newer version has is no
         proof (the user's own move may put two cells next to each other as a peer's did): it
-        weighs as the older evidence. Then the smallest edit of the sources, then the
-        fewest other differences (outputs, metadata: a stale save must not revert a peer's
-        outputs just because the newest version has them), then the newest.
+        weighs as the older evidence. A fact only the first ``predating`` versions have
+        (written before the last save, which was made from an older one: only a second
+        editor may hold them) is no evidence against the later ones: the user deleting a
+        line they typed can make the very cell such a version had. Then the smallest edit of
+        the sources, then the fewest other differences (outputs, metadata: a stale save must
+        not revert a peer's outputs just because the newest version has them), then the
+        newest.
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
@@ -343,7 +413,9 @@ class NotebookEngine:
             # orders: soak seeds 461, 758, a stale editor's move deleted a peer's new cell
             # or reverted its line, merged against the peer's version).
             found = [
-                (newest_with[f], is_order(f)) for f in save.facts - facts[index] if f in newest_with
+                (newest_with[f], is_order(f))
+                for f in save.facts - facts[index]
+                if f in newest_with and (index < predating or newest_with[f] >= predating)
             ]
             proof = sum(1 for found_in, order in found if found_in > index and not order)
             return proof, len(found) - proof, versions[index].distance(new, by_id)
@@ -367,12 +439,15 @@ class NotebookEngine:
     def _push(self, version: Version) -> None:
         if self._versions:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
-        if len(self._versions) == MAX_VERSIONS:
+        self._versions.append(version)
+        older_bytes = sum(len(kept.state) for kept in self._versions) - len(version.state)
+        while len(self._versions) > MAX_VERSIONS or older_bytes > MAX_OLDER_STATE_BYTES:
             oldest = self._versions.popleft()
+            self._predating_last_save = max(0, self._predating_last_save - 1)
+            older_bytes -= len(oldest.state)
             with_ids = keeps_cell_ids(oldest.notebook)
             # Its facts were likely worked out already, to match a save against it.
             self._history.add(oldest.digest, oldest.facts_of(with_ids=with_ids), with_ids=with_ids)
-        self._versions.append(version)
 
     def _remember(self, digest: bytes, notebook: Notebook) -> None:
         self._push(self._snapshot(digest, notebook))
@@ -408,6 +483,13 @@ def apply_diff_observed(
     The update is taken from the transaction, not from the state vector: deletions do not
     advance a state vector, so a save that only deletes would otherwise look like no change.
     """
+    ingested: list[Notebook] = []
+    update = observed_update(doc, lambda: ingested.append(apply_notebook_diff(doc, base, new)))
+    return ingested[0], update
+
+
+def observed_update(doc: Doc[Any], action: Callable[[], object]) -> bytes | None:
+    """Run ``action``; the update of the one transaction it made (None: no change)."""
     updates: list[bytes] = []
 
     def record(event: TransactionEvent) -> None:
@@ -415,10 +497,10 @@ def apply_diff_observed(
 
     subscription = doc.observe(record)
     try:
-        ingested = apply_notebook_diff(doc, base, new)
+        action()
     finally:
         doc.unobserve(subscription)
-    return ingested, updates[0] if updates else None
+    return updates[0] if updates else None
 
 
 def ids_reassigned(new: Notebook, ingested: Notebook) -> bool:

@@ -148,6 +148,19 @@ class Chunker:
         ]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far the frame being received has come (a join shows it as a progress bar).
+
+    ``expected`` is an upper bound until the last chunk: every chunk but the last is as
+    full as the first, so the frame holds at most ``count`` times the first chunk's data.
+    """
+
+    doc_id: bytes  # empty for a connection-level frame, or one too short to tell
+    received: int
+    expected: int
+
+
 class Reassembler:
     """Turns the chunks received on one data channel back into frames, with bounded memory.
 
@@ -167,6 +180,14 @@ class Reassembler:
         except FramingError:
             self._pending = None
             raise
+
+    @property
+    def progress(self) -> Progress | None:
+        """The frame in progress, None between frames."""
+        pending = self._pending
+        if pending is None:
+            return None
+        return Progress(pending.doc_id(), pending.size, pending.count * len(pending.parts[0]))
 
     def _feed(self, chunk: bytes) -> Frame | None:
         message_id, index, count, data = _parse_chunk(chunk)
@@ -212,6 +233,16 @@ class _PendingMessage:
 
     def join(self) -> bytes:
         return b"".join(self.parts)
+
+    def doc_id(self) -> bytes:
+        """The document the frame is about, read from its header in the first chunk."""
+        header = self.parts[0][: 2 + DOC_ID_SIZE]
+        if len(header) < 2 + DOC_ID_SIZE or header[1] not in _KINDS_WITH_DOC_ID:
+            return b""
+        return header[2:]
+
+
+_KINDS_WITH_DOC_ID = frozenset(kind.value for kind in FrameKind if kind.has_doc_id)
 
 
 def _parse_chunk(chunk: bytes) -> tuple[int, int, int, bytes]:

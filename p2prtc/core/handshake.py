@@ -30,7 +30,7 @@ import enum
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -152,6 +152,9 @@ class Authenticated:
     share_id: bytes
     peer_daemon_id: str
     channel: SealedChannel
+    # The secret both proved: for a responder, possibly one its share rotated away (see
+    # ``share_lookup``), which the daemon answers by telling the peer it was cut off.
+    secret: bytes = b""
 
 
 HandshakeEvent = SendMessage | Failed | Welcomed | Joined | Authenticated
@@ -370,11 +373,18 @@ def _established(channel: SealedChannel | None) -> SealedChannel:
 # --- member authentication ---------------------------------------------------------------------
 
 
-def share_lookup(shares: Mapping[bytes, bytes]) -> Lookup:
-    """A responder ``lookup`` over ``{share_id: secret}``: finds the share a HELLO names."""
+def share_lookup(
+    shares: Mapping[bytes, bytes], retired: Iterable[tuple[bytes, bytes]] = ()
+) -> Lookup:
+    """A responder ``lookup`` over ``{share_id: secret}``: finds the share a HELLO names.
+
+    ``retired`` lists ``(share_id, secret)`` of secrets rotated away: a daemon still holding
+    one (removed, or offline during the rotation) authenticates with it, so that it can be
+    told, over the proven channel, that it was cut off. It is never given the share.
+    """
 
     def lookup(nonce: bytes, tag: bytes) -> tuple[bytes, bytes] | None:
-        for share_id, secret in shares.items():
+        for share_id, secret in [*shares.items(), *retired]:
             if hmac.compare_digest(lookup_tag(secret, nonce), tag):
                 return share_id, secret
         return None
@@ -448,7 +458,8 @@ class MemberInitiator(_Handshake):
         session.absorb(finish)
         channel = session.channel(initiator=True)
         self._set_state(HandshakeState.DONE)
-        return [SendMessage(finish), Authenticated(self._share_id, peer_id, channel)]
+        authenticated = Authenticated(self._share_id, peer_id, channel, self._secret)
+        return [SendMessage(finish), authenticated]
 
     def _on_reject(self, message: _Message) -> list[HandshakeEvent]:
         raise NotAMember("it does not hold this share")
@@ -467,6 +478,7 @@ class MemberResponder(_Handshake):
         self._daemon_id = _check_daemon_id(daemon_id)
         self._binding = binding
         self._share_id = b""
+        self._secret = b""
         self._session: _MemberSession | None = None
 
     def start(self) -> list[bytes]:
@@ -487,8 +499,8 @@ class MemberResponder(_Handshake):
             return self._fail(
                 NotAMember("no share matches its tag"), self._encode(MessageType.REJECT)
             )
-        self._share_id, secret = found
-        session = _MemberSession(secret, self._share_id, self._binding, message.raw)
+        self._share_id, self._secret = found
+        session = _MemberSession(self._secret, self._share_id, self._binding, message.raw)
         self._session = session
         head = self._encode(MessageType.PROOF, secrets.token_bytes(NONCE_SIZE))
         session.absorb(head)
@@ -504,7 +516,7 @@ class MemberResponder(_Handshake):
         session.absorb(message.raw)
         channel = session.channel(initiator=False)
         self._set_state(HandshakeState.DONE)
-        return [Authenticated(self._share_id, peer_id, channel)]
+        return [Authenticated(self._share_id, peer_id, channel, self._secret)]
 
 
 def _check_daemon_id(daemon_id: str) -> str:

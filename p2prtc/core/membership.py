@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,35 @@ def rotate(current: KeyState, removing: str, secret: bytes, me: str) -> KeyState
         removed[removing] = generation
     members = tuple(m for m in current.members if m not in removed)
     return KeyState(generation, secret, members, frozenset(removed.items()), author=me)
+
+
+class Standing(enum.Enum):
+    """Where this daemon stands in a share, as ``status`` tells it."""
+
+    MEMBER = "member"  # it belongs, with other members (or none yet: a new share)
+    REMOVED = "removed"  # a member told it that it was removed
+    # A member told it that the secret was rotated without it (it was offline during a
+    # removal): only a new invitation lets it back in.
+    OUTDATED = "outdated"
+    ALONE = "alone"  # every other member left or was removed: nobody to sync with
+
+
+def standing(
+    me: str,
+    members: Iterable[str],
+    departed: Iterable[str],
+    removed: Mapping[str, int],
+    cut_off: Standing | None = None,
+) -> Standing:
+    """This daemon's standing in a share from what its record holds (``cut_off``: what a
+    member told it, REMOVED or OUTDATED)."""
+    if cut_off is not None:
+        return cut_off
+    gone = set(departed)
+    others = [m for m in members if m != me and m not in gone]
+    if not others and (gone - {me} or removed):
+        return Standing.ALONE
+    return Standing.MEMBER
 
 
 def _removals(state: KeyState) -> dict[str, int]:

@@ -40,6 +40,8 @@ MAX_NAME_BYTES = 255
 MAX_OPENING_BYTES = 1024
 MAX_INSTANCE_CHARS = 64
 MAX_PIPE_NUMBER = 2**31
+# Retired share tags in one announcement: they fit one 255-byte TXT string.
+MAX_RETIRED_TAGS = 255 // (TAG_HEX_CHARS + 1) - 1
 _NAMEPLATE = re.compile(rf"[1-9][0-9]{{0,{MAX_NAMEPLATE_DIGITS - 1}}}")
 _TAG = re.compile(rf"[0-9a-f]{{{TAG_HEX_CHARS}}}")
 # Member ids and relay instance ids: printable, no spaces, no path separator.
@@ -326,14 +328,23 @@ class Rekey:
 
 @dataclass(frozen=True)
 class Announcement:
-    """This daemon's mDNS TXT record: the nameplates it offers and its shares' tags."""
+    """This daemon's mDNS TXT record: the nameplates it offers and its shares' tags.
+
+    ``retired`` (TXT ``r``, at most ``MAX_RETIRED_TAGS``, left out when empty: older daemons
+    ignore it) tags secrets its shares rotated away, so that a daemon that still holds one
+    dials it and is told it was cut off, instead of finding nobody.
+    """
 
     nameplates: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
 
     def encode(self) -> dict[str, str]:
         version = str(MESSAGES_VERSION)
-        return {"v": version, "n": ",".join(self.nameplates), "t": ",".join(self.tags)}
+        fields = {"v": version, "n": ",".join(self.nameplates), "t": ",".join(self.tags)}
+        if self.retired:
+            fields["r"] = ",".join(self.retired[:MAX_RETIRED_TAGS])
+        return fields
 
     @classmethod
     def decode(cls, properties: Mapping[str, str]) -> Announcement:
@@ -342,7 +353,8 @@ class Announcement:
             raise BadMessage(f"version {properties.get('v')!r:.20} of the announcement")
         nameplates = [n for n in properties.get("n", "").split(",") if _NAMEPLATE.fullmatch(n)]
         tags = [t for t in properties.get("t", "").split(",") if _TAG.fullmatch(t)]
-        return cls(tuple(nameplates), tuple(tags))
+        retired = [t for t in properties.get("r", "").split(",") if _TAG.fullmatch(t)]
+        return cls(tuple(nameplates), tuple(tags), tuple(retired[:MAX_RETIRED_TAGS]))
 
 
 class SignalKind(enum.Enum):

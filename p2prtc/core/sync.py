@@ -44,6 +44,7 @@ from p2prtc.core.framing import (
     Frame,
     FrameKind,
     FramingError,
+    Progress,
     Reassembler,
     error_reason,
 )
@@ -77,11 +78,34 @@ class Synced:
     doc_id: bytes
 
 
+class LeaveReason(enum.Enum):
+    """Why a peer stopped syncing a document with us: the LEAVE frame's payload.
+
+    Daemons that predate reasons send an empty payload; a reason this version does not know
+    reads as unspecified too, so a newer one can add reasons.
+    """
+
+    UNSPECIFIED = ""
+    LEFT = "left"  # its user stopped syncing the file there (p2prtc leave)
+    REMOVED = "removed"  # a member removed *us*: the sender holds a secret we are not given
+    # We proved a secret the sender rotated away while we were offline (a removal we did not
+    # hear of): only a new invitation lets us back in.
+    OUTDATED = "outdated"
+
+    @classmethod
+    def decode(cls, payload: bytes) -> LeaveReason:
+        try:
+            return cls(payload.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return cls.UNSPECIFIED
+
+
 @dataclass(frozen=True)
 class PeerLeft:
     """The peer stopped syncing this document with us; it is no longer registered."""
 
     doc_id: bytes
+    reason: LeaveReason = LeaveReason.UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -162,12 +186,19 @@ class PeerSync:
         self._retired.discard(doc_id)
         return self._sync_frame(doc_id, create_sync_message(doc))
 
-    def remove_doc(self, doc_id: bytes) -> list[bytes]:
-        """Stop syncing a document; returns the LEAVE message that tells the peer so."""
-        if self._links.pop(doc_id, None) is None:
-            return []
+    def remove_doc(
+        self, doc_id: bytes, reason: LeaveReason = LeaveReason.UNSPECIFIED
+    ) -> list[bytes]:
+        """Stop syncing a document; returns the LEAVE message that tells the peer so (and
+        why: daemons that predate reasons ignore the payload)."""
+        return self.refuse_doc(doc_id, reason) if doc_id in self._links else []
+
+    def refuse_doc(self, doc_id: bytes, reason: LeaveReason) -> list[bytes]:
+        """Stop (or never start) syncing a document the peer holds; returns the LEAVE
+        message that tells it why."""
+        self._links.pop(doc_id, None)
         self._retired.add(doc_id)
-        return self._chunker.encode(Frame(FrameKind.LEAVE, doc_id, b""))
+        return self._chunker.encode(Frame(FrameKind.LEAVE, doc_id, reason.value.encode()))
 
     def resync(self, doc_id: bytes) -> list[bytes]:
         """A fresh SyncStep1 (anti-entropy): the peer answers with whatever we still miss.
@@ -193,6 +224,11 @@ class PeerSync:
         """Chunk any other frame (AUTH, ERROR) for this peer's channel."""
         return self._chunker.encode(frame)
 
+    def receiving(self, doc_id: bytes) -> Progress | None:
+        """How far a frame about ``doc_id`` (a first sync's state, say) has come in."""
+        progress = self._reassembler.progress
+        return progress if progress is not None and progress.doc_id == doc_id else None
+
     def receive(self, message: bytes) -> list[SyncEvent]:
         """Handle one data channel message from the peer. Never raises."""
         try:
@@ -206,18 +242,18 @@ class PeerSync:
         if frame.kind is FrameKind.SYNC:
             return self._on_sync(frame.doc_id, frame.payload)
         if frame.kind is FrameKind.LEAVE:
-            return self._on_leave(frame.doc_id)
+            return self._on_leave(frame.doc_id, LeaveReason.decode(frame.payload))
         if frame.kind is FrameKind.ERROR:
             return [PeerError(error_reason(frame))]
         if frame.kind is FrameKind.PING:
             return []  # its arrival is all it says (the connection notes every message)
         return [ControlFrame(frame)]
 
-    def _on_leave(self, doc_id: bytes) -> list[SyncEvent]:
+    def _on_leave(self, doc_id: bytes, reason: LeaveReason) -> list[SyncEvent]:
         if self._links.pop(doc_id, None) is None:
             return []
         self._retired.add(doc_id)
-        return [PeerLeft(doc_id)]
+        return [PeerLeft(doc_id, reason)]
 
     def _on_sync(self, doc_id: bytes, payload: bytes) -> list[SyncEvent]:
         link = self._links.get(doc_id)

@@ -13,12 +13,14 @@ import secrets
 from pathlib import Path
 
 from p2prtc import paths
+from p2prtc.adapters.heap import HeapTrimmer
 from p2prtc.adapters.rendezvous import RendezvousServer
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import ChangeKind, FileWatcher
 from p2prtc.core import roomlink
 from p2prtc.core.mesh import HandshakeSlots
 from p2prtc.core.messages import Opening, OpeningKind
+from p2prtc.core.names import label
 from p2prtc.daemon import control
 from p2prtc.daemon.commands import Commands
 from p2prtc.daemon.config import DaemonConfig
@@ -28,8 +30,11 @@ from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
+from p2prtc.daemon.memory import keep_heap_small
+from p2prtc.daemon.names import daemon_name
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.renames import RENAMED_WHILE_STOPPED, Gone
 from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
@@ -45,7 +50,7 @@ class Daemon:
 
     def __init__(self, home: Path, config: DaemonConfig) -> None:
         self.home = home
-        self.identity = Identity(load_daemon_id(home), secrets.token_hex(4))
+        self.identity = Identity(load_daemon_id(home), secrets.token_hex(4), daemon_name(home))
         self.tasks = Tasks()
         self.watcher = FileWatcher()
         self.invitations = Invitations()
@@ -68,6 +73,7 @@ class Daemon:
         self.registry.on_changed(self.discovery.refresh)
         self.registry.on_changed(self._prepare_links_for_shares)
         daemon_id = self.identity.daemon_id
+        self.registry.names.learn(daemon_id, self.identity.name)  # members lists us too
         self.membership = Membership(daemon_id, self.registry)
         self.syncing = Syncing(self.registry)
         self.dialer = Dialer(
@@ -92,6 +98,7 @@ class Daemon:
         )
         self.commands = Commands(
             daemon_id,
+            self.identity.name,
             self.registry,
             self.invitations,
             self.discovery,
@@ -118,11 +125,15 @@ class Daemon:
         await self.watcher.start()
         self.tasks.spawn(self._watch_files(), "watcher")
         self.tasks.spawn(self.dialer.run(), "reconcile")
+        trimmer = HeapTrimmer.load()
+        if trimmer is not None:
+            self.tasks.spawn(keep_heap_small(trimmer), "memory")
         await self._control.start()
         await self._prepare_links_for_shares()
+        self.dialer.preload_link_dependencies()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
-            self.identity.daemon_id,
+            label(self.identity.daemon_id, self.identity.name),
             self._rendezvous.port,
             len(self.registry.shares),
         )
@@ -158,13 +169,15 @@ class Daemon:
     async def _resume(self, record: ShareRecord) -> None:
         try:
             store = UpdateStore(record.store_path(self.home))
-            file = SharedFile.restore(record.path, store)
+            file = SharedFile.restore(record.path, store, self.identity.daemon_id)
         except P2PError as exc:
             logger.error("cannot resume %s: %s", record.path, exc)
             return
         state = ShareState.ACTIVE if record.joined else ShareState.JOINING
         share = self.registry.open_share(record, file, state)
         if state is ShareState.ACTIVE:
+            if not record.path.exists():  # renamed while the daemon was stopped?
+                await share.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
             await self.registry.watch(share)
             try:
                 file.catch_up()  # persisted; peers get it from anti-entropy when they connect
@@ -177,7 +190,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                self.tasks.spawn(share.file_deleted(), f"deleted {share.path}")
+                share.file_deleted(event.moved_to)
                 continue
             try:
                 await share.file_changed()

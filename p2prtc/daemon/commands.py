@@ -16,6 +16,9 @@ from typing import Any
 from p2prtc import __version__, paths
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.messages import BadMessage, check_file_name
+from p2prtc.daemon import changelog
+from p2prtc.daemon.config import endpoint
+from p2prtc.daemon.control import Report
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -45,6 +48,7 @@ class Commands:
     def __init__(
         self,
         daemon_id: str,
+        daemon_name: str,
         registry: Registry,
         invitations: Invitations,
         discovery: Discovery,
@@ -56,6 +60,7 @@ class Commands:
         rooms: RoomLinks,
     ) -> None:
         self._daemon_id = daemon_id
+        self._daemon_name = daemon_name
         self._registry = registry
         self._invitations = invitations
         self._discovery = discovery
@@ -65,17 +70,19 @@ class Commands:
         self._request_stop = request_stop
         self._rooms = rooms
 
-    async def handle(self, request: Request) -> Answer:
+    async def handle(self, request: Request, report: Report) -> Answer:
         handlers: dict[str, Callable[[Request], Awaitable[Answer]]] = {
             "ping": self._ping,
             "share": self._share,
             "invite": self._invite,
-            "join": self._joining.join,
+            "join": lambda request: self._joining.join(request, report),
             "status": self._status,
             "leave": self._leave,
             "members": self._members,
+            "log": self._log,
             "remove": self._remove,
             "stop": self._stop,
+            "settings": self._settings,
         }
         handler = handlers.get(str(request.get("cmd")))
         if handler is None:
@@ -99,7 +106,7 @@ class Commands:
         paths.make_private_dir(record.folder(home))
         store = UpdateStore(record.store_path(home))
         try:
-            file = SharedFile.create(path, store)
+            file = SharedFile.create(path, store, self._daemon_id)
         except BaseException:
             store.close()
             record.delete(home)
@@ -124,6 +131,7 @@ class Commands:
                 "home": str(self._registry.home),
                 "version": __version__,
                 "id": self._daemon_id,
+                "name": self._daemon_name,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
                 "mdns_error": self._discovery.mdns_error,
@@ -142,6 +150,8 @@ class Commands:
             "id": share.share_id.hex(),
             "name": share.record.name,
             "state": share.state.value,
+            "standing": share.record.standing(self._daemon_id).value,
+            "cut_off_by": share.record.cut_off_by or None,
             "synced": bool(peers) and all(peer["synced"] for peer in peers),
             "last_error": share.last_error,
             "members": share.record.members,
@@ -151,6 +161,9 @@ class Commands:
                 r.status() for r in self._invitations.retired_for_share(share.share_id)
             ],
             "rooms": self._rooms.labels(share),
+            "concurrent_edits": changelog.recent_concurrent(
+                share.file.store, now, self._registry.names.label
+            ),
         }
 
     async def _leave(self, request: Request) -> Answer:
@@ -165,12 +178,30 @@ class Commands:
         share = self._registry.shared(Path(str(request["path"])))
         return {"path": str(share.path), "members": self._membership.members(share)}
 
+    async def _log(self, request: Request) -> Answer:
+        share = self._registry.shared(Path(str(request["path"])))
+        limit = request.get("limit", changelog.DEFAULT_ENTRIES)
+        if not isinstance(limit, int) or limit < 1:
+            raise BadRequest("the number of log entries must be a positive integer")
+        answer = changelog.log_answer(share.file.store, limit, self._registry.names.label)
+        return {"path": str(share.path), "daemon_id": self._daemon_id, **answer}
+
     async def _remove(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))
         return {
             "path": str(share.path),
             **await self._membership.remove(share, str(request["member"])),
         }
+
+    async def _settings(self, request: Request) -> Answer:
+        """What a command asks for: static peers are dialled from now on (until the daemon
+        stops); the settings it runs with are returned for the CLI to compare."""
+        added = [
+            key
+            for host, port in (endpoint(str(item)) for item in request.get("peers", []))
+            if (key := self._discovery.add_peer(host, port)) is not None
+        ]
+        return {"settings": self._discovery.settings(), "added_peers": added}
 
     async def _stop(self, request: Request) -> Answer:
         # Answer first; the control server is closed by the shutdown this schedules.

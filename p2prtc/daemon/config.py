@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from p2prtc.errors import P2PError
@@ -55,6 +56,11 @@ class DaemonConfig:
     def listen_host(self) -> str:
         return self.interfaces[0] if self.interfaces else "0.0.0.0"
 
+    def report(self) -> dict[str, object]:
+        """The settings a running daemon cannot change, as JSON (no secret: the TURN
+        credential is left out), keyed by their environment variables."""
+        return {variable: _plain(getattr(self, name)) for variable, name in _FIXED.items()}
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DaemonConfig:
         env = dict(os.environ) if env is None else env
@@ -62,7 +68,7 @@ class DaemonConfig:
             interfaces=_list(env.get("P2PRTC_INTERFACES")) or None,
             port=_port(env.get("P2PRTC_PORT", "0"), "P2PRTC_PORT"),
             mdns=_flag(env.get("P2PRTC_MDNS", "1")),
-            peers=[_endpoint(item) for item in _list(env.get("P2PRTC_PEERS"))],
+            peers=[endpoint(item) for item in _list(env.get("P2PRTC_PEERS"))],
             ice_urls=_list(env.get("P2PRTC_ICE_SERVERS")),
             signal_urls=_list(env.get("P2PRTC_SIGNAL")),
             turn_username=env.get("P2PRTC_TURN_USERNAME") or None,
@@ -71,6 +77,40 @@ class DaemonConfig:
             max_peers=max(1, _port(env.get("P2PRTC_MAX_PEERS", "8"), "P2PRTC_MAX_PEERS")),
             max_queued_bytes=_size(env.get("P2PRTC_MAX_QUEUED_BYTES"), "P2PRTC_MAX_QUEUED_BYTES"),
         )
+
+
+# The settings fixed for a daemon's run, by environment variable (P2PRTC_PEERS is not: a
+# command's peers are added to the running daemon).
+_FIXED = {
+    "P2PRTC_INTERFACES": "interfaces",
+    "P2PRTC_PORT": "port",
+    "P2PRTC_MDNS": "mdns",
+    "P2PRTC_SIGNAL": "signal_urls",
+    "P2PRTC_ICE_SERVERS": "ice_urls",
+    "P2PRTC_TURN_USERNAME": "turn_username",
+    "P2PRTC_RELAY_ONLY": "relay_only",
+    "P2PRTC_MAX_PEERS": "max_peers",
+    "P2PRTC_MAX_QUEUED_BYTES": "max_queued_bytes",
+}
+
+
+FIXED_SETTINGS = tuple(_FIXED)
+
+
+def settings_not_applied(env: Mapping[str, str], running: Mapping[str, object]) -> list[str]:
+    """The variables ``env`` sets (non-empty) to other values than the ``running`` daemon's
+    (its ``report()``); raises BadSetting for an invalid one."""
+    differing = []
+    for variable in _FIXED:
+        if env.get(variable) and variable in running:
+            asked = DaemonConfig.from_env({variable: env[variable]}).report()[variable]
+            if asked != running[variable]:
+                differing.append(variable)
+    return differing
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _flag(value: str) -> bool:
@@ -99,7 +139,8 @@ def _size(value: str | None, name: str) -> int:
     return int(value)
 
 
-def _endpoint(item: str) -> tuple[str, int]:
+def endpoint(item: str) -> tuple[str, int]:
+    """``host:port`` as a P2PRTC_PEERS entry (or ``--peer``) gives it."""
     host, _, port = item.rpartition(":")
     if not host:
         raise BadSetting(f"P2PRTC_PEERS entry {item!r} is not host:port")

@@ -3,9 +3,10 @@
 The protocol (JSON lines; an error answer carries the error's message and exit code) and
 the client are in p2prtc/control.py. The server answers the requests of one connection in
 order and serves connections concurrently, so a long request (`join` waits until synced)
-does not block `status`. A handler's exception becomes an error answer; nothing a client
-sends can stop the server. If the client goes away during a long request, the daemon still
-finishes the work.
+does not block `status`. A request that asks for progress (`"progress": true`) gets each
+event its handler reports as an `{"event": ...}` line before the answer. A handler's
+exception becomes an error answer; nothing a client sends can stop the server. If the
+client goes away during a long request, the daemon still finishes the work.
 
 A *stream* request (`{"cmd": "attach", ...}`, see `p2prtc/core/roomlink.py`) takes the
 connection over: its handler answers and then both sides exchange lines until either closes.
@@ -32,7 +33,9 @@ from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[JsonObject], Awaitable[JsonObject]]
+# Reports one progress event of the request being answered (a no-op unless it asked).
+Report = Callable[[JsonObject], None]
+Handler = Callable[[JsonObject, Report], Awaitable[JsonObject]]
 # Serves a stream request on its connection until either side closes it.
 StreamHandler = Callable[[JsonObject, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -122,7 +125,7 @@ class ControlServer:
                 await handler(request, reader, writer)
                 return
             try:
-                answer = await self._answer(line)
+                answer = await self._answer(line, writer)
             except asyncio.CancelledError:
                 writer.write(encode_message(error_answer(DaemonShuttingDown())))
                 raise
@@ -138,17 +141,29 @@ class ControlServer:
         handler = self._streams.get(str(request.get("cmd")))
         return None if handler is None else (handler, request)
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> bytes:
         try:
             request = decode_message(line)
             if not isinstance(request.get("cmd"), str):
                 raise ProtocolError('no "cmd" string')
-            result = await self._handler(request)
+            result = await self._handler(request, _reporter(request, writer))
             return encode_message({**result, "ok": True})
         except Exception as exc:
             if not isinstance(exc, P2PError):
                 logger.exception("control request failed")  # its text may hold a join code
             return encode_message(error_answer(exc))
+
+
+def _reporter(request: JsonObject, writer: asyncio.StreamWriter) -> Report:
+    """Where the handler of ``request`` reports progress: the connection, if it asked."""
+    if request.get("progress") is not True:
+        return lambda event: None
+
+    def report(event: JsonObject) -> None:
+        if not writer.is_closing():  # a client gone mid-join: the daemon still finishes it
+            writer.write(encode_message({"event": event}))
+
+    return report
 
 
 async def _answers(path: Path) -> bool:

@@ -12,13 +12,16 @@ import contextlib
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from p2prtc.adapters.ice import IceConfig, IceServer
+from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
 from p2prtc.core.mesh import accepts_member, should_dial
 from p2prtc.core.messages import Opening, OpeningKind
+from p2prtc.core.names import name_feature
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
@@ -56,14 +59,18 @@ FEATURES = ("awareness",)
 
 
 class Identity:
-    """Who we are in handshakes: the stable daemon id plus this run's, and our features.
+    """Who we are in handshakes: the stable daemon id plus this run's, our features and our
+    name (core/names.py).
 
-    Peers tell a restarted daemon's new link from a dead one of its previous run by it.
+    Peers tell a restarted daemon's new link from a dead one of its previous run by it. It
+    stays the same for the whole run (a peer checks that every AUTH on a connection comes
+    from the identity that opened it): a new name is told after a restart.
     """
 
-    def __init__(self, daemon_id: str, run_id: str) -> None:
+    def __init__(self, daemon_id: str, run_id: str, name: str) -> None:
         self.daemon_id = daemon_id
-        self.handshake_id = "/".join((daemon_id, run_id, *FEATURES))
+        self.name = name
+        self.handshake_id = "/".join((daemon_id, run_id, *FEATURES, name_feature(name)))
 
 
 class Dialer:
@@ -93,7 +100,11 @@ class Dialer:
         self._spawn = spawn
         self._rng = random.Random()
         self._ice = ice_config(config)
+        # Every import of the WebRTC stack runs on this one thread: two threads importing
+        # the same packages at once can deadlock on their module locks.
+        self._importer = ThreadPoolExecutor(1, thread_name_prefix="webrtc-import")
         self._links_loading: asyncio.Future[type[PeerLink]] | None = None
+        self._preloading: asyncio.Future[None] | None = None
         self._last_resync = time.monotonic()
 
     # --- the reconcile loop --------------------------------------------------------------
@@ -116,6 +127,7 @@ class Dialer:
             share
             for share in self._registry.shares.values()
             if share.state is not ShareState.CLOSED
+            and share.record.cut_off is None  # told it was removed: nothing to dial for
             and endpoint.may_hold(share.share_id, share.record.secret, epoch)
         ]
         if not wanted:
@@ -131,11 +143,13 @@ class Dialer:
         joining_without_peer = any(
             s.state is ShareState.JOINING and not self._registry.has_peer_for(s) for s in wanted
         )
+        retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
             joining_without_peer=joining_without_peer,
             open_connections=self._registry.open_connections(),
+            dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
-            ranks=self._discovery.ranks(endpoint),
+            ranks=None if retired else self._discovery.ranks(endpoint),
         ):
             return
         endpoint.dialling = True
@@ -236,8 +250,9 @@ class Dialer:
         )
         if not await self._registry.register(connection, auth.share_id):
             return
+        logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
-        await self._syncing.on_peer_share(connection, auth.share_id)
+        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret)
 
     async def _run_connection(self, connection: PeerConnection) -> None:
         try:
@@ -255,11 +270,23 @@ class Dialer:
         open, a join started): the first link then does not wait for it, and meanwhile the
         event loop keeps answering."""
         if self._links_loading is None:
-            self._links_loading = asyncio.get_running_loop().run_in_executor(None, peer_links)
+            loop = asyncio.get_running_loop()
+            self._links_loading = loop.run_in_executor(self._importer, _load_links)
+
+    def preload_link_dependencies(self) -> None:
+        """Import aiortc's codec-free dependencies in the background (adapters/webrtc_deps),
+        unless the whole stack is loading already: a daemon with no share yet (it may soon
+        join one) then loads only aiortc and PyAV when its first link comes."""
+        if self._links_loading is None and self._preloading is None:
+            loop = asyncio.get_running_loop()
+            self._preloading = loop.run_in_executor(self._importer, import_dependencies)
 
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
+        # An import under way finishes first (a fraction of a second): its result then
+        # reaches a loop that is still open.
+        await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
 
 
 async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
@@ -296,6 +323,13 @@ def peer_links() -> type[PeerLink]:
     from p2prtc.adapters.webrtc import PeerLink
 
     return PeerLink
+
+
+def _load_links() -> type[PeerLink]:
+    started = time.perf_counter()
+    links = peer_links()
+    logger.debug("WebRTC stack imported in %.0f ms", (time.perf_counter() - started) * 1000)
+    return links
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:

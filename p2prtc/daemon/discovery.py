@@ -31,6 +31,7 @@ from p2prtc.daemon.endpoints import Endpoint, lan_opener
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.relay_presence import RelayPresence
+from p2prtc.daemon.search import SearchPlan
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.signal_pipes import OnPipe
 
@@ -68,17 +69,44 @@ class Discovery:
         self._mdns_name = new_instance_name()  # known before browsing: our own is skipped
         self._mdns_start: asyncio.Task[None] | None = None
         self.mdns_error: str | None = None
+        self._static_peers: list[str] = []
 
     async def start(self, rendezvous_port: int) -> None:
         for host, port in self.config.peers:
-            key = f"{host}:{port}"
-            self.endpoints[key] = Endpoint(key, lan_opener(host, port))
+            self.add_peer(host, port)
         await self.relay.start()
         if self.config.mdns:
             self._mdns_start = asyncio.create_task(self._start_mdns(rendezvous_port))
 
+    def add_peer(self, host: str, port: int) -> str | None:
+        """Dial ``host:port`` like any endpoint (P2PRTC_PEERS, ``--peer``); its key, or None
+        when it is known already."""
+        key = f"{host}:{port}"
+        if key in self.endpoints:
+            return None
+        self.endpoints[key] = Endpoint(key, lan_opener(host, port), address=key)
+        self._static_peers.append(key)
+        self._poke()
+        return key
+
+    def settings(self) -> dict[str, object]:
+        """The settings this daemon runs with (no secret), static peers as they are now."""
+        return {**self.config.report(), "peers": list(self._static_peers)}
+
+    def _mdns_interfaces(self) -> list[str]:
+        return self.config.interfaces or lan_addresses()
+
+    def search_plan(self) -> SearchPlan:
+        """What a join searches with now (told to the user)."""
+        return SearchPlan(
+            mdns=self._mdns_interfaces() if self.config.mdns else [],
+            mdns_error=self.mdns_error,
+            relays=self.relay.status(),
+            peers=list(self._static_peers),
+        )
+
     async def _start_mdns(self, rendezvous_port: int) -> None:
-        interfaces = self.config.interfaces or lan_addresses()
+        interfaces = self._mdns_interfaces()
         try:
             self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
             logger.debug("mDNS browsing on %s", interfaces)
@@ -107,14 +135,12 @@ class Discovery:
 
     def _announcement(self) -> Announcement:
         epoch = epoch_of(time.time())
+        active = [s for s in self._registry.shares.values() if s.state is ShareState.ACTIVE]
         return Announcement(
             nameplates=tuple(self._invitations.nameplates()),
             # A joiner has nothing to give yet: other joiners must not take it for a source.
-            tags=tuple(
-                share.tag(epoch)
-                for share in self._registry.shares.values()
-                if share.state is ShareState.ACTIVE
-            ),
+            tags=tuple(share.tag(epoch) for share in active),
+            retired=tuple(tag for share in active for tag in share.retired_tags(epoch)),
         )
 
     async def refresh(self) -> None:
@@ -158,6 +184,7 @@ class Discovery:
         if endpoint is None:
             endpoint = self.endpoints[service.name] = Endpoint(service.name, opener)
         endpoint.open_pipe = opener
+        endpoint.address = f"{service.addresses[0]}:{service.port}"
         endpoint.announcement = announcement
         endpoint.backoff.retry_now()
         self._poke()

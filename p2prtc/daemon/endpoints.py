@@ -28,9 +28,11 @@ class Endpoint:
         opener: PipeOpener,
         announcement: Announcement | None = None,
         shares: set[bytes] | None = None,
+        address: str | None = None,
     ) -> None:
         self.key = key
         self.open_pipe = opener
+        self.address = address  # host:port on the LAN; None for one met on a relay
         self.announcement = announcement  # its mDNS TXT; None when nothing was announced
         self.shares = shares  # the shares a signaling topic proves it holds
         self.peer_id: str | None = None  # learnt from the first successful handshake
@@ -44,6 +46,11 @@ class Endpoint:
         return self.key.removeprefix(SIGNAL_PREFIX) if self.key.startswith(SIGNAL_PREFIX) else None
 
     @property
+    def where(self) -> str:
+        """Where it is, for the user: its address, or the relay it was met on."""
+        return self.address or ("a signaling relay" if self.relay_instance else self.key)
+
+    @property
     def nameplates(self) -> set[str] | None:
         if self.announcement is None:
             return None if self.shares is None else set()
@@ -54,7 +61,14 @@ class Endpoint:
             return share_id in self.shares
         if self.announcement is None:
             return True
-        return any(matches_share_tag(secret, tag, epoch) for tag in self.announcement.tags)
+        announced = (*self.announcement.tags, *self.announcement.retired)
+        return any(matches_share_tag(secret, tag, epoch) for tag in announced)
+
+    def retired(self, secret: bytes, epoch: int) -> bool:
+        """Whether it announces ``secret`` as one its share rotated away: it will never dial
+        us for it, so we dial (to be told we were cut off), whoever's turn it would be."""
+        retired = self.announcement.retired if self.announcement is not None else ()
+        return any(matches_share_tag(secret, tag, epoch) for tag in retired)
 
 
 def lan_opener(host: str, port: int) -> PipeOpener:

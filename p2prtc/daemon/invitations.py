@@ -16,7 +16,7 @@ WRONG_ATTEMPTS_ALLOWED = 3
 
 
 class NoSuchInvitation(P2PError):
-    """No daemon offers this join code (it may have expired or been used)."""
+    """The daemon reached does not know this join code: check it for typos, or ask for a new one"""
 
     exit_code = ExitCode.CODE_REFUSED
 
@@ -82,8 +82,12 @@ class Invitation:
             raise CodeExpired()
         if self.wrong_attempts_left <= 0:
             raise CodeBurned()
-        if self.uses_left - self.in_flight <= 0:
+        if self.uses_left <= 0:
             raise CodeUsedUp()
+        if self.uses_left - self.in_flight <= 0:
+            # Every use is held by an exchange still running, which may give it back (a
+            # wrong guess): the joiner tries again shortly, and then hears the real cause.
+            raise CodeBusy()
 
     def reserve_guess(self, now: float) -> None:
         """Before the host answers a PAKE message: hold one wrong attempt for it."""

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -36,10 +37,16 @@ class _HomeLock:
 
 
 def _configure_logging(home: Path, level: int) -> None:
-    handler = logging.FileHandler(paths.log_file(home))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log_file = paths.log_file(home)
+    handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
+    if not _stderr_is(log_file):
+        # In the foreground (a terminal, a service manager's journal) the log is also shown
+        # where the daemon runs; started by the CLI, stderr already is the log file.
+        handlers.append(logging.StreamHandler(sys.stderr))
     root = logging.getLogger()
-    root.addHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("aioice", "aiortc", "websockets", "zeroconf"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -55,6 +62,14 @@ async def _serve(home: Path, config: DaemonConfig) -> None:
     await daemon.stop_requested()
     _exit_if_still_running_after(SHUTDOWN_BOUND_S)
     await running
+
+
+def _stderr_is(path: Path) -> bool:
+    try:
+        ours, log = os.fstat(sys.stderr.fileno()), os.stat(path)
+    except (OSError, ValueError):  # no stderr at all: nowhere else to show the log
+        return True
+    return (ours.st_dev, ours.st_ino) == (log.st_dev, log.st_ino)
 
 
 def _exit_if_still_running_after(seconds: float) -> None:

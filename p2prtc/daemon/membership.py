@@ -14,8 +14,9 @@ import logging
 from typing import Any
 
 from p2prtc.core.keys import new_secret
-from p2prtc.core.membership import KeyState, Verdict, judge_rekey, rotate
+from p2prtc.core.membership import KeyState, Standing, Verdict, judge_rekey, rotate
 from p2prtc.core.messages import BadMessage, Rekey
+from p2prtc.core.sync import LeaveReason
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share
@@ -37,10 +38,6 @@ class RemovalNotConfirmed(P2PError):
     """The member was removed here, but not every member reached accepted the new secret."""
 
 
-class RemovedFromShare(P2PError):
-    """You were removed from this share by another member; p2prtc leave PATH to stop it."""
-
-
 class Membership:
     """Members of our shares and their secrets' rotation."""
 
@@ -52,8 +49,14 @@ class Membership:
 
     def members(self, share: Share) -> list[dict[str, Any]]:
         connected = {c.peer_id for c in self._registry.connections.values() if c.is_open}
+        names = self._registry.names
         return [
-            {"id": member, "self": member == self._daemon_id, "connected": member in connected}
+            {
+                "id": member,
+                "name": names.get(member),
+                "self": member == self._daemon_id,
+                "connected": member in connected,
+            }
             for member in share.record.members
         ]
 
@@ -108,7 +111,7 @@ class Membership:
         answers: dict[str, asyncio.Future[bool]] = {}
         for connection in self._registry.peers_of(share):
             if connection.peer_id not in share.record.members:
-                await connection.remove_doc(share.share_id)
+                await connection.remove_doc(share.share_id, LeaveReason.REMOVED)
             elif connection.peer_id != exclude:
                 if want_reply:
                     key = (share.share_id, connection.peer_id, share.record.generation)
@@ -187,14 +190,19 @@ class Membership:
                 "refused an outdated key rotation of %s from %s (generation %d, ours %d): "
                 "sending it ours",
                 share.path,
-                peer,
+                sender.label,
                 rekey.generation,
                 share.record.generation,
             )
             if not rekey.want_reply:  # a reply carries ours anyway
                 await sender.send_rekey(share.share_id, self._rekey(share).encode())
         elif verdict is Verdict.NOT_FROM_A_MEMBER:
-            logger.warning("refused a key rotation of %s from %s: removed member", share.path, peer)
+            logger.warning(
+                "refused a key rotation of %s from %s: removed member", share.path, sender.label
+            )
         elif verdict is Verdict.REMOVED:
-            logger.warning("%s: this daemon was removed from the share by %s", share.path, peer)
-            share.last_error = RemovedFromShare().message
+            logger.warning(
+                "%s: this daemon was removed from the share by %s", share.path, sender.label
+            )
+            share.record.told_cut_off(Standing.REMOVED, peer)
+            share.record.save(self._registry.home)

@@ -20,8 +20,9 @@ from pycrdt import Doc
 
 from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
 from p2prtc.core.handshake import Authenticated, Lookup
+from p2prtc.core.names import label, name_from_features
 from p2prtc.core.ratelimit import TokenBucket
-from p2prtc.core.sync import ControlFrame, PeerSync, SyncEvent
+from p2prtc.core.sync import ControlFrame, LeaveReason, PeerSync, SyncEvent
 from p2prtc.daemon.outbox import Outbox
 from p2prtc.daemon.share_auth import ShareAuth
 
@@ -39,12 +40,12 @@ SILENCE_LIMIT_S = 20.0
 
 # (connection, events) -> None: the daemon's handler for what the peer's messages caused.
 EventHandler = Callable[["PeerConnection", Sequence[SyncEvent]], Awaitable[None]]
-# (connection, share id) -> None: a share was authenticated over this connection.
-ShareHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+# (connection, share id, secret proven) -> None: a share was authenticated over this connection.
+ShareHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 # (connection, share id, payload) -> None: a member sent the share's rotated secret.
 RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
-# (share id, awareness update) -> None: cursors and names from the peer's Jupyter rooms.
-AwarenessHandler = Callable[[bytes, bytes], Awaitable[None]]
+# (connection, share id, awareness update) -> None: who is in the peer's Jupyter rooms.
+AwarenessHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 # Awareness frames accepted from one peer: per second on average, and at once.
 AWARENESS_RATE = 20.0
 AWARENESS_BURST = 40.0
@@ -84,9 +85,12 @@ class PeerConnection:
         self.peer_identity = peer_identity
         self.peer_id = peer_identity.partition("/")[0]
         self.peer_features = frozenset(peer_identity.split("/")[2:])
+        self.peer_name = name_from_features(self.peer_features)  # None: an older daemon
+        # How log lines name the peer: "alice@laptop (<daemon id>)".
+        self.label = label(self.peer_id, self.peer_name)
         self.initiator_id = initiator_id
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
-        self.sync = PeerSync(self.peer_id)
+        self.sync = PeerSync(self.label)
         self.state = ConnectionState.OPEN
         self._on_events = on_events
         self._on_share = on_share
@@ -106,7 +110,7 @@ class PeerConnection:
         self._outbox = Outbox(
             link.send,
             max_queued_bytes,
-            peer=self.peer_id,
+            peer=self.label,
             on_failure=lambda: asyncio.get_running_loop().create_task(self.close()),
         )
         self.opened_at = self._last_heard = time.monotonic()
@@ -115,7 +119,7 @@ class PeerConnection:
         )
 
     def _set_state(self, new: ConnectionState) -> None:
-        logger.info("connection to %s: %s -> %s", self.peer_id, self.state.value, new.value)
+        logger.info("connection to %s: %s -> %s", self.label, self.state.value, new.value)
         self.state = new
 
     @property
@@ -133,7 +137,7 @@ class PeerConnection:
         if not messages or not self.is_open:
             return
         if self._outbox.over_bound:
-            logger.warning("disconnecting %s: it does not keep up", self.peer_id)
+            logger.warning("disconnecting %s: it does not keep up", self.label)
             await self.close()
             return
         self._outbox.put(messages)
@@ -143,7 +147,7 @@ class PeerConnection:
             await asyncio.sleep(KEEPALIVE_INTERVAL_S)
             silent = time.monotonic() - self._last_heard
             if silent > SILENCE_LIMIT_S:
-                logger.warning("disconnecting %s: silent for %.0f s", self.peer_id, silent)
+                logger.warning("disconnecting %s: silent for %.0f s", self.label, silent)
                 await self.close()
                 return
             if self._outbox.empty:  # otherwise what is queued tells the peer we are here
@@ -153,8 +157,11 @@ class PeerConnection:
         if doc_id not in self.sync.doc_ids:
             await self.send(self.sync.add_doc(doc_id, doc))
 
-    async def remove_doc(self, doc_id: bytes) -> None:
-        await self.send(self.sync.remove_doc(doc_id))
+    async def remove_doc(self, doc_id: bytes, reason: LeaveReason) -> None:
+        await self.send(self.sync.remove_doc(doc_id, reason))
+
+    async def refuse_doc(self, doc_id: bytes, reason: LeaveReason) -> None:
+        await self.send(self.sync.refuse_doc(doc_id, reason))
 
     async def send_frames(self, frames: list[Frame]) -> None:
         messages: list[bytes] = []
@@ -193,20 +200,20 @@ class PeerConnection:
                     break
         finally:
             if self.is_open:  # the link ended by itself: say why (peer gone, limits broken...)
-                logger.info("connection to %s lost: %s", self.peer_id, self.link.close_reason)
+                logger.info("connection to %s lost: %s", self.label, self.link.close_reason)
             await self.close()
 
     async def _on_control(self, frame: Frame) -> None:
         if frame.kind is FrameKind.AWARENESS:
             shared = frame.doc_id in self.sync.doc_ids
             if shared and self._on_awareness and self._awareness_in.allow(time.monotonic()):
-                await self._on_awareness(frame.doc_id, frame.payload)
+                await self._on_awareness(self, frame.doc_id, frame.payload)
             return
         if frame.kind is FrameKind.REKEY:
             if frame.doc_id in self.sync.doc_ids:
                 await self._on_rekey(self, frame.doc_id, frame.payload)
             else:  # one that crossed our LEAVE (or theirs) on the wire
-                logger.debug("ignoring a REKEY for a document %s left", self.peer_id)
+                logger.debug("ignoring a REKEY for a document %s left", self.label)
             return
         if frame.kind is not FrameKind.AUTH:
             await self.fail(f"unexpected {frame.kind.name} frame")
@@ -217,11 +224,11 @@ class PeerConnection:
         if event.peer_daemon_id != self.peer_identity:
             await self.fail("AUTH from a different daemon than the connection's")
             return
-        await self._on_share(self, event.share_id)
+        await self._on_share(self, event.share_id, event.secret)
 
     async def fail(self, reason: str) -> None:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""
-        logger.warning("disconnecting %s: %s", self.peer_id, reason)
+        logger.warning("disconnecting %s: %s", self.label, reason)
         await self.send(self.sync.send_frame(error_frame(reason)))
         await self._outbox.flush(_FLUSH_BEFORE_CLOSE_S)
         await self.close()
@@ -239,6 +246,7 @@ class PeerConnection:
         address = self.link.remote_address()
         return {
             "id": self.peer_id,
+            "name": self.peer_name,
             "address": f"{address[0]}:{address[1]}" if address else None,
             "connected": self.is_open,
             "path_type": self.link.path_type(),

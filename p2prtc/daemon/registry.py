@@ -13,7 +13,9 @@ from pathlib import Path
 from p2prtc.adapters.watcher import FileWatcher
 from p2prtc.core.handshake import share_lookup
 from p2prtc.core.mesh import may_claim, newcomer_wins, relay_targets
+from p2prtc.core.sync import LeaveReason
 from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.names import KnownNames
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
@@ -44,6 +46,7 @@ class Registry:
         self.shares: dict[bytes, Share] = {}
         self.connections: dict[str, PeerConnection] = {}
         self.connecting = 0  # dials and answers in progress
+        self.names = KnownNames(home)  # what daemons are called (peers told us; and ours)
         self._watcher = watcher
         self._listeners: list[Listener] = []
 
@@ -60,6 +63,7 @@ class Registry:
     def open_share(self, record: ShareRecord, file: SharedFile, state: ShareState) -> Share:
         share = Share(record, file, self.broadcast, state)
         share.on_active = self._became_active
+        share.on_renamed = self._follow_rename
         self.shares[record.share_id] = share
         return share
 
@@ -67,6 +71,22 @@ class Registry:
         share.record.save(self.home)
         await self.watch(share)
         await self.changed()
+
+    async def _follow_rename(self, share: Share, new_path: Path) -> bool:
+        """The share's file was renamed: the share follows it, durably (a restart finds the
+        new name). False, and nothing changed, if another share holds that name."""
+        if self.share_for_path(new_path) is not None:
+            logger.warning("%s was renamed to %s, which is shared already", share.path, new_path)
+            return False
+        old_path = share.path
+        await self._watcher.add(new_path)  # before the old name goes: no save is missed
+        share.rename(new_path)
+        try:
+            share.record.save(self.home)
+        except OSError as exc:  # followed until a restart, which writes the old name back
+            logger.error("the new name of %s could not be recorded: %s", new_path, exc)
+        await self._watcher.remove(old_path)
+        return True
 
     async def watch(self, share: Share) -> None:
         """Its file's saves are ingested from now on."""
@@ -76,7 +96,7 @@ class Registry:
         """Stop syncing ``share``: peers drop it, its record and store go; the file stays."""
         del self.shares[share.share_id]
         for connection in list(self.connections.values()):
-            await connection.remove_doc(share.share_id)
+            await connection.remove_doc(share.share_id, LeaveReason.LEFT)
         await self._watcher.remove(share.path)
         await share.close()
         share.record.delete(self.home)
@@ -93,8 +113,10 @@ class Registry:
 
     def lookup(self, nonce: bytes, tag: bytes) -> tuple[bytes, bytes] | None:
         """The share a member handshake's HELLO names, for the responder."""
-        secrets_by_id = {s.share_id: s.record.secret for s in self.shares.values()}
-        return share_lookup(secrets_by_id)(nonce, tag)
+        shares = self.shares.values()
+        current = {share.share_id: share.record.secret for share in shares}
+        retired = [(s.share_id, secret) for s in shares for _, secret in s.record.retired]
+        return share_lookup(current, retired)(nonce, tag)
 
     # --- connections ---------------------------------------------------------------------
 
@@ -137,6 +159,7 @@ class Registry:
             if loser is connection:
                 return False
         self.connections[connection.peer_id] = connection
+        self.names.learn(connection.peer_id, connection.peer_name)
         return True
 
     def unregister(self, connection: PeerConnection) -> None:

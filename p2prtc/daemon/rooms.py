@@ -20,6 +20,7 @@ from pycrdt import Doc, Subscription, TransactionEvent
 
 from p2prtc import control
 from p2prtc.core import roomlink
+from p2prtc.core.awareness import mark_machine
 from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.daemon.peer import AWARENESS_BURST, AWARENESS_RATE, PeerConnection
 from p2prtc.daemon.share import Share, ShareState
@@ -171,9 +172,15 @@ class RoomLinks:
         for connection in self._peers_of(source.share):
             await connection.send_awareness(source.share.share_id, update)
 
-    async def awareness_from_peer(self, share_id: bytes, update: bytes) -> None:
+    async def awareness_from_peer(
+        self, connection: PeerConnection, share_id: bytes, update: bytes
+    ) -> None:
         """A peer's rooms' awareness: to this machine's rooms of the share (not relayed
-        further: awareness has no ids to stop it going round a mesh)."""
+        further: awareness has no ids to stop it going round a mesh), each user marked with
+        the peer's name (JupyterLab shows "Anonymous Io (alice@laptop)")."""
+        if not any(link.share.share_id == share_id for link in self._links):
+            return
+        update = mark_machine(update, connection.peer_name or connection.peer_id[:8])
         for link in list(self._links):
             if link.share.share_id == share_id:
                 link.send_awareness(update)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.core.keys import new_secret
-from p2prtc.core.membership import KeyState
+from p2prtc.core.membership import KeyState, Standing, standing
 from p2prtc.core.messages import SHARE_ID_SIZE
 
 logger = logging.getLogger(__name__)
 
+# Rotated-away secrets kept per share: a daemon offline across more rotations is not told.
+MAX_RETIRED_SECRETS = 3
 _RECORD = "share.json"
 _STORE = "doc.sqlite"
 
@@ -49,6 +51,19 @@ class ShareRecord:
     generation: int = 0  # bumped each time the secret is rotated (a member was removed)
     removed: dict[str, int] = field(default_factory=dict)  # id -> generation that removed it
     author: str = ""  # who made the current secret's rotation
+    departed: list[str] = field(default_factory=list)  # members that said they left it
+    # What a member told us: removed, or outdated (the secret rotated without us), and who.
+    cut_off: Standing | None = None
+    cut_off_by: str = ""
+    # Secrets rotated away, newest first, each with its generation: a daemon that still
+    # holds one is let in only to be told it was cut off (see Syncing.on_peer_share).
+    retired: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def standing(self, me: str) -> Standing:
+        return standing(me, self.members, self.departed, self.removed, self.cut_off)
+
+    def told_cut_off(self, standing: Standing, by: str) -> None:
+        self.cut_off, self.cut_off_by = standing, by
 
     def key_state(self) -> KeyState:
         return KeyState(
@@ -60,6 +75,8 @@ class ShareRecord:
         )
 
     def adopt(self, state: KeyState) -> None:
+        if state.secret != self.secret:
+            self.retired = [(self.generation, self.secret), *self.retired][:MAX_RETIRED_SECRETS]
         self.generation, self.secret, self.author = state.generation, state.secret, state.author
         self.members = list(state.members)
         self.removed = dict(state.removed)
@@ -86,6 +103,10 @@ class ShareRecord:
             "generation": self.generation,
             "removed": self.removed,
             "author": self.author,
+            "departed": self.departed,
+            "cut_off": self.cut_off.value if self.cut_off else "",
+            "cut_off_by": self.cut_off_by,
+            "retired": [[generation, secret.hex()] for generation, secret in self.retired],
         }
         paths.write_private(folder / _RECORD, json.dumps(data, indent=1).encode())
 
@@ -110,6 +131,10 @@ def load_records(home: Path) -> list[ShareRecord]:
                     generation=int(data.get("generation", 0)),
                     removed={str(k): int(v) for k, v in data.get("removed", {}).items()},
                     author=str(data.get("author", "")),
+                    departed=[str(member) for member in data.get("departed", [])],
+                    cut_off=Standing(data["cut_off"]) if data.get("cut_off") else None,
+                    cut_off_by=str(data.get("cut_off_by", "")),
+                    retired=[(int(g), bytes.fromhex(s)) for g, s in data.get("retired", [])],
                 )
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -9,13 +9,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from p2prtc.core.sync import PeerError, ProtocolViolation, RemoteUpdate, Send, Synced, SyncEvent
+from p2prtc.core.membership import Standing
+from p2prtc.core.sync import (
+    LeaveReason,
+    PeerError,
+    PeerLeft,
+    ProtocolViolation,
+    RemoteUpdate,
+    Send,
+    Synced,
+    SyncEvent,
+)
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import ShareState
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
+
+# What a LEAVE that cuts us off tells about our standing in the share.
+_CUT_OFF = {LeaveReason.REMOVED: Standing.REMOVED, LeaveReason.OUTDATED: Standing.OUTDATED}
 
 
 class Syncing:
@@ -24,17 +37,29 @@ class Syncing:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    async def on_peer_share(self, connection: PeerConnection, share_id: bytes) -> None:
-        """The peer proved it is a member of ``share_id``: sync that doc with it."""
+    async def on_peer_share(
+        self, connection: PeerConnection, share_id: bytes, secret: bytes
+    ) -> None:
+        """The peer proved it holds ``secret`` of ``share_id``: sync that doc with it, or,
+        for a secret rotated away, tell it that it was cut off (and why)."""
         share = self._registry.shares.get(share_id)
         if share is None or share.state is ShareState.CLOSED:
             return
-        if connection.peer_id in share.record.removed:
-            await connection.remove_doc(share_id)  # it proved an old secret we rotated away
+        record = share.record
+        removed = connection.peer_id in record.removed
+        if removed or secret != record.secret:
+            reason = LeaveReason.REMOVED if removed else LeaveReason.OUTDATED
+            logger.info("%s: telling %s it is %s", share.path, connection.label, reason.value)
+            await connection.refuse_doc(share_id, reason)
+            if not connection.sync.doc_ids:  # nothing else in common: it takes no slot of ours
+                await connection.fail(f"it is {reason.value} from a share")
             return
-        if connection.peer_id not in share.record.members:
-            share.record.members.append(connection.peer_id)
-            share.record.save(self._registry.home)
+        if connection.peer_id not in record.members or connection.peer_id in record.departed:
+            if connection.peer_id not in record.members:
+                record.members.append(connection.peer_id)
+            if connection.peer_id in record.departed:  # invited again
+                record.departed.remove(connection.peer_id)
+            record.save(self._registry.home)
         await connection.add_doc(share_id, share.file.doc)
 
     async def on_peer_events(self, connection: PeerConnection, events: Sequence[SyncEvent]) -> None:
@@ -49,16 +74,36 @@ class Syncing:
                     share.schedule_write()
             elif isinstance(event, ProtocolViolation):
                 await connection.fail(event.reason)
+            elif isinstance(event, PeerLeft):
+                self._on_peer_left(connection, event)
             elif isinstance(event, PeerError):
-                logger.warning("peer %s closed with: %s", connection.peer_id, event.reason)
+                logger.warning("peer %s closed with: %s", connection.label, event.reason)
                 await connection.close()
+
+    def _on_peer_left(self, connection: PeerConnection, event: PeerLeft) -> None:
+        """A member stopped syncing a share with us: remember why, for ``status``."""
+        share = self._registry.shares.get(event.doc_id)
+        if share is None:
+            return
+        record = share.record
+        if event.reason in _CUT_OFF:
+            logger.warning(
+                "%s: %s says this daemon is %s", share.path, connection.label, event.reason.value
+            )
+            record.told_cut_off(_CUT_OFF[event.reason], connection.peer_id)
+        elif event.reason is LeaveReason.LEFT and connection.peer_id not in record.departed:
+            logger.info("%s: %s left the share", share.path, connection.label)
+            record.departed.append(connection.peer_id)
+        else:
+            return
+        record.save(self._registry.home)
 
     async def _on_remote_update(self, connection: PeerConnection, event: RemoteUpdate) -> None:
         share = self._registry.shares.get(event.doc_id)
         if share is None:
             return
         try:
-            share.remote_update(event.update)
+            share.remote_update(event.update, connection.peer_id)
         except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
             share.last_error = exc.message
         # Relayed either way: the peer that made it has it durably, and the rest of a
