@@ -638,6 +638,8 @@ def run_chaos(machines: Machines, plan: Plan, seed: int, *, nbformat: bool) -> O
     schedule = make_schedule(rng, plan)
 
     origin = time.monotonic()
+    # The daemons' logs have wall-clock times: this line maps them to the schedule's.
+    print(f"[chaos] the schedule starts at {time.strftime('%H:%M:%S')} (0.00 s)")
     poller = Poller(machines.paths, POLL_PERIOD_S, origin=origin, nbformat=nbformat)
     with poller, Chaos(machines) as chaos:
         chaos.run(schedule, origin)
@@ -749,13 +751,14 @@ def holds(path: Path, line: str) -> bool:
     return line in path.read_text()
 
 
-def remote_lines_reach_b(pair: Pair, count: int) -> list[str]:
-    """``count`` lines typed on A one at a time, each in B's file (a write) before the next."""
+def remote_lines_reach(source: Path, target: Path, count: int) -> list[str]:
+    """``count`` lines typed into ``source`` one at a time (into cells 0, 1, ...), each in
+    ``target`` (a write) before the next."""
     lines = []
     for index in range(count):
-        line = f"# remote line {index} from A"
-        type_line(Editor(pair.a_file), index % CELLS, line)
-        wait_until(functools.partial(holds, pair.b_file, line), what=f"{line!r} on B")
+        line = f"# remote line {index} from {source.parent.name}"
+        type_line(Editor(source), index % CELLS, line)
+        wait_until(functools.partial(holds, target, line), what=f"{line!r} in {target}")
         lines.append(line)
     return lines
 
@@ -772,7 +775,7 @@ def assert_stale_save_merged(pair: Pair, editor: Editor, remote: list[str]) -> N
 def test_stale_save_while_the_daemon_is_down_keeps_remote_edits(pair: Pair) -> None:
     editor = Editor(pair.b_file)
     editor.load()
-    remote = remote_lines_reach_b(pair, 1)
+    remote = remote_lines_reach(pair.a_file, pair.b_file, 1)
     pair.b.kill()
     type_line(editor, CELLS - 1, "# B: typed while the daemon is down", stale=True)
     pair.b.start()
@@ -783,7 +786,7 @@ def test_stale_save_while_the_daemon_is_down_keeps_remote_edits(pair: Pair) -> N
 def test_stale_saves_before_and_after_a_restart_keep_remote_edits(pair: Pair) -> None:
     editor = Editor(pair.b_file)
     editor.load()
-    remote = remote_lines_reach_b(pair, 1)
+    remote = remote_lines_reach(pair.a_file, pair.b_file, 1)
     merged = "# B: stale save merged before the restart"
     type_line(editor, CELLS - 2, merged, stale=True)
     wait_until(lambda: pair.converged_with(merged), what="B's stale save merged")
@@ -798,12 +801,37 @@ def test_stale_saves_before_and_after_a_restart_keep_remote_edits(pair: Pair) ->
 def test_stale_save_after_many_remote_writes_keeps_them(pair: Pair, restart: bool) -> None:
     editor = Editor(pair.b_file)
     editor.load()
-    remote = remote_lines_reach_b(pair, STALE_WRITES)
+    remote = remote_lines_reach(pair.a_file, pair.b_file, STALE_WRITES)
     assert STALE_WRITES > MAX_VERSIONS  # older than the versions the engine keeps whole
     if restart:
         pair.b.kill()  # the versions come back from B's update log
         pair.b.start()
     assert_stale_save_merged(pair, editor, remote)
+
+
+@pytest.mark.timeout(90)
+def test_stale_buffer_that_moves_a_cell_keeps_the_lines_typed_into_it(pair: Pair) -> None:
+    """Found by the moves chaos run (seed 3709939785): the move copied the cell as the
+    stale buffer had it, without the peers' lines typed into it since. A's daemon merges
+    the save while B, whose file showed the lines too (and would repair), is away."""
+    editor = Editor(pair.a_file)
+    editor.load()
+    remote = remote_lines_reach(pair.b_file, pair.a_file, 2)  # into cells 0 and 1
+    pair.b.shut_down()
+    editor.save(Action(0.0, Kind.MOVE, 0, cell=0, where=0.5, stale=True))
+
+    def merged_on_a() -> bool:
+        # The stale save lacks both lines; merged, the one in c1 (not moved) is back.
+        text = pair.a_file.read_text()
+        return remote[1] in text and parse(text)["cells"][0]["id"] != "c0"
+
+    wait_until(merged_on_a, what="A's file with cell c0 moved, merged")
+    text = pair.a_file.read_text()
+    assert {line: text.count(line) for line in remote} == dict.fromkeys(remote, 1)
+    assert remote[0] in {cell["id"]: cell["source"] for cell in parse(text)["cells"]}["c0"]
+    pair.b.start()
+    wait_until(lambda: pair.converged_with(remote[0]), what="both files equal")
+    assert pair.b_file.read_text().count(remote[0]) == 1
 
 
 def type_lines(path: Path, tag: str, gap_s: float, typed: list[str]) -> None:

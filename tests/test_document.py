@@ -208,6 +208,30 @@ def test_cell_moved_by_two_peers_at_once_is_there_once(minor_shared: SharedFile)
     assert len(after) == cells
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_stale_buffer_that_moves_a_cell_keeps_the_lines_peers_typed_into_it(
+    minor_shared: SharedFile, restart: bool
+) -> None:
+    """Found by the chaos test (seed 3709939785): an editor that did not reload moves a cell
+    peers typed into meanwhile. The move copies the cell as the buffer had it; the lines
+    the file showed in it must go into the copy."""
+    shared = minor_shared
+    buffer = shared.path.read_text()
+    remote = remote_lines(shared, 2)  # into cells 0 and 1
+    moved = render_with_move(buffer, 0, 3)
+    if restart:  # saved while the daemon is down
+        shared.path.write_text(moved)
+        shared = restarted(shared)
+        shared.catch_up()
+        final = shared.path.read_text()
+    else:
+        final = save(shared, moved)
+
+    assert_valid(final)
+    assert_once(final, remote)
+    assert remote[0] in shared.engine.notebook()["cells"][3]["source"]
+
+
 # --- fidelity: a file's own form survives restarts and remote edits --------------------------
 
 
