@@ -494,14 +494,17 @@ class SeededData:
 
 
 # The seeds among 0-999 where moves still lose or double something (scripts/soak_moves.py,
-# docs/reliability.md): about 0.7 % of random runs.
-RESIDUAL_SEEDS = [461, 478, 566, 620, 621, 758, 835]
+# docs/reliability.md): about 0.5 % of random runs.
+RESIDUAL_SEEDS = [478, 566, 620, 621, 835]
+# Former residuals, fixed: a stale save's own move taken as proof of a newer base (found by
+# the five-machine chaos run, seed 3709939785). They must keep passing.
+FIXED_SEEDS = [461, 758]
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="residual (docs/reliability.md): a line not whole in any copy of a moved cell can "
-    "be transplanted twice, and a stale save racing moves can lose a cell or a line",
+    "be transplanted twice, and a stale save racing moves can lose a cell",
 )
 @pytest.mark.parametrize("seed", RESIDUAL_SEEDS)
 def test_the_known_move_residuals_lose_and_double_nothing(seed: int) -> None:
@@ -511,7 +514,7 @@ def test_the_known_move_residuals_lose_and_double_nothing(seed: int) -> None:
     check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("seed", [s for s in range(60) if s not in RESIDUAL_SEEDS])
+@pytest.mark.parametrize("seed", [*(s for s in range(60) if s not in RESIDUAL_SEEDS), *FIXED_SEEDS])
 def test_seeded_runs_with_moves_lose_and_double_nothing(seed: int) -> None:
     """The full check on fixed seeds that pass: moves must keep passing them."""
     check(run(SeededData(seed), MOVES))  # type: ignore[arg-type]

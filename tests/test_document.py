@@ -232,6 +232,24 @@ def test_stale_buffer_that_moves_a_cell_keeps_the_lines_peers_typed_into_it(
     assert remote[0] in shared.engine.notebook()["cells"][3]["source"]
 
 
+def test_stale_save_whose_move_matches_a_peers_order_keeps_the_peers_lines(
+    minor_shared: SharedFile,
+) -> None:
+    """Found by the chaos test (seed 3709939785, soak seeds 461 and 758): the user moves the
+    first cell further down in a stale buffer, so the second comes first, as in a newer
+    version where a peer moved the first cell one down. That order is no proof the editor
+    had the newer version: merged against it, the save deleted the peers' lines it lacks."""
+    shared = minor_shared
+    buffer = shared.path.read_text()
+    remote = remote_lines(shared, 3)  # into cells 0, 1 and 2
+    deliver(shared, peer_save(shared.engine, lambda text: render_with_move(text, 0, 1)))
+
+    final = save(shared, render_with_move(buffer, 0, 3))
+
+    assert_valid(final)
+    assert_once(final, remote)
+
+
 # --- fidelity: a file's own form survives restarts and remote edits --------------------------
 
 

@@ -332,9 +332,11 @@ class NotebookEngine:
         base, an older one would make the merge apply the peer's change once more (a doubled
         line, a re-created cell). A cell that only older versions have (a cell as it was
         before a peer changed or deleted it) says the editor is stale, unless the user undid
-        the peer's change; it weighs less. Then the smallest edit of the sources, then the
-        fewest other differences (outputs, metadata: a stale save must not revert a peer's
-        outputs just because the newest version has them), then the newest.
+        the peer's change; it weighs less, as does an order (which cell follows which) only
+        newer versions have: the user's own move may have made it. Then the smallest edit
+        of the sources, then the fewest other differences (outputs, metadata: a stale save
+        must not revert a peer's outputs just because the newest version has them), then the
+        newest.
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
@@ -343,9 +345,15 @@ class NotebookEngine:
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
         def score(index: int) -> tuple[int, int, Distance]:
-            # Facts of the save this version lacks, by the newest version that has them.
-            found = [newest_with[fact] for fact in save.facts - facts[index] if fact in newest_with]
-            newer = sum(1 for found_in in found if found_in > index)
+            # Facts of the save this version lacks, with the newest version that has them.
+            found = [
+                (fact, newest_with[fact])
+                for fact in save.facts - facts[index]
+                if fact in newest_with
+            ]
+            # An order is no proof: the user's own move can put two cells next to each other
+            # as a peer's move did in a newer version (the chaos run's seed 3709939785).
+            newer = sum(1 for fact, found_in in found if found_in > index and fact[0] != "next")
             return newer, len(found) - newer, versions[index].distance(new, by_id)
 
         scores = [score(index) for index in range(len(versions))]
