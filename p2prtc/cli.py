@@ -357,6 +357,9 @@ def _status_text(status: dict[str, Any]) -> str:
             lines.append("  no peers connected")
         for room in item.get("rooms", []):
             lines.append(f"  live Jupyter room: {room}")
+        for found in item.get("concurrent_edits", []):
+            when = time.strftime("%H:%M", time.localtime(found["at"]))
+            lines.append(f"  {_concurrent_text(found)} at {when}")
     if not status["shares"]:
         lines.append("no shares")
     return "\n".join(lines)
@@ -383,6 +386,62 @@ def members(path: Path, as_json: bool) -> None:
         for m in answer["members"]
     ]
     _emit(as_json, answer, "\n".join(lines))
+
+
+@main.command("log")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-n", "--entries", default=20, show_default=True, type=click.IntRange(1), help="How many."
+)
+@json_option
+def change_log(path: Path, entries: int, as_json: bool) -> None:
+    """Recent changes of the shared notebook PATH: who, when, which cells (newest first)."""
+    answer = _call({"cmd": "log", "path": str(path.resolve()), "limit": entries})
+    _emit(as_json, answer, _log_text(answer, entries))
+
+
+_LOG_KINDS = {
+    "save": "saved",
+    "peer": "edited",
+    "jupyter": "typed in Jupyter",
+    "share": "shared",
+    "join": "sent the copy this daemon joined with",
+}
+
+
+def _log_text(answer: dict[str, Any], asked: int) -> str:
+    lines, own = [], answer["daemon_id"]
+    for entry in answer["entries"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+        kind = _LOG_KINDS.get(entry["kind"], entry["kind"])
+        cells = [_cell_text(cell) for cell in entry["cells"]]
+        who = entry["member_label"] + (" (this daemon)" if entry["member"] == own else "")
+        lines.append(f"{when}  {who}  {kind}" + (":" if cells else ""))
+        lines += [f"    {cell}" for cell in cells]
+        lines += [f"    {_concurrent_text(found)}" for found in entry["concurrent"]]
+    if not lines:
+        lines.append("no changes logged yet")
+    if len(answer["entries"]) == asked:
+        lines.append(f"(older changes: -n; the log keeps the newest {answer['max_entries']})")
+    return "\n".join(lines)
+
+
+def _cell_where(cell: dict[str, Any]) -> str:
+    if cell["index"] is None:
+        return f"a deleted cell [{cell['id'][:8]}]"
+    return f"cell {cell['index']} [{cell['id'][:8]}]"
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    parts = ", ".join(cell["parts"])
+    line = f" {cell['first_line']!r}" if cell.get("first_line") else ""
+    return f"{_cell_where(cell)}{line} ({parts})"
+
+
+def _concurrent_text(found: dict[str, Any]) -> str:
+    """E.g. "concurrent edits merged in cell 12 (alice, bob)"."""
+    where = _cell_where(found)
+    return f"concurrent edits merged in {where} ({', '.join(found['member_labels'])})"
 
 
 @main.command()

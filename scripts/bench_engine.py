@@ -255,22 +255,39 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def saves_arguments(doc: str, results_name: str) -> argparse.Namespace:
+    """The options of a benchmark of one-character saves (this one, bench_stamps.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--saves", type=int, default=40, help="timed saves per notebook")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results/bench_engine.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results" / results_name)
+    return parser.parse_args()
+
+
+def measured(
+    run: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """``run(args)``'s results, with the machine and its load before and after."""
     before = machine()
     results = run(args)
     results["machine"] = {**before, "load_average_after": os.getloadavg()}
+    return results
+
+
+def save_results(out: Path, results: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"saved {out}", file=sys.stderr)
+
+
+def main() -> None:
+    args = saves_arguments(__doc__ or "", "bench_engine.json")
+    results = measured(run, args)
     results["checks"] = checks(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    save_results(args.out, results)
     print(table(results))
     print("\n".join(results["checks"]))
-    print(f"saved {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,15 @@ from typing import Any
 import nbformat
 from pycrdt import merge_updates
 
+from p2prtc.core.edits import Author
 from p2prtc.core.engine import NotebookEngine, text_digest
 
 Notebook = dict[str, Any]
 Cell = dict[str, Any]
 Output = dict[str, Any]
 
+# The daemon id of the SharedFiles that unit tests open (stamps its saves).
+THIS_DAEMON = "d0d0d0d0d0d0d0d0"
 _SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
 _ids = itertools.count()
 
@@ -306,6 +309,7 @@ class Replica:
     disk: str
     sent: list[bytes] = field(default_factory=list)
     states: dict[bytes, bytes] = field(default_factory=dict)
+    stamps: bool = False  # saves stamp the cells they change (core.edits), by ``name``
 
     def __post_init__(self) -> None:
         self.remember_state(self.disk)
@@ -336,7 +340,9 @@ class Replica:
 
     def save_text(self, text: str) -> bytes | None:
         self.buffer = self.disk = text
-        result = self.engine.ingest(text, recall=self.states.get)
+        # Stamped saves only where a test asks (seeded tests replay exact update contents).
+        author = Author(self.name, float(len(self.sent))) if self.stamps else None
+        result = self.engine.ingest(text, recall=self.states.get, author=author)
         if result.update is not None:
             self.sent.append(result.update)
             if not result.needs_write:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, copy_notebook
-from nbgen import nbformat_node, peer_update, render_with_line
+from nbgen import THIS_DAEMON, nbformat_node, peer_update, render_with_line
 
 from p2prtc.adapters import files
 from p2prtc.adapters.store import UpdateStore
@@ -118,7 +118,7 @@ def test_killed_at_a_crash_point_loses_nothing(
     tmp_path: Path, notebooks_dir: Path, scenario: str, point: str
 ) -> None:
     path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "analysis.ipynb")
-    SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite")).store.close()
+    SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"), THIS_DAEMON).store.close()
 
     child = subprocess.run(
         [sys.executable, __file__, scenario, str(tmp_path)],
@@ -132,7 +132,7 @@ def test_killed_at_a_crash_point_loses_nothing(
     assert f"crash point {point}" in child.stderr
     lines = child.stdout.split("\n")[:-1]
     assert lines, "the scenario died before it did anything"
-    restarted = SharedFile.restore(path, UpdateStore(tmp_path / "doc.sqlite"))
+    restarted = SharedFile.restore(path, UpdateStore(tmp_path / "doc.sqlite"), THIS_DAEMON)
     restarted.catch_up()
     text = path.read_text()
     nbformat_node(text)  # JSON nbformat reads
@@ -145,7 +145,7 @@ def run_scenario(scenario: str, folder: Path) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     path = folder / "analysis.ipynb"
-    shared = SharedFile.restore(path, UpdateStore(folder / "doc.sqlite"))
+    shared = SharedFile.restore(path, UpdateStore(folder / "doc.sqlite"), THIS_DAEMON)
     shared.catch_up()
     SCENARIOS[scenario](shared)
     print("the crash point was never reached", file=sys.stderr)

@@ -38,7 +38,7 @@ from daemons import (
     synced_pair,
     wait_until,
 )
-from nbgen import peer_update, render_with_line
+from nbgen import THIS_DAEMON, peer_update, render_with_line
 
 from p2prtc.adapters.files import Signature, atomic_write
 from p2prtc.adapters.store import UpdateStore
@@ -158,7 +158,7 @@ def test_crash_during_a_write_restarts_consistent(
     an edit of the same cell. After restart: both edits, once, where the user put them."""
     path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "analysis.ipynb")
     store = UpdateStore(tmp_path / "doc.sqlite")
-    shared = SharedFile.create(path, store)
+    shared = SharedFile.create(path, store, THIS_DAEMON)
     update = peer_update(shared.engine, 3, "REMOTE LINE")
     shared.doc.apply_update(update)  # as the sync session does, before the daemon persists it
     shared.apply_remote(update)
@@ -174,7 +174,7 @@ def test_crash_during_a_write_restarts_consistent(
     monkeypatch.undo()
     store.close()
 
-    restarted = SharedFile.restore(path, UpdateStore(tmp_path / "doc.sqlite"))
+    restarted = SharedFile.restore(path, UpdateStore(tmp_path / "doc.sqlite"), THIS_DAEMON)
     assert restarted.catch_up() is None  # nothing new: the file was the doc's, old or new
     assert "REMOTE LINE" in path.read_text()
     save = render_with_line(path.read_text(), 3, "USER LINE", last=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from daemons import SAMPLE, copy_notebook
 from nbgen import (
+    THIS_DAEMON,
     nbformat_problem,
     peer_save,
     peer_update,
@@ -35,7 +36,7 @@ WRITES = 3 * MAX_VERSIONS
 @pytest.fixture
 def shared(tmp_path: Path, notebooks_dir: Path) -> SharedFile:
     path = copy_notebook(notebooks_dir / SAMPLE, tmp_path / "analysis.ipynb")
-    return SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"))
+    return SharedFile.create(path, UpdateStore(tmp_path / "doc.sqlite"), THIS_DAEMON)
 
 
 def receive(shared: SharedFile, index: int, line: str) -> None:
@@ -60,7 +61,7 @@ def remote_lines(shared: SharedFile, count: int, tag: str = "REMOTE") -> list[st
 
 def restarted(shared: SharedFile) -> SharedFile:
     shared.store.close()
-    return SharedFile.restore(shared.path, UpdateStore(shared.store.path))
+    return SharedFile.restore(shared.path, UpdateStore(shared.store.path), shared.member)
 
 
 def save(shared: SharedFile, text: str) -> str:

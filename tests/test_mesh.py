@@ -21,10 +21,17 @@ from p2prtc.core.mesh import (
 
 
 def dial(
-    joining: bool = False, connections: int = 0, ranks: tuple[str, str] | None = ("a", "b")
+    joining: bool = False,
+    connections: int = 0,
+    ranks: tuple[str, str] | None = ("a", "b"),
+    dials: int = 0,
 ) -> bool:
     return should_dial(
-        joining_without_peer=joining, open_connections=connections, max_peers=2, ranks=ranks
+        joining_without_peer=joining,
+        open_connections=connections,
+        dials_in_progress=dials,
+        max_peers=2,
+        ranks=ranks,
     )
 
 
@@ -45,6 +52,14 @@ def test_nobody_new_is_dialled_past_max_peers() -> None:
 
 def test_a_joiner_without_a_peer_dials_even_when_full_and_ranked_second() -> None:
     assert dial(joining=True, connections=5, ranks=("z", "a")) is True
+
+
+def test_a_joiner_dials_in_parallel_only_up_to_the_bound_a_listener_accepts() -> None:
+    # max_peers=2: a daemon holds at most 2*2 connections, one more while joining. Ten
+    # members found at once must not become ten links (a CI run saw a joiner end with 6).
+    assert dial(joining=True, connections=4, dials=3) is True
+    assert dial(joining=True, connections=5, dials=3) is False
+    assert dial(joining=True, connections=9, dials=1) is False
 
 
 def both_ends_keep(

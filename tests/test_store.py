@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
-from p2prtc.adapters.store import StoreCorrupt, StoreTooNew, UpdateStore
+from p2prtc.adapters import store as store_module
+from p2prtc.adapters.store import LogEntry, StoreCorrupt, StoreTooNew, UpdateStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,6 +189,78 @@ def test_store_from_newer_version_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreTooNew):
         UpdateStore(path)
+
+
+def entry(member: str, detail: str = "{}", *, concurrent: bool = False) -> LogEntry:
+    return LogEntry(0, 1000.0, member, "save", detail, concurrent)
+
+
+def test_log_entries_are_kept_with_their_update_newest_first(tmp_path: Path) -> None:
+    with UpdateStore(tmp_path / "doc.sqlite") as store:
+        first = store.append(b"one", [entry("alice")])
+        second = store.append_with_meta(b"two", {"k": b"v"}, [entry("bob"), entry("carol")])
+        store.append(b"three")  # an update without entries (a repair)
+
+        logged = store.log(10)
+    assert [(e.seq, e.member) for e in logged] == [
+        (second, "carol"),
+        (second, "bob"),
+        (first, "alice"),
+    ]
+
+
+def test_compaction_folds_updates_but_keeps_the_log(tmp_path: Path) -> None:
+    with UpdateStore(tmp_path / "doc.sqlite") as store:
+        recorder = Recorder(store)
+        for index in range(5):
+            recorder.edit(f"edit {index}")
+            store.append(b"\x00\x00", [entry(f"m{index}")])
+        store.compact(load_doc(store).get_update())
+
+        assert store.count() == 1
+        assert [e.member for e in store.log(3)] == ["m4", "m3", "m2"]
+
+
+def test_the_log_keeps_the_newest_entries_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_LOG_ENTRIES", 3)
+    with UpdateStore(tmp_path / "doc.sqlite") as store:
+        for index in range(5):
+            store.append(b"\x00\x00", [entry(f"m{index}")])
+        assert [e.member for e in store.log(10)] == ["m4", "m3", "m2"]
+
+
+def test_only_concurrent_entries_when_asked(tmp_path: Path) -> None:
+    with UpdateStore(tmp_path / "doc.sqlite") as store:
+        store.append(b"\x00\x00", [entry("a"), entry("b", concurrent=True), entry("c")])
+        assert [e.member for e in store.log(10, concurrent_only=True)] == ["b"]
+
+
+def test_a_store_of_schema_1_is_migrated_and_keeps_its_updates(tmp_path: Path) -> None:
+    """A home written before the change log: its updates and metadata load as they were."""
+    path = tmp_path / "doc.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE updates (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    db.execute(f"PRAGMA application_id={store_module.APPLICATION_ID}")
+    db.execute("PRAGMA user_version=1")
+    source: Doc[Any] = Doc()
+    source.get("source", type=Text).insert(0, "written by schema 1")
+    db.execute("INSERT INTO updates(data) VALUES (?)", (source.get_update(),))
+    db.execute("INSERT INTO meta(key, value) VALUES ('base_info', ?)", (b"x",))
+    db.close()
+
+    with UpdateStore(path) as store:
+        assert text_of(load_doc(store)) == "written by schema 1"
+        assert store.get_meta("base_info") == b"x"
+        assert store.log(10) == []
+        store.append(b"\x00\x00", [entry("alice")])
+        assert [e.member for e in store.log(10)] == ["alice"]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (store_module.SCHEMA_VERSION,)
+    db.close()
 
 
 # --- crash safety: a child process is SIGKILLed at random points --------------------------

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from environment import missing
 
+from p2prtc.adapters import inotify
 from p2prtc.adapters.watcher import ChangeKind, FileEvent, FileWatcher, WatchedFolderMissing
 
 pytestmark = pytest.mark.timeout(20)
@@ -171,3 +173,82 @@ async def test_a_folder_made_where_the_file_was_is_reported(
     assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.DELETED)
     (folder / "nb.ipynb").mkdir()
     assert await next_event(watcher) == FileEvent(folder / "nb.ipynb", ChangeKind.CHANGED)
+
+
+@pytest.fixture
+def with_inotify() -> None:
+    if not inotify.available():
+        missing("inotify is not available here")
+
+
+@pytest.mark.parametrize("use_inotify", [True, False], ids=["inotify", "watchfiles"])
+async def test_a_rename_in_its_folder_says_where_the_file_went(
+    folder: Path, use_inotify: bool
+) -> None:
+    """inotify pairs the rename's two events: the new name comes with the deletion. The
+    watchfiles fallback sees a file gone, no more (the daemon then goes by content)."""
+    if use_inotify and not inotify.available():
+        missing("inotify is not available here")
+    nb, renamed = folder / "nb.ipynb", folder / "renamed.ipynb"
+    async with FileWatcher({nb}, use_inotify=use_inotify) as watcher:
+        os.rename(nb, renamed)
+        expected = FileEvent(nb, ChangeKind.DELETED, renamed if use_inotify else None)
+        assert await next_event(watcher) == expected
+        # The new name is not watched: a save there is not reported (the daemon decides
+        # whether to follow it, and then watches it).
+        os.rename(renamed, nb)
+        assert await next_event(watcher) == FileEvent(nb, ChangeKind.CHANGED)
+
+
+async def test_the_new_name_is_spelled_like_the_watched_path(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, with_inotify: None
+) -> None:
+    monkeypatch.chdir(folder)
+    async with FileWatcher({Path("nb.ipynb")}) as watcher:
+        os.rename("nb.ipynb", "renamed.ipynb")
+        assert await next_event(watcher) == FileEvent(
+            Path("nb.ipynb"), ChangeKind.DELETED, Path("renamed.ipynb")
+        )
+
+
+async def test_a_move_to_another_folder_reads_as_deleted(folder: Path, with_inotify: None) -> None:
+    """Even into a watched folder, where inotify pairs the two events: a move elsewhere is
+    never a rename (the rule must not depend on what else is watched)."""
+    nb, far = folder / "nb.ipynb", folder / "sub" / "far.ipynb"
+    far.parent.mkdir()
+    far.write_text("v0")
+    async with FileWatcher({nb, far}) as watcher:
+        os.rename(nb, far.parent / "nb.ipynb")
+        assert await next_event(watcher) == FileEvent(nb, ChangeKind.DELETED)
+
+
+async def test_vim_saves_are_still_changes(folder: Path, with_inotify: None) -> None:
+    """vim renames the file to its backup name before writing the new one: the hint may
+    come with a deletion, but the file read back is a change."""
+    nb = folder / "nb.ipynb"
+    async with FileWatcher({nb}) as watcher:
+        save_like_vim(nb, "v1")
+        seen = await events_until(watcher, {FileEvent(nb, ChangeKind.CHANGED)})
+    assert seen <= {
+        FileEvent(nb, ChangeKind.CHANGED),
+        FileEvent(nb, ChangeKind.DELETED, nb.with_name("nb.ipynb~")),
+    }
+
+
+def test_a_rename_split_across_two_reads_is_still_paired(folder: Path, with_inotify: None) -> None:
+    """One rename(2) queues "moved from" and "moved to" back to back, but a read can fall
+    between them: the kernel's own two events, handed over in two reads, still pair."""
+    nb, renamed = folder / "nb.ipynb", folder / "renamed.ipynb"
+    watch = inotify.Inotify(frozenset({folder}))
+    try:
+        os.rename(nb, renamed)
+        data = os.read(watch.fd, 4096)
+        first = inotify._EVENT.size + inotify._EVENT.unpack_from(data)[3]
+        assert len(data) > first, "the kernel queued both events of the rename"
+        changes = inotify.Changes()
+        watch._add_changes(data[:first], changes)
+        assert (changes.paths, changes.renames) == ({nb}, {})
+        watch._add_changes(data[first:], changes)
+        assert (changes.paths, changes.renames) == ({nb, renamed}, {nb: renamed})
+    finally:
+        watch.close()

@@ -1,4 +1,6 @@
-"""Linux inotify through libc (ctypes): which files in a set of folders were saved or went.
+"""Linux inotify through libc (ctypes): which files in a set of folders were saved or went,
+and which were renamed (a rename's two events share a cookie: the kernel says which name
+became which, where a poller sees only a file gone and another come).
 
 The watcher's fast path (adapters/watcher.py): the kernel queues an event as a save
 completes and the event loop reads it at once, so a save is seen within about a
@@ -17,6 +19,7 @@ import errno
 import os
 import struct
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IN_CLOSE_WRITE = 0x00000008
@@ -45,6 +48,7 @@ _FOLDER_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _READ_SIZE = 64 * 1024
+_UNPAIRED_MOVES_KEPT = 64
 
 
 class Overflow(Exception):
@@ -57,6 +61,14 @@ class FolderGone(Exception):
     def __init__(self, folder: Path) -> None:
         super().__init__(str(folder))
         self.folder = folder
+
+
+@dataclass
+class Changes:
+    """What one read found: the paths changed, and the renames among them (old -> new)."""
+
+    paths: set[Path] = field(default_factory=set)
+    renames: dict[Path, Path] = field(default_factory=dict)
 
 
 def available() -> bool:
@@ -82,6 +94,7 @@ class Inotify:
         self._libc = libc
         self.fd = self._checked(libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
         self._folders: dict[int, Path] = {}
+        self._moved_from: dict[int, Path] = {}  # rename cookie -> the name it left
         try:
             for folder in folders:
                 wd = libc.inotify_add_watch(self.fd, os.fsencode(folder), WATCHED | IN_ONLYDIR)
@@ -96,21 +109,20 @@ class Inotify:
             raise OSError(code, f"{what}: {os.strerror(code)}")
         return result
 
-    def read(self) -> set[Path]:
-        """The paths changed since the last read (empty when nothing is queued)."""
-        changed: set[Path] = set()
+    def read(self) -> Changes:
+        """The changes since the last read (none when nothing is queued)."""
+        changes = Changes()
         while True:
             try:
                 data = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
-                return changed
-            changed |= self._paths_in(data)
+                return changes
+            self._add_changes(data, changes)
 
-    def _paths_in(self, data: bytes) -> set[Path]:
-        paths = set()
+    def _add_changes(self, data: bytes, changes: Changes) -> None:
         offset = 0
         while offset < len(data):
-            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            wd, mask, cookie, length = _EVENT.unpack_from(data, offset)
             offset += _EVENT.size
             name = data[offset : offset + length].rstrip(b"\0")
             offset += length
@@ -121,9 +133,22 @@ class Inotify:
                 raise FolderGone(folder)
             if mask & IN_CREATE and not mask & IN_ISDIR:
                 continue  # a file just created is empty: its close-after-write will come
-            if folder is not None and name:
-                paths.add(folder / os.fsdecode(name))
-        return paths
+            if folder is None or not name:
+                continue
+            path = folder / os.fsdecode(name)
+            changes.paths.add(path)
+            if mask & IN_MOVED_FROM and not mask & IN_ISDIR:
+                self._remember_moved_from(cookie, path)
+            elif mask & IN_MOVED_TO and cookie in self._moved_from:
+                changes.renames[self._moved_from.pop(cookie)] = path
+
+    def _remember_moved_from(self, cookie: int, path: Path) -> None:
+        # One rename(2) queues its two events back to back, but a read may fall between
+        # them: the "moved from" waits for its pair. Those never paired (moved to a folder
+        # not watched) are forgotten, oldest first.
+        self._moved_from[cookie] = path
+        if len(self._moved_from) > _UNPAIRED_MOVES_KEPT:
+            del self._moved_from[next(iter(self._moved_from))]
 
     def close(self) -> None:
         os.close(self.fd)

@@ -4,6 +4,11 @@ One file per document. It holds the document's pycrdt (Yjs v1) updates in order,
 small key/value table for the daemon's bookkeeping (the last file text it wrote or read,
 share metadata...). Loading the document is applying every stored update in order.
 
+Since schema 2 it also keeps a *change log*: for each stored update, who made it, when, and
+a JSON summary (the cells it changed...), written in the same transaction as the update.
+Compaction folds updates, never log entries: the log keeps the newest ``MAX_LOG_ENTRIES``.
+A schema 1 store (written by an older p2prtc) is migrated when opened; its log starts then.
+
 Durability (design rule 7): every write is one sqlite transaction in WAL mode with
 `synchronous=FULL`, so when a method returns, its data survives a process crash and a power
 loss; a crash in the middle of a write leaves the store as it was before that write.
@@ -20,8 +25,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,12 +37,34 @@ logger = logging.getLogger(__name__)
 
 # Marks the file as ours in the sqlite header ("p2rt"), so a foreign database is refused.
 APPLICATION_ID = 0x70327274
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Log entries kept (the newest): each save or peer's update adds one or a few.
+MAX_LOG_ENTRIES = 2000
 
+_CHANGES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL,"
+    " at REAL NOT NULL, member TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,"
+    " concurrent INTEGER NOT NULL DEFAULT 0)"
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS updates (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    _CHANGES_TABLE,
 )
+# What brings a store of each older schema to the next one, in one transaction each.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: (_CHANGES_TABLE,)}
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One change log entry: the update at ``seq`` (or part of it), by ``member``."""
+
+    seq: int
+    at: float  # seconds since the epoch
+    member: str  # the daemon that made the change
+    kind: str  # what made it (a save, a peer's update...), for people
+    detail: str  # JSON, the caller's
+    concurrent: bool = False  # it reports concurrent edits (status lists those)
 
 
 class StoreCorrupt(P2PError):
@@ -90,6 +118,7 @@ class UpdateStore:
         if not self._has_tables():
             self._create()
         self._check_identity()
+        self._migrate()
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit, so a returned write survives power loss.
         self._db.execute("PRAGMA synchronous=FULL")
@@ -124,6 +153,19 @@ class UpdateStore:
         if version > SCHEMA_VERSION:
             raise StoreTooNew(f"{self.path}: schema {version}, this p2prtc reads {SCHEMA_VERSION}")
 
+    def _migrate(self) -> None:
+        """Bring a store written by an older p2prtc to this schema, one version at a time."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        while version < SCHEMA_VERSION:
+            if version not in _MIGRATIONS:
+                raise StoreCorrupt(f"{self.path}: unknown schema {version}")
+            with self._transaction() as db:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version={version}")
+            logger.info("migrated update store %s to schema %d", self.path, version)
+
     @contextmanager
     def _guarded(self) -> Iterator[sqlite3.Connection]:
         """One caller at a time, sqlite corruption reported as StoreCorrupt."""
@@ -143,17 +185,38 @@ class UpdateStore:
                     db.execute("ROLLBACK")
                 raise
 
-    def append(self, update: bytes) -> int:
-        """Persist one update durably; return its sequence number (for `compact(upto=)`)."""
-        return self.append_with_meta(update, {})
+    def append(self, update: bytes, log: Sequence[LogEntry] = ()) -> int:
+        """Persist one update durably; return its sequence number (for `compact(upto=)`).
 
-    def append_with_meta(self, update: bytes, meta: Mapping[str, bytes]) -> int:
-        """Persist an update and set metadata keys in one atomic, durable transaction."""
+        ``log``: its change log entries (their ``seq`` is set to the update's).
+        """
+        return self.append_with_meta(update, {}, log)
+
+    def append_with_meta(
+        self, update: bytes, meta: Mapping[str, bytes], log: Sequence[LogEntry] = ()
+    ) -> int:
+        """Persist an update, its log entries and metadata keys in one atomic, durable
+        transaction."""
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO updates(data) VALUES (?)", (update,))
+            assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+            _write_log(db, cursor.lastrowid, log)
             _write_meta(db, meta)
-        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
         return cursor.lastrowid
+
+    def log(self, limit: int, *, concurrent_only: bool = False) -> list[LogEntry]:
+        """The newest ``limit`` change log entries (only those reporting concurrent edits,
+        when asked), newest first."""
+        with self._guarded() as db:
+            rows = db.execute(
+                "SELECT seq, at, member, kind, detail, concurrent FROM changes"
+                " WHERE concurrent OR NOT ? ORDER BY id DESC LIMIT ?",
+                (concurrent_only, limit),
+            )
+            return [
+                LogEntry(int(seq), float(at), str(member), str(kind), str(detail), bool(flag))
+                for seq, at, member, kind, detail, flag in rows
+            ]
 
     def updates(self, upto: int | None = None) -> list[bytes]:
         """Stored updates, oldest first (those with seq <= `upto` when given).
@@ -248,6 +311,19 @@ def _write_meta(db: sqlite3.Connection, meta: Mapping[str, bytes]) -> None:
         "INSERT INTO meta(key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         meta.items(),
+    )
+
+
+def _write_log(db: sqlite3.Connection, seq: int, log: Sequence[LogEntry]) -> None:
+    if not log:
+        return
+    db.executemany(
+        "INSERT INTO changes(seq, at, member, kind, detail, concurrent) VALUES (?, ?, ?, ?, ?, ?)",
+        [(seq, e.at, e.member, e.kind, e.detail, e.concurrent) for e in log],
+    )
+    # Bounded: the newest entries only (ids only grow; a primary key range delete is cheap).
+    db.execute(
+        "DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes) - ?", (MAX_LOG_ENTRIES,)
     )
 
 

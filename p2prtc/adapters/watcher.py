@@ -11,6 +11,14 @@ from the disk at that moment: CHANGED if the file exists, DELETED if not. A batc
 dance), so the final state is the only reliable answer. Consumers must be idempotent: an
 event may repeat (e.g. while the watch restarts after `add`) and means "look at the file".
 
+A DELETED event also says where the file went when it was renamed within its folder
+(`moved_to`), as inotify tells it (the rename's two events share a cookie). It is a hint,
+not a verdict: editors rename the file away and write a new one in its place as part of a
+save (vim's backup), so the consumer decides once the dust settles. The watchfiles fallback
+sees a rename as a file gone and another come, and gives no hint; nor does a move to
+another folder (the new name is out of sight unless that folder is watched too, and
+following it only then would make the rule depend on what else is shared).
+
 Latency versus idle cost. On Linux the folders are watched with inotify directly
 (adapters/inotify.py): the event loop reads a save's event as the kernel queues it, about
 a millisecond after the editor's rename or close, and nothing runs while nothing changes.
@@ -54,10 +62,15 @@ class ChangeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class FileEvent:
-    """A watched file changed; `path` is the path as given to the watcher."""
+    """A watched file changed; `path` is the path as given to the watcher.
+
+    `moved_to`: for a DELETED file renamed within its folder (inotify only), its new name,
+    spelled like `path`.
+    """
 
     path: Path
     kind: ChangeKind
+    moved_to: Path | None = None
 
 
 class WatcherState(enum.Enum):
@@ -208,15 +221,15 @@ class FileWatcher:
 
     def _read_inotify(self, watch: _InotifyWatch) -> None:
         try:
-            paths = watch.inotify.read()
+            changes = watch.inotify.read()
         except inotify.Overflow:  # events were lost: look at every file
-            paths = set(self._files)
+            changes = inotify.Changes(set(self._files))
         except inotify.FolderGone as gone:
             # Said, not silent: its files read as gone, and watching resumes if the
             # folder comes back when the set of files is next changed.
             logger.warning("folder %s was deleted or moved: its files are not watched", gone)
-            paths = {path for path in self._files if path.parent == gone.folder}
-        for event in self._events_for(paths):
+            changes = inotify.Changes({path for path in self._files if path.parent == gone.folder})
+        for event in self._events_for(changes.paths, changes.renames):
             self._events.put_nowait(event)
 
     async def _watch_with_watchfiles(self, folders: frozenset[Path]) -> _FolderWatch:
@@ -247,14 +260,21 @@ class FileWatcher:
             logger.warning("file watch of %s failed: %s", sorted(map(str, folders)), exc)
             self._events.put_nowait(exc)
 
-    def _events_for(self, paths: set[Path]) -> list[FileEvent]:
-        touched = paths & self._files.keys()
-        return [
-            FileEvent(
-                self._files[path], ChangeKind.CHANGED if path.exists() else ChangeKind.DELETED
-            )
-            for path in sorted(touched)
-        ]
+    def _events_for(
+        self, paths: set[Path], renames: dict[Path, Path] | None = None
+    ) -> list[FileEvent]:
+        """One event per watched file among `paths` (and the old names of `renames`)."""
+        renames = renames or {}
+        touched = (paths | renames.keys()) & self._files.keys()
+        return [self._event_for(path, renames.get(path)) for path in sorted(touched)]
+
+    def _event_for(self, path: Path, renamed_to: Path | None) -> FileEvent:
+        given = self._files[path]
+        if path.exists():
+            return FileEvent(given, ChangeKind.CHANGED)
+        in_its_folder = renamed_to is not None and renamed_to.parent == path.parent
+        moved_to = given.with_name(renamed_to.name) if renamed_to and in_its_folder else None
+        return FileEvent(given, ChangeKind.DELETED, moved_to)
 
     def __aiter__(self) -> FileWatcher:
         return self

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from pycrdt import Doc, TransactionEvent, merge_updates
 
+from p2prtc.core.edits import Author, EditTracker, changed_parts, stamp_cells
 from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
@@ -119,6 +120,7 @@ class NotebookEngine:
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
+        self.edits = EditTracker(doc)  # who changed which cell; concurrent edits
         self._versions: deque[Version] = deque()  # at most MAX_VERSIONS, oldest first
         self._history = VersionHistory()  # the versions before those
         # Cells (by id) whose source the file holds as one string: written back that way.
@@ -213,6 +215,10 @@ class NotebookEngine:
         digest = text_digest(text)
         return any(version.digest == digest for version in self._versions)
 
+    def known_digests(self) -> frozenset[bytes]:
+        """The digests of the texts ``is_known`` accepts, as of now."""
+        return frozenset(version.digest for version in self._versions)
+
     def remembers(self, digest: bytes) -> bool:
         """Could a save still start from this version (kept whole or as facts)?"""
         return digest in self._history or any(v.digest == digest for v in self._versions)
@@ -220,11 +226,14 @@ class NotebookEngine:
     def latest_version(self) -> Version | None:
         return self._versions[-1] if self._versions else None
 
-    def ingest(self, text: bytes | str, recall: Recall | None = None) -> IngestResult:
+    def ingest(
+        self, text: bytes | str, recall: Recall | None = None, author: Author | None = None
+    ) -> IngestResult:
         """Merge a save of the file into the doc. Raises InvalidNotebook & co. untouched.
 
         ``recall`` rebuilds older versions, for a save of a buffer older than the versions
         kept whole; without it such a save is merged against the closest kept version.
+        With an ``author``, the update stamps the cells it changes (see core.edits).
         """
         digest = text_digest(text)
         if any(version.digest == digest for version in self._versions):
@@ -236,7 +245,7 @@ class NotebookEngine:
             raise RuntimeError("ingest before the engine knows any version of the file")
         current = None if self._is_current(base) else self.notebook()
         if current is None:
-            ingested, update = apply_diff_observed(self.doc, base.notebook, new)
+            ingested, update = self._apply_save(self.doc, base.notebook, new, author)
             saved = self._snapshot(digest, ingested)
             needs_write = False
         elif without_cell_ids(current) == new:
@@ -246,7 +255,7 @@ class NotebookEngine:
             needs_write = False
         else:
             shown_before = self.latest_version()
-            ingested, update, saved = self._ingest_on_fork(base, new, digest)
+            ingested, update, saved = self._ingest_on_fork(base, new, digest, author)
             if update is not None:
                 self.doc.apply_update(update)
                 # Typing into a cell a peer moved meanwhile went to the original.
@@ -269,13 +278,13 @@ class NotebookEngine:
         return IngestResult(update=update, needs_write=needs_write)
 
     def _ingest_on_fork(
-        self, base: Version, new: Notebook, digest: bytes
+        self, base: Version, new: Notebook, digest: bytes, author: Author | None
     ) -> tuple[Notebook, bytes | None, Version]:
         """Apply the save to a copy of the doc at ``base``; the edit merges like a peer's."""
         # A fresh client id: the live doc may have made edits under its own id since base.
         fork: Doc[Any] = Doc(client_id=random.getrandbits(32))
         fork.apply_update(base.state)
-        ingested, update = apply_diff_observed(fork, base.notebook, new)
+        ingested, update = self._apply_save(fork, base.notebook, new, author)
         logger.info("merged a save made from an older version of the file")
         # The version is the saved text itself (a file without ids, or not written the way
         # Jupyter writes, never renders back to it): a second save of it is then known.
@@ -284,6 +293,18 @@ class NotebookEngine:
             update,
             Version(digest, ingested, fork.get_update(), state_vector(fork)),
         )
+
+    def _apply_save(
+        self, doc: Doc[Any], base: Notebook, new: Notebook, author: Author | None
+    ) -> tuple[Notebook, bytes | None]:
+        """Apply a save's diff to ``doc`` (live or fork) and stamp the cells it changed (by
+        what ``doc`` holds: the version the editor had); the update of both."""
+        ingested, update = apply_diff_observed(doc, base, new)
+        if author is None or update is None:
+            return ingested, update
+        changed = changed_parts(base, ingested)
+        stamp = observed_update(doc, lambda: stamp_cells(doc, changed, author, self.doc))
+        return ingested, update if stamp is None else merge_updates(update, stamp)
 
     def _doc_differs_from(self, digest: bytes) -> bool:
         # The newest version with this text: an older one may hold an older doc state.
@@ -416,6 +437,13 @@ def apply_diff_observed(
     The update is taken from the transaction, not from the state vector: deletions do not
     advance a state vector, so a save that only deletes would otherwise look like no change.
     """
+    ingested: list[Notebook] = []
+    update = observed_update(doc, lambda: ingested.append(apply_notebook_diff(doc, base, new)))
+    return ingested[0], update
+
+
+def observed_update(doc: Doc[Any], action: Callable[[], object]) -> bytes | None:
+    """Run ``action``; the update of the one transaction it made (None: no change)."""
     updates: list[bytes] = []
 
     def record(event: TransactionEvent) -> None:
@@ -423,10 +451,10 @@ def apply_diff_observed(
 
     subscription = doc.observe(record)
     try:
-        ingested = apply_notebook_diff(doc, base, new)
+        action()
     finally:
         doc.unobserve(subscription)
-    return ingested, updates[0] if updates else None
+    return updates[0] if updates else None
 
 
 def ids_reassigned(new: Notebook, ingested: Notebook) -> bool:

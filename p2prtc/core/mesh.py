@@ -33,18 +33,21 @@ def should_dial(
     *,
     joining_without_peer: bool,
     open_connections: int,
+    dials_in_progress: int,
     max_peers: int,
     ranks: tuple[str, str] | None,
 ) -> bool:
     """Whether we dial a daemon that may hold one of our shares (else we wait for its call).
 
-    A joiner still waiting for a share's state always dials. Past ``max_peers`` connections
-    nobody new is dialled: shares then reach further members by gossip over the partial
-    mesh. Otherwise one side dials, the one whose announced name (``ranks``: ours, theirs)
-    sorts first; without names to compare (a static address) we dial.
+    A joiner still waiting for a share's state dials every member it finds at once (the
+    first to answer hands the share over), up to the bound a listener accepts; past it, one
+    at a time, so links held for other shares never lock it out. Past ``max_peers``
+    connections nobody new is dialled: shares then reach further members by gossip over the
+    partial mesh. Otherwise one side dials, the one whose announced name (``ranks``: ours,
+    theirs) sorts first; without names to compare (a static address) we dial.
     """
     if joining_without_peer:
-        return True
+        return dials_in_progress == 0 or open_connections < member_bound(max_peers, joining=True)
     if open_connections >= max_peers:
         return False
     if ranks is None:
@@ -91,7 +94,12 @@ def accepts_member(*, open_connections: int, max_peers: int, joining: bool) -> b
     content may take one more, so daemons full of connections to each other never lock a
     late joiner out (it gets the notebook, then the mesh goes on without it dialling).
     """
-    return open_connections < 2 * max_peers + (JOINER_ALLOWANCE if joining else 0)
+    return open_connections < member_bound(max_peers, joining=joining)
+
+
+def member_bound(max_peers: int, *, joining: bool) -> int:
+    """Connections a daemon holds at most: twice those it dials, one more for a joiner."""
+    return 2 * max_peers + (JOINER_ALLOWANCE if joining else 0)
 
 
 class HandshakeSlots:

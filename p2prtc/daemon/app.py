@@ -30,6 +30,7 @@ from p2prtc.daemon.joining import Joining
 from p2prtc.daemon.membership import Membership
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 from p2prtc.daemon.registry import Registry
+from p2prtc.daemon.renames import RENAMED_WHILE_STOPPED, Gone
 from p2prtc.daemon.rooms import RoomLinks
 from p2prtc.daemon.share import ShareState
 from p2prtc.daemon.state import ShareRecord, load_daemon_id, load_records
@@ -158,13 +159,15 @@ class Daemon:
     async def _resume(self, record: ShareRecord) -> None:
         try:
             store = UpdateStore(record.store_path(self.home))
-            file = SharedFile.restore(record.path, store)
+            file = SharedFile.restore(record.path, store, self.identity.daemon_id)
         except P2PError as exc:
             logger.error("cannot resume %s: %s", record.path, exc)
             return
         state = ShareState.ACTIVE if record.joined else ShareState.JOINING
         share = self.registry.open_share(record, file, state)
         if state is ShareState.ACTIVE:
+            if not record.path.exists():  # renamed while the daemon was stopped?
+                await share.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
             await self.registry.watch(share)
             try:
                 file.catch_up()  # persisted; peers get it from anti-entropy when they connect
@@ -177,7 +180,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                self.tasks.spawn(share.file_deleted(), f"deleted {share.path}")
+                share.file_deleted(event.moved_to)
                 continue
             try:
                 await share.file_changed()

@@ -16,6 +16,7 @@ from typing import Any
 from p2prtc import __version__, paths
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.messages import BadMessage, check_file_name
+from p2prtc.daemon import changelog
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
@@ -74,6 +75,7 @@ class Commands:
             "status": self._status,
             "leave": self._leave,
             "members": self._members,
+            "log": self._log,
             "remove": self._remove,
             "stop": self._stop,
         }
@@ -99,7 +101,7 @@ class Commands:
         paths.make_private_dir(record.folder(home))
         store = UpdateStore(record.store_path(home))
         try:
-            file = SharedFile.create(path, store)
+            file = SharedFile.create(path, store, self._daemon_id)
         except BaseException:
             store.close()
             record.delete(home)
@@ -151,6 +153,7 @@ class Commands:
                 r.status() for r in self._invitations.retired_for_share(share.share_id)
             ],
             "rooms": self._rooms.labels(share),
+            "concurrent_edits": changelog.recent_concurrent(share.file.store, now),
         }
 
     async def _leave(self, request: Request) -> Answer:
@@ -164,6 +167,14 @@ class Commands:
     async def _members(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))
         return {"path": str(share.path), "members": self._membership.members(share)}
+
+    async def _log(self, request: Request) -> Answer:
+        share = self._registry.shared(Path(str(request["path"])))
+        limit = request.get("limit", changelog.DEFAULT_ENTRIES)
+        if not isinstance(limit, int) or limit < 1:
+            raise BadRequest("the number of log entries must be a positive integer")
+        answer = changelog.log_answer(share.file.store, limit)
+        return {"path": str(share.path), "daemon_id": self._daemon_id, **answer}
 
     async def _remove(self, request: Request) -> Answer:
         share = self._registry.shared(Path(str(request["path"])))

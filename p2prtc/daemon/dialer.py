@@ -134,6 +134,7 @@ class Dialer:
         if not should_dial(
             joining_without_peer=joining_without_peer,
             open_connections=self._registry.open_connections(),
+            dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
             ranks=self._discovery.ranks(endpoint),
         ):

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ from p2prtc.adapters.files import (
     read_file,
     signature_of,
 )
-from p2prtc.adapters.store import UpdateStore
+from p2prtc.adapters.store import LogEntry, UpdateStore
+from p2prtc.core.edits import Author
 from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
 from p2prtc.core.history import MAX_HISTORY
 from p2prtc.core.model import doc_to_notebook, meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook, parse_notebook
+from p2prtc.daemon import changelog
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -61,15 +64,18 @@ _WRITE_ATTEMPTS = 5
 class SharedFile:
     """Keeps ``path`` and the shared doc in step. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, path: Path, engine: NotebookEngine, store: UpdateStore) -> None:
+    def __init__(self, path: Path, engine: NotebookEngine, store: UpdateStore, member: str) -> None:
         self.path = path
         self.engine = engine
         self.store = store
+        self.member = member  # this daemon's id: the author of its saves
         self._base_seq = 0
         self._history: list[dict[str, Any]] = []
         # Peers' updates the doc has but the store refused (disk full): persisted before
         # anything else is, and before the file shows them.
         self._unsaved: list[bytes] = []
+        self._unsaved_log: list[LogEntry] = []
+        self._bursts = changelog.Bursts()
 
     @property
     def doc(self) -> Doc[Any]:
@@ -81,24 +87,24 @@ class SharedFile:
         return "nbformat" in meta_of(self.engine.doc)
 
     @classmethod
-    def create(cls, path: Path, store: UpdateStore) -> SharedFile:
+    def create(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
         """The sharer's one initial load of the file."""
         text = read_file(path, MAX_NOTEBOOK_BYTES)
         engine = NotebookEngine.load(text)
-        shared = cls(path, engine, store)
-        shared._base_seq = store.append(engine.full_state())
+        shared = cls(path, engine, store, member)
+        shared._base_seq = store.append(engine.full_state(), shared._log(changelog.SHARE))
         store.set_metas(shared._base_meta(text, shared._base_seq))
         return shared
 
     @classmethod
-    def empty(cls, path: Path, store: UpdateStore) -> SharedFile:
+    def empty(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
         """A joiner's copy: it adopts the state peers send and never loads its own file."""
-        return cls(path, NotebookEngine(Doc()), store)
+        return cls(path, NotebookEngine(Doc()), store, member)
 
     @classmethod
-    def restore(cls, path: Path, store: UpdateStore) -> SharedFile:
+    def restore(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
         """Reopen after a restart: the doc from the log, the versions from its metadata."""
-        shared = cls(path, NotebookEngine.from_updates(store.updates()), store)
+        shared = cls(path, NotebookEngine.from_updates(store.updates()), store, member)
         shared._history = json.loads(store.get_meta(_HISTORY) or b"[]")
         saved = [(info, b"") for info in shared._history]
         for name in (_MERGED, _PENDING, _BASE):  # the base last: it is the newest version
@@ -210,17 +216,24 @@ class SharedFile:
         Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
         """
         self.save_unsaved()
-        result = self.engine.ingest(text, recall=self._recall)
+        author = Author(self.member, time.time())
+        result = self.engine.ingest(text, recall=self._recall, author=author)
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
             seq = (self.store.last_seq() or 0) + 1
             # A save merged with remote edits differs from the doc: keep its own text.
             meta = self._base_meta(text, seq, keep_text=result.needs_write)
-            self._base_seq = self.store.append_with_meta(result.update, meta)
+            log = self._log(changelog.SAVE)
+            self._base_seq = self.store.append_with_meta(result.update, meta, log)
             crash_point("ingest-persisted")
         if result.needs_write:
             self.write()
         return result.update
+
+    def own_versions(self) -> frozenset[bytes]:
+        """The digests (``text_digest``) of the notebook's texts as this daemon wrote or read
+        them (the versions kept whole): a snapshot, for use off the event loop."""
+        return self.engine.known_digests()
 
     def read_and_ingest(self) -> bytes | None:
         """The watcher saw the file change: ingest it unless it is our own last write (an
@@ -231,20 +244,34 @@ class SharedFile:
             return None
         return self.ingest(text)
 
-    def apply_remote(self, update: bytes) -> None:
-        """Persist an update a peer sent (already applied to the doc by the sync session).
+    def apply_remote(self, update: bytes, sender: str | None = None) -> None:
+        """Persist an update a peer sent (already applied to the doc by the sync session);
+        ``sender``: that peer, None for a Jupyter room attached to this daemon.
 
         If the store refuses it (disk full), it raises, and the update is kept to be persisted
         by the next call, save or write.
         """
         self._unsaved.append(update)
+        if sender is None:
+            self._unsaved_log += self._log(changelog.JUPYTER)
+        else:
+            self._unsaved_log += self._log(changelog.PEER, sender)
         self.save_unsaved()
 
     def save_unsaved(self) -> None:
         """Persist the peers' updates a store failure left in memory; raises while it fails."""
         if self._unsaved:
-            self.store.append(merge_updates(*self._unsaved))
+            self.store.append(merge_updates(*self._unsaved), self._unsaved_log)
             self._unsaved.clear()
+            self._unsaved_log.clear()
+
+    def _log(self, kind: str, sender: str | None = None) -> list[LogEntry]:
+        """The log entries of the update being persisted: the cells stamped meanwhile."""
+        stamps, concurrent = self.engine.edits.drain()
+        if self.engine.latest_version() is None:  # a joiner's first state: the past, not news
+            kind, stamps, concurrent = changelog.JOIN, [], []
+        logged = changelog.entries(kind, sender or self.member, stamps, concurrent, self.doc)
+        return self._bursts.kept(logged)
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
         """Bring the file up to date with the doc.

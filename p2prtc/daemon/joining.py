@@ -149,7 +149,7 @@ class Joining:
         paths.make_private_dir(record.folder(home))
         record.save(home)
         store = UpdateStore(record.store_path(home))
-        file = SharedFile.empty(record.path, store)
+        file = SharedFile.empty(record.path, store, self._daemon_id)
         share = self._registry.open_share(record, file, ShareState.JOINING)
         await self._registry.changed()
         self._wake.set()

@@ -60,6 +60,7 @@ class Registry:
     def open_share(self, record: ShareRecord, file: SharedFile, state: ShareState) -> Share:
         share = Share(record, file, self.broadcast, state)
         share.on_active = self._became_active
+        share.on_renamed = self._follow_rename
         self.shares[record.share_id] = share
         return share
 
@@ -67,6 +68,22 @@ class Registry:
         share.record.save(self.home)
         await self.watch(share)
         await self.changed()
+
+    async def _follow_rename(self, share: Share, new_path: Path) -> bool:
+        """The share's file was renamed: the share follows it, durably (a restart finds the
+        new name). False, and nothing changed, if another share holds that name."""
+        if self.share_for_path(new_path) is not None:
+            logger.warning("%s was renamed to %s, which is shared already", share.path, new_path)
+            return False
+        old_path = share.path
+        await self._watcher.add(new_path)  # before the old name goes: no save is missed
+        share.rename(new_path)
+        try:
+            share.record.save(self.home)
+        except OSError as exc:  # followed until a restart, which writes the old name back
+            logger.error("the new name of %s could not be recorded: %s", new_path, exc)
+        await self._watcher.remove(old_path)
+        return True
 
     async def watch(self, share: Share) -> None:
         """Its file's saves are ingested from now on."""

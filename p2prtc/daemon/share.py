@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from p2prtc.core.keys import share_tag
 from p2prtc.daemon.document import SharedFile
+from p2prtc.daemon.renames import Gone, new_name
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
 
@@ -18,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 # (share, update) -> None: send an update made here to every peer of the share.
 Broadcast = Callable[["Share", bytes], Awaitable[None]]
-# Grace before re-creating a deleted file: editors that save by delete+create finish first.
+# Grace before deciding what became of a file gone (renamed? deleted: write it back?):
+# editors that save by delete + create, or rename away + write (vim), finish first.
 DELETED_FILE_GRACE_S = 2.0
 WRITE_RETRY_S = 1.0
 
@@ -46,6 +49,12 @@ class Share:
         self._dirty = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")
         self.on_active: Callable[[Share], Awaitable[None]] | None = None
+        # Moves the share to the file's new name; False if that name cannot be taken.
+        self.on_renamed: Callable[[Share, Path], Awaitable[bool]] | None = None
+        # The file went: what became of it is decided after a grace (see file_deleted).
+        self._gone: Gone | None = None  # pending
+        self._gone_check: asyncio.Task[None] | None = None
+        self._write_back = False  # decided: deleted, to be written back
 
     @property
     def share_id(self) -> bytes:
@@ -88,6 +97,8 @@ class Share:
                 self._dirty.set()
 
     async def _write_once(self) -> bool:
+        if self._missing_undecided():
+            return True  # the decision schedules the write
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
             return True  # synced with a peer that has nothing yet: wait for real state
@@ -97,10 +108,20 @@ class Share:
             self._report(exc)
             return False
         self._report(None)
+        self._write_back = False
         if update is not None:
             await self._broadcast(self, update)
         if joining:
             await self._become_active()
+        return True
+
+    def _missing_undecided(self) -> bool:
+        """Is the file missing, renamed or deleted we cannot tell yet? Writing it back now
+        would bring the old name back. The writer may notice before the watcher (a peer's
+        edit in the instant of a rename): the grace then starts here."""
+        if self.state is not ShareState.ACTIVE or self._write_back or self.path.exists():
+            return False
+        self.file_deleted()
         return True
 
     async def _become_active(self) -> None:
@@ -123,25 +144,74 @@ class Share:
         if update is not None:
             await self._broadcast(self, update)
 
-    async def file_deleted(self) -> None:
-        """Never treat a deleted file as "delete everything": write it back after a grace."""
-        await asyncio.sleep(DELETED_FILE_GRACE_S)
-        if self.state is ShareState.ACTIVE and not self.path.exists():
-            logger.warning("%s was deleted: writing the shared copy back", self.path)
-            self.schedule_write()
+    def file_deleted(self, moved_to: Path | None = None) -> None:
+        """The file went (``moved_to``: the watcher saw it renamed to that name).
 
-    def remote_update(self, update: bytes) -> None:
+        Never read as "delete everything": after a grace, the share follows the file renamed
+        within its folder (daemon/renames.py), or else writes the shared copy back. Until
+        then the writer leaves the missing file alone, even for a peer's edit.
+        """
+        if self._gone is not None:  # already pending: its decision uses the newest hint
+            self._gone.moved_to = moved_to or self._gone.moved_to
+            return
+        self._gone = Gone(time.time(), moved_to)
+        self._write_back = False
+        self._gone_check = asyncio.create_task(self._settle(self._gone), name=f"gone {self.path}")
+
+    async def _settle(self, gone: Gone) -> None:
+        try:
+            await asyncio.sleep(DELETED_FILE_GRACE_S)
+            if self.state is ShareState.ACTIVE and not self.path.exists():
+                await self._follow_or_write_back(gone)
+        finally:
+            self._gone = None
+        # Whatever became of it, the file is brought up to date: peers' edits held meanwhile
+        # (also when the file came back, as after vim's save), and a save made under a new
+        # name (merged, not overwritten).
+        self.schedule_write()
+
+    async def _follow_or_write_back(self, gone: Gone) -> None:
+        try:
+            followed = await self.follow_if_renamed(gone)
+        except Exception:  # the file must never stay missing for good
+            logger.exception("following %s to its new name failed", self.path)
+            followed = False
+        if not followed:
+            logger.warning("%s was deleted: writing the shared copy back", self.path)
+            self._write_back = True
+
+    async def follow_if_renamed(self, gone: Gone) -> bool:
+        """Follow the missing file to its new name in its folder, if it has one."""
+        # A folder of thousands of files just made takes a second to read: not on the loop.
+        # (Copies: the watcher may update the hint meanwhile, peers the doc.)
+        snapshot = Gone(gone.at, gone.moved_to)
+        new_path = await asyncio.to_thread(new_name, self.path, snapshot, self.file.own_versions())
+        if new_path is None or self.on_renamed is None or self.path.exists():  # (undone since)
+            return False
+        return await self.on_renamed(self, new_path)
+
+    def rename(self, new_path: Path) -> None:
+        """Follow the file to ``new_path``: a local name (peers keep theirs); invitations made
+        here from now on offer it."""
+        logger.info("%s was renamed to %s: the share follows it", self.path, new_path.name)
+        self.record.path = self.file.path = new_path
+        self.record.name = new_path.name
+
+    def remote_update(self, update: bytes, sender: str | None = None) -> None:
         """A peer's update reached the doc: persist it, then render it to the file.
+        ``sender``: that peer's id; None for a Jupyter room attached to this daemon.
 
         The write is scheduled even when persisting fails (disk full): the writer persists
         first, and retries until the store takes it, so the file catches up once it does.
         """
         self.schedule_write()
-        self.file.apply_remote(update)
+        self.file.apply_remote(update, sender)
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        for task in (self._writer, self._gone_check):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.file.store.close()

@@ -58,7 +58,7 @@ class Syncing:
         if share is None:
             return
         try:
-            share.remote_update(event.update)
+            share.remote_update(event.update, connection.peer_id)
         except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
             share.last_error = exc.message
         # Relayed either way: the peer that made it has it durably, and the rest of a
