@@ -33,14 +33,15 @@ CONVERGE_TIMEOUT_S) all files must become byte-identical, and:
   deleted is there, each id once; taking the tokens out gives every cell back as it was.
   Its poller also checks every read with ``nbformat.validate`` and for ids twice.
   ``P2PRTC_CHAOS_MINUTES=<m>`` makes it a soak run of m minutes, the same mix at the same
-  rate (CI runs the short form).
+  rate, from a fresh seed; the short form (CI) runs one of MOVES_SEEDS.
 
 The tests at the end reproduce, on two loopback daemons, what the chaos runs found: stale
 saves across a restart, stale saves older than the engine's versions, and saves that land
 while the daemon writes the file.
 
-The run prints its seed and every action with the time it ran; P2PRTC_CHAOS_SEED=<seed>
-replays the same schedule (the daemons' timing, of course, differs from run to run).
+The run prints its seed, the wall-clock time the schedule starts (to read the daemons' logs)
+and every action with the time it ran; P2PRTC_CHAOS_SEED=<seed> replays the same schedule
+(the daemons' timing, of course, differs from run to run).
 """
 
 from __future__ import annotations
