@@ -380,6 +380,14 @@ def notebook_problem(path: Path) -> str | None:
     """Why the file at ``path`` is not a valid notebook right now, None when it is."""
     try:
         data = path.read_bytes()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return notebook_data_problem(data)
+
+
+def notebook_data_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a valid notebook file, None when it is."""
+    try:
         json.loads(data)
         parse_notebook(data)
     except Exception as exc:  # any failure is what we report
@@ -390,7 +398,8 @@ def notebook_problem(path: Path) -> str | None:
 @dataclass
 class FilePoller:
     """Reads files in a loop on a thread (every ``period_s``, 0: back to back); remembers
-    every read that was not a notebook. Subclasses see each valid read in ``on_valid``."""
+    every read that was not a notebook. Subclasses may check more in ``problem`` and see
+    each valid read in ``on_valid``."""
 
     paths: list[Path]
     period_s: float = 0.0
@@ -413,11 +422,23 @@ class FilePoller:
         while not self._stop.wait(self.period_s):
             for path in self.paths:
                 self.reads += 1
-                problem = notebook_problem(path)
-                if problem is None:
-                    self.on_valid(path)
-                else:
-                    self.bad.append(f"{path.parent.name}: {problem}")
+                self._read(path)
 
-    def on_valid(self, path: Path) -> None:
-        """A read of ``path`` found a valid notebook."""
+    def _read(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.bad.append(f"{path.parent.name}: {type(exc).__name__}: {exc}")
+            return
+        problem = self.problem(data)
+        if problem is None:
+            self.on_valid(path, data)
+        else:
+            self.bad.append(f"{path.parent.name}: {problem}")
+
+    def problem(self, data: bytes) -> str | None:
+        """Why a read's ``data`` is not a valid notebook, None when it is."""
+        return notebook_data_problem(data)
+
+    def on_valid(self, path: Path, data: bytes) -> None:
+        """A read of ``path`` found a valid notebook, ``data``."""

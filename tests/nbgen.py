@@ -14,6 +14,7 @@ import json
 import random
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,6 +262,26 @@ def parse(text: str) -> Notebook:
 def nbformat_node(text: str) -> Any:
     """``nbformat.reads`` without conversion: a NotebookNode."""
     return nbformat.reads(text, as_version=nbformat.NO_CONVERT)  # type: ignore[no-untyped-call]
+
+
+def nbformat_problem(text: str) -> str | None:
+    """Why Jupyter would not open ``text`` as it is, None when it would: nbformat's schema
+    (``nbformat.validate``) and each cell id once. ``validate`` does not report an id
+    twice: it renames the second copy in the node, with a warning; so ids are checked here.
+    """
+    try:
+        node = nbformat_node(text)
+    except Exception as exc:  # any failure is what we report
+        return f"{type(exc).__name__}: {exc}"
+    ids = Counter(cell["id"] for cell in node.get("cells", []) if "id" in cell)
+    twice = sorted(cell_id for cell_id, count in ids.items() if count > 1)
+    if twice:
+        return f"cell ids twice: {twice}"
+    try:
+        nbformat.validate(node)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def nbformat_writes(node: Any) -> str:

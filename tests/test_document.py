@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 from daemons import SAMPLE, copy_notebook
 from nbgen import (
     THIS_DAEMON,
-    nbformat_node,
+    nbformat_problem,
     peer_save,
     peer_update,
     render_with_line,
@@ -163,8 +162,8 @@ def minor_shared(request: pytest.FixtureRequest, shared: SharedFile) -> SharedFi
 
 
 def assert_valid(text: str) -> None:
-    """What Jupyter checks when it opens the file (ids unique in 4.5 included)."""
-    nbformat.validate(nbformat_node(text))  # type: ignore[no-untyped-call]
+    """What Jupyter checks when it opens the file, and ids unique in 4.5."""
+    assert nbformat_problem(text) is None
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
@@ -208,6 +207,48 @@ def test_cell_moved_by_two_peers_at_once_is_there_once(minor_shared: SharedFile)
     assert after.count(source) == 1
     assert after.index(source) in (0, cells - 1)
     assert len(after) == cells
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_stale_buffer_that_moves_a_cell_keeps_the_lines_peers_typed_into_it(
+    minor_shared: SharedFile, restart: bool
+) -> None:
+    """Found by the chaos test (seed 3709939785): an editor that did not reload moves a cell
+    peers typed into meanwhile. The move copies the cell as the buffer had it; the lines
+    the file showed in it must go into the copy."""
+    shared = minor_shared
+    buffer = shared.path.read_text()
+    remote = remote_lines(shared, 2)  # into cells 0 and 1
+    moved = render_with_move(buffer, 0, 3)
+    if restart:  # saved while the daemon is down
+        shared.path.write_text(moved)
+        shared = restarted(shared)
+        shared.catch_up()
+        final = shared.path.read_text()
+    else:
+        final = save(shared, moved)
+
+    assert_valid(final)
+    assert_once(final, remote)
+    assert remote[0] in shared.engine.notebook()["cells"][3]["source"]
+
+
+def test_stale_save_whose_move_matches_a_peers_order_keeps_the_peers_lines(
+    minor_shared: SharedFile,
+) -> None:
+    """Found by the chaos test (seed 3709939785, soak seeds 461 and 758): the user moves the
+    first cell further down in a stale buffer, so the second comes first, as in a newer
+    version where a peer moved the first cell one down. That order is no proof the editor
+    had the newer version: merged against it, the save deleted the peers' lines it lacks."""
+    shared = minor_shared
+    buffer = shared.path.read_text()
+    remote = remote_lines(shared, 3)  # into cells 0, 1 and 2
+    deliver(shared, peer_save(shared.engine, lambda text: render_with_move(text, 0, 1)))
+
+    final = save(shared, render_with_move(buffer, 0, 3))
+
+    assert_valid(final)
+    assert_once(final, remote)
 
 
 # --- fidelity: a file's own form survives restarts and remote edits --------------------------

@@ -296,11 +296,17 @@ class NotebookEngine:
             ingested, update, saved = current, None, self._snapshot(digest, current)
             needs_write = False
         else:
+            shown_before = self.latest_version()
             ingested, update, saved = self._ingest_on_fork(base, new, digest, author)
             if update is not None:
                 self.doc.apply_update(update)
                 # Typing into a cell a peer moved meanwhile went to the original.
                 update = merge_repair(update, repair_cells(self.doc, saved.shown))
+                if shown_before is not None:
+                    # A cell the save moves is a copy of the cell as the (stale) buffer had
+                    # it: the lines peers typed into it since, which the file showed, go
+                    # into the copy too.
+                    update = merge_repair(update, repair_cells(self.doc, shown_before.shown))
             needs_write = self.notebook() != ingested
         # The editor that made this save held at least its base: the base and older versions
         # are no longer possible bases (keeping them would turn an undo back to one of them
