@@ -10,24 +10,29 @@ from p2prtc.core.mesh import (
     BUSY_RETRY_S,
     MAX_BACKOFF_S,
     STABLE_CONNECTION_S,
+    Admission,
     Backoff,
     HandshakeSlots,
-    accepts_member,
+    HeldLink,
+    admission,
+    link_to_shed,
     may_claim,
+    member_bound,
     newcomer_wins,
     relay_targets,
     should_dial,
 )
+from scripts.sim_joins import run
 
 
 def dial(
-    joining: bool = False,
+    newcomer: bool = False,
     connections: int = 0,
     ranks: tuple[str, str] | None = ("a", "b"),
     dials: int = 0,
 ) -> bool:
     return should_dial(
-        joining_without_peer=joining,
+        newcomer=newcomer,
         open_connections=connections,
         dials_in_progress=dials,
         max_peers=2,
@@ -50,16 +55,16 @@ def test_nobody_new_is_dialled_past_max_peers() -> None:
     assert dial(connections=2, ranks=None) is False
 
 
-def test_a_joiner_without_a_peer_dials_even_when_full_and_ranked_second() -> None:
-    assert dial(joining=True, connections=5, ranks=("z", "a")) is True
+def test_a_newcomer_dials_even_when_full_and_ranked_second() -> None:
+    assert dial(newcomer=True, connections=5, ranks=("z", "a")) is True
 
 
-def test_a_joiner_dials_in_parallel_only_up_to_the_bound_a_listener_accepts() -> None:
+def test_a_newcomer_dials_in_parallel_only_up_to_the_bound_a_listener_accepts() -> None:
     # max_peers=2: a daemon holds at most 2*2 connections, one more while joining. Ten
     # members found at once must not become ten links (a CI run saw a joiner end with 6).
-    assert dial(joining=True, connections=4, dials=3) is True
-    assert dial(joining=True, connections=5, dials=3) is False
-    assert dial(joining=True, connections=9, dials=1) is False
+    assert dial(newcomer=True, connections=4, dials=3) is True
+    assert dial(newcomer=True, connections=5, dials=3) is False
+    assert dial(newcomer=True, connections=9, dials=1) is False
 
 
 def both_ends_keep(
@@ -159,8 +164,48 @@ def test_handshake_slots_bound_each_source_and_the_total() -> None:
     assert slots.take("10.0.0.9") is False
 
 
-def test_a_full_listener_still_lets_one_joiner_in() -> None:
-    assert accepts_member(open_connections=3, max_peers=2, joining=False) is True
-    assert accepts_member(open_connections=4, max_peers=2, joining=False) is False
-    assert accepts_member(open_connections=4, max_peers=2, joining=True) is True
-    assert accepts_member(open_connections=5, max_peers=2, joining=True) is False
+def test_a_full_listener_lets_one_newcomer_in_then_sheds_for_the_next() -> None:
+    def admit(connections: int, newcomer: bool) -> Admission:
+        return admission(open_connections=connections, max_peers=2, newcomer=newcomer)
+
+    assert admit(3, newcomer=False) is Admission.ACCEPT
+    assert admit(4, newcomer=False) is Admission.REFUSE
+    assert admit(4, newcomer=True) is Admission.ACCEPT
+    assert admit(5, newcomer=True) is Admission.SHED_ONE
+    assert admit(9, newcomer=True) is Admission.SHED_ONE
+    assert admit(9, newcomer=False) is Admission.REFUSE
+
+
+def test_the_link_shed_is_a_settled_one_a_newcomer_dialled_first() -> None:
+    settled = STABLE_CONNECTION_S
+    links = [
+        HeldLink("a", age_s=settled + 50, came_as_newcomer=False),
+        HeldLink("d", age_s=settled, came_as_newcomer=True),
+        HeldLink("c", age_s=settled + 5, came_as_newcomer=True),
+        HeldLink("b", age_s=settled - 1, came_as_newcomer=True),  # may still be joining
+    ]
+    assert link_to_shed(links) == "c"  # a newcomer's, settled; ties go to the smallest id
+    assert link_to_shed([links[0], links[3]]) == "a"  # else any settled link
+    assert link_to_shed([links[3]]) is None  # nothing settled: refused, retried soon
+    assert link_to_shed([]) is None
+
+
+# --- late joiners into a mesh whose members are all full (scripts/sim_joins.py) --------
+
+
+# max_peers=1 is left out: a daemon content with one link can end in a pair cut off from
+# the rest (docs/reliability.md, "Connection bound"); the script prints how often.
+@pytest.mark.parametrize("max_peers", [2, 3, 8])
+@pytest.mark.parametrize("seed", range(10))
+def test_late_joiners_into_a_full_mesh_all_get_in_and_it_stays_connected(
+    max_peers: int, seed: int
+) -> None:
+    result = run(max_peers, joiners=12, seed=seed)
+    assert result.locked_out == 0
+    assert not result.split
+    assert result.most_links <= member_bound(max_peers, joining=True)
+
+
+def test_without_shedding_the_same_late_joiners_are_locked_out() -> None:
+    result = run(2, joiners=12, seed=0, shed=False)
+    assert result.locked_out == 12

@@ -1,5 +1,6 @@
-"""The mesh's pure rules: which side dials, which duplicate connection wins (and which may
-claim an id at all), backoff, relay.
+"""The mesh's pure rules: which side dials, whom a full listener still admits (and which link
+it sheds for a newcomer), which duplicate connection wins (and which may claim an id at
+all), backoff, relay.
 
 The daemon's dialer and registry apply these; ``scripts/sim_mesh.py`` runs the same relay
 rule at scale. Time and randomness are arguments, so a seeded replay decides the same way.
@@ -7,6 +8,7 @@ rule at scale. Time and randomness are arguments, so a seeded replay decides the
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ BUSY_RETRY_S = 2.0
 # A connection that ends sooner than this counts as a failed attempt (backing off), so a
 # peer that keeps dropping us right away is not redialled in a tight loop.
 STABLE_CONNECTION_S = 10.0
-# Connections a listener accepts beyond its bound for members still joining.
+# Connections a listener accepts beyond its bound for newcomers (members with no link to a
+# share yet).
 JOINER_ALLOWANCE = 1
 # Rendezvous pipes still in their handshake, in all and from one source address.
 MAX_HANDSHAKES = 64
@@ -31,7 +34,7 @@ Peer = TypeVar("Peer")
 
 def should_dial(
     *,
-    joining_without_peer: bool,
+    newcomer: bool,
     open_connections: int,
     dials_in_progress: int,
     max_peers: int,
@@ -39,14 +42,15 @@ def should_dial(
 ) -> bool:
     """Whether we dial a daemon that may hold one of our shares (else we wait for its call).
 
-    A joiner still waiting for a share's state dials every member it finds at once (the
-    first to answer hands the share over), up to the bound a listener accepts; past it, one
-    at a time, so links held for other shares never lock it out. Past ``max_peers``
-    connections nobody new is dialled: shares then reach further members by gossip over the
-    partial mesh. Otherwise one side dials, the one whose announced name (``ranks``: ours,
-    theirs) sorts first; without names to compare (a static address) we dial.
+    A newcomer (we hold a share that no open link carries: a joiner waiting for its content,
+    or a member whose links all dropped) dials every member it finds at once (the first to
+    answer hands the share over), up to the bound a listener accepts; past it, one at a
+    time, so links held for other shares never lock it out. Past ``max_peers`` connections
+    nobody new is dialled: shares then reach further members by gossip over the partial
+    mesh. Otherwise one side dials, the one whose announced name (``ranks``: ours, theirs)
+    sorts first; without names to compare (a static address) we dial.
     """
-    if joining_without_peer:
+    if newcomer:
         return dials_in_progress == 0 or open_connections < member_bound(max_peers, joining=True)
     if open_connections >= max_peers:
         return False
@@ -87,18 +91,56 @@ def may_claim(existing_shares: Collection[bytes], proven_share: bytes) -> bool:
     return not existing_shares or proven_share in existing_shares
 
 
-def accepts_member(*, open_connections: int, max_peers: int, joining: bool) -> bool:
+class Admission(enum.Enum):
+    """What a listener does with a member that dialled it."""
+
+    ACCEPT = "accept"
+    SHED_ONE = "shed one link, then accept"  # full, but the dialler is a newcomer
+    REFUSE = "refuse"  # full: TooManyPeers, the dialler tries other members
+
+
+def admission(*, open_connections: int, max_peers: int, newcomer: bool) -> Admission:
     """Whether a listener lets one more member connect.
 
-    It accepts twice the connections it dials; a member still waiting for a share's
-    content may take one more, so daemons full of connections to each other never lock a
-    late joiner out (it gets the notebook, then the mesh goes on without it dialling).
+    It accepts twice the connections it dials, and one more from a newcomer (a member with
+    no link to the share yet). A full listener still admits a newcomer, by shedding one
+    surplus link (``link_to_shed``), once the newcomer has proven membership: under load
+    the slots fill with links made in parallel while the mesh formed, and a late joiner
+    refused by every member would never get the notebook. Any other member is refused.
     """
-    return open_connections < member_bound(max_peers, joining=joining)
+    if open_connections < member_bound(max_peers, joining=newcomer):
+        return Admission.ACCEPT
+    return Admission.SHED_ONE if newcomer else Admission.REFUSE
+
+
+@dataclass(frozen=True)
+class HeldLink:
+    """What a listener knows of one of its open links when it must shed one."""
+
+    peer_id: str
+    age_s: float  # how long it has been open
+    came_as_newcomer: bool  # the far end dialled us when it had no link to the share
+
+
+def link_to_shed(links: Iterable[HeldLink]) -> str | None:
+    """The peer whose link a full listener closes to admit a newcomer, or None (refuse).
+
+    Only links open for ``STABLE_CONNECTION_S`` qualify: a newcomer admitted a moment ago
+    may still be waiting for the content, and shedding it for the next one would lock them
+    out in turn. First choice is a link a newcomer dialled: it dialled every member it
+    found at once, so its other end most likely holds other links (the surplus that fills
+    listeners while a mesh forms). Ties go to the smallest peer id, so a replay decides
+    alike. A shed member left with no link to a share is a newcomer again: it dials every
+    member and is admitted the same way, so nobody is left out of the mesh.
+    """
+    settled = [link for link in links if link.age_s >= STABLE_CONNECTION_S]
+    if not settled:
+        return None
+    return min(settled, key=lambda link: (not link.came_as_newcomer, link.peer_id)).peer_id
 
 
 def member_bound(max_peers: int, *, joining: bool) -> int:
-    """Connections a daemon holds at most: twice those it dials, one more for a joiner."""
+    """Connections a listener accepts: twice those it dials, one more from a newcomer."""
     return 2 * max_peers + (JOINER_ALLOWANCE if joining else 0)
 
 

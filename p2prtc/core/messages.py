@@ -163,9 +163,10 @@ class Opening:
 
     kind: OpeningKind
     nameplate: str = ""
-    # A member still waiting for a share's content: listeners at their connection bound
-    # still let it in (core.mesh.accepts_member), or a late joiner could find every member
-    # full of connections to each other and never get the notebook.
+    # A newcomer: a member with no link to the share yet (a joiner waiting for the content,
+    # or one whose links all dropped). Listeners at their connection bound still let it in
+    # (core.mesh.admission), or a late joiner could find every member full of connections
+    # to each other and never get the notebook.
     joining: bool = False
 
     def encode(self) -> bytes:

@@ -209,7 +209,7 @@ class Daemon:
             if opening.kind is OpeningKind.INVITE:
                 await self.joining.host_invitation(pipe, opening.nameplate)
             else:
-                await self.dialer.answer_member(pipe, joining=opening.joining)
+                await self.dialer.answer_member(pipe, newcomer=opening.joining)
         except Exception as exc:  # a bad dialler must never hurt the daemon
             logger.info("rendezvous from %s ended: %s", pipe.remote_address, exc)
         finally:

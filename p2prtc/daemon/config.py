@@ -10,7 +10,9 @@
 ``P2PRTC_TURN_USERNAME`` / ``P2PRTC_TURN_CREDENTIAL``  credentials for the TURN URLs.
 ``P2PRTC_RELAY_ONLY``  ``1`` forces ICE through the TURN relay (tests, strict networks).
 ``P2PRTC_MAX_PEERS``   connections this daemon dials up to (default 8); it accepts up to
-                       twice that. Beyond it, shares reach the others by gossip (partial mesh).
+                       twice that, one more from a newcomer, and when full sheds a settled
+                       link for a newcomer (core/mesh.py ``admission``). Beyond it, shares
+                       reach the others by gossip (partial mesh).
 ``P2PRTC_MAX_QUEUED_BYTES``  what may wait to be sent to one peer (default 64 MiB); a peer
                        that falls further behind is disconnected (it resyncs when it is back).
                        The same bound holds for an attached Jupyter room.

@@ -19,7 +19,7 @@ from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
-from p2prtc.core.mesh import accepts_member, should_dial
+from p2prtc.core.mesh import Admission, HeldLink, admission, link_to_shed, should_dial
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.core.names import name_feature
 from p2prtc.daemon.config import DaemonConfig
@@ -140,12 +140,11 @@ class Dialer:
             return
         if endpoint.dialling or not endpoint.backoff.due(time.monotonic()):
             return
-        joining_without_peer = any(
-            s.state is ShareState.JOINING and not self._registry.has_peer_for(s) for s in wanted
-        )
+        # A share no open link carries makes us a newcomer: listeners make room for us.
+        peerless = [share for share in wanted if not self._registry.has_peer_for(share)]
         retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
-            joining_without_peer=joining_without_peer,
+            newcomer=bool(peerless),
             open_connections=self._registry.open_connections(),
             dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
@@ -153,8 +152,8 @@ class Dialer:
         ):
             return
         endpoint.dialling = True
-        joining = any(s.state is ShareState.JOINING for s in wanted)
-        self._spawn(self._dial(endpoint, wanted[0], joining), f"dial {endpoint.key}")
+        share = (peerless or wanted)[0]  # the handshake proves the share we need a link for
+        self._spawn(self._dial(endpoint, share, bool(peerless)), f"dial {endpoint.key}")
 
     def _connection_for(self, endpoint: Endpoint) -> PeerConnection | None:
         """Our link to that daemon, whichever side dialled it."""
@@ -169,12 +168,12 @@ class Dialer:
 
     # --- the two ends of a member rendezvous ---------------------------------------------
 
-    async def _dial(self, endpoint: Endpoint, share: Share, joining: bool) -> None:
+    async def _dial(self, endpoint: Endpoint, share: Share, newcomer: bool) -> None:
         self._registry.connecting += 1
         try:
             pipe = await endpoint.open_pipe()
             try:
-                await pipe.send(Opening(OpeningKind.MEMBER, joining=joining).encode())
+                await pipe.send(Opening(OpeningKind.MEMBER, joining=newcomer).encode())
                 await expect_ok(pipe)
                 machine = MemberInitiator(
                     share.share_id, share.record.secret, self._identity.handshake_id
@@ -198,11 +197,15 @@ class Dialer:
             endpoint.dialling = False
             self._registry.connecting -= 1
 
-    async def answer_member(self, pipe: BytePipe, *, joining: bool) -> None:
-        """A member dialled our rendezvous listener: authenticate it and answer its offer."""
+    async def answer_member(self, pipe: BytePipe, *, newcomer: bool) -> None:
+        """A member dialled our rendezvous listener: authenticate it and answer its offer.
+
+        ``newcomer``: it says it has no link to the share yet (``mesh.admission``). Only
+        once it has proven membership may it make us shed a link.
+        """
         # Only authenticated connections count against the budget: pipes still proving
         # nothing are bounded apart (the app's handshake slots).
-        if not self._accepts(joining):
+        if not self._may_admit(newcomer):
             await pipe.send(error_reply(TooManyPeers()))
             return
         await pipe.send(ok_reply())
@@ -210,7 +213,7 @@ class Dialer:
         auth = await run_handshake(pipe, machine)
         assert isinstance(auth, Authenticated)
         # Checked again: answers authenticated meanwhile may have taken the last places.
-        if not self._accepts(joining):
+        if not await self._make_room(newcomer):
             logger.info("%s authenticated, but we are full now: closing", pipe.remote_address)
             return
         self._registry.connecting += 1
@@ -218,19 +221,54 @@ class Dialer:
             link = await answer_link(pipe, auth, self._ice)
         finally:
             self._registry.connecting -= 1
-        await self._adopt_link(link, auth, stable_id(auth.peer_daemon_id), None)
+        peer_id = stable_id(auth.peer_daemon_id)
+        await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
 
-    def _accepts(self, joining: bool) -> bool:
-        return accepts_member(
+    def _may_admit(self, newcomer: bool) -> bool:
+        """Whether one more member fits, counting a link we could shed for a newcomer."""
+        decision = self._admission(newcomer)
+        if decision is Admission.SHED_ONE:
+            return self._link_to_shed() is not None
+        return decision is Admission.ACCEPT
+
+    async def _make_room(self, newcomer: bool) -> bool:
+        """Whether one more member fits now, having shed one link for a newcomer if full."""
+        decision = self._admission(newcomer)
+        if decision is not Admission.SHED_ONE:
+            return decision is Admission.ACCEPT
+        victim = self._link_to_shed()
+        if victim is None:
+            return False
+        connection = self._registry.connections[victim]
+        logger.info("full: closing the link to %s to admit a newcomer", connection.label)
+        await connection.close()
+        return True
+
+    def _admission(self, newcomer: bool) -> Admission:
+        return admission(
             open_connections=self._registry.open_connections(),
             max_peers=self.config.max_peers,
-            joining=joining,
+            newcomer=newcomer,
+        )
+
+    def _link_to_shed(self) -> str | None:
+        now = time.monotonic()
+        return link_to_shed(
+            HeldLink(c.peer_id, now - c.opened_at, c.came_as_newcomer)
+            for c in self._registry.connections.values()
+            if c.is_open
         )
 
     # --- adopted connections -------------------------------------------------------------
 
     async def _adopt_link(
-        self, link: PeerLink, auth: Authenticated, initiator: str, endpoint: str | None
+        self,
+        link: PeerLink,
+        auth: Authenticated,
+        initiator: str,
+        endpoint: str | None,
+        *,
+        came_as_newcomer: bool = False,
     ) -> None:
         if stable_id(auth.peer_daemon_id) == self._identity.daemon_id:
             await link.close()
@@ -247,6 +285,7 @@ class Dialer:
             max_queued_bytes=self.config.max_queued_bytes,
             endpoint=endpoint,
             on_awareness=self._on_awareness,
+            came_as_newcomer=came_as_newcomer,
         )
         if not await self._registry.register(connection, auth.share_id):
             return

@@ -79,6 +79,7 @@ class PeerConnection:
         max_queued_bytes: int,
         endpoint: str | None = None,
         on_awareness: AwarenessHandler | None = None,
+        came_as_newcomer: bool = False,
     ) -> None:
         self.link = link
         # "<daemon id>/<run id>[/<feature>...]" as proven in the handshake
@@ -90,6 +91,8 @@ class PeerConnection:
         self.label = label(self.peer_id, self.peer_name)
         self.initiator_id = initiator_id
         self.endpoint = endpoint  # the discovered endpoint we dialled, None if it dialled us
+        # It dialled us with no link to the share (mesh.link_to_shed prefers such links).
+        self.came_as_newcomer = came_as_newcomer
         self.sync = PeerSync(self.label)
         self.state = ConnectionState.OPEN
         self._on_events = on_events
