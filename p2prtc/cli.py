@@ -87,9 +87,27 @@ def _ensure_daemon() -> None:
         pass
     except P2PError as exc:
         _fail(exc)
-    log = paths.log_file(home)
+    (click.get_current_context().find_root().obj or {})["settings_checked"] = True  # ours
+    # A daemon still stopping (its socket closed, its lock held) exits first: one started
+    # meanwhile would find the home taken and quit.
+    deadline = time.monotonic() + control.EXIT_WAIT_S + _START_TIMEOUT_S
+    started = False
+    while time.monotonic() < deadline:
+        if not started and not control.daemon_process_holds(home):
+            _start_daemon_process(home)
+            started = True
+        try:
+            control.call(home, {"cmd": "ping"}, timeout=5)
+            return
+        except (control.DaemonNotRunning, control.DaemonGone):
+            time.sleep(0.05)
+    _fail(DaemonDidNotStart(str(paths.log_file(home))))
+
+
+def _start_daemon_process(home: Path) -> None:
+    """The background daemon, detached, logging to the home's log file."""
     # The log is the daemon's state: owner only, whatever this shell's umask says.
-    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log_fd = os.open(paths.log_file(home), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(log_fd, 0o600)
     # `p2prtc -v join ...` starts a daemon that logs at debug level (its phases, timed).
     verbose = ["-v"] if _verbose() else []
@@ -102,15 +120,6 @@ def _ensure_daemon() -> None:
             start_new_session=True,
             env={**os.environ, paths.HOME_ENV: str(home)},
         )
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    (click.get_current_context().find_root().obj or {})["settings_checked"] = True  # ours
-    while time.monotonic() < deadline:
-        try:
-            control.call(home, {"cmd": "ping"}, timeout=5)
-            return
-        except (control.DaemonNotRunning, control.DaemonGone):
-            time.sleep(0.05)
-    _fail(DaemonDidNotStart(str(log)))
 
 
 def _verbose() -> bool:
@@ -615,8 +624,11 @@ def start(as_json: bool) -> None:
 @json_option
 def stop(as_json: bool) -> None:
     """Stop the background daemon (shares resume when it starts again)."""
+    home = _home()
     try:
-        answer = control.call(_home(), {"cmd": "stop"})
+        answer = control.call(home, {"cmd": "stop"})
+        # Stopped means exited: until then it holds the home, and a `start` would fail.
+        control.wait_until_exited(home, control.EXIT_WAIT_S)
     except control.DaemonNotRunning:
         answer = {"stopping": False}
     except P2PError as exc:

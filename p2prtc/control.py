@@ -14,6 +14,7 @@ call. Clients (the CLI, the Jupyter extension) import this module, never the dae
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -35,6 +36,10 @@ DEFAULT_TIMEOUT = 300.0
 MAX_LINE = 16 * 1024 * 1024
 # How long connecting may take (a unix socket does not wait on the network).
 CONNECT_TIMEOUT = 2.0
+# A daemon asked to stop exits within this, whatever hangs in its shutdown.
+SHUTDOWN_BOUND_S = 10.0
+# How long the CLI waits for a stopping daemon to exit: the bound, and the exit itself.
+EXIT_WAIT_S = SHUTDOWN_BOUND_S + 5.0
 
 
 class DaemonNotRunning(P2PError):
@@ -59,6 +64,12 @@ class DaemonShuttingDown(P2PError):
     """The p2prtc daemon is shutting down."""
 
 
+class DaemonStillStopping(P2PError):
+    """The p2prtc daemon did not finish stopping in time (see `p2prtc logs`)."""
+
+    exit_code = ExitCode.DAEMON_UNREACHABLE
+
+
 class ProtocolError(P2PError):
     """A control message between p2prtc and its daemon was malformed."""
 
@@ -75,6 +86,31 @@ class DaemonError(P2PError):
     def message(self) -> str:
         """The daemon's own one-line message, shown as is."""
         return self.detail or super().message
+
+
+def daemon_process_holds(home: Path) -> bool:
+    """Is a daemon process alive for ``home`` (running, starting or still stopping)? Its
+    control socket closes first when it stops: only its lock says when it has exited."""
+    try:
+        fd = os.open(paths.lock_file(home), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the probe's own lock
+    return False
+
+
+def wait_until_exited(home: Path, timeout: float) -> None:
+    """Return once no daemon process holds ``home``; DaemonStillStopping after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while daemon_process_holds(home):
+        if time.monotonic() > deadline:
+            raise DaemonStillStopping()
+        time.sleep(0.05)
 
 
 # --- wire format ------------------------------------------------------------------------

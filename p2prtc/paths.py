@@ -79,6 +79,11 @@ def _short_socket_dir() -> Path:
     return folder
 
 
+def lock_file(home: Path) -> Path:
+    """Locked (flock, exclusive) by the home's daemon process from start to exit."""
+    return home / "daemon.lock"
+
+
 def log_file(home: Path) -> Path:
     """The daemon's log file."""
     return home / "daemon.log"

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from joins import DEAD_CODES, Sharer, first_steps, steps_of
 from mitm_proxy import MitmProxy, rendezvous_url
 from signaling_server import free_port
 
-from p2prtc.daemon.main import SHUTDOWN_BOUND_S
+from p2prtc.control import SHUTDOWN_BOUND_S
 
 
 @pytest.fixture
@@ -74,6 +75,50 @@ def test_start_and_stop_are_idempotent_and_logs_shows_the_daemon(node: Node) -> 
     assert node.json("start")["pid"] == first
     assert "started" in node.run("logs", "-n", "5").stdout
     assert node.run("stop").stdout == "daemon stopped\n"
+
+
+def test_stop_returns_once_the_daemon_has_exited_and_start_then_works(
+    node: Node, notebooks_dir: Path
+) -> None:
+    """`stop` used to return while the daemon still shut down (closing its links can take
+    seconds): a `start` right after found the home taken, its daemon quit, and it failed."""
+    for number in range(5):  # shares, so the shutdown has some work
+        node.share(copy_notebook(notebooks_dir / SAMPLE, node.workdir / f"nb{number}.ipynb"))
+    first = node.pid()
+
+    assert node.run("stop").stdout == "daemon stopped\n"
+
+    assert not process_alive(first)
+    assert node.json("start")["pid"] != first
+
+
+def test_start_waits_for_a_daemon_still_exiting(node: Node) -> None:
+    """A process that holds the home's lock, as a daemon does until it has exited (a
+    stand-in: a real daemon's shutdown is rarely slow enough to test): `start` waits for it
+    to go, then starts the daemon."""
+    node.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(node.home / "daemon.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        pid = node.json("start")["pid"]
+        assert holder.poll() == 0  # gone before the daemon could start
+    finally:
+        holder.kill()
+        holder.wait()
+    assert process_alive(pid)
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(2)
+"""
 
 
 def test_a_daemon_in_the_foreground_logs_where_it_runs_and_to_its_log(node: Node) -> None:

@@ -13,25 +13,27 @@ from pathlib import Path
 
 from p2prtc import paths
 from p2prtc.adapters import files
+from p2prtc.control import SHUTDOWN_BOUND_S
 from p2prtc.daemon import control
 from p2prtc.daemon.app import Daemon
 from p2prtc.daemon.config import DaemonConfig
 
 logger = logging.getLogger(__name__)
 
-# How long a requested stop may take before the process exits regardless.
-SHUTDOWN_BOUND_S = 10.0
-
 
 class _HomeLock:
-    """One daemon per home: an exclusive lock held for the daemon's lifetime."""
+    """One daemon per home: an exclusive lock held until the process has exited.
+
+    A raw descriptor, never closed: only the kernel releases it, at exit. (A file object
+    would close when collected, and the CLI, which takes the lock's release as "exited",
+    would start a new daemon while this one still tears down.)"""
 
     def __init__(self, home: Path) -> None:
-        self._file = (home / "daemon.lock").open("a")
+        self._fd = os.open(paths.lock_file(home), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def acquire(self) -> None:
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise control.DaemonAlreadyRunning() from None
 
