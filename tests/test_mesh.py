@@ -9,12 +9,14 @@ import pytest
 from p2prtc.core.mesh import (
     BUSY_RETRY_S,
     MAX_BACKOFF_S,
+    PEERLESS_GRACE_S,
     STABLE_CONNECTION_S,
     Admission,
     Backoff,
     HandshakeSlots,
     HeldLink,
     admission,
+    is_newcomer,
     link_to_shed,
     may_claim,
     member_bound,
@@ -57,6 +59,15 @@ def test_nobody_new_is_dialled_past_max_peers() -> None:
 
 def test_a_newcomer_dials_even_when_full_and_ranked_second() -> None:
     assert dial(newcomer=True, connections=5, ranks=("z", "a")) is True
+
+
+def test_a_member_whose_links_dropped_is_a_newcomer_only_after_a_grace() -> None:
+    """Both ends of a dropped link are left without one: the name order decides first (one
+    dial, not two making a duplicate link), the member dials as a newcomer after the grace."""
+    assert is_newcomer(joining=True, peerless_for_s=0.0) is True
+    assert is_newcomer(joining=False, peerless_for_s=0.0) is False
+    assert is_newcomer(joining=False, peerless_for_s=PEERLESS_GRACE_S) is True
+    assert is_newcomer(joining=True, peerless_for_s=None) is False
 
 
 def test_a_newcomer_dials_in_parallel_only_up_to_the_bound_a_listener_accepts() -> None:

@@ -22,6 +22,10 @@ BUSY_RETRY_S = 2.0
 # A connection that ends sooner than this counts as a failed attempt (backing off), so a
 # peer that keeps dropping us right away is not redialled in a tight loop.
 STABLE_CONNECTION_S = 10.0
+# A member whose links to a share all dropped waits this long for the side its names order
+# makes dial before it dials as a newcomer: both ends of a dropped link are left without one,
+# and both dialling at once would make a duplicate link, closed as soon as it opens.
+PEERLESS_GRACE_S = 3.0
 # Connections a listener accepts beyond its bound for newcomers (members with no link to a
 # share yet).
 JOINER_ALLOWANCE = 1
@@ -58,6 +62,17 @@ def should_dial(
         return True
     ours, theirs = ranks
     return ours < theirs
+
+
+def is_newcomer(*, joining: bool, peerless_for_s: float | None) -> bool:
+    """Whether we dial a share's members as a newcomer (see ``should_dial``):
+    ``peerless_for_s``, how long no open link has carried the share (None: one does).
+
+    A joiner is one at once; a member whose links dropped, after ``PEERLESS_GRACE_S``
+    (until then the name order decides, as for anyone)."""
+    if peerless_for_s is None:
+        return False
+    return joining or peerless_for_s >= PEERLESS_GRACE_S
 
 
 def newcomer_wins(

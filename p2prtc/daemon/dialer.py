@@ -19,7 +19,14 @@ from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import epoch_of
-from p2prtc.core.mesh import Admission, HeldLink, admission, link_to_shed, should_dial
+from p2prtc.core.mesh import (
+    Admission,
+    HeldLink,
+    admission,
+    is_newcomer,
+    link_to_shed,
+    should_dial,
+)
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.core.names import name_feature
 from p2prtc.daemon.config import DaemonConfig
@@ -99,6 +106,8 @@ class Dialer:
         self._wake = wake
         self._spawn = spawn
         self._rng = random.Random()
+        # Share id -> when we last saw no open link carry it (``mesh.is_newcomer``).
+        self._peerless_since: dict[bytes, float] = {}
         self._ice = ice_config(config)
         # Every import of the WebRTC stack runs on this one thread: two threads importing
         # the same packages at once can deadlock on their module locks.
@@ -141,10 +150,10 @@ class Dialer:
         if endpoint.dialling or not endpoint.backoff.due(time.monotonic()):
             return
         # A share no open link carries makes us a newcomer: listeners make room for us.
-        peerless = [share for share in wanted if not self._registry.has_peer_for(share)]
+        newcomer_for = [share for share in wanted if self._is_newcomer(share)]
         retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
-            newcomer=bool(peerless),
+            newcomer=bool(newcomer_for),
             open_connections=self._registry.open_connections(),
             dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
@@ -152,8 +161,16 @@ class Dialer:
         ):
             return
         endpoint.dialling = True
-        share = (peerless or wanted)[0]  # the handshake proves the share we need a link for
-        self._spawn(self._dial(endpoint, share, bool(peerless)), f"dial {endpoint.key}")
+        share = (newcomer_for or wanted)[0]  # the handshake proves the share we need a link for
+        self._spawn(self._dial(endpoint, share, bool(newcomer_for)), f"dial {endpoint.key}")
+
+    def _is_newcomer(self, share: Share) -> bool:
+        now = time.monotonic()
+        if self._registry.has_peer_for(share):
+            self._peerless_since.pop(share.share_id, None)
+            return False
+        since = self._peerless_since.setdefault(share.share_id, now)
+        return is_newcomer(joining=share.state is ShareState.JOINING, peerless_for_s=now - since)
 
     def _connection_for(self, endpoint: Endpoint) -> PeerConnection | None:
         """Our link to that daemon, whichever side dialled it."""
