@@ -1,21 +1,26 @@
-"""Soak mDNS discovery of a TXT update: how often a browser misses it, with CPU burners beside.
+"""Soak mDNS discovery of TXT updates and of invitations: how often a browser or a joiner
+misses them, with CPU burners beside.
 
-    .venv/bin/python scripts/soak_mdns.py [--runs 50] [--burners 4] [--wait 15] [--out F.json]
-    .venv/bin/python scripts/soak_mdns.py --scenario join ...
+    .venv/bin/python scripts/soak_mdns.py [--scenario update|revert|join] [--runs 50]
+        [--burners 4] [--wait 15] [--out F.json]
 
-Each run builds a two-node NetnsLab (namespaces only this script creates), starts
-``tests/test_mdns.py``'s browse agent on one node and its announce agent on the other, waits
-until the browser reports the service, then has the announcer update its TXT properties (as
-a daemon does when an invitation is opened) and waits up to ``--wait`` seconds for the
-browser to report the new properties. A run that does not see them is a miss. Beside it,
-``--burners`` processes spin the CPU (``while True: pass``) to simulate a loaded machine.
-With ``--scenario join``, each run is two daemons in a two-node NetnsLab: A shares a
-notebook once both daemons run (B's browser knows A's service; the invitation makes A
-re-announce its TXT with the nameplate), B runs
-``p2prtc join --timeout WAIT`` with mDNS as its only way to find A; a join that fails is a
-miss. Prints the misses out of the runs and how long seeing the update took, and saves JSON.
-A capture agent (``tests/mdns_capture.py``) on the browser's node records the TXT records
-that reached it, so a miss shows which records arrived in which order.
+``update`` and ``revert``: each run builds a two-node NetnsLab (namespaces only this script
+creates), starts ``tests/test_mdns.py``'s browse agent on one node and its announce agent
+on the other, waits until the browser reports the service, then has the announcer update
+its TXT properties (as a daemon does when an invitation is opened) once (``update``), or
+twice, back to the first properties (``revert``: an invitation opened, then closed), and
+polls the browser for up to ``--wait`` seconds until it knows the last ones. A run where it
+does not is a miss; a capture agent (``tests/mdns_capture.py``) on the browser's node then
+shows which TXT records reached it, in order.
+
+``join``: each run is two daemons in a two-node NetnsLab. A shares a notebook once both
+daemons run (B's browser knows A's service; the invitation makes A re-announce its TXT with
+the nameplate), then B runs ``p2prtc join --timeout WAIT`` with mDNS as its only way to
+find A; a join that fails is a miss.
+
+Beside it, ``--burners`` processes spin the CPU (``while True: pass``) to simulate a loaded
+machine. Prints the misses out of the runs and how long seeing the last update (or the
+join) took, and saves JSON.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ CAPTURE = str(REPO_ROOT / "tests" / "mdns_capture.py")
 PORT = 4242
 FIRST = {"v": "1", "n": "7"}
 UPDATED = {"v": "1", "n": "7,12"}
+# The updates each scenario makes after the first announcement was seen.
+UPDATES = {"update": [UPDATED], "revert": [UPDATED, FIRST]}
 
 
 @contextlib.contextmanager
@@ -94,8 +101,9 @@ def _txt_seen(capture: Agent, name: str) -> list[dict[str, str]]:
                 seen.append(txt_properties(record.text))
 
 
-def one_run(wait_s: float) -> dict[str, Any]:
-    """One announce -> update -> browse sequence; what the browser saw, and when."""
+def one_run(wait_s: float, updates: list[dict[str, str]]) -> dict[str, Any]:
+    """One announce -> updates -> browse sequence; whether the browser ended on the last
+    properties, and how long after the first update it knew them."""
     with NetnsLab(2) as lab:
         announcing, browsing = lab.nodes
         capture = lab.spawn_agent(browsing, [CAPTURE, browsing.address])
@@ -111,16 +119,17 @@ def one_run(wait_s: float) -> dict[str, Any]:
         first = _next(browser, "change", name, time.monotonic() + wait_s)
         if first is None or first["properties"] != FIRST:
             return {"outcome": "first-missed", "first": first, "txt": _txt_seen(capture, name)}
-        announcer.send({"properties": UPDATED})
         sent = time.monotonic()
-        changes = []
-        while (change := _next(browser, "change", name, sent + wait_s)) is not None:
-            changes.append(change["properties"])
-            if change["properties"] == UPDATED:
-                seconds = round(time.monotonic() - sent, 3)
-                announcer.expect(lambda m: m["event"] == "updated")
-                return {"outcome": "seen", "seconds": seconds}
-        return {"outcome": "missed", "changes": changes, "txt": _txt_seen(capture, name)}
+        for properties in updates:
+            announcer.send({"properties": properties})
+            announcer.expect(lambda m: m["event"] == "updated")
+        while time.monotonic() < sent + wait_s:
+            browser.send({"cmd": "known"})
+            known = browser.expect(lambda m: m["event"] == "known")["services"].get(name)
+            if known == updates[-1]:
+                return {"outcome": "seen", "seconds": round(time.monotonic() - sent, 3)}
+            time.sleep(0.05)
+        return {"outcome": "missed", "known": known, "txt": _txt_seen(capture, name)}
 
 
 def one_join(wait_s: float) -> dict[str, Any]:
@@ -157,10 +166,9 @@ def one_join(wait_s: float) -> dict[str, Any]:
 def soak(runs: int, burner_count: int, wait_s: float, scenario: str) -> dict[str, Any]:
     results = []
     started = time.perf_counter()
-    run = one_join if scenario == "join" else one_run
     with burners(burner_count):
         for index in range(runs):
-            result = run(wait_s)
+            result = one_join(wait_s) if scenario == "join" else one_run(wait_s, UPDATES[scenario])
             results.append(result)
             if result["outcome"] != "seen":
                 print(f"run {index}: {json.dumps(result)}", flush=True)
@@ -183,7 +191,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--burners", type=int, default=4)
     parser.add_argument("--wait", type=float, default=15.0)
-    parser.add_argument("--scenario", choices=["update", "join"], default="update")
+    parser.add_argument("--scenario", choices=[*UPDATES, "join"], default="update")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
