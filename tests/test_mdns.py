@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from daemons import wait_until
-from netns import NetnsLab, Node
+from netns import Agent, NetnsLab, Node
 
 from p2prtc.adapters.mdns import (
     Announcer,
@@ -111,14 +111,43 @@ def test_browser_follows_updates_back_to_properties_it_saw_before() -> None:
             announcer.send({"properties": properties})
             announcer.expect(_is_event("updated"))
 
-        def browser_knows() -> dict[str, Any]:
-            browser.send({"cmd": "known"})
-            known: dict[str, Any] = browser.expect(_is_event("known"))["services"]
-            return known
-
-        wait_until(lambda: browser_knows().get(name) == first, what="the browser ends on it")
+        wait_until(lambda: _known(browser).get(name) == first, what="the browser ends on it")
         assert announcer.wait() == 0
         assert browser.wait() == 0
+
+
+@pytest.mark.netns
+def test_a_daemon_that_missed_an_update_learns_it_by_asking() -> None:
+    """A joiner whose LAN lost the invitation's announcements (multicast) still finds the
+    invitation: `ask_now`, which a join repeats, gets unicast answers. A daemon announces
+    and browses, as the agent here does; two mDNS endpoints in one namespace share port
+    5353 and the kernel gave each unicast answer to one of them only."""
+    with NetnsLab(2) as lab:
+        announcing, browsing = lab.nodes
+        browser = lab.spawn_agent(
+            browsing, [__file__, "browse", browsing.address, new_instance_name()]
+        )
+        browser.expect(_is_event("browsing"))
+        name = new_instance_name()
+        first, second = {"v": "1", "n": "7"}, {"v": "1", "n": "7,12"}
+        announcer = lab.spawn_agent(
+            announcing,
+            [__file__, "announce", announcing.address, str(PORT), json.dumps(first), name],
+        )
+        assert browser.expect(_is_event("change", name))["properties"] == first
+        lab.stop_multicast_to(browsing)
+        announcer.send({"properties": second})
+        announcer.expect(_is_event("updated"))
+        wait_until(lambda: _known(browser, "ask").get(name) == second, what="asked and found")
+        assert announcer.wait() == 0
+        assert browser.wait() == 0
+
+
+def _known(browser: Agent, cmd: str = "known") -> dict[str, Any]:
+    """What the browse agent knows: service name -> properties (after asking, for "ask")."""
+    browser.send({"cmd": cmd})
+    known: dict[str, Any] = browser.expect(_is_event("known"))["services"]
+    return known
 
 
 def _say(event: str, **fields: Any) -> None:
@@ -143,9 +172,10 @@ async def _announce(interface: str, port: str, properties: str, name: str) -> No
     await lan.close()
 
 
-async def _browse(interface: str) -> None:
+async def _browse(interface: str, own_name: str | None = None) -> None:
     """Says each change and removal; `{"cmd": "known"}` on stdin: every service's
-    properties as reported last."""
+    properties as reported last; `{"cmd": "ask"}`: the same after `Browser.ask_now`. With
+    `own_name`, it announces a service of its own too, on the same `Lan`, as a daemon does."""
     known: dict[str, dict[str, str]] = {}
 
     def on_change(service: DiscoveredService) -> None:
@@ -158,9 +188,14 @@ async def _browse(interface: str) -> None:
 
     lan = Lan.open([interface])
     browser = await Browser.start(lan, on_change, on_remove)
+    own = await Announcer.start(lan, PORT, {"v": "1"}, own_name) if own_name else None
     _say("browsing", lan=lan_addresses())
-    async for _ in _lines():
+    async for command in _lines():
+        if command["cmd"] == "ask":
+            browser.ask_now()
         _say("known", services=known)
+    if own is not None:
+        await own.close()
     await browser.close()
     await lan.close()
 
