@@ -29,6 +29,7 @@ from p2prtc.adapters.mdns import (
 pytestmark = pytest.mark.timeout(60)
 
 PORT = 4242
+FIRST, SECOND = {"v": "1", "n": "7"}, {"v": "1", "n": "7,12"}
 
 
 @pytest.mark.parametrize(
@@ -97,21 +98,12 @@ def test_browser_follows_updates_back_to_properties_it_saw_before() -> None:
     was a second earlier. zeroconf's browser reports only records its cache lacks, and the
     earlier TXT record is still cached: the browser must still end on the current one."""
     with NetnsLab(2) as lab:
-        announcing, browsing = lab.nodes
-        browser = lab.spawn_agent(browsing, [__file__, "browse", browsing.address])
-        browser.expect(_is_event("browsing"))
-        name = new_instance_name()
-        first, second = {"v": "1", "n": "7"}, {"v": "1", "n": "7,12"}
-        announcer = lab.spawn_agent(
-            announcing,
-            [__file__, "announce", announcing.address, str(PORT), json.dumps(first), name],
-        )
-        assert browser.expect(_is_event("change", name))["properties"] == first
-        for properties in (second, first):
+        browser, announcer, name = _browsing_an_announcer(lab)
+        for properties in (SECOND, FIRST):
             announcer.send({"properties": properties})
             announcer.expect(_is_event("updated"))
 
-        wait_until(lambda: _known(browser).get(name) == first, what="the browser ends on it")
+        wait_until(lambda: _known(browser).get(name) == FIRST, what="the browser ends on it")
         assert announcer.wait() == 0
         assert browser.wait() == 0
 
@@ -123,24 +115,29 @@ def test_a_daemon_that_missed_an_update_learns_it_by_asking() -> None:
     and browses, as the agent here does; two mDNS endpoints in one namespace share port
     5353 and the kernel gave each unicast answer to one of them only."""
     with NetnsLab(2) as lab:
-        announcing, browsing = lab.nodes
-        browser = lab.spawn_agent(
-            browsing, [__file__, "browse", browsing.address, new_instance_name()]
-        )
-        browser.expect(_is_event("browsing"))
-        name = new_instance_name()
-        first, second = {"v": "1", "n": "7"}, {"v": "1", "n": "7,12"}
-        announcer = lab.spawn_agent(
-            announcing,
-            [__file__, "announce", announcing.address, str(PORT), json.dumps(first), name],
-        )
-        assert browser.expect(_is_event("change", name))["properties"] == first
-        lab.stop_multicast_to(browsing)
-        announcer.send({"properties": second})
+        browser, announcer, name = _browsing_an_announcer(lab, new_instance_name())
+        lab.stop_multicast_to(lab.nodes[1])
+        announcer.send({"properties": SECOND})
         announcer.expect(_is_event("updated"))
-        wait_until(lambda: _known(browser, "ask").get(name) == second, what="asked and found")
+        wait_until(lambda: _known(browser, "ask").get(name) == SECOND, what="asked and found")
         assert announcer.wait() == 0
         assert browser.wait() == 0
+
+
+def _browsing_an_announcer(lab: NetnsLab, *own_name: str) -> tuple[Agent, Agent, str]:
+    """A browse agent on the lab's second node (announcing `own_name` too, if given), then
+    an announce agent with `FIRST` on the first node, seen by the browser; their service
+    name."""
+    announcing, browsing = lab.nodes
+    browser = lab.spawn_agent(browsing, [__file__, "browse", browsing.address, *own_name])
+    browser.expect(_is_event("browsing"))
+    name = new_instance_name()
+    announcer = lab.spawn_agent(
+        announcing,
+        [__file__, "announce", announcing.address, str(PORT), json.dumps(FIRST), name],
+    )
+    assert browser.expect(_is_event("change", name))["properties"] == FIRST
+    return browser, announcer, name
 
 
 def _known(browser: Agent, cmd: str = "known") -> dict[str, Any]:
