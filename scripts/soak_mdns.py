@@ -1,7 +1,7 @@
 """Soak mDNS discovery of TXT updates and of invitations: how often a browser or a joiner
 misses them, with CPU burners beside.
 
-    .venv/bin/python scripts/soak_mdns.py [--scenario update|revert|join] [--runs 50]
+    .venv/bin/python scripts/soak_mdns.py [--scenario update|revert|ask|join] [--runs 50]
         [--burners 4] [--wait 15] [--out F.json]
 
 ``update`` and ``revert``: each run builds a two-node NetnsLab (namespaces only this script
@@ -11,7 +11,10 @@ its TXT properties (as a daemon does when an invitation is opened) once (``updat
 twice, back to the first properties (``revert``: an invitation opened, then closed), and
 polls the browser for up to ``--wait`` seconds until it knows the last ones. A run where it
 does not is a miss; a capture agent (``tests/mdns_capture.py``) on the browser's node then
-shows which TXT records reached it, in order.
+shows which TXT records reached it, in order. ``ask``: one update, but the browser also
+announces a service of its own (as a daemon does), the lab's bridge stops flooding
+multicast to its node first, and each poll asks the LAN (``Browser.ask_now``, as a join
+does every 0.25 s): the browser can learn the update only from the unicast answers.
 
 ``join``: each run is two daemons in a two-node NetnsLab. A shares a notebook once both
 daemons run (B's browser knows A's service; the invitation makes A re-announce its TXT with
@@ -53,7 +56,7 @@ PORT = 4242
 FIRST = {"v": "1", "n": "7"}
 UPDATED = {"v": "1", "n": "7,12"}
 # The updates each scenario makes after the first announcement was seen.
-UPDATES = {"update": [UPDATED], "revert": [UPDATED, FIRST]}
+UPDATES = {"update": [UPDATED], "revert": [UPDATED, FIRST], "ask": [UPDATED]}
 
 
 @contextlib.contextmanager
@@ -101,14 +104,17 @@ def _txt_seen(capture: Agent, name: str) -> list[dict[str, str]]:
                 seen.append(txt_properties(record.text))
 
 
-def one_run(wait_s: float, updates: list[dict[str, str]]) -> dict[str, Any]:
+def one_run(wait_s: float, updates: list[dict[str, str]], ask: bool) -> dict[str, Any]:
     """One announce -> updates -> browse sequence; whether the browser ended on the last
-    properties, and how long after the first update it knew them."""
+    properties, and how long after the first update it knew them. With `ask`, the browser
+    announces a service of its own (as a daemon does), the bridge stops flooding multicast
+    to it before the updates, and each poll asks the LAN (`Browser.ask_now`)."""
     with NetnsLab(2) as lab:
         announcing, browsing = lab.nodes
         capture = lab.spawn_agent(browsing, [CAPTURE, browsing.address])
         capture.expect(lambda m: m["event"] == "listening")
-        browser = lab.spawn_agent(browsing, [AGENT, "browse", browsing.address])
+        own_name = [new_instance_name()] if ask else []
+        browser = lab.spawn_agent(browsing, [AGENT, "browse", browsing.address, *own_name])
         browser.expect(lambda m: m["event"] == "browsing")
         name = new_instance_name()
         announcer = lab.spawn_agent(
@@ -119,12 +125,14 @@ def one_run(wait_s: float, updates: list[dict[str, str]]) -> dict[str, Any]:
         first = _next(browser, "change", name, time.monotonic() + wait_s)
         if first is None or first["properties"] != FIRST:
             return {"outcome": "first-missed", "first": first, "txt": _txt_seen(capture, name)}
+        if ask:
+            lab.stop_multicast_to(browsing)
         sent = time.monotonic()
         for properties in updates:
             announcer.send({"properties": properties})
             announcer.expect(lambda m: m["event"] == "updated")
         while time.monotonic() < sent + wait_s:
-            browser.send({"cmd": "known"})
+            browser.send({"cmd": "ask" if ask else "known"})
             known = browser.expect(lambda m: m["event"] == "known")["services"].get(name)
             if known == updates[-1]:
                 return {"outcome": "seen", "seconds": round(time.monotonic() - sent, 3)}
@@ -168,7 +176,10 @@ def soak(runs: int, burner_count: int, wait_s: float, scenario: str) -> dict[str
     started = time.perf_counter()
     with burners(burner_count):
         for index in range(runs):
-            result = one_join(wait_s) if scenario == "join" else one_run(wait_s, UPDATES[scenario])
+            if scenario == "join":
+                result = one_join(wait_s)
+            else:
+                result = one_run(wait_s, UPDATES[scenario], ask=scenario == "ask")
             results.append(result)
             if result["outcome"] != "seen":
                 print(f"run {index}: {json.dumps(result)}", flush=True)
