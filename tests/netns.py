@@ -140,6 +140,12 @@ class NetnsLab:
         _ip(f"-n {ns} addr add {node.address}/{PREFIX_LENGTH} dev {interface}")
         _ip(f"-n {ns} link set {interface} up")
 
+    def stop_multicast_to(self, node: Node) -> None:
+        """The bridge no longer floods multicast to `node` (mDNS announcements and questions
+        are lost on their way to it); unicast still reaches it."""
+        hub_end = f"v{self.nodes.index(node) + 1}"  # as `_add_node` names it
+        _ip(f"-n {self.hub} link set {hub_end} type bridge_slave mcast_flood off")
+
     def command(self, node: Node, argv: list[str]) -> list[str]:
         """The argv that runs `argv` inside `node`'s namespace."""
         return ["ip", "netns", "exec", node.namespace, *argv]

@@ -21,6 +21,7 @@ from p2prtc.adapters.mdns import (
     Announcer,
     Browser,
     DiscoveredService,
+    Lan,
     lan_addresses,
     new_instance_name,
 )
@@ -63,6 +64,7 @@ class Discovery:
         self._registry = registry
         self._invitations = invitations
         self._poke = poke
+        self._lan: Lan | None = None  # one mDNS endpoint for both (see adapters/mdns.py)
         self._announcer: Announcer | None = None
         self._browser: Browser | None = None
         self._announced = Announcement()
@@ -108,11 +110,12 @@ class Discovery:
     async def _start_mdns(self, rendezvous_port: int) -> None:
         interfaces = self._mdns_interfaces()
         try:
-            self._browser = await Browser.start(interfaces, self._on_service, self._on_service_gone)
+            self._lan = Lan.open(interfaces)
+            self._browser = await Browser.start(self._lan, self._on_service, self._on_service_gone)
             logger.debug("mDNS browsing on %s", interfaces)
             announced = self._announcement()
             announcer = await Announcer.start(
-                interfaces, rendezvous_port, announced.encode(), self._mdns_name
+                self._lan, rendezvous_port, announced.encode(), self._mdns_name
             )
         except Exception as exc:  # the daemon keeps serving: static peers, relays, status
             self.mdns_error = f"LAN discovery (mDNS) failed: {exc}"
@@ -126,7 +129,7 @@ class Discovery:
             self._mdns_start.cancel()
             with contextlib.suppress(BaseException):
                 await self._mdns_start
-        for closer in (self._announcer, self._browser, self.relay.hub):
+        for closer in (self._announcer, self._browser, self._lan, self.relay.hub):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer.close()
