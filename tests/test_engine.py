@@ -527,6 +527,25 @@ def test_stale_move_next_to_a_peers_move_keeps_the_peers_new_cell(minor: int) ->
     assert_converged(a, b)
 
 
+def test_stale_move_to_where_a_peer_moved_the_cell_keeps_the_peers_new_cell(minor: int) -> None:
+    """A stale editor moves a cell to the end, where a peer's move had put it, and the
+    peer also inserted a cell: the peer's version then has every cell order of the save,
+    the editor's version (the base) lacks two. Those orders outweighed the smaller edit,
+    the save was merged against the peer's version and deleted its new cell (seed 303 of
+    the long stale runs, the cell lost). Orders are the weakest evidence: they only break
+    ties of the edit's size."""
+    a, b = share(notebook([code_cell(f"#c{i}") for i in range(3)], minor=minor))
+    deliver(b.save(both(move_cell(0, 2), insert_cell(2, "#new"))), a, reload=False)
+    assert sources(parse(a.disk)) == ["#c1", "#c2", "#new", "#c0"]
+
+    update = a.save(move_cell(0, 2))  # the editor still shows c0 c1 c2: c1 c2 c0
+
+    assert update is not None
+    b.receive(update)
+    assert sorted(sources(parse(a.disk))) == ["#c0", "#c1", "#c2", "#new"]
+    assert_converged(a, b)
+
+
 def test_deleting_a_line_one_typed_beside_a_stale_merge_deletes_it(minor: int) -> None:
     """A stale editor types a line into a cell a peer typed into; the daemon merges both
     and the editor reloads. Deleting its own line makes the cell as the peer's version had

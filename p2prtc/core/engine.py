@@ -399,14 +399,16 @@ class NotebookEngine:
         line, a re-created cell). A cell that only older versions have (a cell as it was
         before a peer changed or deleted it) says the editor is stale, unless the user undid
         the peer's change; it weighs less. An order of cells only a newer version has is no
-        proof (the user's own move may put two cells next to each other as a peer's did): it
-        weighs as the older evidence. A fact only the first ``predating`` versions have
-        (written before the last save, which was made from an older one: only a second
+        proof (the user's own move may put two cells next to each other as a peer's did, or
+        a cell at the end as a peer's move did): it weighs least, after the size of the edit
+        (merged against the newer version, the save deleted the cells the peer had added
+        meanwhile: long stale runs, seed 303). A fact only the first ``predating`` versions
+        have (written before the last save, which was made from an older one: only a second
         editor may hold them) is no evidence against the later ones: the user deleting a
         line they typed can make the very cell such a version had. Then the smallest edit of
-        the sources, then the fewest other differences (outputs, metadata: a stale save must
-        not revert a peer's outputs just because the newest version has them), then the
-        newest.
+        the sources, then those newer orders, then the fewest other differences (outputs,
+        metadata: a stale save must not revert a peer's outputs just because the newest
+        version has them), then the newest.
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
@@ -414,7 +416,7 @@ class NotebookEngine:
         facts = [v.facts_of(with_ids=by_id is not None) for v in versions]
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
-        def score(index: int) -> tuple[int, int, Distance]:
+        def score(index: int) -> tuple[int, int, Distance, int]:
             # Facts of the save this version lacks, found in others: proof, or not (cell
             # orders: soak seeds 461, 758, a stale editor's move deleted a peer's new cell
             # or reverted its line, merged against the peer's version).
@@ -424,7 +426,9 @@ class NotebookEngine:
                 if f in newest_with and (index < predating or newest_with[f] >= predating)
             ]
             proof = sum(1 for found_in, order in found if found_in > index and not order)
-            return proof, len(found) - proof, versions[index].distance(new, by_id)
+            newer_orders = sum(1 for found_in, order in found if found_in > index and order)
+            stale = len(found) - proof - newer_orders
+            return proof, stale, versions[index].distance(new, by_id), newer_orders
 
         scores = [score(index) for index in range(len(versions))]
         best = min(scores)
