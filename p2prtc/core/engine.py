@@ -398,15 +398,15 @@ class NotebookEngine:
         base, an older one would make the merge apply the peer's change once more (a doubled
         line, a re-created cell). A cell that only older versions have (a cell as it was
         before a peer changed or deleted it) says the editor is stale, unless the user undid
-        the peer's change; it weighs less. An order of cells only a newer version has is no
-        proof (the user's own move may put two cells next to each other as a peer's did, or
-        a cell at the end as a peer's move did): it weighs least, after the size of the edit
+        the peer's change; it weighs less. An order of cells another version has is no proof
+        (the user's own move may put two cells next to each other as a peer's did, or a cell
+        at the end as a peer's move did): orders weigh least, after the size of the edit
         (merged against the newer version, the save deleted the cells the peer had added
         meanwhile: long stale runs, seed 303). A fact only the first ``predating`` versions
         have (written before the last save, which was made from an older one: only a second
         editor may hold them) is no evidence against the later ones: the user deleting a
         line they typed can make the very cell such a version had. Then the smallest edit of
-        the sources, then those newer orders, then the fewest other differences (outputs,
+        the sources, then the orders, then the fewest other differences (outputs,
         metadata: a stale save must not revert a peer's outputs just because the newest
         version has them), then the newest.
         """
@@ -426,9 +426,9 @@ class NotebookEngine:
                 if f in newest_with and (index < predating or newest_with[f] >= predating)
             ]
             proof = sum(1 for found_in, order in found if found_in > index and not order)
-            newer_orders = sum(1 for found_in, order in found if found_in > index and order)
-            stale = len(found) - proof - newer_orders
-            return proof, stale, versions[index].distance(new, by_id), newer_orders
+            orders = sum(1 for _, order in found if order)
+            stale = len(found) - proof - orders
+            return proof, stale, versions[index].distance(new, by_id), orders
 
         scores = [score(index) for index in range(len(versions))]
         best = min(scores)
@@ -556,13 +556,38 @@ def edit_distance(base: Counter[str], new: Counter[str]) -> Distance:
     """
     added = list((new - base).elements())
     removed = list((base - new).elements())
-    pairs = list(zip(removed, added, strict=False))
-    unpaired = added[len(removed) :] + removed[len(added) :]
+    pairs, unpaired = _paired(removed, added)
     return (
         max(len(added), len(removed)),
         sum(changed_lines(old, new) for old, new in pairs) + sum(map(line_count, unpaired)),
         sum(changed_characters(old, new) for old, new in pairs) + sum(map(len, unpaired)),
     )
+
+
+# Pairing changed cells by likeness costs a diff per pair: beyond this many pairs, in order.
+MAX_PAIRINGS = 256
+
+
+def _paired(removed: list[str], added: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Removed and added sources paired as edits, and those left unpaired: each added one
+    (in sorted order) with the most alike removed one left. Pairs in file order depended on
+    the version's cell order: of two versions with the same sources, the one that put the
+    edited cell first looked closer (a cell moved, then edited:
+    test_saves_after_concurrent_moves_of_one_cell)."""
+    if len(removed) * len(added) > MAX_PAIRINGS:
+        count = min(len(removed), len(added))
+        return list(zip(removed, added, strict=False)), added[count:] + removed[count:]
+    left, pairs, unpaired = sorted(removed), [], []
+    for source in sorted(added):
+        if not left:
+            unpaired.append(source)
+            continue
+        alike = min(
+            left, key=lambda old: (changed_lines(old, source), changed_characters(old, source))
+        )
+        left.remove(alike)
+        pairs.append((alike, source))
+    return pairs, unpaired + left
 
 
 def id_distance(base: dict[str, str], new: dict[str, str]) -> Distance:
