@@ -546,6 +546,34 @@ def test_stale_move_to_where_a_peer_moved_the_cell_keeps_the_peers_new_cell(mino
     assert_converged(a, b)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a stale deletion of a long cell looks like a smaller edit of a newer version "
+    "that lacks it: the deletion of the peer's shorter new cell (long stale runs, seed 1620)",
+)
+def test_stale_deletion_of_a_cell_a_peer_deleted_and_another_moved_keeps_a_new_cell(
+    minor: int,
+) -> None:
+    """B deletes c3 (three lines) and inserts #new (one line); C moved c3 meanwhile, and its
+    copy survives the deletion. A's editor, stale since the start, deletes c3 too. Its save
+    is the version A's daemon wrote after B's update (c3 deleted, #new there) minus #new, a
+    smaller edit than its own version minus c3: merged against that version, #new goes."""
+    cells = [code_cell(f"#c{i}") for i in range(3)] + [code_cell("#c3\nx = 1\ny = 2")]
+    a, b, c = share(notebook(cells, minor=minor), joiners=2)
+    moved = c.save(move_cell(3, 0))
+    deleted = b.save(both(delete_cell(3), insert_cell(2, "#new")))
+    deliver(deleted, a, c, reload=False)
+    deliver(moved, a, b, reload=False)
+    assert "#new" in sources(parse(a.disk)) and "#c3\nx = 1\ny = 2" in sources(parse(a.disk))
+
+    update = a.save(delete_cell(3))  # the editor still shows c0 c1 c2 c3
+
+    assert update is not None
+    deliver(update, b, c)
+    assert "#new" in sources(parse(a.disk))
+    assert_converged(a, b, c)
+
+
 def test_deleting_a_line_one_typed_beside_a_stale_merge_deletes_it(minor: int) -> None:
     """A stale editor types a line into a cell a peer typed into; the daemon merges both
     and the editor reloads. Deleting its own line makes the cell as the peer's version had
