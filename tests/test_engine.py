@@ -546,18 +546,24 @@ def test_stale_move_to_where_a_peer_moved_the_cell_keeps_the_peers_new_cell(mino
     assert_converged(a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stale deletion of a long cell looks like a smaller edit of a newer version "
-    "that lacks it: the deletion of the peer's shorter new cell (long stale runs, seed 1620)",
-)
 def test_stale_deletion_of_a_cell_a_peer_deleted_and_another_moved_keeps_a_new_cell(
-    minor: int,
+    minor: int, request: pytest.FixtureRequest
 ) -> None:
     """B deletes c3 (three lines) and inserts #new (one line); C moved c3 meanwhile, and its
     copy survives the deletion. A's editor, stale since the start, deletes c3 too. Its save
     is the version A's daemon wrote after B's update (c3 deleted, #new there) minus #new, a
-    smaller edit than its own version minus c3: merged against that version, #new goes."""
+    smaller edit than its own version minus c3: merged against that version, #new went
+    (long stale runs, seed 1620). With ids, a version that makes the save delete a cell
+    the oldest version lacks (one the editor may never have seen) weighs before the edit's
+    size. Without ids an edited cell looks deleted too: not fixed there."""
+    if minor == 4:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="without ids, a stale deletion of a long cell looks like a smaller "
+                "edit of a newer version: the deletion of the peer's shorter new cell",
+            )
+        )
     cells = [code_cell(f"#c{i}") for i in range(3)] + [code_cell("#c3\nx = 1\ny = 2")]
     a, b, c = share(notebook(cells, minor=minor), joiners=2)
     moved = c.save(move_cell(3, 0))

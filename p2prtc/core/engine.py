@@ -405,10 +405,11 @@ class NotebookEngine:
         meanwhile: long stale runs, seed 303). A fact only the first ``predating`` versions
         have (written before the last save, which was made from an older one: only a second
         editor may hold them) is no evidence against the later ones: the user deleting a
-        line they typed can make the very cell such a version had. Then the smallest edit of
-        the sources, then the orders, then the fewest other differences (outputs,
-        metadata: a stale save must not revert a peer's outputs just because the newest
-        version has them), then the newest.
+        line they typed can make the very cell such a version had. Then, with cell ids, the
+        fewest cells the save would delete that the oldest version lacks too (the editor may
+        never have seen them: seed 1620), then the smallest edit of the sources, then the
+        orders, then the fewest other differences (outputs, metadata: a stale save must not
+        revert a peer's outputs just because the newest version has them), then the newest.
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
@@ -416,7 +417,17 @@ class NotebookEngine:
         facts = [v.facts_of(with_ids=by_id is not None) for v in versions]
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
-        def score(index: int) -> tuple[int, int, Distance, int]:
+        def unseen_deletions(index: int) -> int:
+            # Cells (by id) the save lacks that the oldest version lacks too: taken as the
+            # base, this version makes the save delete cells the editor may never have
+            # seen (seed 1620 of the long stale runs). Without ids an edited cell looks
+            # deleted too: not counted.
+            if by_id is None:
+                return 0
+            oldest = versions[0].sources_by_id.keys()
+            return len(versions[index].sources_by_id.keys() - by_id.keys() - oldest)
+
+        def score(index: int) -> tuple[int, int, int, Distance, int]:
             # Facts of the save this version lacks, found in others: proof, or not (cell
             # orders: soak seeds 461, 758, a stale editor's move deleted a peer's new cell
             # or reverted its line, merged against the peer's version).
@@ -428,7 +439,8 @@ class NotebookEngine:
             proof = sum(1 for found_in, order in found if found_in > index and not order)
             orders = sum(1 for _, order in found if order)
             stale = len(found) - proof - orders
-            return proof, stale, versions[index].distance(new, by_id), orders
+            distance = versions[index].distance(new, by_id)
+            return proof, stale, unseen_deletions(index), distance, orders
 
         scores = [score(index) for index in range(len(versions))]
         best = min(scores)
