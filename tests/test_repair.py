@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
-from p2prtc.core.model import cells_of
+from p2prtc.core.model import cells_of, moves_of
 from p2prtc.core.repair import (
     CellCopy,
     Shown,
@@ -446,3 +446,18 @@ def test_a_line_typed_into_the_copy_a_repair_drops_goes_in_whole() -> None:
     (copy,) = [source for cell_id, source in sources(repairer) if cell_id == "c1"]
     # (The deletion of "\n<t1>" may glue the line to the first one: "#c1<t121>".)
     assert re.match(r"#c1(?!\d)", copy) and copy.count("<t121>") == 1
+
+
+def test_a_move_record_that_does_not_parse_is_ignored() -> None:
+    """A peer's doc is input: a record that is not "<state vector hex> <client>:<clock>"
+    ranks the copy by its item alone, and the repair goes on."""
+    left, right = shared_docs(2)
+    moved_left = foreign_move(left, 1, 3)
+    moved_right = foreign_move(right, 1, 0)
+    right.apply_update(moved_left)
+    copy = next(c for c in cell_copies(right) if c.cell_id == "c1")
+    moves_of(right)[f"{copy.item[0]}:{copy.item[1]}"] = "zz not:a:record"
+    left.apply_update(moved_right)
+
+    assert repair_cells(right, Shown([])) is not None
+    assert [cell_id for cell_id, _ in sources(right)].count("c1") == 1

@@ -36,7 +36,7 @@ from diff_match_patch import diff_match_patch
 from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
 
 from p2prtc.core.model import cells_of, moves_of, shared_to_py
-from p2prtc.core.statevector import decode_state_vector
+from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
 
@@ -246,17 +246,23 @@ def record_move(doc: Doc[Any], index: int, seen: bytes, made_from: ItemId) -> No
     moves_of(doc)[_key(item)] = f"{seen.hex()}{_MADE_FROM}{_key(made_from)}"
 
 
-def _record_of(doc: Doc[Any], item: ItemId) -> tuple[bytes, ItemId | None] | None:
+def _record_of(doc: Doc[Any], item: ItemId) -> tuple[StateVector, ItemId | None] | None:
     """The move record of copy ``item``: the state vector the mover had seen, and the item
-    it was made from (None in records made before it was noted)."""
+    it was made from (None in records made before it was noted). None without a record,
+    or for one that does not parse (a peer's doc is input: it never crashes a repair)."""
     record = moves_of(doc).get(_key(item))
     if not isinstance(record, str):
         return None
     seen, _, made_from = record.partition(_MADE_FROM)
-    if not made_from:
-        return bytes.fromhex(seen), None
-    client, clock = made_from.split(":")
-    return bytes.fromhex(seen), (int(client), int(clock))
+    try:
+        vector = decode_state_vector(bytes.fromhex(seen))
+        if not made_from:
+            return vector, None
+        client, clock = made_from.split(":")
+        return vector, (int(client), int(clock))
+    except (ValueError, IndexError):
+        logger.warning("ignoring a move record that does not parse: %r", record[:80])
+        return None
 
 
 def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -> Unseen | None:
@@ -267,7 +273,7 @@ def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -
     source = shown.source(position) if record is not None and shown.state else None
     if record is None or source is None:
         return None
-    mover = decode_state_vector(record[0])
+    mover = record[0]
     unseen: Unseen = []
     unit = 0
     for character in str(source):
