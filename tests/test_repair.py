@@ -3,16 +3,18 @@ insert of a copy), by clients that know nothing of p2prtc, repaired the same on 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pycrdt import Doc, Map, Text
 
-from p2prtc.core.model import cells_of
+from p2prtc.core.model import cells_of, moves_of
 from p2prtc.core.repair import (
     CellCopy,
     Shown,
     cell_copies,
+    cell_item,
     missing_spans,
     record_move,
     repair_cells,
@@ -310,7 +312,7 @@ def test_a_new_line_like_one_deleted_in_a_moved_cell_is_transplanted_whole() -> 
     shown = Shown(sources(typist), state=typist.get_update())
     seen = mover.get_state()
     moved = foreign_move(mover, 1, 2)
-    recorded = observed(mover, lambda: record_move(mover, 2, seen))
+    recorded = observed(mover, lambda: record_move(mover, 2, seen, (0, 0)))
     trimmed = delete_from(mover, 2, len("#c1"), len("#c1\n<t1>"))
     typist.apply_update(moved)
     typist.apply_update(recorded)
@@ -366,3 +368,96 @@ def test_a_line_two_transplants_glued_into_one_line_ends_once(creator: int, doub
     drop_doubled(left, right)
 
     assert sources(left)[1][1].count("TYPED") == 1
+
+
+def p2prtc_move(doc: Doc[Any], source: int, target: int) -> bytes:
+    """A move as p2prtc's ingest makes it: the copy records what it was made from."""
+    seen = doc.get_state()
+
+    def move() -> None:
+        cells = cells_of(doc)
+        made_from = cell_item(cells, source)
+        copy = cells[source].to_py()
+        with doc.transaction():
+            del cells[source]
+            cells.insert(target, cell(copy["id"], copy["source"]))
+            record_move(doc, target, seen, made_from)
+
+    return observed(doc, move)
+
+
+def peers_with_clients(source: str, *clients: int) -> list[Doc[Any]]:
+    """Peers with fixed client ids (which copy a repair keeps depends on them), sharing
+    the doc of ``docs_with_cell``."""
+    shared = docs_with_cell(1, source)[0].get_update()
+    docs = [Doc(client_id=client) for client in clients]
+    for doc in docs:
+        doc.apply_update(shared)
+    return docs
+
+
+def test_peers_that_know_different_moves_of_a_cell_keep_the_same_branch() -> None:
+    """P moves c1 (copy B), Q moves B on (copy C), R moves the original (copy D), with
+    B < D < C by item. Q, which sees C and D, and R, which sees B and D but not C, each keep
+    one copy. By item alone Q kept D and R kept B: D went at R, C at Q, B with Q's move, and
+    the cell was gone everywhere (long stale runs, seeds 192, 287, 493). C ranks as B, the
+    copy it was made from: both keep that branch."""
+    p, r, q = peers_with_clients("#c1\n", 1, 2, 3)
+    first = p2prtc_move(p, 1, 2)
+    q.apply_update(first)
+    onward = p2prtc_move(q, 2, 0)
+    other = p2prtc_move(r, 1, 0)
+    q.apply_update(other)
+    kept_by_q = repair_cells(q, Shown([]))
+    r.apply_update(first)
+    kept_by_r = repair_cells(r, Shown([]))
+    assert kept_by_q is not None and kept_by_r is not None
+
+    exchange([p, q, r], [first, onward, other, kept_by_q, kept_by_r])
+
+    assert sources(p) == sources(q) == sources(r)
+    assert [cell_id for cell_id, _ in sources(p)].count("c1") == 1
+
+
+def test_a_line_typed_into_the_copy_a_repair_drops_goes_in_whole() -> None:
+    """Two peers move one cell; the copy that goes gets a line typed into it ("<t121>"),
+    and a peer deletes the line "<t1>" of the copy that stays. A repair that sees both
+    copies but not the deletion extended "<t1>" with "21", which the deletion left glued to
+    the first line: "#c021", the cell's first line garbled (seed 265). The typed line was
+    never in the kept copy: it goes in whole."""
+    keeper, other, typist, deleter, repairer = peers_with_clients("#c1\n<t1>", 1, 2, 3, 4, 5)
+    kept = p2prtc_move(keeper, 1, 2)
+    trimmed = delete_from(other, 1, len("#c1"), len("#c1\n<t1>"))
+    dropped = p2prtc_move(other, 1, 0)
+    typist.apply_update(trimmed)
+    typist.apply_update(dropped)
+    typed = type_into(typist, 0, len("#c1"), "\n<t121>")
+    deleter.apply_update(kept)
+    deleted = delete_from(deleter, 2, len("#c1"), len("#c1\n<t1>"))
+    for update in (kept, trimmed, dropped, typed):
+        repairer.apply_update(update)
+    repair = repair_cells(repairer, Shown([]))
+    assert repair is not None
+
+    peers = [keeper, other, typist, deleter, repairer]
+    exchange(peers, [kept, trimmed, dropped, typed, deleted, repair])
+
+    assert len({str(sources(doc)) for doc in peers}) == 1
+    (copy,) = [source for cell_id, source in sources(repairer) if cell_id == "c1"]
+    # (The deletion of "\n<t1>" may glue the line to the first one: "#c1<t121>".)
+    assert re.match(r"#c1(?!\d)", copy) and copy.count("<t121>") == 1
+
+
+def test_a_move_record_that_does_not_parse_is_ignored() -> None:
+    """A peer's doc is input: a record that is not "<state vector hex> <client>:<clock>"
+    ranks the copy by its item alone, and the repair goes on."""
+    left, right = shared_docs(2)
+    moved_left = foreign_move(left, 1, 3)
+    moved_right = foreign_move(right, 1, 0)
+    right.apply_update(moved_left)
+    copy = next(c for c in cell_copies(right) if c.cell_id == "c1")
+    moves_of(right)[f"{copy.item[0]}:{copy.item[1]}"] = "zz not:a:record"
+    left.apply_update(moved_right)
+
+    assert repair_cells(right, Shown([])) is not None
+    assert [cell_id for cell_id, _ in sources(right)].count("c1") == 1

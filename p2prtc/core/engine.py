@@ -398,15 +398,18 @@ class NotebookEngine:
         base, an older one would make the merge apply the peer's change once more (a doubled
         line, a re-created cell). A cell that only older versions have (a cell as it was
         before a peer changed or deleted it) says the editor is stale, unless the user undid
-        the peer's change; it weighs less. An order of cells only a newer version has is no
-        proof (the user's own move may put two cells next to each other as a peer's did): it
-        weighs as the older evidence. A fact only the first ``predating`` versions have
-        (written before the last save, which was made from an older one: only a second
+        the peer's change; it weighs less. An order of cells another version has is no proof
+        (the user's own move may put two cells next to each other as a peer's did, or a cell
+        at the end as a peer's move did): orders weigh least, after the size of the edit
+        (merged against the newer version, the save deleted the cells the peer had added
+        meanwhile: long stale runs, seed 303). A fact only the first ``predating`` versions
+        have (written before the last save, which was made from an older one: only a second
         editor may hold them) is no evidence against the later ones: the user deleting a
-        line they typed can make the very cell such a version had. Then the smallest edit of
-        the sources, then the fewest other differences (outputs, metadata: a stale save must
-        not revert a peer's outputs just because the newest version has them), then the
-        newest.
+        line they typed can make the very cell such a version had. Then, with cell ids, the
+        fewest cells the save would delete that the oldest version lacks too (the editor may
+        never have seen them: seed 1620), then the smallest edit of the sources, then the
+        orders, then the fewest other differences (outputs, metadata: a stale save must not
+        revert a peer's outputs just because the newest version has them), then the newest.
         """
         if len(versions) <= 1:
             return versions[-1] if versions else None
@@ -414,7 +417,17 @@ class NotebookEngine:
         facts = [v.facts_of(with_ids=by_id is not None) for v in versions]
         newest_with = {fact: i for i, version_facts in enumerate(facts) for fact in version_facts}
 
-        def score(index: int) -> tuple[int, int, Distance]:
+        def unseen_deletions(index: int) -> int:
+            # Cells (by id) the save lacks that the oldest version lacks too: taken as the
+            # base, this version makes the save delete cells the editor may never have
+            # seen (seed 1620 of the long stale runs). Without ids an edited cell looks
+            # deleted too: not counted.
+            if by_id is None:
+                return 0
+            oldest = versions[0].sources_by_id.keys()
+            return len(versions[index].sources_by_id.keys() - by_id.keys() - oldest)
+
+        def score(index: int) -> tuple[int, int, int, Distance, int]:
             # Facts of the save this version lacks, found in others: proof, or not (cell
             # orders: soak seeds 461, 758, a stale editor's move deleted a peer's new cell
             # or reverted its line, merged against the peer's version).
@@ -424,7 +437,10 @@ class NotebookEngine:
                 if f in newest_with and (index < predating or newest_with[f] >= predating)
             ]
             proof = sum(1 for found_in, order in found if found_in > index and not order)
-            return proof, len(found) - proof, versions[index].distance(new, by_id)
+            orders = sum(1 for _, order in found if order)
+            stale = len(found) - proof - orders
+            distance = versions[index].distance(new, by_id)
+            return proof, stale, unseen_deletions(index), distance, orders
 
         scores = [score(index) for index in range(len(versions))]
         best = min(scores)
@@ -552,13 +568,38 @@ def edit_distance(base: Counter[str], new: Counter[str]) -> Distance:
     """
     added = list((new - base).elements())
     removed = list((base - new).elements())
-    pairs = list(zip(removed, added, strict=False))
-    unpaired = added[len(removed) :] + removed[len(added) :]
+    pairs, unpaired = _paired(removed, added)
     return (
         max(len(added), len(removed)),
         sum(changed_lines(old, new) for old, new in pairs) + sum(map(line_count, unpaired)),
         sum(changed_characters(old, new) for old, new in pairs) + sum(map(len, unpaired)),
     )
+
+
+# Pairing changed cells by likeness costs a diff per pair: beyond this many pairs, in order.
+MAX_PAIRINGS = 256
+
+
+def _paired(removed: list[str], added: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Removed and added sources paired as edits, and those left unpaired: each added one
+    (in sorted order) with the most alike removed one left. Pairs in file order depended on
+    the version's cell order: of two versions with the same sources, the one that put the
+    edited cell first looked closer (a cell moved, then edited:
+    test_saves_after_concurrent_moves_of_one_cell)."""
+    if len(removed) * len(added) > MAX_PAIRINGS:
+        count = min(len(removed), len(added))
+        return list(zip(removed, added, strict=False)), added[count:] + removed[count:]
+    left, pairs, unpaired = sorted(removed), [], []
+    for source in sorted(added):
+        if not left:
+            unpaired.append(source)
+            continue
+        alike = min(
+            left, key=lambda old: (changed_lines(old, source), changed_characters(old, source))
+        )
+        left.remove(alike)
+        pairs.append((alike, source))
+    return pairs, unpaired + left
 
 
 def id_distance(base: dict[str, str], new: dict[str, str]) -> Distance:

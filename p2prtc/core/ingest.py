@@ -27,7 +27,7 @@ from p2prtc.core.model import (
     shared_to_py,
 )
 from p2prtc.core.notebook import Cell, Notebook
-from p2prtc.core.repair import record_move
+from p2prtc.core.repair import ItemId, cell_item, record_move
 
 _DIFF_TIMEOUT_S = 0.5
 _differ = diff_match_patch()
@@ -258,9 +258,9 @@ def _edit_cells(
             del ycells[index]
             del order[index]
     base_by_id = {cell["id"]: cell for cell in base}
-    for ycell_index, new_index, moved in _place_cells(ycells, order, new, match):
-        if moved:
-            record_move(doc, ycell_index, seen)
+    for ycell_index, new_index, made_from in _place_cells(ycells, order, new, match):
+        if made_from is not None:
+            record_move(doc, ycell_index, seen, made_from)
         cell = new[new_index]
         old = base_by_id[cell["id"]]
         if old != cell:
@@ -269,9 +269,9 @@ def _edit_cells(
 
 def _place_cells(
     ycells: Array[Map[Any]], order: list[str], new: list[Cell], match: CellMatch
-) -> Iterator[tuple[int, int, bool]]:
-    """Insert new cells and move reordered ones; yields (doc index, new index, moved) of
-    kept cells.
+) -> Iterator[tuple[int, int, ItemId | None]]:
+    """Insert new cells and move reordered ones; yields (doc index, new index, the Map item
+    a moved cell's copy was made from) of kept cells.
 
     Cells on the longest common subsequence of the old and new order stay where they are;
     only the others move, each right after the cell that precedes it in the new order.
@@ -282,17 +282,18 @@ def _place_cells(
     cursor = -1  # doc index of the last cell placed
     for new_index, cell_id in enumerate(target):
         slot = cursor + 1
-        moved = cell_id in present and cell_id not in staying
+        made_from = None
         if cell_id in staying:
             cursor = order.index(cell_id, slot)
-        elif moved:
+        elif cell_id in present:
+            made_from = cell_item(ycells, order.index(cell_id))
             cursor = _move(ycells, order, cell_id, slot)
         else:
             ycells.insert(slot, make_cell(new[new_index]))
             order.insert(slot, cell_id)
             cursor = slot
         if match.continued[new_index]:
-            yield cursor, new_index, moved
+            yield cursor, new_index, made_from
 
 
 def _move(ycells: Array[Map[Any]], order: list[str], cell_id: str, slot: int) -> int:

@@ -36,11 +36,14 @@ from diff_match_patch import diff_match_patch
 from pycrdt import Array, Assoc, Doc, Text, TransactionEvent, get_update, merge_updates
 
 from p2prtc.core.model import cells_of, moves_of, shared_to_py
-from p2prtc.core.statevector import decode_state_vector
+from p2prtc.core.statevector import StateVector, decode_state_vector
 
 logger = logging.getLogger(__name__)
 
 ItemId = tuple[int, int]  # (client, clock) of a Yjs item
+# Per character of a text a transplant comes from: did the mover of the copy never see it
+# (True), see it (False: it deleted it knowingly), or is that unknown (None)?
+Unseen = list[bool | None]
 
 _DIFF_INSERT, _DIFF_EQUAL, _DIFF_DELETE = 1, 0, -1
 _differ = diff_match_patch()
@@ -49,6 +52,8 @@ _HAS_ORIGIN, _HAS_RIGHT_ORIGIN = 0x80, 0x40
 _TRANSPLANTS = range(2**32, 2**33)
 # The client of the scratch doc that asks Yjs where an insertion goes (never sent).
 _SCRATCH_CLIENT = 1
+# Separates, in a move record, the state vector (hex) from the item the copy was made from.
+_MADE_FROM = " "
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,12 @@ class Shown:
 def cell_items(doc: Doc[Any]) -> list[ItemId]:
     """The Yjs item id of each cell's Map, in order."""
     cells = cells_of(doc)
-    return [_sticky_item(cells, index, Assoc.AFTER) for index in range(len(cells))]
+    return [cell_item(cells, index) for index in range(len(cells))]
+
+
+def cell_item(cells: Array[Any], index: int) -> ItemId:
+    """The Yjs item id of cell ``index``'s Map."""
+    return _sticky_item(cells, index, Assoc.AFTER)
 
 
 def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
@@ -156,11 +166,14 @@ def _merge_duplicates(doc: Doc[Any], now: list[dict[str, Any]]) -> bool:
     by_id: dict[str, list[CellCopy]] = defaultdict(list)
     for copy in cell_copies(doc):
         by_id[copy.cell_id].append(copy)
-    # The copy with the smallest item id stays: the same choice on every peer that sees it.
-    repeated = [sorted(copies, key=_by_item) for copies in by_id.values() if len(copies) > 1]
+    repeated = [
+        sorted(copies, key=lambda copy: _lineage(doc, copy.item))
+        for copies in by_id.values()
+        if len(copies) > 1
+    ]
     for keep, *others in repeated:
         for other in others:
-            _transplant(doc, keep.index, other.source)
+            _transplant(doc, keep.index, other.source, _typed_after_move(doc, other))
     logger.info("kept one copy of %d cells that were moved concurrently", len(repeated))
     doomed = {copy.item for _, *others in repeated for copy in others}
     with doc.transaction(origin="repair"):
@@ -171,17 +184,35 @@ def _merge_duplicates(doc: Doc[Any], now: list[dict[str, Any]]) -> bool:
     return True
 
 
-def _by_item(copy: CellCopy) -> ItemId:
-    return copy.item
+def _lineage(doc: Doc[Any], item: ItemId) -> list[ItemId]:
+    """What ranks the copies of a cell: the one whose lineage comes first stays.
+
+    A copy's lineage is the Map items it descends from by p2prtc moves (their records say
+    what each copy was made from), oldest first, then its own item. Compared in order, two
+    lineages differ first at two moves of one cell: the copy descending from the move
+    whose copy has the smaller item stays. A peer that has not seen a later move of a copy
+    ranks the copy it knows as its descendant, so peers that know different moves still
+    keep the same branch: with items alone, a peer that saw B moved on to C kept D over C
+    while a peer that had not kept B over D, and every copy went (long stale runs, seeds
+    192 and others). Moves other clients make have no record: a lineage of one item.
+    """
+    lineage = [item]
+    while True:
+        record = _record_of(doc, lineage[-1])
+        made_from = record[1] if record is not None else None
+        if made_from is None or made_from in lineage:
+            return lineage[::-1]
+        lineage.append(made_from)
 
 
 def survivors(doc: Doc[Any]) -> set[int]:
-    """The indexes of the cells a repair keeps (each id's copy with the smallest item)."""
-    kept: dict[str, CellCopy] = {}
+    """The indexes of the cells a repair keeps (each id's copy that ranks first)."""
+    kept: dict[str, tuple[list[ItemId], int]] = {}
     for copy in cell_copies(doc):
-        if copy.cell_id not in kept or copy.item < kept[copy.cell_id].item:
-            kept[copy.cell_id] = copy
-    return {copy.index for copy in kept.values()}
+        lineage = _lineage(doc, copy.item)
+        if copy.cell_id not in kept or lineage < kept[copy.cell_id][0]:
+            kept[copy.cell_id] = (lineage, copy.index)
+    return {index for _, index in kept.values()}
 
 
 def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) -> None:
@@ -206,23 +237,45 @@ def _recover_replaced(doc: Doc[Any], now: list[dict[str, Any]], shown: Shown) ->
             _transplant(doc, index, old, unseen)
 
 
-def record_move(doc: Doc[Any], index: int, seen: bytes) -> None:
-    """Note that cell ``index`` is a copy a move made from a doc whose state vector was
-    ``seen``: what a peer's file showed of it beyond that is what the mover never saw; what
-    else the copy lacks, the mover deleted knowingly."""
-    moves_of(doc)[_key(_sticky_item(cells_of(doc), index, Assoc.AFTER))] = seen.hex()
+def record_move(doc: Doc[Any], index: int, seen: bytes, made_from: ItemId) -> None:
+    """Note that cell ``index`` is a copy a move made of the cell Map item ``made_from``, in
+    a doc whose state vector was ``seen``: what a peer's file showed of it beyond that is
+    what the mover never saw; what else the copy lacks, the mover deleted knowingly. And
+    the copy ranks as the cell it was made from (see ``_lineage``)."""
+    item = cell_item(cells_of(doc), index)
+    moves_of(doc)[_key(item)] = f"{seen.hex()}{_MADE_FROM}{_key(made_from)}"
 
 
-def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -> list[bool] | None:
+def _record_of(doc: Doc[Any], item: ItemId) -> tuple[StateVector, ItemId | None] | None:
+    """The move record of copy ``item``: the state vector the mover had seen, and the item
+    it was made from (None in records made before it was noted). None without a record,
+    or for one that does not parse (a peer's doc is input: it never crashes a repair)."""
+    record = moves_of(doc).get(_key(item))
+    if not isinstance(record, str):
+        return None
+    seen, _, made_from = record.partition(_MADE_FROM)
+    try:
+        vector = decode_state_vector(bytes.fromhex(seen))
+        if not made_from:
+            return vector, None
+        client, clock = made_from.split(":")
+        return vector, (int(client), int(clock))
+    except (ValueError, IndexError):
+        logger.warning("ignoring a move record that does not parse: %r", record[:80])
+        return None
+
+
+def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -> Unseen | None:
     """For each character the file showed in cell ``position``: had the move that made the
     copy ``item`` not seen it? None when unknown (a move another client made, a version
     without a state)."""
-    seen = moves_of(doc).get(_key(item))
-    source = shown.source(position) if isinstance(seen, str) and shown.state else None
-    if source is None:
+    record = _record_of(doc, item)
+    source = shown.source(position) if record is not None and shown.state else None
+    if record is None or source is None:
         return None
-    mover = decode_state_vector(bytes.fromhex(str(seen)))
-    unseen, unit = [], 0
+    mover = record[0]
+    unseen: Unseen = []
+    unit = 0
     for character in str(source):
         client, clock = _sticky_item(source, unit, Assoc.AFTER)
         unseen.append(clock >= mover.get(client, 0))
@@ -230,11 +283,28 @@ def _unseen_by_mover(doc: Doc[Any], item: ItemId, shown: Shown, position: int) -
     return unseen
 
 
+def _typed_after_move(doc: Doc[Any], copy: CellCopy) -> Unseen:
+    """For each character of ``copy``'s source: True where typed into it after it was made
+    (another client than the copy's made it), else unknown. The copy a repair keeps was made
+    apart from it, so such a line is new to it: transplanted whole, never as characters
+    added to a line that looks alike ("<t121>" into "<t1>", which a peer deleted: "21" was
+    left glued to the cell's first line, seed 265)."""
+    source = cells_of(doc)[copy.index].get("source")
+    if not isinstance(source, Text):
+        return []
+    flags: Unseen = []
+    unit = 0
+    for character in copy.source:
+        flags.append(True if _client_at(source, unit) != copy.item[0] else None)
+        unit += _utf16_len(character)
+    return flags
+
+
 def _key(item: ItemId) -> str:
     return f"{item[0]}:{item[1]}"
 
 
-def _transplant(doc: Doc[Any], index: int, old: str, unseen: list[bool] | None = None) -> None:
+def _transplant(doc: Doc[Any], index: int, old: str, unseen: Unseen | None = None) -> None:
     """Insert into cell ``index``'s source the lines ``old`` has and it lacks.
 
     Each line goes in as its own Yjs item, made by yrs on a copy of the doc under a client
@@ -261,7 +331,7 @@ def _clients(doc: Doc[Any]) -> set[int]:
     return set(decode_state_vector(doc.get_state()))
 
 
-def _missing_lines(now: str, old: str, unseen: list[bool] | None) -> Iterator[tuple[int, str]]:
+def _missing_lines(now: str, old: str, unseen: Unseen | None) -> Iterator[tuple[int, str]]:
     """Each line of ``old`` that ``now`` lacks, with the UTF-8 offset in ``now`` (pycrdt's
     Text index) where it goes."""
     for at, start, size in missing_spans(now, old, unseen):
@@ -475,7 +545,7 @@ def _lines(chunk: str) -> list[str]:
 
 
 def missing_spans(
-    now: str, before: str, unseen: list[bool] | None = None
+    now: str, before: str, unseen: Unseen | None = None
 ) -> list[tuple[int, int, int]]:
     """What ``before`` has and ``now`` lacks: (where in ``now``, where in ``before``, how
     many characters), in characters.
@@ -488,7 +558,8 @@ def missing_spans(
     ``unseen`` (per character of ``before``, when known) says what the mover of the cell
     never saw: a line made only of such characters is new, added whole even where it looks
     like an old line extended ("<t101>" typed where "<t1>" was deleted); a span the mover
-    saw all of, it deleted knowingly, and it is not missing.
+    saw all of, it deleted knowingly, and it is not missing. (None for a character: not
+    known.)
     """
     a, b, lines = _differ.diff_linesToChars(now + "\n", before + "\n")
     diffs = _differ.diff_main(a, b, False)
@@ -509,14 +580,16 @@ def missing_spans(
     return spans
 
 
-def _new_to(unseen: list[bool] | None, span: tuple[int, int, int]) -> bool:
+def _new_to(unseen: Unseen | None, span: tuple[int, int, int]) -> bool:
     """Did the mover not see some of the span (or is that unknown)?"""
     _, start, size = span
-    return unseen is None or start + size > len(unseen) or any(unseen[start : start + size])
+    if unseen is None or start + size > len(unseen):
+        return True
+    return any(flag is not False for flag in unseen[start : start + size])
 
 
 def _added(
-    old: str, new: str, at: int, start: int, unseen: list[bool] | None
+    old: str, new: str, at: int, start: int, unseen: Unseen | None
 ) -> Iterator[tuple[int, int, int]]:
     """The spans of ``new`` (at ``start``) that ``old``, the lines it replaces (which end
     at ``at``), lacks. Lines glued by a merge (a typed line and a deleted newline) make
@@ -549,7 +622,7 @@ def _unglues(old: str, new: str) -> bool:
 
 
 def _added_lines(
-    old: str, new: str, at: int, start: int, unseen: list[bool] | None
+    old: str, new: str, at: int, start: int, unseen: Unseen | None
 ) -> Iterator[tuple[int, int, int]]:
     """The spans of ``new`` (at ``start``) that ``old`` (at ``at``), which it replaces,
     lacks: each new line extends the next old line it can, or is added before it (a line
