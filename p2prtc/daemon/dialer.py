@@ -230,16 +230,20 @@ class Dialer:
         auth = await run_handshake(pipe, machine)
         assert isinstance(auth, Authenticated)
         # Checked again: answers authenticated meanwhile may have taken the last places.
-        if not await self._make_room(newcomer):
+        taken, shed = self._take_place(newcomer)
+        if not taken:
             logger.info("%s authenticated, but we are full now: closing", pipe.remote_address)
             return
-        self._registry.connecting += 1
         try:
+            if shed is not None:
+                logger.info("full: closing the link to %s to admit a newcomer", shed.label)
+                await shed.close()
             link = await answer_link(pipe, auth, self._ice)
+            # Still counted as being set up until registered: no other answer takes its place.
+            peer_id = stable_id(auth.peer_daemon_id)
+            await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
         finally:
             self._registry.connecting -= 1
-        peer_id = stable_id(auth.peer_daemon_id)
-        await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
 
     def _may_admit(self, newcomer: bool) -> bool:
         """Whether one more member fits, counting a link we could shed for a newcomer."""
@@ -248,18 +252,25 @@ class Dialer:
             return self._link_to_shed() is not None
         return decision is Admission.ACCEPT
 
-    async def _make_room(self, newcomer: bool) -> bool:
-        """Whether one more member fits now, having shed one link for a newcomer if full."""
+    def _take_place(self, newcomer: bool) -> tuple[bool, PeerConnection | None]:
+        """Takes a place for one more member at once, if one is left (or, for a newcomer
+        when full, can be made): whether it took one, and the link to close for it.
+
+        Decided and taken without a pause (the place counts as a connection being set up):
+        an answer that waited for a shed link to close would otherwise find its place taken
+        by another, and the listener would end one over its bound.
+        """
         decision = self._admission(newcomer)
-        if decision is not Admission.SHED_ONE:
-            return decision is Admission.ACCEPT
-        victim = self._link_to_shed()
-        if victim is None:
-            return False
-        connection = self._registry.connections[victim]
-        logger.info("full: closing the link to %s to admit a newcomer", connection.label)
-        await connection.close()
-        return True
+        shed = None
+        if decision is Admission.SHED_ONE:
+            victim = self._link_to_shed()
+            if victim is None:
+                return False, None
+            shed = self._registry.connections[victim]
+        elif decision is Admission.REFUSE:
+            return False, None
+        self._registry.connecting += 1
+        return True, shed
 
     def _admission(self, newcomer: bool) -> Admission:
         return admission(
