@@ -68,7 +68,7 @@ from p2prtc.core import engine
 from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import parse_notebook
 from p2prtc.core.statevector import StateVector, decode_state_vector
-from p2prtc.daemon import document
+from p2prtc.daemon import document, versions
 from p2prtc.daemon.document import SharedFile, merged
 
 # A cell's first line; a concurrent edit may leave a typed token on the same line.
@@ -497,7 +497,7 @@ def run(
     if currently_in_test_context():  # scripts/soak_moves.py runs this outside hypothesis
         note(f"replay: seed {seed} with the draws above (client ids come from the seed)")
     rng = random.Random(seed)
-    with seeded_client_ids(seed), mock.patch.object(document, "COMPACT_AFTER_UPDATES", COMPACT):
+    with seeded_client_ids(seed), mock.patch.object(versions, "COMPACT_AFTER_UPDATES", COMPACT):
         return _run(data, edits, rng, steps=steps, reloads=reloads, folder=folder)
 
 
@@ -523,6 +523,7 @@ def seeded_client_ids(seed: int) -> Iterator[None]:
         with (
             mock.patch.object(engine, "Doc", seeded_doc),
             mock.patch.object(document, "Doc", seeded_doc),
+            mock.patch.object(versions, "Doc", seeded_doc),
         ):
             yield
     finally:
