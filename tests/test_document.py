@@ -27,7 +27,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import MAX_VERSIONS
 from p2prtc.core.model import doc_to_notebook, without_cell_ids
 from p2prtc.core.notebook import render_notebook
-from p2prtc.daemon import document
+from p2prtc.daemon import versions
 from p2prtc.daemon.document import SharedFile
 
 WRITES = 3 * MAX_VERSIONS
@@ -112,7 +112,7 @@ def test_stale_buffer_saved_twice_across_many_writes_keeps_everything(
 def test_compaction_keeps_the_versions_a_buffer_may_start_from(
     shared: SharedFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(document, "COMPACT_AFTER_UPDATES", 4)
+    monkeypatch.setattr(versions, "COMPACT_AFTER_UPDATES", 4)
     early = remote_lines(shared, 6, "EARLY")
     buffer = shared.path.read_text()
     late = remote_lines(shared, WRITES, "LATE")
