@@ -127,6 +127,17 @@ def test_compaction_keeps_the_versions_a_buffer_may_start_from(
     assert_once(restarted(shared).engine.render(), [*early, *late, "USER LINE", "AFTER"])
 
 
+def test_a_restart_keeps_as_many_versions_whole_as_before(shared: SharedFile) -> None:
+    """The newest version is recorded three times (history, base, pending write): restored
+    once, so the oldest versions an editor may still save from stay whole."""
+    save(shared, render_with_line(shared.path.read_text(), 1, "USER LINE"))
+    remote_lines(shared, MAX_VERSIONS - 2)
+    before = shared.own_versions()
+    assert len(before) == MAX_VERSIONS - 1
+
+    assert restarted(shared).own_versions() == before
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 def test_undo_back_to_an_older_text_is_a_change(shared: SharedFile, restart: bool) -> None:
     original = shared.path.read_text()

@@ -65,7 +65,7 @@ class SavedVersions:
             info = json.loads(store.get_meta(f"{name}_info") or b"{}")
             if "seq" in info:
                 saved.append((info, store.get_meta(f"{name}_text") or b""))
-        saved.sort(key=lambda entry: int(entry[0]["seq"]))
+        saved = sorted(_distinct(saved), key=lambda entry: int(entry[0]["seq"]))
         whole, past = saved[-MAX_VERSIONS:], saved[:-MAX_VERSIONS]
         states = self._replay(past, {int(info["seq"]) for info, _ in whole})
         merged_state = store.get_meta(f"{_MERGED}_state")
@@ -222,3 +222,16 @@ def _with_ids(notebook: Notebook, ids: list[str]) -> Notebook:
         for cell, cell_id in zip(notebook["cells"], ids, strict=True)
     ]
     return {**notebook, "cells": cells}
+
+
+def _distinct(saved: list[tuple[dict[str, Any], bytes]]) -> list[tuple[dict[str, Any], bytes]]:
+    """One record per version: the newest is the history's last entry, the base and maybe
+    the pending write too, and each copy restored whole would push an older version out of
+    those kept whole (a stale save then merged against a newer one: chaos seed 935607494).
+    The record that kept the version's own text wins."""
+    by_version: dict[tuple[str, int], tuple[dict[str, Any], bytes]] = {}
+    for info, text in saved:
+        key = (str(info.get("digest")), int(info["seq"]))
+        if key not in by_version or (text and not by_version[key][1]):
+            by_version[key] = (info, text)
+    return list(by_version.values())
