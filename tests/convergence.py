@@ -153,6 +153,17 @@ class FileReplica:
             self.buffer = self.disk
         return sent
 
+    def save_while_down(self, text: str) -> bytes | None:
+        """The editor saves while the daemon is down; the daemon restarts (its versions
+        restored from the store) and catches up with the save."""
+        self.shared.store.close()
+        self.shared.path.write_text(text)
+        store = UpdateStore(self.shared.store.path)
+        self.shared = SharedFile.restore(self.shared.path, store, self.shared.member)
+        sent = self._persisted(self.shared.catch_up)
+        self.buffer = self.disk
+        return sent
+
     def _persisted(self, step: Callable[[], object]) -> bytes | None:
         """Run the daemon's ``step``; the updates it persisted meanwhile, as one."""
         before = self.shared.store.last_seq() or 0
@@ -195,7 +206,9 @@ class World:
     may_revert: set[str] = field(default_factory=set)  # markers and tokens
     sent: list[Sent] = field(default_factory=list)
 
-    def save(self, peer: Peer, edit: WorldEdit) -> None:
+    def save(self, peer: Peer, edit: WorldEdit, *, while_down: bool = False) -> None:
+        """The peer's editor makes ``edit`` in its buffer and saves it (``while_down``: while
+        its daemon is down, which then restarts: FileReplica only)."""
         replica = peer.replica
         nb = replica.notebook()
         effect = edit(nb, next(self.counter))
@@ -210,7 +223,11 @@ class World:
         if not replica.engine.is_known(text):
             peer.last_save = text
         needs = decode_state_vector(replica.engine.doc.get_state())
-        update = replica.save_text(text)
+        if while_down:
+            assert isinstance(replica, FileReplica)
+            update = replica.save_while_down(text)
+        else:
+            update = replica.save_text(text)
         self.expect(effect, ambiguous)
         if update is None:
             return
@@ -477,6 +494,9 @@ def run(
         return _run(data, edits, rng, steps=steps, reloads=reloads, folder=folder)
 
 
+# Over real files, the share of saves made while the replica's daemon is down.
+SAVES_WHILE_DOWN = 0.1
+
 # Over real files, the update log compacts after this many updates (500 in the daemon), so
 # that short runs compact too.
 COMPACT = 6
@@ -521,7 +541,9 @@ def _run(
         peer = world.peers[data.draw(st.integers(0, n_replicas - 1), label="replica")]
         if data.draw(st.booleans(), label="save?"):
             make_edit = data.draw(st.sampled_from(edits), label="edit")
-            world.save(peer, make_edit(data))
+            # Over files, some saves land while the daemon is down (a restart follows).
+            while_down = folder is not None and rng.random() < SAVES_WHILE_DOWN
+            world.save(peer, make_edit(data), while_down=while_down)
         else:
             deliver(world, peer, rng, keep=rng.random() < 0.2, reload=rng.random() < reloads)
     settle(world, rng)

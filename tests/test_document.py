@@ -151,6 +151,23 @@ def test_undo_back_to_an_older_text_is_a_change(shared: SharedFile, restart: boo
     assert final == original
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_undo_back_to_a_text_the_daemon_wrote_is_a_change(
+    shared: SharedFile, restart: bool
+) -> None:
+    """The record of the daemon's last write outlives the save made from it: a restart
+    must not bring that version back, or the undo would look like an unchanged save of it."""
+    remote_lines(shared, 1)
+    written = shared.path.read_text()
+    save(shared, render_with_line(written, 2, "TYPED THEN UNDONE"))
+    if restart:
+        shared = restarted(shared)
+
+    final = save(shared, written)
+
+    assert "TYPED THEN UNDONE" not in final
+
+
 def test_unchanged_save_of_an_old_buffer_is_written_over(shared: SharedFile) -> None:
     buffer = shared.path.read_text()
     remote = remote_lines(shared, 2)

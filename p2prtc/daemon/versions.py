@@ -61,9 +61,13 @@ class SavedVersions:
         store = self.store
         self._history = json.loads(store.get_meta(_HISTORY) or b"[]")
         saved = [(info, b"") for info in self._history]
+        # The records of the last write and merged save outlive the saves made since: one
+        # older than every version the history still holds was forgotten (a save started
+        # from a newer one), and brought back, an undo to it would be "nothing changed".
+        oldest = min((int(info["seq"]) for info in self._history), default=0)
         for name in (_MERGED, _PENDING, _BASE):  # the base last: it is the newest version
             info = json.loads(store.get_meta(f"{name}_info") or b"{}")
-            if "seq" in info:
+            if "seq" in info and int(info["seq"]) >= oldest:
                 saved.append((info, store.get_meta(f"{name}_text") or b""))
         saved = sorted(_distinct(saved), key=lambda entry: int(entry[0]["seq"]))
         whole, past = saved[-MAX_VERSIONS:], saved[:-MAX_VERSIONS]
