@@ -30,8 +30,9 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.engine import NotebookEngine, text_digest
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook
+from p2prtc.core.remembered import MAX_VERSIONS
 from tests.nbgen import generated_notebook, upgrade_to_45
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -87,7 +87,7 @@ from nbgen import (
 )
 from netns import NetnsLab
 
-from p2prtc.core.engine import MAX_VERSIONS
+from p2prtc.core.remembered import MAX_VERSIONS
 
 CELLS = 12
 STALE_SHARE = 0.3

@@ -24,9 +24,9 @@ from nbgen import (
 from pycrdt import Doc
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import MAX_VERSIONS
 from p2prtc.core.model import doc_to_notebook, without_cell_ids
 from p2prtc.core.notebook import render_notebook
+from p2prtc.core.remembered import MAX_VERSIONS
 from p2prtc.daemon import versions
 from p2prtc.daemon.document import SharedFile
 

@@ -27,9 +27,10 @@ from nbgen import (
     stream,
 )
 
-from p2prtc.core.engine import MAX_OLDER_STATE_BYTES, MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.engine import NotebookEngine, text_digest
 from p2prtc.core.model import cells_of
 from p2prtc.core.notebook import InvalidNotebook
+from p2prtc.core.remembered import MAX_OLDER_STATE_BYTES, MAX_VERSIONS
 
 SMALL_UPDATE_BYTES = 100
 
@@ -764,7 +765,7 @@ def test_restart_ingests_edits_made_while_stopped(minor: int) -> None:
     append_to(6, "offline = True")(offline)
 
     restarted = NotebookEngine.from_updates([base_state, a.engine.full_state()])
-    restarted.remember_base(text_digest(base_text), base_nb, base_state)
+    restarted.versions.remember_base(text_digest(base_text), base_nb, base_state)
     result = restarted.ingest(dump(offline))
 
     assert result.update is not None

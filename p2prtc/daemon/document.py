@@ -89,7 +89,7 @@ class SharedFile:
 
         Returns the update to send (already persisted). Raises for an invalid file.
         """
-        if self.engine.latest_version() is None:
+        if self.engine.versions.latest() is None:
             return None  # a join that never completed: wait for peers
         kept = displaced_path(self.path)
         if kept.exists():  # the daemon died before merging a save its write displaced
@@ -125,13 +125,13 @@ class SharedFile:
     def own_versions(self) -> frozenset[bytes]:
         """The digests (``text_digest``) of the notebook's texts as this daemon wrote or read
         them (the versions kept whole): a snapshot, for use off the event loop."""
-        return self.engine.known_digests()
+        return self.engine.versions.known_digests()
 
     def read_and_ingest(self) -> bytes | None:
         """The watcher saw the file change: ingest it unless it is our own last write (an
         older version saved unchanged by a stale editor is written over with the doc)."""
         text = read_file(self.path, MAX_NOTEBOOK_BYTES)
-        latest = self.engine.latest_version()
+        latest = self.engine.versions.latest()
         if latest is not None and latest.digest == text_digest(text):
             return None
         return self.ingest(text)

@@ -55,7 +55,7 @@ class Journal:
     def _entries(self, kind: str, sender: str | None = None) -> list[LogEntry]:
         """The log entries of the update being persisted: the cells stamped meanwhile."""
         stamps, concurrent = self.engine.edits.drain()
-        if self.engine.latest_version() is None:  # a joiner's first state: the past, not news
+        if self.engine.versions.latest() is None:  # a joiner's first state: the past, not news
             kind, stamps, concurrent = changelog.JOIN, [], []
         logged = changelog.entries(kind, sender or self.member, stamps, concurrent, self.engine.doc)
         return self._bursts.kept(logged)

@@ -17,10 +17,11 @@ from typing import Any
 from pycrdt import Doc
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import MAX_VERSIONS, NotebookEngine, text_digest
+from p2prtc.core.engine import NotebookEngine, text_digest
 from p2prtc.core.history import MAX_HISTORY
 from p2prtc.core.model import doc_to_notebook
 from p2prtc.core.notebook import Notebook, parse_notebook
+from p2prtc.core.remembered import MAX_VERSIONS
 from p2prtc.daemon.crash_points import crash_point
 from p2prtc.errors import P2PError
 
@@ -81,7 +82,7 @@ class SavedVersions:
                 state = Doc()
                 state.apply_update(merged_state)
             self._restore_version(info, text, state)
-        if saved and self.engine.latest_version() is None:
+        if saved and self.engine.versions.latest() is None:
             logger.warning("no saved version of %s is usable; using the shared copy", self.path)
             self.engine.remember_written(self.engine.render())
 
@@ -103,7 +104,7 @@ class SavedVersions:
             for info, text in past_at.get(seq, []):
                 try:
                     notebook = _content(info, text, doc)
-                    self.engine.remember_past(bytes.fromhex(info["digest"]), notebook)
+                    self.engine.versions.remember_past(bytes.fromhex(info["digest"]), notebook)
                 except (P2PError, KeyError, ValueError) as exc:
                     logger.info("an old version of %s cannot be restored: %s", self.path, exc)
             if seq in seqs:
@@ -123,7 +124,7 @@ class SavedVersions:
         except (P2PError, KeyError, ValueError) as exc:
             logger.info("a saved version of %s cannot be restored: %s", self.path, exc)
             return
-        self.engine.remember_base(digest, notebook, state_doc.get_update())
+        self.engine.versions.remember_base(digest, notebook, state_doc.get_update())
 
     def _state_at(self, seq: int) -> bytes | None:
         """The doc state just after log position ``seq``; None once compacted away."""
@@ -161,7 +162,7 @@ class SavedVersions:
         restorable ones). ``keep_text``: a save merged with remote edits, whose text and doc
         state differ from the doc at ``seq``."""
         meta = self._version_meta(_BASE, text, seq, keep_text=keep_text)
-        latest = self.engine.latest_version()
+        latest = self.engine.versions.latest()
         if keep_text and latest is not None:
             meta.update(self._version_meta(_MERGED, text, seq, keep_text=True))
             meta[f"{_MERGED}_state"] = latest.state
@@ -171,7 +172,7 @@ class SavedVersions:
             remembered = [
                 info
                 for info in self._history
-                if self.engine.remembers(bytes.fromhex(info["digest"]))
+                if self.engine.versions.remembers(bytes.fromhex(info["digest"]))
             ]
             self._history = [*remembered, json.loads(meta[f"{_BASE}_info"])]
             self._history = self._history[-(MAX_HISTORY + MAX_VERSIONS) :]
@@ -195,7 +196,7 @@ class SavedVersions:
         }
 
     def _ids(self) -> list[str]:
-        latest = self.engine.latest_version()
+        latest = self.engine.versions.latest()
         return [cell["id"] for cell in latest.notebook["cells"]] if latest else []
 
     def maybe_compact(self) -> None:
