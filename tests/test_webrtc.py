@@ -84,13 +84,13 @@ async def test_concurrent_links_keep_their_own_addresses() -> None:
 async def test_open_link_reports_path_and_fingerprints(links: tuple[PeerLink, PeerLink]) -> None:
     a, b = links
     assert a.state is LinkState.OPEN and b.state is LinkState.OPEN
-    assert a.path_type() == "host"
-    remote = a.remote_address()
+    assert a.path.path_type() == "host"
+    remote = a.path.remote_address()
     assert remote is not None and remote[0] == "127.0.0.2"
-    assert a.local_fingerprints() == b.remote_fingerprints()
-    assert b.local_fingerprints() == a.remote_fingerprints()
-    assert any(f.startswith("sha-256 ") for f in a.local_fingerprints())
-    assert a.local_fingerprints() != b.local_fingerprints()
+    assert a.path.local_fingerprints() == b.path.remote_fingerprints()
+    assert b.path.local_fingerprints() == a.path.remote_fingerprints()
+    assert any(f.startswith("sha-256 ") for f in a.path.local_fingerprints())
+    assert a.path.local_fingerprints() != b.path.local_fingerprints()
 
 
 async def test_bytes_flow_both_ways_in_order(links: tuple[PeerLink, PeerLink]) -> None:
@@ -211,9 +211,9 @@ async def _agent(role: str) -> None:
         await link.wait_open(OPEN_TIMEOUT)
         await link.send(b"ping")
         reply = await link.recv()
-        remote = link.remote_address()
+        remote = link.path.remote_address()
         peer = remote[0] if remote else None
-        _say({"reply": reply.decode(), "path": link.path_type(), "peer": peer})
+        _say({"reply": reply.decode(), "path": link.path.path_type(), "peer": peer})
         await link.close()
     else:
         link, answer = await PeerLink.answer(config, _hear())

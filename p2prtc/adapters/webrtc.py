@@ -1,6 +1,7 @@
 """WebRTC transport: one aiortc peer connection with one reliable, ordered data channel.
 
-`PeerLink` is the only thing the daemon sees of aiortc. Signalling is the caller's job:
+`PeerLink` is the only thing the daemon sees of aiortc (its `path`, adapters/webrtc_path.py,
+reads the fingerprints and the selected path out of it). Signalling is the caller's job:
 `PeerLink.offer()` returns the offer SDP, the caller delivers it (sealed) to the other
 daemon which calls `PeerLink.answer()`, and the answer SDP comes back to `accept_answer()`.
 Candidates are gathered before the SDP is returned (no trickle), so one round trip suffices.
@@ -27,13 +28,10 @@ import contextvars
 import enum
 import itertools
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Literal
 
 import aioice.ice
-from aioice.ice import CandidatePair
 from aiortc import (
     InvalidAccessError,
     InvalidStateError,
@@ -52,6 +50,7 @@ from aiortc.rtcsctptransport import (
 )
 
 from p2prtc.adapters.ice import IceConfig
+from p2prtc.adapters.webrtc_path import LinkPath
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -69,10 +68,6 @@ LOW_WATER = 256 * 1024
 # close() waits this long for the peer to take what was sent before closing.
 CLOSE_GRACE = 2.0
 
-PathType = Literal["host", "srflx", "relay", "prflx"]
-_PATH_TYPES: dict[str, PathType] = {t: t for t in ("host", "srflx", "relay", "prflx")}
-
-_FINGERPRINT_LINE = re.compile(r"^a=fingerprint:(\S+) (\S+)\s*$", re.MULTILINE)
 _link_ids = itertools.count(1)
 
 
@@ -156,11 +151,6 @@ def _is_mdns_candidate(line: str) -> bool:
     return line.startswith("a=candidate:") and len(fields) > 4 and fields[4].endswith(".local")
 
 
-def sdp_fingerprints(sdp: str) -> list[str]:
-    """The DTLS certificate fingerprints an SDP declares, as "sha-256 AB:CD:..." strings."""
-    return [f"{alg.lower()} {value.upper()}" for alg, value in _FINGERPRINT_LINE.findall(sdp)]
-
-
 def _require_data_section(sdp: str) -> None:
     # aiortc accepts any text as a description; one without a data section never opens.
     if "\nm=application " not in sdp:
@@ -187,6 +177,7 @@ class PeerLink:
         self._id = next(_link_ids)
         self._pc = pc
         self._channel = channel
+        self.path = LinkPath(pc)  # fingerprints and the selected path, for auth and status
         self._state = LinkState.NEGOTIATING
         self._close_reason = ""
         self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -381,43 +372,6 @@ class PeerLink:
             return await self.recv()
         except LinkClosed:
             raise StopAsyncIteration from None
-
-    # --- facts for authentication and status ----------------------------------------
-
-    def local_fingerprints(self) -> list[str]:
-        """DTLS fingerprints in our SDP (bind them into the handshake's transcript)."""
-        description = self._pc.localDescription
-        return sdp_fingerprints(description.sdp) if description else []
-
-    def remote_fingerprints(self) -> list[str]:
-        """DTLS fingerprints in the peer's SDP; DTLS refuses a certificate not matching."""
-        description = self._pc.remoteDescription
-        return sdp_fingerprints(description.sdp) if description else []
-
-    def path_type(self) -> PathType | None:
-        """How the selected path goes: "relay" if either end relays, else our local
-        candidate's type ("host", "srflx"); None before ICE has selected a path."""
-        pair = self._selected_pair()
-        if pair is None:
-            return None
-        if "relay" in (pair.local_candidate.type, pair.remote_candidate.type):
-            return "relay"
-        return _PATH_TYPES.get(pair.local_candidate.type)
-
-    def remote_address(self) -> tuple[str, int] | None:
-        """The peer's address on the selected path, None before ICE has selected one."""
-        pair = self._selected_pair()
-        return pair.remote_addr if pair is not None else None
-
-    def _selected_pair(self) -> CandidatePair | None:
-        # aiortc exposes no selected-pair API: read aioice's nominated pair for RTP/data
-        # component 1 (private attribute, checked against aiortc 1.16 / aioice 0.13).
-        sctp = self._pc.sctp
-        if sctp is None:
-            return None
-        connection = sctp.transport.transport._connection
-        pair: CandidatePair | None = connection._nominated.get(1)
-        return pair
 
 
 class _BoundedInboundStream(InboundStream):

@@ -58,7 +58,8 @@ class ConnectionState(enum.Enum):
 
 def fingerprint_binding(link: PeerLink) -> bytes:
     """Both DTLS fingerprints in an order both ends agree on."""
-    prints = sorted(["|".join(link.local_fingerprints()), "|".join(link.remote_fingerprints())])
+    path = link.path
+    prints = sorted(["|".join(path.local_fingerprints()), "|".join(path.remote_fingerprints())])
     return "\n".join(prints).encode()
 
 
@@ -246,12 +247,12 @@ class PeerConnection:
         await self.link.close()
 
     def status(self) -> dict[str, Any]:
-        address = self.link.remote_address()
+        address = self.link.path.remote_address()
         return {
             "id": self.peer_id,
             "name": self.peer_name,
             "address": f"{address[0]}:{address[1]}" if address else None,
             "connected": self.is_open,
-            "path_type": self.link.path_type(),
+            "path_type": self.link.path.path_type(),
             "queued_bytes": self._outbox.queued_bytes,
         }
