@@ -1,7 +1,8 @@
-"""A snapshot of the file: a text the engine read or wrote, with the doc as it was then
-(``Version``), and how far a save is from one (the distances that pick a save's base).
+"""One snapshot of the file (``Version``), and how far a save is from one (its distances).
 
-Sans-IO: notebooks and doc states in, counts out.
+A version is a text the engine read or wrote, with the doc as it was then; the distances
+help pick the version a save started from (core.base_choice). Sans-IO: notebooks and doc
+states in, counts out.
 """
 
 from __future__ import annotations
