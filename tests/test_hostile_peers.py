@@ -35,7 +35,7 @@ from daemons import (
     share_and_join,
     wait_until,
 )
-from evil_peer import EvilPeer, Membership, redeem
+from evil_peer import EvilPeer, Membership, first_sync_instead, redeem
 from pycrdt import Doc, YMessageType, YSyncMessageType, create_sync_message
 
 from p2prtc.adapters.webrtc import MAX_MESSAGE_SIZE, LinkClosed, LinkState
@@ -48,6 +48,8 @@ from p2prtc.core.framing import (
     FrameKind,
     encode_frame,
 )
+from p2prtc.core.keys import SealedChannel
+from p2prtc.daemon.dialer import PIPE_CHUNK_BYTES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -243,3 +245,30 @@ async def test_message_over_the_advertised_size_gets_the_peer_disconnected(
     assert f"over {MAX_MESSAGE_SIZE} bytes" in log
     assert evil.daemon_id not in peer_ids((await status(world.a))["shares"][0])
     await assert_unaffected(world, before, "an oversized message")
+
+
+async def test_endless_state_over_the_rendezvous_pipe_is_cut_at_the_size_limit(
+    world: World,
+) -> None:
+    """A member naming the ``pipesync`` feature sends a first state that never ends on the
+    rendezvous pipe: held up to the same 64 MiB bound, then the pipe is closed."""
+    before = world.a_file.read_bytes()
+    reset_peak_memory(world.pid)
+    baseline = memory_mib(world.pid)["VmHWM"]
+    data = b"\1" * (PIPE_CHUNK_BYTES - CHUNK_HEADER_SIZE)
+    count = DEFAULT_MAX_MESSAGE_BYTES // len(data) * 4  # announced: within the count check
+
+    def endless_state(channel: SealedChannel) -> Iterator[bytes]:
+        step1 = Frame(FrameKind.SYNC, world.membership.share_id, create_sync_message(Doc()))
+        yield channel.seal(chunk(0, 0, 1, encode_frame(step1)))
+        yield from (channel.seal(chunk(1, index, count, data)) for index in range(count))
+
+    log_from = len(world.a.log())
+    sent = await first_sync_instead(world.port, world.membership, endless_state)
+    assert (sent - 1) * len(data) > DEFAULT_MAX_MESSAGE_BYTES  # it did read up to the limit
+    assert sent < count  # and then hung up
+    ended = [line for line in world.a.log(log_from).splitlines() if "rendezvous from" in line]
+    assert ended and "larger than allowed" in ended[-1], ended
+    peak = memory_mib(world.pid)["VmHWM"] - baseline
+    assert peak < DEFAULT_MAX_MESSAGE_BYTES // 2**20 + MEMORY_SLACK_MIB, f"peak +{peak} MiB"
+    await assert_unaffected(world, before, "an endless state on the pipe")

@@ -178,13 +178,29 @@ class PeerSync:
 
     def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> list[bytes]:
         """Start syncing ``doc`` with the peer; returns the messages carrying our SyncStep1."""
+        self._register(doc_id, doc)
+        return self._sync_frame(doc_id, create_sync_message(doc))
+
+    def add_doc_with_state(self, doc_id: bytes, doc: Doc[Any], step2: bytes) -> list[SyncEvent]:
+        """Start syncing ``doc`` with the peer, whose SyncStep2 for it came before this
+        channel did (over the rendezvous pipe, core/pipesync.py): it is applied exactly as if
+        it had come here, then our SyncStep1 follows (``Send``), which now asks only for what
+        changed since."""
+        self._register(doc_id, doc)
+        try:
+            events = self._on_sync(doc_id, step2)
+        except _Violation as exc:
+            logger.info("peer %s violated the protocol: %s", self.peer_id, exc)
+            return [ProtocolViolation(str(exc))]
+        return [*events, Send(self._sync_frame(doc_id, create_sync_message(doc)))]
+
+    def _register(self, doc_id: bytes, doc: Doc[Any]) -> None:
         if len(doc_id) != DOC_ID_SIZE:
             raise ValueError(f"doc ids are {DOC_ID_SIZE} bytes")
         if doc_id in self._links:
             raise ValueError(f"doc {doc_id.hex()} is already synced with {self.peer_id}")
         self._links[doc_id] = _DocLink(doc_id, doc)
         self._retired.discard(doc_id)
-        return self._sync_frame(doc_id, create_sync_message(doc))
 
     def remove_doc(
         self, doc_id: bytes, reason: LeaveReason = LeaveReason.UNSPECIFIED
@@ -282,10 +298,9 @@ class PeerSync:
 
     def _on_step1(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
         try:
-            reply = handle_sync_message(payload[1:], link.doc)
-        except Exception as exc:  # pycrdt raises ValueError on a bad state vector
+            reply = answer_step1(payload, link.doc)
+        except ValueError as exc:
             raise _Violation(f"bad SyncStep1 for doc {link.doc_id.hex()}: {exc}") from None
-        assert reply is not None  # a SyncStep1 always gets a SyncStep2
         return [Send(self._sync_frame(link.doc_id, reply))]
 
     def _apply(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
@@ -339,6 +354,26 @@ def _covers(doc: Doc[Any], update: bytes) -> bool:
     except Exception:  # pycrdt read it already; whatever happens, input never raises
         return True
     return missing[:1] == b"\x00"
+
+
+def answer_step1(step1: bytes, doc: Doc[Any]) -> bytes:
+    """The SyncStep2 answering a (checked) SyncStep1 message: what ``doc`` has that the
+    sender lacks. ValueError for a state vector pycrdt cannot read."""
+    try:
+        reply = handle_sync_message(step1[1:], doc)
+    except Exception as exc:  # pycrdt raises ValueError on a bad state vector
+        raise ValueError(str(exc)) from None
+    assert reply is not None  # a SyncStep1 always gets a SyncStep2
+    return reply
+
+
+def sync_message_type(payload: bytes) -> YSyncMessageType:
+    """The type of a y-sync message, checked strictly (pycrdt's own reader tolerates
+    truncation); ValueError saying what is wrong."""
+    try:
+        return _check_sync_message(payload)
+    except _Violation as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _check_sync_message(payload: bytes) -> YSyncMessageType:

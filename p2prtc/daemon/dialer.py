@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from p2prtc.adapters.ice import IceConfig, IceServer
+from p2prtc.adapters.rendezvous import MAX_MESSAGE_SIZE as PIPE_MESSAGE_BYTES
 from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
-from p2prtc.core.keys import epoch_of
+from p2prtc.core.keys import SEAL_OVERHEAD, epoch_of
 from p2prtc.core.mesh import (
     Admission,
     HeldLink,
@@ -29,10 +30,11 @@ from p2prtc.core.mesh import (
 )
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.core.names import name_feature
+from p2prtc.core.pipesync import PIPE_SYNC_FEATURE, PipeSync
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler
+from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler, features_of
 from p2prtc.daemon.pipes import (
     HANDSHAKE_TIMEOUT_S,
     BytePipe,
@@ -41,6 +43,7 @@ from p2prtc.daemon.pipes import (
     expect_ok,
     ok_reply,
     run_handshake,
+    run_pipe_sync,
 )
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
@@ -61,8 +64,11 @@ LINK_OPEN_TIMEOUT_S = 15.0
 
 # What this release understands beyond the first one's frames, told in the handshake
 # identity (``<daemon id>/<run id>/<feature>...``): a peer sends a frame kind only to daemons
-# that named it (a release without AWARENESS frames drops a connection that carries one).
-FEATURES = ("awareness",)
+# that named it (a release without AWARENESS frames drops a connection that carries one),
+# and runs the first sync round over a LAN pipe only with daemons that named ``pipesync``.
+FEATURES = ("awareness", PIPE_SYNC_FEATURE)
+# A sealed chunk of a first state fills a rendezvous message.
+PIPE_CHUNK_BYTES = PIPE_MESSAGE_BYTES - SEAL_OVERHEAD
 
 
 class Identity:
@@ -197,11 +203,16 @@ class Dialer:
                 )
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
-                link = await offer_link(pipe, auth, self._ice)
+                first_sync = self._first_sync(pipe, auth)
+                link = await offer_link(pipe, auth, self._ice, first_sync)
             finally:
-                await pipe.close()
+                # Not waited for: its closing handshake waits for the other daemon, whose
+                # loop may be busy a while (writing a big notebook it was just sent).
+                self._spawn(pipe.close(), f"close pipe to {endpoint.key}")
             endpoint.peer_id = stable_id(auth.peer_daemon_id)
-            await self._adopt_link(link, auth, self._identity.daemon_id, endpoint.key)
+            await self._adopt_link(
+                link, auth, self._identity.daemon_id, endpoint.key, first_sync=first_sync
+            )
         except TooManyPeers:
             logger.info("%s has as many connections as it accepts: trying others", endpoint.key)
             endpoint.backoff.busy(time.monotonic(), self._rng)
@@ -238,12 +249,25 @@ class Dialer:
             if shed is not None:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
-            link = await answer_link(pipe, auth, self._ice)
+            first_sync = self._first_sync(pipe, auth)
+            link = await answer_link(pipe, auth, self._ice, first_sync)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
-            await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
+            await self._adopt_link(
+                link, auth, peer_id, None, came_as_newcomer=newcomer, first_sync=first_sync
+            )
         finally:
             self._registry.connecting -= 1
+
+    def _first_sync(self, pipe: BytePipe, auth: Authenticated) -> PipeSync | None:
+        """The share's first sync round over this pipe, when both sides can run it: a LAN
+        pipe, and a peer that names the feature (core/pipesync.py). Decided alike on both
+        sides; whether we give the peer our state is ours to decide (as on the link)."""
+        if not pipe.direct or PIPE_SYNC_FEATURE not in features_of(auth.peer_daemon_id):
+            return None
+        peer_id = stable_id(auth.peer_daemon_id)
+        doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
+        return PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
 
     def _may_admit(self, newcomer: bool) -> bool:
         """Whether one more member fits, counting a link we could shed for a newcomer."""
@@ -297,6 +321,7 @@ class Dialer:
         endpoint: str | None,
         *,
         came_as_newcomer: bool = False,
+        first_sync: PipeSync | None = None,
     ) -> None:
         if stable_id(auth.peer_daemon_id) == self._identity.daemon_id:
             await link.close()
@@ -319,7 +344,8 @@ class Dialer:
             return
         logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
-        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret)
+        first_state = first_sync.received if first_sync is not None else None
+        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret, first_state)
 
     async def _run_connection(self, connection: PeerConnection) -> None:
         try:
@@ -356,13 +382,17 @@ class Dialer:
         await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
 
 
-async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
-    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
+async def offer_link(
+    pipe: BytePipe, auth: Authenticated, ice: IceConfig, first_sync: PipeSync | None = None
+) -> PeerLink:
+    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake,
+    then ``first_sync`` over the pipe while the link connects."""
     link, offer = await peer_links().offer(ice)
     try:
         await pipe.send(auth.channel.seal(offer.encode()))
         answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
         await link.accept_answer(answer)
+        await sync_over_pipe(pipe, first_sync)
         await link.wait_open(LINK_OPEN_TIMEOUT_S)
     except BaseException:
         await link.close()
@@ -370,17 +400,35 @@ async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> Pee
     return link
 
 
-async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
-    """The listener's side: the peer's sealed SDP offer, our sealed answer."""
+async def answer_link(
+    pipe: BytePipe, auth: Authenticated, ice: IceConfig, first_sync: PipeSync | None = None
+) -> PeerLink:
+    """The listener's side: the peer's sealed SDP offer, our sealed answer, then
+    ``first_sync`` over the pipe while the link connects."""
     offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
     link, answer = await peer_links().answer(ice, offer)
     try:
         await pipe.send(auth.channel.seal(answer.encode()))
+        await sync_over_pipe(pipe, first_sync)
         await link.wait_open(LINK_OPEN_TIMEOUT_S)
     except BaseException:
         await link.close()
         raise
     return link
+
+
+async def sync_over_pipe(pipe: BytePipe, first_sync: PipeSync | None) -> None:
+    """Run the share's first sync round over the pipe, if there is one to run."""
+    if first_sync is None:
+        return
+    started = time.perf_counter()
+    await run_pipe_sync(pipe, first_sync)
+    logger.info(
+        "first sync over the rendezvous pipe with %s: received %d bytes in %.0f ms",
+        pipe.remote_address,
+        len(first_sync.received or b""),
+        (time.perf_counter() - started) * 1000,
+    )
 
 
 def peer_links() -> type[PeerLink]:

@@ -62,6 +62,11 @@ def fingerprint_binding(link: PeerLink) -> bytes:
     return "\n".join(prints).encode()
 
 
+def features_of(identity: str) -> frozenset[str]:
+    """The features a handshake identity ``<daemon id>/<run id>/<feature>...`` names."""
+    return frozenset(identity.split("/")[2:])
+
+
 class PeerConnection:
     """A live link to ``peer_id`` plus the y-sync session and AUTH handshakes running on it."""
 
@@ -85,7 +90,7 @@ class PeerConnection:
         # "<daemon id>/<run id>[/<feature>...]" as proven in the handshake
         self.peer_identity = peer_identity
         self.peer_id = peer_identity.partition("/")[0]
-        self.peer_features = frozenset(peer_identity.split("/")[2:])
+        self.peer_features = features_of(peer_identity)
         self.peer_name = name_from_features(self.peer_features)  # None: an older daemon
         # How log lines name the peer: "alice@laptop (<daemon id>)".
         self.label = label(self.peer_id, self.peer_name)
@@ -156,9 +161,16 @@ class PeerConnection:
             if self._outbox.empty:  # otherwise what is queued tells the peer we are here
                 await self.send(self.sync.send_frame(PING_FRAME))
 
-    async def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> None:
-        if doc_id not in self.sync.doc_ids:
+    async def add_doc(self, doc_id: bytes, doc: Doc[Any], first_state: bytes | None = None) -> None:
+        """Sync ``doc`` with the peer; ``first_state``: the peer's SyncStep2 for it, come
+        over the rendezvous pipe, merged as if it came now (and the events it causes
+        handled as the link's own)."""
+        if doc_id in self.sync.doc_ids:
+            return
+        if first_state is None:
             await self.send(self.sync.add_doc(doc_id, doc))
+        else:
+            await self._on_events(self, self.sync.add_doc_with_state(doc_id, doc, first_state))
 
     async def remove_doc(self, doc_id: bytes, reason: LeaveReason) -> None:
         await self.send(self.sync.remove_doc(doc_id, reason))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
+
+from pycrdt import Doc
 
 from p2prtc.core.membership import Standing
 from p2prtc.core.sync import (
@@ -22,7 +25,8 @@ from p2prtc.core.sync import (
 )
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
-from p2prtc.daemon.share import ShareState
+from p2prtc.daemon.share import Share, ShareState
+from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
@@ -37,18 +41,34 @@ class Syncing:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
+    def doc_to_sync(self, peer_id: str, share_id: bytes, secret: bytes) -> Doc[Any] | None:
+        """The share's doc if we sync it with that peer, which proved ``secret``; None if
+        we refuse it (``on_peer_share`` then tells it why) or the share is not open."""
+        share = self._open_share(share_id)
+        if share is None or _refusal(share.record, peer_id, secret) is not None:
+            return None
+        return share.file.doc
+
+    def _open_share(self, share_id: bytes) -> Share | None:
+        share = self._registry.shares.get(share_id)
+        return None if share is None or share.state is ShareState.CLOSED else share
+
     async def on_peer_share(
-        self, connection: PeerConnection, share_id: bytes, secret: bytes
+        self,
+        connection: PeerConnection,
+        share_id: bytes,
+        secret: bytes,
+        first_state: bytes | None = None,
     ) -> None:
         """The peer proved it holds ``secret`` of ``share_id``: sync that doc with it, or,
-        for a secret rotated away, tell it that it was cut off (and why)."""
-        share = self._registry.shares.get(share_id)
-        if share is None or share.state is ShareState.CLOSED:
+        for a secret rotated away, tell it that it was cut off (and why). ``first_state``:
+        its SyncStep2 for the doc, received over the rendezvous pipe (core/pipesync.py)."""
+        share = self._open_share(share_id)
+        if share is None:
             return
         record = share.record
-        removed = connection.peer_id in record.removed
-        if removed or secret != record.secret:
-            reason = LeaveReason.REMOVED if removed else LeaveReason.OUTDATED
+        reason = _refusal(record, connection.peer_id, secret)
+        if reason is not None:
             logger.info("%s: telling %s it is %s", share.path, connection.label, reason.value)
             await connection.refuse_doc(share_id, reason)
             if not connection.sync.doc_ids:  # nothing else in common: it takes no slot of ours
@@ -60,7 +80,7 @@ class Syncing:
             if connection.peer_id in record.departed:  # invited again
                 record.departed.remove(connection.peer_id)
             record.save(self._registry.home)
-        await connection.add_doc(share_id, share.file.doc)
+        await connection.add_doc(share_id, share.file.doc, first_state)
 
     async def on_peer_events(self, connection: PeerConnection, events: Sequence[SyncEvent]) -> None:
         for event in events:
@@ -115,3 +135,10 @@ class Syncing:
         for connection in list(self._registry.connections.values()):
             for doc_id in connection.sync.doc_ids:
                 await connection.send(connection.sync.resync(doc_id))
+
+
+def _refusal(record: ShareRecord, peer_id: str, secret: bytes) -> LeaveReason | None:
+    """Why we do not sync the share with that peer (it proved ``secret``), None if we do."""
+    if peer_id in record.removed:
+        return LeaveReason.REMOVED
+    return LeaveReason.OUTDATED if secret != record.secret else None
