@@ -232,10 +232,14 @@ class NotebookEngine:
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
-    def remember_written(self, text: str, notebook: Notebook | None = None) -> None:
+    def remember_written(
+        self, text: str, notebook: Notebook | None = None, digest: bytes | None = None
+    ) -> None:
         """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
-        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
-        self._remember(text_digest(text), self.notebook() if notebook is None else notebook)
+        ``notebook`` is the doc's, from ``rendered``, and ``digest`` the text's
+        ``text_digest``, when the caller has them."""
+        notebook = self.notebook() if notebook is None else notebook
+        self._remember(digest or text_digest(text), notebook)
 
     def remember_base(self, digest: bytes, notebook: Notebook, state: bytes) -> None:
         """Restore a version persisted before a restart: the doc state it was read at.

@@ -95,6 +95,7 @@ class Daemon:
             self.discovery.relay,
             wake,
             self.dialer.prepare_links,
+            self.dialer.receiving,
         )
         self.commands = Commands(
             daemon_id,

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.rendezvous import MAX_MESSAGE_SIZE as PIPE_MESSAGE_BYTES
 from p2prtc.adapters.webrtc_deps import import_dependencies
+from p2prtc.core.framing import Progress
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import SEAL_OVERHEAD, epoch_of
 from p2prtc.core.mesh import (
@@ -121,6 +123,7 @@ class Dialer:
         self._links_loading: asyncio.Future[type[PeerLink]] | None = None
         self._preloading: asyncio.Future[None] | None = None
         self._last_resync = time.monotonic()
+        self._first_syncs: set[PipeSync] = set()  # running on rendezvous pipes
 
     # --- the reconcile loop --------------------------------------------------------------
 
@@ -204,7 +207,8 @@ class Dialer:
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
                 first_sync = self._first_sync(pipe, auth)
-                link = await offer_link(pipe, auth, self._ice, first_sync)
+                with self._running(first_sync):
+                    link = await offer_link(pipe, auth, self._ice, first_sync)
             finally:
                 # Not waited for: its closing handshake waits for the other daemon, whose
                 # loop may be busy a while (writing a big notebook it was just sent).
@@ -250,7 +254,8 @@ class Dialer:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
             first_sync = self._first_sync(pipe, auth)
-            link = await answer_link(pipe, auth, self._ice, first_sync)
+            with self._running(first_sync):
+                link = await answer_link(pipe, auth, self._ice, first_sync)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
             await self._adopt_link(
@@ -267,7 +272,26 @@ class Dialer:
             return None
         peer_id = stable_id(auth.peer_daemon_id)
         doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
+        if self._registry.refuses_claim(peer_id, auth.share_id):
+            doc = None  # its link will be refused: nothing is sent to it before
         return PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
+
+    @contextlib.contextmanager
+    def _running(self, first_sync: PipeSync | None) -> Iterator[None]:
+        """While ``first_sync`` runs, ``receiving`` tells how far it has come."""
+        if first_sync is None:
+            yield
+            return
+        self._first_syncs.add(first_sync)
+        try:
+            yield
+        finally:
+            self._first_syncs.discard(first_sync)
+
+    def receiving(self, share_id: bytes) -> Progress | None:
+        """How far a state of the share coming over a rendezvous pipe has come, if one is."""
+        coming = (sync.progress for sync in self._first_syncs if sync.doc_id == share_id)
+        return next((progress for progress in coming if progress is not None), None)
 
     def _may_admit(self, newcomer: bool) -> bool:
         """Whether one more member fits, counting a link we could shed for a newcomer."""
