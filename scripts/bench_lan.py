@@ -250,8 +250,9 @@ def summary(samples: dict[str, list[float]]) -> list[dict[str, Any]]:
 
 
 def passes(figure: Figure, median: float | None) -> bool | None:
+    """Whether the figure meets its target; None without a target or a sample (not run)."""
     if figure.target is None or median is None:
-        return None if figure.target is None else False
+        return None
     return median >= figure.target if figure.at_least else median <= figure.target
 
 

@@ -12,18 +12,17 @@ round, syncs over WebRTC as before.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from daemons import (
     SAMPLE,
-    Node,
     cell_source,
     copy_notebook,
     edit_cell,
     join_directly,
     loopback_nodes,
+    states_over_pipe,
     wait_until,
 )
 from nbgen import big_outputs_notebook, dump
@@ -35,12 +34,6 @@ pytestmark = pytest.mark.timeout(180)
 NOTEBOOK_MB = 3.0
 # The release before the pipe sync: its daemons never name the feature.
 RELEASE_WITHOUT_PIPE_SYNC = "af39105c10cdbe010e9b7ea574c244e6d2da1801"
-_RECEIVED = re.compile(r"first sync over the rendezvous pipe with .*: received (\d+) bytes")
-
-
-def received_over_pipe(node: Node) -> list[int]:
-    """The bytes of each first state the daemon received over a rendezvous pipe."""
-    return [int(size) for size in _RECEIVED.findall(node.log())]
 
 
 def test_a_big_join_arrives_whole_over_the_pipe_and_edits_follow_over_webrtc(
@@ -52,9 +45,9 @@ def test_a_big_join_arrives_whole_over_the_pipe_and_edits_follow_over_webrtc(
     try:
         b_file = join_directly(a, b, a_file, a.share(a_file))
         assert b_file.read_bytes() == a_file.read_bytes()
-        (size,) = received_over_pipe(b)
+        (size,) = states_over_pipe(b)
         assert size > NOTEBOOK_MB * 1e6 * 0.9  # the doc's whole state came that way
-        assert max(received_over_pipe(a)) < 1000  # the joiner had nothing to give
+        assert max(states_over_pipe(a)) < 1000  # the joiner had nothing to give
         edit_cell(b_file, 1, "from the joiner")
         wait_until(lambda: "from the joiner" in cell_source(a_file, 1), what="B -> A")
         edit_cell(a_file, 2, "from the sharer")
@@ -84,7 +77,7 @@ def test_a_peer_without_the_feature_still_joins_over_webrtc(
         notebook = copy_notebook(notebooks_dir / SAMPLE, sharer.workdir / SAMPLE)
         joined = join_directly(sharer, joiner, notebook, sharer.share(notebook))
         assert joined.read_bytes() == notebook.read_bytes()
-        assert received_over_pipe(new) == []  # the old daemon named no such feature
+        assert states_over_pipe(new) == []  # the old daemon named no such feature
         edit_cell(joined, 3, "after an old-and-new join")
         wait_until(lambda: "after an old-and-new join" in cell_source(notebook, 3), what="J -> S")
     finally:

@@ -285,7 +285,8 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.save_unsaved()
-        return merged(self._repair(), self._write(replace_unknown))
+        repair, notebook = self._repair()
+        return merged(repair, self._write(replace_unknown, notebook))
 
     def holds_another_notebook(self) -> bool:
         """Whether the file on disk is there and holds something else than the doc (a
@@ -294,15 +295,16 @@ class SharedFile:
         on_disk = self._read_if_present()
         return on_disk is not None and not self.engine.holds(on_disk)
 
-    def _repair(self) -> bytes | None:
+    def _repair(self) -> tuple[bytes | None, Notebook | None]:
         """Repair cells moved concurrently (core.repair) before the file shows the doc:
-        persisted first, then sent like any update."""
-        repair = self.engine.repair()
+        persisted first, then sent like any update; else the doc's notebook, unchanged."""
+        repair, notebook = self.engine.repair()
         if repair is not None:
             self.store.append(repair)
-        return repair
+        return repair, notebook
 
-    def _write(self, replace_unknown: bool) -> bytes | None:
+    def _write(self, replace_unknown: bool, notebook: Notebook | None = None) -> bytes | None:
+        """``notebook``: the doc's as it is (converted by the repair just before), if known."""
         for _ in range(_WRITE_ATTEMPTS):
             signature = signature_of(self.path)
             on_disk = self._read_if_present()
@@ -311,17 +313,19 @@ class SharedFile:
                 # merged result if needed) rather than overwrite it.
                 return self.ingest(on_disk)
             try:
-                return self._replace(on_disk, signature)
+                return self._replace(on_disk, signature, notebook)
             except FileChangedMeanwhile:
                 crash_point("write-retry")
                 replace_unknown = False  # whatever is there now is someone's save
         return None  # editors keep saving: the watcher delivers them, then we write again
 
-    def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
+    def _replace(
+        self, on_disk: bytes | None, signature: Signature | None, notebook: Notebook | None
+    ) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
         if on_disk is not None and self.engine.holds_doc(on_disk):
             return None  # nothing changed since it was written or read
-        text, notebook = self.engine.rendered()  # one conversion of the doc for all below
+        text, notebook = self.engine.rendered(notebook)  # one conversion of the doc for all
         if on_disk is not None and self.engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
         data = text.encode()
