@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -412,15 +412,11 @@ async def offer_link(
     """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake,
     then ``first_sync`` over the pipe while the link connects."""
     link, offer = await peer_links().offer(ice)
-    try:
+    async with closed_on_failure(link):
         await pipe.send(auth.channel.seal(offer.encode()))
         answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
         await link.accept_answer(answer)
-        await sync_over_pipe(pipe, first_sync)
-        await link.wait_open(LINK_OPEN_TIMEOUT_S)
-    except BaseException:
-        await link.close()
-        raise
+        await first_sync_while_connecting(pipe, link, first_sync)
     return link
 
 
@@ -431,20 +427,33 @@ async def answer_link(
     ``first_sync`` over the pipe while the link connects."""
     offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
     link, answer = await peer_links().answer(ice, offer)
-    try:
+    async with closed_on_failure(link):
         await pipe.send(auth.channel.seal(answer.encode()))
-        await sync_over_pipe(pipe, first_sync)
-        await link.wait_open(LINK_OPEN_TIMEOUT_S)
-    except BaseException:
-        await link.close()
-        raise
+        await first_sync_while_connecting(pipe, link, first_sync)
     return link
 
 
-async def sync_over_pipe(pipe: BytePipe, first_sync: PipeSync | None) -> None:
-    """Run the share's first sync round over the pipe, if there is one to run."""
-    if first_sync is None:
-        return
+@contextlib.asynccontextmanager
+async def closed_on_failure(link: PeerLink) -> AsyncIterator[None]:
+    """Close the link if the block fails (or is cancelled): it is not handed on."""
+    try:
+        yield
+    except BaseException:
+        await link.close()
+        raise
+
+
+async def first_sync_while_connecting(
+    pipe: BytePipe, link: PeerLink, first_sync: PipeSync | None
+) -> None:
+    """Run the share's first sync round over the pipe, if there is one, while the link
+    connects; then wait until the link is open."""
+    if first_sync is not None:
+        await _sync_over_pipe(pipe, first_sync)
+    await link.wait_open(LINK_OPEN_TIMEOUT_S)
+
+
+async def _sync_over_pipe(pipe: BytePipe, first_sync: PipeSync) -> None:
     started = time.perf_counter()
     await run_pipe_sync(pipe, first_sync)
     logger.info(
