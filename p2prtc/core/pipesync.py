@@ -58,7 +58,7 @@ MAX_STEP1_BYTES = 1024 * 1024
 
 
 class PipeSyncError(P2PError):
-    """The other daemon sent a broken document state on the rendezvous connection."""
+    """The other daemon broke the first sync over the rendezvous connection."""
 
 
 class PipeSyncState(enum.Enum):
@@ -127,9 +127,9 @@ class PipeSync:
         try:
             frame = self._reassembler.feed(self._channel.open(message))
             return iter(()) if frame is None else self._on_frame(frame)
-        except (FramingError, PipeSyncError) as exc:
+        except FramingError as exc:
             self._set_state(PipeSyncState.FAILED)
-            raise PipeSyncError(str(exc)) from None
+            raise PipeSyncError(exc.message) from None
         except P2PError:
             self._set_state(PipeSyncState.FAILED)
             raise
