@@ -4,8 +4,8 @@ It speaks the real protocol with p2prtc's own parts, in the test's event loop: t
 (SPAKE2 on the join code over a rendezvous pipe, as ``Joining._redeem_at``), then a member
 handshake and the sealed SDP offer/answer (``dialer.offer_link``), which gives it an open WebRTC
 link to the daemon, authenticated for the share. From there it sends whatever a test wants:
-raw data channel messages, chunks, or well-formed frames. ``first_sync_instead`` stops before
-the link: it sends its own messages where the first sync round over the pipe goes.
+raw data channel messages, chunks, or well-formed frames. ``first_sync_instead`` stops after
+the handshake: it sends its own messages where the first sync round over the pipe goes.
 
 A reader task reassembles what the daemon sends, so a test can see the ERROR frame carrying
 the reason the daemon gives before it disconnects.
@@ -70,13 +70,12 @@ async def redeem(port: int, code: str) -> Membership:
 async def first_sync_instead(
     port: int, membership: Membership, messages: Callable[[SealedChannel], Iterator[bytes]]
 ) -> int:
-    """Dial the daemon as a member that names the ``pipesync`` feature, send the SDP offer,
-    then on the pipe, instead of an honest first sync round (core/pipesync.py), the
-    ``messages`` made with the handshake's sealed channel, until they end or the daemon
-    closes the pipe; how many it sent."""
+    """Dial the daemon as a member that names the ``pipesync`` feature, then send, on the
+    pipe, instead of an honest first sync round (core/pipesync.py), the ``messages`` made
+    with the handshake's sealed channel, until they end or the daemon closes the pipe; how
+    many it sent."""
     identity = f"{secrets.token_hex(8)}/run/{PIPE_SYNC_FEATURE}"
     pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
-    link = None
     sent = 0
     try:
         await pipe.send(envelope("member"))
@@ -84,16 +83,11 @@ async def first_sync_instead(
         machine = MemberInitiator(membership.share_id, membership.secret, identity)
         auth = await run_handshake(pipe, machine)
         assert isinstance(auth, Authenticated)
-        link, offer = await PeerLink.offer(IceConfig(servers=[], host_addresses=[LOOPBACK]))
-        await pipe.send(auth.channel.seal(offer.encode()))
-        auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S))  # its answer
         with contextlib.suppress(PipeClosed):
             for message in messages(auth.channel):
                 await pipe.send(message)
                 sent += 1
     finally:
-        if link is not None:
-            await link.close()
         await pipe.close()
     return sent
 

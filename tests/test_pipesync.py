@@ -1,7 +1,7 @@
 """PipeSync: a share's first y-sync round over a sealed rendezvous pipe, driven without I/O.
 
 Two machines exchange sealed messages in memory, in the order a pipe delivers them; the
-state one receives is merged with ``PeerSync.add_doc_with_state`` as the daemon does, and
+state one receives is merged with ``apply_sync_message`` as the daemon does, and
 must leave the doc exactly as a SyncStep2 over the data channel would. Hostile input (a
 state over the bound, frames out of turn, another document, forged messages) raises a
 ``P2PError`` and is never merged.
@@ -19,7 +19,7 @@ from pycrdt import Doc, Text, create_sync_message, create_update_message
 from p2prtc.core.framing import Chunker, Frame, FrameKind, encode_frame
 from p2prtc.core.keys import SealedChannel, TamperedMessage, session_channel
 from p2prtc.core.pipesync import MAX_STEP1_BYTES, PipeSync, PipeSyncError, PipeSyncState
-from p2prtc.core.sync import PeerSync, ProtocolViolation, RemoteUpdate, Send, Synced
+from p2prtc.core.sync import PeerSync, RemoteUpdate, Send, apply_sync_message
 
 DOC_ID = b"\x07" * 16
 SMALL_CHUNK = 1024  # many chunks for a state of a few KB: chunking is exercised
@@ -70,9 +70,10 @@ def run(a: PipeSync, b: PipeSync) -> int:
     return crossed
 
 
-def merge(doc: Doc[Any], state: bytes) -> list[Any]:
-    """Merge a received state as the daemon does: the link's PeerSync, doc added with it."""
-    return PeerSync("peer").add_doc_with_state(DOC_ID, doc, state)
+def merge(doc: Doc[Any], state: bytes) -> list[bytes]:
+    """Merge a received state as the daemon does (``Syncing.on_first_state``): the updates
+    it made, to persist and relay."""
+    return apply_sync_message(state, doc)
 
 
 def test_a_joiner_gets_the_members_state_and_merges_it_like_a_sync_step() -> None:
@@ -81,31 +82,29 @@ def test_a_joiner_gets_the_members_state_and_merges_it_like_a_sync_step() -> Non
     a, b = machines(member, joiner)
     assert run(a, b) > 20
     assert b.received is not None and a.received is not None
-    events = merge(joiner, b.received)
+    (update,) = merge(joiner, b.received)
     assert text_of(joiner) == content
-    assert [type(e) for e in events] == [RemoteUpdate, Synced, Send]
     # The update the daemon persists and relays is the one a SyncStep2 that came over the
     # data channel gives.
     over_channel, member_link = PeerSync("member"), PeerSync("joiner")
     step1 = over_channel.add_doc(DOC_ID, Doc(client_id=3))
     member_link.add_doc(DOC_ID, member)
     (reply,) = [e for m in step1 for e in member_link.receive(m) if isinstance(e, Send)]
-    updates = [e for m in reply.messages for e in over_channel.receive(m)]
-    assert isinstance(events[0], RemoteUpdate) and isinstance(updates[0], RemoteUpdate)
-    assert events[0].update == updates[0].update
+    (event, *_) = [e for m in reply.messages for e in over_channel.receive(m)]
+    assert isinstance(event, RemoteUpdate) and event.update == update
     # The member merges the joiner's (empty) state: nothing changes, nothing to persist.
-    assert [type(e) for e in merge(member, a.received)] == [Synced, Send]
+    assert merge(member, a.received) == []
 
 
 def test_after_the_pipe_the_links_sync_step_finds_nothing_to_send_again() -> None:
-    """The SyncStep1 sent on the link after the pipe's state asks only for what changed."""
+    """The SyncStep1 the link sends once the pipe's state is merged asks only for what
+    changed since."""
     member, joiner = text_doc("y" * 5000, 1), Doc(client_id=2)
     a, b = machines(member, joiner)
     run(a, b)
     assert b.received is not None
-    joiner_link = PeerSync("member")
-    events = joiner_link.add_doc_with_state(DOC_ID, joiner, b.received)
-    step1 = next(e for e in events if isinstance(e, Send)).messages
+    merge(joiner, b.received)
+    step1 = PeerSync("member").add_doc(DOC_ID, joiner)
     member_link = PeerSync("joiner")
     member_link.add_doc(DOC_ID, member)
     answers = [e for m in step1 for e in member_link.receive(m) if isinstance(e, Send)]
@@ -244,14 +243,14 @@ def test_a_forged_or_replayed_message_is_refused() -> None:
     assert machine.state is PipeSyncState.FAILED
 
 
-def test_a_broken_state_is_caught_when_merged_not_raised() -> None:
+def test_a_broken_state_is_refused_when_merged_and_changes_nothing() -> None:
     """A SyncStep2 whose update pycrdt cannot read passes the pipe's checks (well-formed
-    y-sync) and becomes a protocol violation when merged: the daemon drops that peer."""
+    y-sync) and is refused when merged (the daemon then ends the rendezvous)."""
     machine, theirs = hostile_peer()
     garbage = b"\0\x01\x04\xff\xff\xff\xff"
     feed(machine, sealed(theirs, [step1_frame(Doc()), Frame(FrameKind.SYNC, DOC_ID, garbage)]))
     assert machine.received == garbage
     doc: Doc[Any] = Doc()
-    (violation,) = merge(doc, garbage)
-    assert isinstance(violation, ProtocolViolation)
+    with pytest.raises(ValueError):
+        merge(doc, garbage)
     assert doc.get_update() == b"\x00\x00"  # nothing merged

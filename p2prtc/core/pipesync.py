@@ -1,13 +1,13 @@
 """The first y-sync round of a share over the rendezvous pipe (sans-IO).
 
 aiortc's data channel is pure Python (SCTP and DTLS): it carries about 16 MB/s at full CPU,
-so a joiner of a 50 MB notebook waited seconds for its state. The rendezvous pipe that set
-the link up is a TCP connection on the LAN, already sealed under the member handshake's
-keys, and carries hundreds of MB/s. So when both daemons name the feature ``pipesync`` in
-their handshake identity, and the pipe goes straight to the other daemon (not through a
+so a joiner of a 50 MB notebook waited seconds for its state. The rendezvous pipe that the
+member handshake ran on is a TCP connection on the LAN, sealed under the handshake's keys,
+and carries hundreds of MB/s. So when both daemons name the feature ``pipesync`` in their
+handshake identity, and the pipe goes straight to the other daemon (not through a
 signaling relay), each side's first round of y-sync for the share that the handshake
-proved runs over the pipe while WebRTC connects, and the data channel carries everything
-after (its own SyncStep1 and SyncStep2 then find almost nothing missing).
+proved runs over the pipe, before the SDP offer and answer; the data channel carries
+everything after (its own SyncStep1 and SyncStep2 then find almost nothing missing).
 
 Each side sends one frame first, then at most one more; every pipe message is one chunk of
 a frame (``framing.Chunker``), sealed with the handshake's channel::
@@ -18,9 +18,8 @@ a frame (``framing.Chunker``), sealed with the handshake's channel::
 A side sends LEAVE (empty) instead of its SyncStep1 when it does not sync the share with
 this peer (a removed member, a secret rotated away, a share being closed): then no state
 flows either way, and the data channel's exchange tells the peer why, as without the
-feature. The received SyncStep2 is not applied here: the daemon hands it to the link's
-``PeerSync.add_doc_with_state`` once the link is up, so it merges exactly like a SyncStep2
-that came over the data channel (and not at all if the daemon then refuses the peer).
+feature. The received SyncStep2 (``received``) is merged by the daemon as a link's first
+SyncStep2 is (``sync.apply_sync_message``; persisted, relayed, written).
 
 The peer is hostile input: a state is bounded by ``max_state_bytes`` (the data channel's
 frame bound, 64 MiB by default) as its chunks arrive, a SyncStep1 by ``MAX_STEP1_BYTES``;

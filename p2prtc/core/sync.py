@@ -178,29 +178,13 @@ class PeerSync:
 
     def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> list[bytes]:
         """Start syncing ``doc`` with the peer; returns the messages carrying our SyncStep1."""
-        self._register(doc_id, doc)
-        return self._sync_frame(doc_id, create_sync_message(doc))
-
-    def add_doc_with_state(self, doc_id: bytes, doc: Doc[Any], step2: bytes) -> list[SyncEvent]:
-        """Start syncing ``doc`` with the peer, whose SyncStep2 for it came before this
-        channel did (over the rendezvous pipe, core/pipesync.py): it is applied exactly as if
-        it had come here, then our SyncStep1 follows (``Send``), which now asks only for what
-        changed since."""
-        self._register(doc_id, doc)
-        try:
-            events = self._on_sync(doc_id, step2)
-        except _Violation as exc:
-            logger.info("peer %s violated the protocol: %s", self.peer_id, exc)
-            return [ProtocolViolation(str(exc))]
-        return [*events, Send(self._sync_frame(doc_id, create_sync_message(doc)))]
-
-    def _register(self, doc_id: bytes, doc: Doc[Any]) -> None:
         if len(doc_id) != DOC_ID_SIZE:
             raise ValueError(f"doc ids are {DOC_ID_SIZE} bytes")
         if doc_id in self._links:
             raise ValueError(f"doc {doc_id.hex()} is already synced with {self.peer_id}")
         self._links[doc_id] = _DocLink(doc_id, doc)
         self._retired.discard(doc_id)
+        return self._sync_frame(doc_id, create_sync_message(doc))
 
     def remove_doc(
         self, doc_id: bytes, reason: LeaveReason = LeaveReason.UNSPECIFIED
@@ -305,11 +289,10 @@ class PeerSync:
 
     def _apply(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
         """Apply a SyncStep2 or update; report what it changed (nothing: no event)."""
-        with _captured_updates(link.doc) as changes:
-            try:
-                handle_sync_message(payload[1:], link.doc)
-            except Exception as exc:  # pycrdt raises ValueError on an undecodable update
-                raise _Violation(f"bad update for doc {link.doc_id.hex()}: {exc}") from None
+        try:
+            changes = apply_sync_message(payload, link.doc)
+        except ValueError as exc:
+            raise _Violation(f"bad update for doc {link.doc_id.hex()}: {exc}") from None
         return [RemoteUpdate(link.doc_id, update) for update in changes]
 
     def _sync_frame(self, doc_id: bytes, y_message: bytes) -> list[bytes]:
@@ -354,6 +337,18 @@ def _covers(doc: Doc[Any], update: bytes) -> bool:
     except Exception:  # pycrdt read it already; whatever happens, input never raises
         return True
     return missing[:1] == b"\x00"
+
+
+def apply_sync_message(payload: bytes, doc: Doc[Any]) -> list[bytes]:
+    """Apply a (checked) SyncStep2 or update message to ``doc``: the updates it made, none
+    when it changed nothing (see ``_captured_updates``). ValueError for an update pycrdt
+    cannot read."""
+    with _captured_updates(doc) as changes:
+        try:
+            handle_sync_message(payload[1:], doc)
+        except Exception as exc:  # pycrdt raises ValueError on an undecodable update
+            raise ValueError(str(exc)) from None
+    return changes
 
 
 def answer_step1(step1: bytes, doc: Doc[Any]) -> bytes:

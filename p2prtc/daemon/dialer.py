@@ -12,7 +12,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -206,17 +205,15 @@ class Dialer:
                 )
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
-                first_sync = self._first_sync(pipe, auth)
-                with self._running(first_sync):
-                    link = await offer_link(pipe, auth, self._ice, first_sync)
+                await self._first_state(pipe, auth)
+                await self._links_ready()
+                link = await offer_link(pipe, auth, self._ice)
             finally:
                 # Not waited for: its closing handshake waits for the other daemon, whose
                 # loop may be busy a while (writing a big notebook it was just sent).
                 self._spawn(pipe.close(), f"close pipe to {endpoint.key}")
             endpoint.peer_id = stable_id(auth.peer_daemon_id)
-            await self._adopt_link(
-                link, auth, self._identity.daemon_id, endpoint.key, first_sync=first_sync
-            )
+            await self._adopt_link(link, auth, self._identity.daemon_id, endpoint.key)
         except TooManyPeers:
             logger.info("%s has as many connections as it accepts: trying others", endpoint.key)
             endpoint.backoff.busy(time.monotonic(), self._rng)
@@ -253,40 +250,49 @@ class Dialer:
             if shed is not None:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
-            first_sync = self._first_sync(pipe, auth)
-            with self._running(first_sync):
-                link = await answer_link(pipe, auth, self._ice, first_sync)
+            await self._first_state(pipe, auth)
+            await self._links_ready()
+            link = await answer_link(pipe, auth, self._ice)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
-            await self._adopt_link(
-                link, auth, peer_id, None, came_as_newcomer=newcomer, first_sync=first_sync
-            )
+            await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
         finally:
             self._registry.connecting -= 1
 
-    def _first_sync(self, pipe: BytePipe, auth: Authenticated) -> PipeSync | None:
-        """The share's first sync round over this pipe, when both sides can run it: a LAN
-        pipe, and a peer that names the feature (core/pipesync.py). Decided alike on both
-        sides; whether we give the peer our state is ours to decide (as on the link)."""
+    async def _first_state(self, pipe: BytePipe, auth: Authenticated) -> None:
+        """The share's first sync round over this pipe, before the link, when both sides
+        can run it: a LAN pipe, and a peer that names the feature (core/pipesync.py).
+        Decided alike on both sides; whether we give the peer our state is ours to decide
+        (as on the link). The peer's state, if it gave it, is merged at once: a joiner's
+        file does not wait for WebRTC."""
         if not pipe.direct or PIPE_SYNC_FEATURE not in features_of(auth.peer_daemon_id):
-            return None
+            return
         peer_id = stable_id(auth.peer_daemon_id)
         doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
         if self._registry.refuses_claim(peer_id, auth.share_id):
-            doc = None  # its link will be refused: nothing is sent to it before
-        return PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
-
-    @contextlib.contextmanager
-    def _running(self, first_sync: PipeSync | None) -> Iterator[None]:
-        """While ``first_sync`` runs, ``receiving`` tells how far it has come."""
-        if first_sync is None:
-            yield
-            return
-        self._first_syncs.add(first_sync)
+            doc = None  # its link will be refused: it gets nothing before
+        first_sync = PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
+        started = time.perf_counter()
+        self._first_syncs.add(first_sync)  # ``receiving`` tells how far it has come
         try:
-            yield
+            await run_pipe_sync(pipe, first_sync)
         finally:
             self._first_syncs.discard(first_sync)
+        logger.info(
+            "first sync over the rendezvous pipe with %s: received %d bytes in %.0f ms",
+            pipe.remote_address,
+            len(first_sync.received or b""),
+            (time.perf_counter() - started) * 1000,
+        )
+        if first_sync.received is not None:
+            await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received)
+
+    async def _links_ready(self) -> None:
+        """Until the WebRTC stack is imported, in its thread (``prepare_links``), not on
+        the loop: meanwhile the loop writes a joiner's file from a state just merged."""
+        self.prepare_links()
+        assert self._links_loading is not None
+        await asyncio.shield(self._links_loading)
 
     def receiving(self, share_id: bytes) -> Progress | None:
         """How far a state of the share coming over a rendezvous pipe has come, if one is."""
@@ -345,7 +351,6 @@ class Dialer:
         endpoint: str | None,
         *,
         came_as_newcomer: bool = False,
-        first_sync: PipeSync | None = None,
     ) -> None:
         if stable_id(auth.peer_daemon_id) == self._identity.daemon_id:
             await link.close()
@@ -368,8 +373,7 @@ class Dialer:
             return
         logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
-        first_state = first_sync.received if first_sync is not None else None
-        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret, first_state)
+        await self._syncing.on_peer_share(connection, auth.share_id, auth.secret)
 
     async def _run_connection(self, connection: PeerConnection) -> None:
         try:
@@ -406,62 +410,31 @@ class Dialer:
         await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
 
 
-async def offer_link(
-    pipe: BytePipe, auth: Authenticated, ice: IceConfig, first_sync: PipeSync | None = None
-) -> PeerLink:
-    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake,
-    then ``first_sync`` over the pipe while the link connects."""
+async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
     link, offer = await peer_links().offer(ice)
-    async with closed_on_failure(link):
+    try:
         await pipe.send(auth.channel.seal(offer.encode()))
         answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
         await link.accept_answer(answer)
-        await first_sync_while_connecting(pipe, link, first_sync)
-    return link
-
-
-async def answer_link(
-    pipe: BytePipe, auth: Authenticated, ice: IceConfig, first_sync: PipeSync | None = None
-) -> PeerLink:
-    """The listener's side: the peer's sealed SDP offer, our sealed answer, then
-    ``first_sync`` over the pipe while the link connects."""
-    offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-    link, answer = await peer_links().answer(ice, offer)
-    async with closed_on_failure(link):
-        await pipe.send(auth.channel.seal(answer.encode()))
-        await first_sync_while_connecting(pipe, link, first_sync)
-    return link
-
-
-@contextlib.asynccontextmanager
-async def closed_on_failure(link: PeerLink) -> AsyncIterator[None]:
-    """Close the link if the block fails (or is cancelled): it is not handed on."""
-    try:
-        yield
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
     except BaseException:
         await link.close()
         raise
+    return link
 
 
-async def first_sync_while_connecting(
-    pipe: BytePipe, link: PeerLink, first_sync: PipeSync | None
-) -> None:
-    """Run the share's first sync round over the pipe, if there is one, while the link
-    connects; then wait until the link is open."""
-    if first_sync is not None:
-        await _sync_over_pipe(pipe, first_sync)
-    await link.wait_open(LINK_OPEN_TIMEOUT_S)
-
-
-async def _sync_over_pipe(pipe: BytePipe, first_sync: PipeSync) -> None:
-    started = time.perf_counter()
-    await run_pipe_sync(pipe, first_sync)
-    logger.info(
-        "first sync over the rendezvous pipe with %s: received %d bytes in %.0f ms",
-        pipe.remote_address,
-        len(first_sync.received or b""),
-        (time.perf_counter() - started) * 1000,
-    )
+async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
+    """The listener's side: the peer's sealed SDP offer, our sealed answer."""
+    offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
+    link, answer = await peer_links().answer(ice, offer)
+    try:
+        await pipe.send(auth.channel.seal(answer.encode()))
+        await link.wait_open(LINK_OPEN_TIMEOUT_S)
+    except BaseException:
+        await link.close()
+        raise
+    return link
 
 
 def peer_links() -> type[PeerLink]:

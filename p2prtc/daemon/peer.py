@@ -161,16 +161,9 @@ class PeerConnection:
             if self._outbox.empty:  # otherwise what is queued tells the peer we are here
                 await self.send(self.sync.send_frame(PING_FRAME))
 
-    async def add_doc(self, doc_id: bytes, doc: Doc[Any], first_state: bytes | None = None) -> None:
-        """Sync ``doc`` with the peer; ``first_state``: the peer's SyncStep2 for it, come
-        over the rendezvous pipe, merged as if it came now (and the events it causes
-        handled as the link's own)."""
-        if doc_id in self.sync.doc_ids:
-            return
-        if first_state is None:
+    async def add_doc(self, doc_id: bytes, doc: Doc[Any]) -> None:
+        if doc_id not in self.sync.doc_ids:
             await self.send(self.sync.add_doc(doc_id, doc))
-        else:
-            await self._on_events(self, self.sync.add_doc_with_state(doc_id, doc, first_state))
 
     async def remove_doc(self, doc_id: bytes, reason: LeaveReason) -> None:
         await self.send(self.sync.remove_doc(doc_id, reason))

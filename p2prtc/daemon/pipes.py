@@ -3,9 +3,9 @@
 A dialler's first message says what it wants (``Opening``: ``invite`` with a nameplate, or
 ``member``); the listener answers ``ok`` or the error the dialler should report (``Reply``).
 Then the messages of a sans-IO handshake (core/handshake.py) flow as raw bytes, driven by
-``run_handshake``, and after a member handshake the SDP offer and answer, sealed; then, on
-a LAN pipe between daemons that both name the feature, the share's first sync round
-(core/pipesync.py, ``run_pipe_sync``) while WebRTC connects.
+``run_handshake``; after a member handshake, on a LAN pipe between daemons that both name
+the feature, the share's first sync round (core/pipesync.py, ``run_pipe_sync``), then the
+SDP offer and answer, sealed.
 """
 
 from __future__ import annotations

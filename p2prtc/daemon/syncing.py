@@ -13,6 +13,7 @@ from typing import Any
 from pycrdt import Doc
 
 from p2prtc.core.membership import Standing
+from p2prtc.core.pipesync import PipeSyncError
 from p2prtc.core.sync import (
     LeaveReason,
     PeerError,
@@ -22,6 +23,7 @@ from p2prtc.core.sync import (
     Send,
     Synced,
     SyncEvent,
+    apply_sync_message,
 )
 from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
@@ -54,15 +56,10 @@ class Syncing:
         return None if share is None or share.state is ShareState.CLOSED else share
 
     async def on_peer_share(
-        self,
-        connection: PeerConnection,
-        share_id: bytes,
-        secret: bytes,
-        first_state: bytes | None = None,
+        self, connection: PeerConnection, share_id: bytes, secret: bytes
     ) -> None:
         """The peer proved it holds ``secret`` of ``share_id``: sync that doc with it, or,
-        for a secret rotated away, tell it that it was cut off (and why). ``first_state``:
-        its SyncStep2 for the doc, received over the rendezvous pipe (core/pipesync.py)."""
+        for a secret rotated away, tell it that it was cut off (and why)."""
         share = self._open_share(share_id)
         if share is None:
             return
@@ -80,14 +77,31 @@ class Syncing:
             if connection.peer_id in record.departed:  # invited again
                 record.departed.remove(connection.peer_id)
             record.save(self._registry.home)
-        await connection.add_doc(share_id, share.file.doc, first_state)
+        await connection.add_doc(share_id, share.file.doc)
+
+    async def on_first_state(self, peer_id: str, share_id: bytes, step2: bytes) -> None:
+        """A peer's SyncStep2 of the share, come over the rendezvous pipe before any link
+        (core/pipesync.py): merged, persisted, relayed and written exactly as the first
+        SyncStep2 on a link is. PipeSyncError for a state pycrdt cannot read."""
+        share = self._open_share(share_id)
+        if share is None:
+            return
+        try:
+            updates = apply_sync_message(step2, share.file.doc)
+        except ValueError as exc:
+            raise PipeSyncError(f"bad state: {exc}") from None
+        for update in updates:
+            await self._remote_update(share, update, peer_id)
+        share.schedule_write()
 
     async def on_peer_events(self, connection: PeerConnection, events: Sequence[SyncEvent]) -> None:
         for event in events:
             if isinstance(event, Send):
                 await connection.send(event.messages)
             elif isinstance(event, RemoteUpdate):
-                await self._on_remote_update(connection, event)
+                share = self._registry.shares.get(event.doc_id)
+                if share is not None:
+                    await self._remote_update(share, event.update, connection.peer_id)
             elif isinstance(event, Synced):
                 share = self._registry.shares.get(event.doc_id)
                 if share is not None:
@@ -118,17 +132,15 @@ class Syncing:
             return
         record.save(self._registry.home)
 
-    async def _on_remote_update(self, connection: PeerConnection, event: RemoteUpdate) -> None:
-        share = self._registry.shares.get(event.doc_id)
-        if share is None:
-            return
+    async def _remote_update(self, share: Share, update: bytes, peer_id: str) -> None:
+        """A peer's update changed the doc: persist and write it, relay it to the others."""
         try:
-            share.remote_update(event.update, connection.peer_id)
+            share.remote_update(update, peer_id)
         except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
             share.last_error = exc.message
         # Relayed either way: the peer that made it has it durably, and the rest of a
         # partial mesh must not wait for a reconnection to get it.
-        await self._registry.broadcast(share, event.update, exclude=connection.peer_id)
+        await self._registry.broadcast(share, update, exclude=peer_id)
 
     async def resync_all(self) -> None:
         """Anti-entropy on live connections: a state-vector exchange per shared doc."""
