@@ -4,14 +4,15 @@
                                            [--long] [--out F.json]
     .venv/bin/python scripts/soak_moves.py --first 758 --runs 1      # replay one seed
 
-Each run is ``tests/test_convergence.py``'s (2 to 5 replicas, up to 25 random saves and
-deliveries, then everyone gets everything, repairs included) with its random choices drawn
-from ``random.Random(seed)`` instead of hypothesis, and client ids from the seed too: a seed
-replays exactly. The edit mix is the moves test's (type, delete a line, insert, delete and
-move cells, outputs), or without moves. ``--files``: each replica is the daemon's
-SharedFile over a real file and sqlite update log (recall of older versions from the log,
-history bounds, compaction after a few updates) instead of the bare engine. ``--long``:
-long stale runs (up to 90 steps, editors that reload after 15 % of the daemon's writes, as
+Each run is ``tests/test_convergence.py``'s, its model imported from ``tests/convergence.py``
+(2 to 5 replicas, up to 25 random saves and deliveries, then everyone gets everything,
+repairs included) with its random choices drawn from ``random.Random(seed)`` instead of
+hypothesis, and client ids from the seed too: a seed replays exactly. The edit mix is the
+moves test's (type, delete a line, insert, delete and move cells, outputs), or without moves.
+``--files``: each replica is the daemon's SharedFile over a real file and sqlite update log
+(recall of older versions from the log, history bounds, compaction after a few updates)
+instead of the bare engine. ``--long``: long stale runs (up to 90 steps, editors that reload
+after 15 % of the daemon's writes, as
 ``test_editors_that_rarely_reload_save_from_versions_older_than_those_kept_whole``). Each run is
 checked as the strict property test checks it (converged, valid, ids once, nothing lost,
 nothing doubled); failures are listed by kind with their seeds. Prints a summary and saves
@@ -22,16 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-import test_convergence as convergence  # noqa: E402
+from tests import convergence
 
 # Long stale runs: more steps, editors that seldom reload (the shape of the long property test).
 LONG: dict[str, Any] = {"steps": 90, "reloads": 0.15}

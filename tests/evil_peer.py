@@ -2,7 +2,7 @@
 
 It speaks the real protocol with p2prtc's own parts, in the test's event loop: the invitation
 (SPAKE2 on the join code over a rendezvous pipe, as ``Joining._redeem_at``), then a member
-handshake and the sealed SDP offer/answer (``dialer.offer_link``), which gives it an open WebRTC
+handshake and the sealed SDP offer/answer (``links.offer_link``), which gives it an open WebRTC
 link to the daemon, authenticated for the share. From there it sends whatever a test wants:
 raw data channel messages, chunks, or well-formed frames. ``first_sync_instead`` stops after
 the handshake: it sends its own messages where the first sync round over the pipe goes.
@@ -34,7 +34,7 @@ from p2prtc.core.handshake import Authenticated, InviteJoiner, MemberInitiator, 
 from p2prtc.core.keys import SealedChannel
 from p2prtc.core.messages import Welcome
 from p2prtc.core.pipesync import PIPE_SYNC_FEATURE
-from p2prtc.daemon.dialer import offer_link
+from p2prtc.daemon.links import offer_link
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
 
 logger = logging.getLogger(__name__)

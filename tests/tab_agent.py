@@ -16,12 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from jupyter_servers import ServerAddress, Tab, open_tab
+from tests.jupyter_servers import ServerAddress, Tab, open_tab
 
 
 def say(message: dict[str, Any]) -> None:

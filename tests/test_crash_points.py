@@ -1,6 +1,6 @@
 """Deterministic crashes: a SharedFile process killed (SIGKILL) at each named crash point.
 
-The crash points (``document.crash_point``) sit where a crash must lose nothing: after a
+The crash points (``crash_points.crash_point``) sit where a crash must lose nothing: after a
 save's update is persisted and before the merged file is written, around the atomic write,
 around compaction, and in the write-race paths (an editor's save found just before the
 rename, or displaced by it). Each test runs a scenario in a child process over a real store
@@ -24,8 +24,9 @@ from nbgen import THIS_DAEMON, nbformat_node, peer_update, render_with_line
 
 from p2prtc.adapters import files
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.daemon import document
-from p2prtc.daemon.document import CRASH_AT_ENV, SharedFile
+from p2prtc.daemon import document, versions
+from p2prtc.daemon.crash_points import CRASH_AT_ENV
+from p2prtc.daemon.document import SharedFile
 
 USER = "USER LINE"
 
@@ -50,7 +51,7 @@ def stale_save(shared: SharedFile) -> None:
 
 def remote_lines(shared: SharedFile) -> None:
     """Peers' lines, a save that ends the older versions, and a line that compacts the log."""
-    document.COMPACT_AFTER_UPDATES = 4
+    versions.COMPACT_AFTER_UPDATES = 4
     for index in range(6):
         remote(shared, f"REMOTE {index}")
     print(USER, flush=True)

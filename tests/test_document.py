@@ -27,7 +27,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import MAX_VERSIONS
 from p2prtc.core.model import doc_to_notebook, without_cell_ids
 from p2prtc.core.notebook import render_notebook
-from p2prtc.daemon import document
+from p2prtc.daemon import versions
 from p2prtc.daemon.document import SharedFile
 
 WRITES = 3 * MAX_VERSIONS
@@ -112,7 +112,7 @@ def test_stale_buffer_saved_twice_across_many_writes_keeps_everything(
 def test_compaction_keeps_the_versions_a_buffer_may_start_from(
     shared: SharedFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(document, "COMPACT_AFTER_UPDATES", 4)
+    monkeypatch.setattr(versions, "COMPACT_AFTER_UPDATES", 4)
     early = remote_lines(shared, 6, "EARLY")
     buffer = shared.path.read_text()
     late = remote_lines(shared, WRITES, "LATE")
@@ -127,6 +127,17 @@ def test_compaction_keeps_the_versions_a_buffer_may_start_from(
     assert_once(restarted(shared).engine.render(), [*early, *late, "USER LINE", "AFTER"])
 
 
+def test_a_restart_keeps_as_many_versions_whole_as_before(shared: SharedFile) -> None:
+    """The newest version is recorded three times (history, base, pending write): restored
+    once, so the oldest versions an editor may still save from stay whole."""
+    save(shared, render_with_line(shared.path.read_text(), 1, "USER LINE"))
+    remote_lines(shared, MAX_VERSIONS - 2)
+    before = shared.own_versions()
+    assert len(before) == MAX_VERSIONS - 1
+
+    assert restarted(shared).own_versions() == before
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 def test_undo_back_to_an_older_text_is_a_change(shared: SharedFile, restart: bool) -> None:
     original = shared.path.read_text()
@@ -138,6 +149,23 @@ def test_undo_back_to_an_older_text_is_a_change(shared: SharedFile, restart: boo
 
     assert "TYPED THEN UNDONE" not in final
     assert final == original
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_undo_back_to_a_text_the_daemon_wrote_is_a_change(
+    shared: SharedFile, restart: bool
+) -> None:
+    """The record of the daemon's last write outlives the save made from it: a restart
+    must not bring that version back, or the undo would look like an unchanged save of it."""
+    remote_lines(shared, 1)
+    written = shared.path.read_text()
+    save(shared, render_with_line(written, 2, "TYPED THEN UNDONE"))
+    if restart:
+        shared = restarted(shared)
+
+    final = save(shared, written)
+
+    assert "TYPED THEN UNDONE" not in final
 
 
 def test_unchanged_save_of_an_old_buffer_is_written_over(shared: SharedFile) -> None:

@@ -101,6 +101,13 @@ def append_to(index: int, suffix: str) -> Edit:
     return edit
 
 
+def set_outputs(index: int, text: str) -> Edit:
+    def edit(nb: Notebook) -> None:
+        nb["cells"][index]["outputs"] = [stream(f"{text}\n")]
+
+    return edit
+
+
 def insert_cell(index: int, source: str) -> Edit:
     new_cell = code_cell(source)  # one id, however often the edit is applied
 
@@ -628,6 +635,25 @@ def test_save_of_a_buffer_many_writes_old_keeps_every_remote_edit(minor: int, wr
 
     assert [text.count(f" #B{index:03d}") for index in range(writes)] == [1] * writes
     assert text.count("b_first") == 1
+    assert text.count(" # A") == 1
+
+
+def test_line_typed_beside_a_peer_line_in_a_buffer_older_than_the_kept_versions_keeps_both(
+    minor: int,
+) -> None:
+    """The peer typed a line at the end of a cell, then only ran cells (outputs are no
+    facts): every version kept whole has the peer's line, the other cells as the stale
+    buffer has them. The user types a line at the end of that same cell: no cell of the
+    save is as only an older version had it, yet the cell's source is closer to the version
+    before the peer's line, which is recalled: merged against a kept version, the save
+    would replace the peer's line with the user's (chaos seed 935607494)."""
+    a, b = share(sample_notebook(minor=minor))
+    writes = [append_to(2, "\npeer line")]
+    writes += [set_outputs(1, f"run {index}") for index in range(MAX_VERSIONS + 1)]
+
+    text = stale_save_after(a, b, writes, cell=2)
+
+    assert text.count("peer line") == 1
     assert text.count(" # A") == 1
 
 

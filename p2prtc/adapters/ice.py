@@ -1,7 +1,7 @@
 """Where ICE may look for paths: the WebRTC adapter's settings, without aiortc.
 
 The daemon builds and checks these at start; aiortc itself (and PyAV, which it imports) is
-loaded only when the first link is made (see adapters/webrtc.py and daemon/dialer.py).
+loaded only when the first link is made (see adapters/webrtc.py and daemon/links.py).
 """
 
 from __future__ import annotations

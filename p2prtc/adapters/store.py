@@ -108,63 +108,10 @@ class UpdateStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             with _corruption_as_typed_error(path):
-                self._open()
+                _open(self._db, path)
         except BaseException:
             self._db.close()
             raise
-
-    def _open(self) -> None:
-        self._check_integrity()
-        if not self._has_tables():
-            self._create()
-        self._check_identity()
-        self._migrate()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: the WAL is fsynced at every commit, so a returned write survives power loss.
-        self._db.execute("PRAGMA synchronous=FULL")
-
-    def _check_integrity(self) -> None:
-        problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise StoreCorrupt(f"{self.path}: {problems[0]}")
-
-    def _has_tables(self) -> bool:
-        row = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return bool(row[0])
-
-    def _create(self) -> None:
-        # auto_vacuum must be chosen before the first table exists; FULL gives the space of
-        # compacted rows back to the file system at each commit.
-        self._db.execute("PRAGMA auto_vacuum=FULL")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
-        self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db.execute("COMMIT")
-        logger.debug("created update store %s", self.path)
-
-    def _check_identity(self) -> None:
-        (application_id,) = self._db.execute("PRAGMA application_id").fetchone()
-        if application_id != APPLICATION_ID:
-            raise StoreCorrupt(f"{self.path}: not a p2prtc store")
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreTooNew(f"{self.path}: schema {version}, this p2prtc reads {SCHEMA_VERSION}")
-
-    def _migrate(self) -> None:
-        """Bring a store written by an older p2prtc to this schema, one version at a time."""
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        while version < SCHEMA_VERSION:
-            if version not in _MIGRATIONS:
-                raise StoreCorrupt(f"{self.path}: unknown schema {version}")
-            with self._transaction() as db:
-                for statement in _MIGRATIONS[version]:
-                    db.execute(statement)
-                version += 1
-                db.execute(f"PRAGMA user_version={version}")
-            logger.info("migrated update store %s to schema %d", self.path, version)
 
     @contextmanager
     def _guarded(self) -> Iterator[sqlite3.Connection]:
@@ -175,15 +122,8 @@ class UpdateStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """All statements in the block commit together (durably) or not at all."""
-        with self._guarded() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._guarded() as db, _committed(db):
+            yield db
 
     def append(self, update: bytes, log: Sequence[LogEntry] = ()) -> int:
         """Persist one update durably; return its sequence number (for `compact(upto=)`).
@@ -330,3 +270,78 @@ def _write_log(db: sqlite3.Connection, seq: int, log: Sequence[LogEntry]) -> Non
 def _last_seq(db: sqlite3.Connection) -> int | None:
     (last,) = db.execute("SELECT max(seq) FROM updates").fetchone()
     return None if last is None else int(last)
+
+
+# --- opening a store file: what it must be, and its schema brought up to date ----------------
+
+
+def _open(db: sqlite3.Connection, path: Path) -> None:
+    _check_integrity(db, path)
+    if not _has_tables(db):
+        _create(db, path)
+    _check_identity(db, path)
+    _migrate(db, path)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at every commit, so a returned write survives power loss.
+    db.execute("PRAGMA synchronous=FULL")
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise StoreCorrupt(f"{path}: {problems[0]}")
+
+
+def _has_tables(db: sqlite3.Connection) -> bool:
+    row = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return bool(row[0])
+
+
+def _create(db: sqlite3.Connection, path: Path) -> None:
+    # auto_vacuum must be chosen before the first table exists; FULL gives the space of
+    # compacted rows back to the file system at each commit.
+    db.execute("PRAGMA auto_vacuum=FULL")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    for statement in _SCHEMA:
+        db.execute(statement)
+    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    db.execute("COMMIT")
+    logger.debug("created update store %s", path)
+
+
+def _check_identity(db: sqlite3.Connection, path: Path) -> None:
+    (application_id,) = db.execute("PRAGMA application_id").fetchone()
+    if application_id != APPLICATION_ID:
+        raise StoreCorrupt(f"{path}: not a p2prtc store")
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreTooNew(f"{path}: schema {version}, this p2prtc reads {SCHEMA_VERSION}")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring a store written by an older p2prtc to this schema, one version at a time."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    while version < SCHEMA_VERSION:
+        if version not in _MIGRATIONS:
+            raise StoreCorrupt(f"{path}: unknown schema {version}")
+        with _committed(db):
+            for statement in _MIGRATIONS[version]:
+                db.execute(statement)
+            version += 1
+            db.execute(f"PRAGMA user_version={version}")
+        logger.info("migrated update store %s to schema %d", path, version)
+
+
+@contextmanager
+def _committed(db: sqlite3.Connection) -> Iterator[None]:
+    """All statements in the block commit together (durably) or not at all."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

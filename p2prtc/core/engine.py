@@ -24,7 +24,7 @@ import orjson
 from pycrdt import Doc, TransactionEvent, merge_updates
 
 from p2prtc.core.edits import Author, EditTracker, changed_parts, stamp_cells
-from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts, is_order
+from p2prtc.core.history import CellKey, Fact, VersionHistory, cell_facts, cells_in, is_order
 from p2prtc.core.ingest import apply_notebook_diff, changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
 from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
@@ -385,7 +385,10 @@ class NotebookEngine:
             return []
         with_ids = save.by_id is not None
         kept = frozenset[Fact]().union(*(v.facts_of(with_ids=with_ids) for v in self._versions))
-        if not self._history.knows_any(save.facts - kept, with_ids=with_ids):
+        unknown = save.facts - kept
+        if not self._history.knows_any(unknown, with_ids=with_ids) and not self._edits_older_cell(
+            save, kept, with_ids=with_ids
+        ):
             return []
         recalled = []
         for digest in self._history.candidates(save.facts, with_ids=with_ids):
@@ -396,6 +399,37 @@ class NotebookEngine:
                 recalled.append(Version(digest, doc_to_notebook(doc), state, state_vector(doc)))
         logger.info("a save older than the kept versions: %d older ones recalled", len(recalled))
         return recalled
+
+    def _edits_older_cell(self, save: Save, kept: frozenset[Fact], *, with_ids: bool) -> bool:
+        """Is a cell the save changed (a cell no version kept whole has: ``kept``, their
+        facts) more like that cell in an older version than in any version kept whole?
+
+        A peer typed into a cell since the stale buffer was read, and every kept version
+        has its line; the user typed into the same cell: no fact of the save is only an
+        older version's, but the cell's lines are. Merged against a kept version, the save
+        would replace the peer's line with the user's (chaos seed 935607494).
+        """
+        saved_cells = cells_in(save.facts)
+        kept_cells = cells_in(kept)
+        edited = saved_cells - kept_cells
+        if not edited:
+            return False
+        older = self._history.cells(with_ids=with_ids) - kept_cells
+        # Kept cells the save changed (or deleted): an edited cell is one of them, or new.
+        replaced = kept_cells - saved_cells
+        budget = MAX_PAIRINGS
+        for cell_id, source in edited:
+            olds = [old for old_id, old in older if old_id == cell_id]
+            news = [new for new_id, new in replaced if new_id == cell_id]
+            budget -= len(olds) + len(news)
+            if not olds:
+                continue
+            if budget < 0:
+                return True  # too many to compare: let the closest version decide
+            nearest_older = min(changed_lines(old, source) for old in olds)
+            if not news or nearest_older < min(changed_lines(new, source) for new in news):
+                return True
+        return False
 
     def _closest_version(
         self, save: Save, versions: list[Version], predating: int

@@ -52,6 +52,18 @@ def cell_facts(cells: Sequence[CellKey], *, with_ids: bool) -> frozenset[Fact]:
     return frozenset(_numbered(facts))
 
 
+def cells_in(facts: frozenset[Fact]) -> set[CellKey]:
+    """The cells (id, source) these facts tell of; without ids, the id is empty."""
+    cells = set()
+    for kind, value, _ in facts:
+        if kind == "cell":
+            cell_id, _, source = value.partition("\0")
+            cells.add((cell_id, source))
+        elif kind == "source":
+            cells.add(("", value))
+    return cells
+
+
 def is_order(fact: Fact) -> bool:
     """Is the fact which cell follows which (not what a cell is)?"""
     return fact[0] == "next"
@@ -164,6 +176,11 @@ class VersionHistory:
                 best.append((held, number))
         best.sort(reverse=True)
         return [self._digests[number] for number in sorted(n for _, n in best[:MAX_CANDIDATES])]
+
+    def cells(self, *, with_ids: bool) -> set[CellKey]:
+        """Every cell (id, source) a remembered version had (see ``cells_in``)."""
+        runs = self._runs[with_ids]
+        return cells_in(frozenset(runs.current.keys() | runs.closed.keys()))
 
     def knows_any(self, facts: frozenset[Fact], *, with_ids: bool) -> bool:
         """Did some remembered version have one of these facts?"""

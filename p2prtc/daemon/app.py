@@ -29,6 +29,7 @@ from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.invitations import Invitations
 from p2prtc.daemon.joining import Joining
+from p2prtc.daemon.links import LinkLoader
 from p2prtc.daemon.membership import Membership
 from p2prtc.daemon.memory import keep_heap_small
 from p2prtc.daemon.names import daemon_name
@@ -55,6 +56,7 @@ class Daemon:
         self.watcher = FileWatcher()
         self.invitations = Invitations()
         self._handshakes = HandshakeSlots()
+        self.links = LinkLoader()
         self.registry = Registry(home, self.watcher)
         self.rooms = RoomLinks(
             self.registry.share_for_path,
@@ -82,6 +84,7 @@ class Daemon:
             self.registry,
             self.discovery,
             self.syncing,
+            self.links,
             on_rekey=self.membership.on_rekey,
             wake=wake,
             spawn=self.tasks.spawn,
@@ -94,7 +97,7 @@ class Daemon:
             self.discovery,
             self.discovery.relay,
             wake,
-            self.dialer.prepare_links,
+            self.links.prepare_links,
             self.dialer.receiving,
         )
         self.commands = Commands(
@@ -131,7 +134,7 @@ class Daemon:
             self.tasks.spawn(keep_heap_small(trimmer), "memory")
         await self._control.start()
         await self._prepare_links_for_shares()
-        self.dialer.preload_link_dependencies()
+        self.links.preload_link_dependencies()
         logger.info(
             "daemon %s started: rendezvous port %s, %d shares",
             label(self.identity.daemon_id, self.identity.name),
@@ -154,6 +157,7 @@ class Daemon:
         await self._control.close()
         self.tasks.cancel_all()
         await self.dialer.close()
+        await self.links.close()
         await self.discovery.close()
         if self._rendezvous is not None:
             with contextlib.suppress(Exception):
@@ -165,7 +169,7 @@ class Daemon:
 
     async def _prepare_links_for_shares(self) -> None:
         if self.registry.shares:  # peers will link: a daemon with none stays small
-            self.dialer.prepare_links()
+            self.links.prepare_links()
 
     async def _resume(self, record: ShareRecord) -> None:
         try:

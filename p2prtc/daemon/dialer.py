@@ -1,8 +1,9 @@
 """The dialer: keeps a connection to every reachable daemon that shares something with us.
 
 It owns the reconcile loop (dial whom the mesh rules say, authenticate further shares on
-open connections), both ends of a member rendezvous (the handshake, then the SDP offer and
-answer sealed under its keys) and the life of each adopted connection.
+open connections), both ends of a member rendezvous (the listener's admission, the
+handshake, on a LAN pipe the share's first sync round (core/pipesync.py), then the link:
+links.py) and the life of each adopted connection.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import contextlib
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.rendezvous import MAX_MESSAGE_SIZE as PIPE_MESSAGE_BYTES
-from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.framing import Progress
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
 from p2prtc.core.keys import SEAL_OVERHEAD, epoch_of
@@ -35,9 +33,9 @@ from p2prtc.core.pipesync import PIPE_SYNC_FEATURE, PipeSync
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
+from p2prtc.daemon.links import LinkLoader, answer_link, ice_config, offer_link
 from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler, features_of
 from p2prtc.daemon.pipes import (
-    HANDSHAKE_TIMEOUT_S,
     BytePipe,
     TooManyPeers,
     error_reply,
@@ -52,7 +50,7 @@ from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Spawn
 from p2prtc.errors import describe
 
-if TYPE_CHECKING:  # imported when the first link is made: see peer_links()
+if TYPE_CHECKING:  # imported when the first link is made: see links.peer_links()
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
@@ -60,7 +58,6 @@ logger = logging.getLogger(__name__)
 RECONCILE_INTERVAL_S = 1.0
 # Anti-entropy on live connections: a state-vector exchange per shared doc this often.
 RESYNC_INTERVAL_S = 30.0
-LINK_OPEN_TIMEOUT_S = 15.0
 
 
 # What this release understands beyond the first one's frames, told in the handshake
@@ -97,6 +94,7 @@ class Dialer:
         registry: Registry,
         discovery: Discovery,
         syncing: Syncing,
+        links: LinkLoader,
         *,
         on_rekey: RekeyHandler,
         wake: asyncio.Event,
@@ -108,6 +106,7 @@ class Dialer:
         self._registry = registry
         self._discovery = discovery
         self._syncing = syncing
+        self._links = links
         self._on_rekey = on_rekey
         self._on_awareness = on_awareness
         self._wake = wake
@@ -116,11 +115,6 @@ class Dialer:
         # Share id -> when we last saw no open link carry it (``mesh.is_newcomer``).
         self._peerless_since: dict[bytes, float] = {}
         self._ice = ice_config(config)
-        # Every import of the WebRTC stack runs on this one thread: two threads importing
-        # the same packages at once can deadlock on their module locks.
-        self._importer = ThreadPoolExecutor(1, thread_name_prefix="webrtc-import")
-        self._links_loading: asyncio.Future[type[PeerLink]] | None = None
-        self._preloading: asyncio.Future[None] | None = None
         self._last_resync = time.monotonic()
         self._first_syncs: set[PipeSync] = set()  # running on rendezvous pipes
 
@@ -206,7 +200,7 @@ class Dialer:
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
                 await self._first_state(pipe, auth)
-                await self._links_ready()
+                await self._links.ready()
                 link = await offer_link(pipe, auth, self._ice)
             finally:
                 # Not waited for: its closing handshake waits for the other daemon, whose
@@ -251,7 +245,7 @@ class Dialer:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
             await self._first_state(pipe, auth)
-            await self._links_ready()
+            await self._links.ready()
             link = await answer_link(pipe, auth, self._ice)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
@@ -286,13 +280,6 @@ class Dialer:
         )
         if first_sync.received is not None:
             await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received)
-
-    async def _links_ready(self) -> None:
-        """Until the WebRTC stack is imported, in its thread (``prepare_links``), not on
-        the loop: meanwhile the loop writes a joiner's file from a state just merged."""
-        self.prepare_links()
-        assert self._links_loading is not None
-        await asyncio.shield(self._links_loading)
 
     def receiving(self, share_id: bytes) -> Progress | None:
         """How far a state of the share coming over a rendezvous pipe has come, if one is."""
@@ -386,79 +373,9 @@ class Dialer:
                 endpoint.backoff.connection_ended(time.monotonic(), lasted_s)
             self._wake.set()
 
-    def prepare_links(self) -> None:
-        """Import the WebRTC stack in a thread, once, when links are coming (a share is
-        open, a join started): the first link then does not wait for it, and meanwhile the
-        event loop keeps answering."""
-        if self._links_loading is None:
-            loop = asyncio.get_running_loop()
-            self._links_loading = loop.run_in_executor(self._importer, _load_links)
-
-    def preload_link_dependencies(self) -> None:
-        """Import aiortc's codec-free dependencies in the background (adapters/webrtc_deps),
-        unless the whole stack is loading already: a daemon with no share yet (it may soon
-        join one) then loads only aiortc and PyAV when its first link comes."""
-        if self._links_loading is None and self._preloading is None:
-            loop = asyncio.get_running_loop()
-            self._preloading = loop.run_in_executor(self._importer, import_dependencies)
-
     async def close(self) -> None:
         for connection in list(self._registry.connections.values()):
             await connection.close()
-        # An import under way finishes first (a fraction of a second): its result then
-        # reaches a loop that is still open.
-        await asyncio.to_thread(self._importer.shutdown, wait=True, cancel_futures=True)
-
-
-async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
-    """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
-    link, offer = await peer_links().offer(ice)
-    try:
-        await pipe.send(auth.channel.seal(offer.encode()))
-        answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-        await link.accept_answer(answer)
-        await link.wait_open(LINK_OPEN_TIMEOUT_S)
-    except BaseException:
-        await link.close()
-        raise
-    return link
-
-
-async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
-    """The listener's side: the peer's sealed SDP offer, our sealed answer."""
-    offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-    link, answer = await peer_links().answer(ice, offer)
-    try:
-        await pipe.send(auth.channel.seal(answer.encode()))
-        await link.wait_open(LINK_OPEN_TIMEOUT_S)
-    except BaseException:
-        await link.close()
-        raise
-    return link
-
-
-def peer_links() -> type[PeerLink]:
-    """The WebRTC adapter's link, imported when the first link is made, not at start:
-    aiortc imports PyAV (FFmpeg) and its codecs, about 40 MB and 0.15-0.3 s, which a daemon
-    that starts for a wrong code, or runs with no peer, never needs (docs/benchmarks.md)."""
-    from p2prtc.adapters.webrtc import PeerLink
-
-    return PeerLink
-
-
-def _load_links() -> type[PeerLink]:
-    started = time.perf_counter()
-    links = peer_links()
-    logger.debug("WebRTC stack imported in %.0f ms", (time.perf_counter() - started) * 1000)
-    return links
-
-
-def ice_config(config: DaemonConfig) -> IceConfig:
-    servers = [
-        IceServer(urls=[url], username=user, credential=password)
-        for url, user, password in config.ice_servers()
-    ]
-    return IceConfig(servers, host_addresses=config.interfaces, relay_only=config.relay_only)
 
 
 def stable_id(identity: str) -> str:
