@@ -72,8 +72,8 @@ async def first_sync_instead(
 ) -> int:
     """Dial the daemon as a member that names the ``pipesync`` feature, then send, on the
     pipe, instead of an honest first sync round (core/pipesync.py), the ``messages`` made
-    with the handshake's sealed channel, until they end or the daemon closes the pipe; how
-    many it sent."""
+    with the handshake's sealed channel, until they end or the daemon closes the pipe; then
+    read what the daemon sends until it closes the pipe. How many messages it sent."""
     identity = f"{secrets.token_hex(8)}/run/{PIPE_SYNC_FEATURE}"
     pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
     sent = 0
@@ -87,6 +87,8 @@ async def first_sync_instead(
             for message in messages(auth.channel):
                 await pipe.send(message)
                 sent += 1
+            while True:  # the daemon hangs up once it has judged what it got
+                await pipe.recv(HANDSHAKE_TIMEOUT_S)
     finally:
         await pipe.close()
     return sent
