@@ -279,7 +279,9 @@ class Dialer:
             (time.perf_counter() - started) * 1000,
         )
         if first_sync.received is not None:
-            await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received)
+            address = pipe.remote_address
+            where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+            await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received, where)
 
     def receiving(self, share_id: bytes) -> Progress | None:
         """How far a state of the share coming over a rendezvous pipe has come, if one is."""

@@ -228,11 +228,15 @@ class Joining:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(share.ready.wait(), min(PROGRESS_INTERVAL_S, remaining))
             incoming = [self._receiving_over_pipe(share.share_id)]
+            # The member the state came from over a pipe first: its link may come later.
+            members = [share.state_from] if share.state_from else []
             for connection in self._registry.peers_of(share):
-                if connection.peer_id not in shown:
-                    shown.add(connection.peer_id)
-                    report({"phase": "connected", **connection.status()})
+                members.append(connection.status())
                 incoming.append(connection.sync.receiving(share.share_id))
+            for member in members:
+                if member["id"] not in shown:
+                    shown.add(member["id"])
+                    report({"phase": "connected", **member})
             for progress in incoming:
                 if progress is not None:
                     event = {

@@ -79,13 +79,17 @@ class Syncing:
             record.save(self._registry.home)
         await connection.add_doc(share_id, share.file.doc)
 
-    async def on_first_state(self, peer_id: str, share_id: bytes, step2: bytes) -> None:
-        """A peer's SyncStep2 of the share, come over the rendezvous pipe before any link
-        (core/pipesync.py): merged, persisted, relayed and written exactly as the first
-        SyncStep2 on a link is. PipeSyncError for a state pycrdt cannot read."""
+    async def on_first_state(
+        self, peer_id: str, share_id: bytes, step2: bytes, address: str
+    ) -> None:
+        """A peer's SyncStep2 of the share, come over the rendezvous pipe (from ``address``)
+        before any link (core/pipesync.py): merged, persisted, relayed and written exactly
+        as the first SyncStep2 on a link is. PipeSyncError for a state pycrdt cannot read."""
         share = self._open_share(share_id)
         if share is None:
             return
+        if share.state is ShareState.JOINING and share.state_from is None:
+            share.state_from = {"id": peer_id, "address": address, "path_type": "rendezvous pipe"}
         try:
             updates = apply_sync_message(step2, share.file.doc)
         except ValueError as exc:
