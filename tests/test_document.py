@@ -139,33 +139,24 @@ def test_a_restart_keeps_as_many_versions_whole_as_before(shared: SharedFile) ->
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
-def test_undo_back_to_an_older_text_is_a_change(shared: SharedFile, restart: bool) -> None:
-    original = shared.path.read_text()
-    save(shared, render_with_line(original, 2, "TYPED THEN UNDONE"))
-    if restart:
-        shared = restarted(shared)
-
-    final = save(shared, original)
-
-    assert "TYPED THEN UNDONE" not in final
-    assert final == original
-
-
-@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
-def test_undo_back_to_a_text_the_daemon_wrote_is_a_change(
-    shared: SharedFile, restart: bool
+@pytest.mark.parametrize("remote_write", [False, True], ids=["text-read", "text-written"])
+def test_undo_back_to_an_older_text_is_a_change(
+    shared: SharedFile, restart: bool, remote_write: bool
 ) -> None:
-    """The record of the daemon's last write outlives the save made from it: a restart
-    must not bring that version back, or the undo would look like an unchanged save of it."""
-    remote_lines(shared, 1)
-    written = shared.path.read_text()
-    save(shared, render_with_line(written, 2, "TYPED THEN UNDONE"))
+    """With ``remote_write``, the older text is one the daemon wrote: the record of its
+    last write outlives the save made from it, and a restart must not bring that version
+    back, or the undo would look like an unchanged save of it."""
+    if remote_write:
+        remote_lines(shared, 1)
+    older = shared.path.read_text()
+    save(shared, render_with_line(older, 2, "TYPED THEN UNDONE"))
     if restart:
         shared = restarted(shared)
 
-    final = save(shared, written)
+    final = save(shared, older)
 
     assert "TYPED THEN UNDONE" not in final
+    assert final == older
 
 
 def test_unchanged_save_of_an_old_buffer_is_written_over(shared: SharedFile) -> None:
