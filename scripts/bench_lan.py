@@ -1,6 +1,6 @@
 """Benchmark the LAN path as a user meets it: network namespaces, mDNS, the CLI alone.
 
-    .venv/bin/python scripts/bench_lan.py [--runs 5] [--big-runs 3] [--out PATH.json]
+    .venv/bin/python scripts/bench_lan.py [--runs 5] [--big-runs 3] [--big-only] [--out PATH.json]
 
 Needs root (it creates its own namespaces, tests/netns.py). A sharer daemon in one namespace
 shares 02.02 (33 KB) and keeps running; each run makes a new invitation (``p2prtc invite``)
@@ -217,15 +217,15 @@ def run_unknown_word(lab: Lab) -> None:
     lab.samples[FIGURES[4].name].append(seconds)
 
 
-def one_round(lab: Lab, big: bool) -> list[Callable[[], None]]:
-    return [
+def one_round(lab: Lab, big: bool, *, big_only: bool = False) -> list[Callable[[], None]]:
+    small: list[Callable[[], None]] = [
         lambda: run_join(lab, warm=False),
         lambda: run_join(lab, warm=True),
         lambda: run_wrong_code(lab, warm=True),
         lambda: run_wrong_code(lab, warm=False),
         lambda: run_unknown_word(lab),
-        *([lambda: run_big_join(lab)] if big else []),
     ]
+    return [*([] if big_only else small), *([lambda: run_big_join(lab)] if big else [])]
 
 
 def summary(samples: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -250,8 +250,9 @@ def summary(samples: dict[str, list[float]]) -> list[dict[str, Any]]:
 
 
 def passes(figure: Figure, median: float | None) -> bool | None:
+    """Whether the figure meets its target; None without a target or a sample (not run)."""
     if figure.target is None or median is None:
-        return None if figure.target is None else False
+        return None
     return median >= figure.target if figure.at_least else median <= figure.target
 
 
@@ -273,7 +274,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench(runs: int, big_runs: int) -> dict[str, Any]:
+def bench(runs: int, big_runs: int, *, big_only: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-lan-") as tmp:
@@ -290,7 +291,7 @@ def bench(runs: int, big_runs: int) -> dict[str, Any]:
                     sharer.share(path)
             lab = Lab(root, sharer, notebook, medium, big, template)
             for index in range(runs):
-                for step in one_round(lab, big=index < big_runs):
+                for step in one_round(lab, big=index < big_runs, big_only=big_only):
                     try:
                         step()
                     except (BenchFailed, subprocess.TimeoutExpired) as exc:
@@ -396,6 +397,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--big-runs", type=int, default=3, help="50 MB joins (0: none)")
+    parser.add_argument(
+        "--big-only", action="store_true", help="only the 50 MB joins (--big-runs of them)"
+    )
     parser.add_argument("--scale", type=int, help="only the N-daemon row: N namespaces")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -404,7 +408,8 @@ def main() -> None:
         save_results(args.out.with_name(f"{args.out.stem}_scale{args.scale}.json"), scale)
         print(json.dumps(scale, indent=1))
         return
-    results = bench(args.runs, args.big_runs)
+    runs = args.big_runs if args.big_only else args.runs
+    results = bench(runs, args.big_runs, big_only=args.big_only)
     save_results(args.out, results)
     print(table(results["rows"]))
     machine = results["machine"]

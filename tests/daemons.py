@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -182,6 +183,15 @@ class Node:
                 synced = [p for p in share["peers"] if p["synced"]]
                 return len(synced) >= count
         return False
+
+
+_FIRST_STATE = re.compile(r"first sync over the rendezvous pipe with .*: received (\d+) bytes")
+
+
+def states_over_pipe(node: Node) -> list[int]:
+    """The bytes of each first state the daemon received over a rendezvous pipe (from its
+    log: core/pipesync.py), oldest first."""
+    return [int(size) for size in _FIRST_STATE.findall(node.log())]
 
 
 def process_alive(pid: int) -> bool:

@@ -4,7 +4,8 @@ It speaks the real protocol with p2prtc's own parts, in the test's event loop: t
 (SPAKE2 on the join code over a rendezvous pipe, as ``Joining._redeem_at``), then a member
 handshake and the sealed SDP offer/answer (``links.offer_link``), which gives it an open WebRTC
 link to the daemon, authenticated for the share. From there it sends whatever a test wants:
-raw data channel messages, chunks, or well-formed frames.
+raw data channel messages, chunks, or well-formed frames. ``first_sync_instead`` stops after
+the handshake: it sends its own messages where the first sync round over the pipe goes.
 
 A reader task reassembles what the daemon sends, so a test can see the ERROR frame carrying
 the reason the daemon gives before it disconnects.
@@ -16,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from p2prtc.adapters.rendezvous import connect_pipe
+from p2prtc.adapters.rendezvous import PipeClosed, connect_pipe
 from p2prtc.adapters.webrtc import IceConfig, PeerLink
 from p2prtc.core.codes import parse_code
 from p2prtc.core.framing import (
@@ -29,7 +31,9 @@ from p2prtc.core.framing import (
     error_reason,
 )
 from p2prtc.core.handshake import Authenticated, InviteJoiner, MemberInitiator, Welcomed
+from p2prtc.core.keys import SealedChannel
 from p2prtc.core.messages import Welcome
+from p2prtc.core.pipesync import PIPE_SYNC_FEATURE
 from p2prtc.daemon.links import offer_link
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, envelope, expect_ok, run_handshake
 
@@ -61,6 +65,33 @@ async def redeem(port: int, code: str) -> Membership:
         await pipe.close()
     welcome = Welcome.decode(welcomed.payload)
     return Membership(welcome.share_id, welcome.secret, welcome.name, list(welcome.members))
+
+
+async def first_sync_instead(
+    port: int, membership: Membership, messages: Callable[[SealedChannel], Iterator[bytes]]
+) -> int:
+    """Dial the daemon as a member that names the ``pipesync`` feature, then send, on the
+    pipe, instead of an honest first sync round (core/pipesync.py), the ``messages`` made
+    with the handshake's sealed channel, until they end or the daemon closes the pipe; then
+    read what the daemon sends until it closes the pipe. How many messages it sent."""
+    identity = f"{secrets.token_hex(8)}/run/{PIPE_SYNC_FEATURE}"
+    pipe = await connect_pipe(LOOPBACK, port, HANDSHAKE_TIMEOUT_S)
+    sent = 0
+    try:
+        await pipe.send(envelope("member"))
+        await expect_ok(pipe)
+        machine = MemberInitiator(membership.share_id, membership.secret, identity)
+        auth = await run_handshake(pipe, machine)
+        assert isinstance(auth, Authenticated)
+        with contextlib.suppress(PipeClosed):
+            for message in messages(auth.channel):
+                await pipe.send(message)
+                sent += 1
+            while True:  # the daemon hangs up once it has judged what it got
+                await pipe.recv(HANDSHAKE_TIMEOUT_S)
+    finally:
+        await pipe.close()
+    return sent
 
 
 class EvilPeer:

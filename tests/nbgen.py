@@ -387,10 +387,10 @@ class Replica:
         self.engine.doc.apply_update(update)
 
     def write(self, *, reload: bool) -> bytes | None:
-        repair = self.engine.repair()
+        repair, unchanged = self.engine.repair()
         if repair is not None:
             self.sent.append(repair)
-        text, notebook = self.engine.rendered()
+        text, notebook = self.engine.rendered(unchanged)
         if text == self.disk:
             return repair
         self.disk = text

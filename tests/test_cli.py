@@ -210,7 +210,9 @@ def test_join_tells_each_step_in_plain_lines_when_piped(sharer: Sharer, joiner: 
     dest = joiner.workdir / sharer.notebook.name
     steps = steps_of(result.stdout.splitlines())
     assert steps[:4] == first_steps(sharer.port, "analysis.ipynb", dest)
-    assert steps[4].startswith("connected to member ") and steps[4].endswith(" via host")
+    # The notebook came over the rendezvous pipe (protocol.md 5.3), before any WebRTC link.
+    assert steps[4].startswith("connected to member ")
+    assert steps[4].endswith(" via rendezvous pipe")
     assert steps[5:] == [f"joined: {dest} (32.8 kB, synced)"]
     assert dest.read_bytes() == sharer.notebook.read_bytes()
     assert result.stderr == ""

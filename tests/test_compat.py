@@ -12,45 +12,25 @@ comes before the installed package on ``sys.path``. Loopback homes only.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from daemons import SAMPLE, Node, cell_source, copy_notebook, edit_cell, loopback_nodes, wait_until
+from releases import on_release, release_source
 from signaling_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 # The commit issue 11 started from: its daemons, homes and wire formats are what users run.
 STARTING_COMMIT = "b11004e67167f175a736cba5c094b8278b9449a2"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def old_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starting commit's source tree, extracted from this clone's history."""
-    has_commit = subprocess.run(
-        ["git", "-C", str(REPO), "cat-file", "-e", f"{STARTING_COMMIT}^{{commit}}"],
-        capture_output=True,
-        check=False,
-    )
-    if has_commit.returncode != 0:
-        pytest.skip(f"this clone does not hold commit {STARTING_COMMIT[:8]} (a shallow clone?)")
-    folder = tmp_path_factory.mktemp("old-p2prtc")
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", STARTING_COMMIT, "p2prtc"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
-
-
-def on_old_release(node: Node, old_source: Path) -> Node:
-    node.env["PYTHONPATH"] = str(old_source)
-    return node
+    return release_source(STARTING_COMMIT, tmp_path_factory.mktemp("old-p2prtc"))
 
 
 def upgrade(node: Node) -> Node:
@@ -71,7 +51,7 @@ class OldPair:
 @pytest.fixture
 def old_pair(tmp_path: Path, notebooks_dir: Path, old_source: Path) -> Iterator[OldPair]:
     """A shared and B joined, both on the old release."""
-    a, b = (on_old_release(n, old_source) for n in loopback_nodes(tmp_path, "a", "b"))
+    a, b = (on_release(n, old_source) for n in loopback_nodes(tmp_path, "a", "b"))
     a_file = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "team.ipynb")
     a.env["P2PRTC_PORT"] = str(free_port())  # so B finds A again after A's upgrade
     try:
@@ -115,7 +95,7 @@ def test_a_join_across_versions_fails_at_once_naming_them(
     tmp_path: Path, notebooks_dir: Path, old_source: Path, old_side: str, expected: str
 ) -> None:
     sharer, joiner = loopback_nodes(tmp_path, "sharer", "joiner")
-    on_old_release(sharer if old_side == "sharer" else joiner, old_source)
+    on_release(sharer if old_side == "sharer" else joiner, old_source)
     try:
         notebook = copy_notebook(notebooks_dir / SAMPLE, sharer.workdir / "x.ipynb")
         code = sharer.share(notebook)

@@ -24,6 +24,7 @@ from daemons import (
     copy_notebook,
     edit_cell,
     read_notebook,
+    states_over_pipe,
     wait_until,
     write_like_jupyter,
 )
@@ -60,6 +61,7 @@ def test_share_and_join_through_signaling_only(
         code = a.share(notebook)
         joined = Path(b.join(code)["path"])
         assert joined.read_bytes() == notebook.read_bytes()
+        assert states_over_pipe(b) == []  # a relay carries no notebook: WebRTC did
 
         nb = read_notebook(joined)
         nb["cells"][3]["source"].insert(0, "through the relay\n")

@@ -35,7 +35,7 @@ from daemons import (
     share_and_join,
     wait_until,
 )
-from evil_peer import EvilPeer, Membership, redeem
+from evil_peer import EvilPeer, Membership, first_sync_instead, redeem
 from pycrdt import Doc, YMessageType, YSyncMessageType, create_sync_message
 
 from p2prtc.adapters.webrtc import MAX_MESSAGE_SIZE, LinkClosed, LinkState
@@ -48,6 +48,8 @@ from p2prtc.core.framing import (
     FrameKind,
     encode_frame,
 )
+from p2prtc.core.keys import SealedChannel
+from p2prtc.daemon.dialer import PIPE_CHUNK_BYTES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -144,9 +146,10 @@ def chunk(message_id: int, index: int, count: int, data: bytes) -> bytes:
     return _CHUNK_HEADER.pack(CHUNK_VERSION, message_id, index, count) + data
 
 
-def sync_update_message(update: bytes) -> bytes:
-    """A y-sync update message whose length prefix is right, whatever ``update`` holds."""
-    return bytes((YMessageType.SYNC, YSyncMessageType.SYNC_UPDATE)) + varint(len(update)) + update
+def sync_message(update: bytes, kind: YSyncMessageType = YSyncMessageType.SYNC_UPDATE) -> bytes:
+    """A y-sync message (an update unless ``kind`` says otherwise) whose length prefix is
+    right, whatever ``update`` holds."""
+    return bytes((YMessageType.SYNC, kind)) + varint(len(update)) + update
 
 
 def varint(value: int) -> bytes:
@@ -170,7 +173,7 @@ async def test_sync_for_an_unknown_document_gets_the_peer_disconnected(
 ) -> None:
     before = world.a_file.read_bytes()
     unknown = os.urandom(DOC_ID_SIZE)
-    frame = Frame(FrameKind.SYNC, unknown, sync_update_message(b"\x00\x00"))
+    frame = Frame(FrameKind.SYNC, unknown, sync_message(b"\x00\x00"))
     for message in evil.chunker.encode(frame):
         await evil.send_raw(message)
     await assert_disconnected(world, evil, f"sync message for unknown doc {unknown.hex()}")
@@ -179,7 +182,7 @@ async def test_sync_for_an_unknown_document_gets_the_peer_disconnected(
 
 async def test_undecodable_update_gets_the_peer_disconnected(world: World, evil: EvilPeer) -> None:
     before = world.a_file.read_bytes()
-    frame = Frame(FrameKind.SYNC, world.membership.share_id, sync_update_message(os.urandom(64)))
+    frame = Frame(FrameKind.SYNC, world.membership.share_id, sync_message(os.urandom(64)))
     for message in evil.chunker.encode(frame):
         await evil.send_raw(message)
     await assert_disconnected(world, evil, "bad update for doc")
@@ -243,3 +246,50 @@ async def test_message_over_the_advertised_size_gets_the_peer_disconnected(
     assert f"over {MAX_MESSAGE_SIZE} bytes" in log
     assert evil.daemon_id not in peer_ids((await status(world.a))["shares"][0])
     await assert_unaffected(world, before, "an oversized message")
+
+
+async def test_endless_state_over_the_rendezvous_pipe_is_cut_at_the_size_limit(
+    world: World,
+) -> None:
+    """A member naming the ``pipesync`` feature sends a first state that never ends on the
+    rendezvous pipe: held up to the same 64 MiB bound, then the pipe is closed."""
+    before = world.a_file.read_bytes()
+    reset_peak_memory(world.pid)
+    baseline = memory_mib(world.pid)["VmHWM"]
+    data = b"\1" * (PIPE_CHUNK_BYTES - CHUNK_HEADER_SIZE)
+    count = DEFAULT_MAX_MESSAGE_BYTES // len(data) * 4  # announced: within the count check
+
+    def endless_state(channel: SealedChannel) -> Iterator[bytes]:
+        step1 = Frame(FrameKind.SYNC, world.membership.share_id, create_sync_message(Doc()))
+        yield channel.seal(chunk(0, 0, 1, encode_frame(step1)))
+        yield from (channel.seal(chunk(1, index, count, data)) for index in range(count))
+
+    log_from = len(world.a.log())
+    sent = await first_sync_instead(world.port, world.membership, endless_state)
+    assert (sent - 1) * len(data) > DEFAULT_MAX_MESSAGE_BYTES  # it did read up to the limit
+    assert sent < count  # and then hung up
+    ended = [line for line in world.a.log(log_from).splitlines() if "rendezvous from" in line]
+    assert ended and "larger than allowed" in ended[-1], ended
+    peak = memory_mib(world.pid)["VmHWM"] - baseline
+    assert peak < DEFAULT_MAX_MESSAGE_BYTES // 2**20 + MEMORY_SLACK_MIB, f"peak +{peak} MiB"
+    await assert_unaffected(world, before, "an endless state on the pipe")
+
+
+async def test_an_unreadable_state_over_the_rendezvous_pipe_changes_nothing(world: World) -> None:
+    """A well-formed SyncStep2 on the pipe whose update pycrdt cannot read: the daemon ends
+    that rendezvous saying why, and its doc, file and other peers are untouched."""
+    before = world.a_file.read_bytes()
+    share_id = world.membership.share_id
+
+    def unreadable_state(channel: SealedChannel) -> Iterator[bytes]:
+        step1 = Frame(FrameKind.SYNC, share_id, create_sync_message(Doc()))
+        unreadable = sync_message(b"\xff\xff\xff\xff", YSyncMessageType.SYNC_STEP2)
+        broken = Frame(FrameKind.SYNC, share_id, unreadable)
+        for number, frame in enumerate((step1, broken)):
+            yield channel.seal(chunk(number, 0, 1, encode_frame(frame)))
+
+    log_from = len(world.a.log())
+    assert await first_sync_instead(world.port, world.membership, unreadable_state) == 2
+    ended = [line for line in world.a.log(log_from).splitlines() if "rendezvous from" in line]
+    assert ended and "broke the first sync" in ended[-1] and "bad state" in ended[-1], ended
+    await assert_unaffected(world, before, "an unreadable state on the pipe")

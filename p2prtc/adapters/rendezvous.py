@@ -2,8 +2,9 @@
 
 Every daemon runs a `RendezvousServer` (its port is what mDNS announces); another daemon
 opens a `Pipe` to it with `connect_pipe()`. A pipe carries binary messages only, each at
-most MAX_MESSAGE_SIZE bytes: PAKE/handshake messages and sealed SDP, all small. What the
-messages mean is the daemon's business; this module only moves them.
+most MAX_MESSAGE_SIZE bytes: PAKE/handshake messages and sealed SDP, all small, then (between
+daemons that both can) a notebook's first state in many sealed messages. What the messages
+mean is the daemon's business; this module only moves them.
 
 websockets options chosen on purpose: compression off (payloads are sealed, hence
 incompressible, and compressing secrets next to attacker-chosen data leaks them), no
@@ -59,6 +60,11 @@ class Pipe:
         address: Any = connection.remote_address
         self.remote_address: tuple[str, int] = (str(address[0]), int(address[1]))
         """The other end's (host, port)."""
+
+    @property
+    def direct(self) -> bool:
+        """A TCP connection straight to the other daemon (never through a relay)."""
+        return True
 
     async def send(self, data: bytes) -> None:
         """Send one message; ValueError if it exceeds MAX_MESSAGE_SIZE."""

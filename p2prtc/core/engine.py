@@ -129,11 +129,12 @@ class NotebookEngine:
         """
         return self.rendered()[0]
 
-    def rendered(self) -> tuple[str, Notebook]:
+    def rendered(self, notebook: Notebook | None = None) -> tuple[str, Notebook]:
         """``render``, and the doc's notebook it was made from: ``remember_written`` takes
         it, where converting the doc again would cost as much as the rendering (0.3 s for a
-        notebook with 50 MB of images)."""
-        notebook = self.notebook()
+        notebook with 50 MB of images). ``notebook``: the doc's, converted since its last
+        change (``repair`` gives it), when the caller has it."""
+        notebook = self.notebook() if notebook is None else notebook
         shown = notebook
         ids = [cell["id"] for cell in notebook["cells"]]
         if len(set(ids)) < len(ids):
@@ -143,20 +144,27 @@ class NotebookEngine:
         keep = [i for i, cell in enumerate(shown["cells"]) if cell["id"] in self._string_sources]
         return render_notebook(without_cell_ids(shown), keep), notebook
 
-    def repair(self) -> bytes | None:
+    def repair(self) -> tuple[bytes | None, Notebook | None]:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
-        against what the file last showed; the update to persist and send, if any."""
+        against what the file last showed: the update to persist and send, if any, else the
+        doc's notebook as converted for it, which ``rendered`` takes until the doc changes
+        (one conversion of a big notebook instead of two)."""
         latest = self.versions.latest()
-        return repair_cells(self.doc, latest.shown if latest else Shown([]))
+        notebook = self.notebook()
+        update = repair_cells(self.doc, latest.shown if latest else Shown([]), notebook["cells"])
+        return update, notebook if update is None else None
 
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
-    def remember_written(self, text: str, notebook: Notebook | None = None) -> None:
+    def remember_written(
+        self, text: str, notebook: Notebook | None = None, digest: bytes | None = None
+    ) -> None:
         """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
-        ``notebook`` is the doc's, from ``rendered``, when the caller has it."""
+        ``notebook`` is the doc's, from ``rendered``, and ``digest`` the text's
+        ``text_digest``, when the caller has them."""
         notebook = self.notebook() if notebook is None else notebook
-        self.versions.push(Version.of_doc(text_digest(text), notebook, self.doc))
+        self.versions.push(Version.of_doc(digest or text_digest(text), notebook, self.doc))
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from p2prtc.errors import P2PError
@@ -136,16 +137,22 @@ class Chunker:
 
     def split(self, data: bytes) -> list[bytes]:
         """Split one encoded frame (non-empty) into chunks."""
+        return list(self.chunks(data))
+
+    def chunks(self, data: bytes) -> Iterator[bytes]:
+        """The chunks of one encoded frame (non-empty), each made as it is taken: a big
+        frame is not held twice. The frame's number is taken now, not when iterated."""
         if not data:
             raise ValueError("cannot chunk an empty message")
         message_id = self._next_id
         self._next_id = (self._next_id + 1) % _MAX_MESSAGE_ID
         size = self._data_per_chunk
-        pieces = [data[start : start + size] for start in range(0, len(data), size)]
-        return [
-            _CHUNK_HEADER.pack(CHUNK_VERSION, message_id, index, len(pieces)) + piece
-            for index, piece in enumerate(pieces)
-        ]
+        count = -(-len(data) // size)
+        return (
+            _CHUNK_HEADER.pack(CHUNK_VERSION, message_id, index, count)
+            + data[index * size : (index + 1) * size]
+            for index in range(count)
+        )
 
 
 @dataclass(frozen=True)

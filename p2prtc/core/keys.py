@@ -29,6 +29,8 @@ DEFAULT_EPOCH_SECONDS = 3600
 _LABEL = b"p2prtc/v1 "
 _COUNTER_SIZE = 8
 _MAX_COUNTER = 2 ** (8 * _COUNTER_SIZE) - 1
+# What sealing adds to a message: its counter and the Poly1305 tag.
+SEAL_OVERHEAD = _COUNTER_SIZE + 16
 
 
 class ChannelError(P2PError):

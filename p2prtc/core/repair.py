@@ -122,10 +122,13 @@ def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
     ]
 
 
-def repair_cells(doc: Doc[Any], shown: Shown) -> bytes | None:
+def repair_cells(
+    doc: Doc[Any], shown: Shown, now: list[dict[str, Any]] | None = None
+) -> bytes | None:
     """Repair moved cells in ``doc``; the update to persist and send (None: nothing to do).
 
-    ``shown`` is the cells as the file (or the save being merged) last showed them.
+    ``shown`` is the cells as the file (or the save being merged) last showed them; ``now``
+    the doc's cells as plain values (their ids and sources), when the caller has them.
     """
     if _has_pending(doc):
         # An update came before one it builds on: yrs shows its insertions but holds its
@@ -136,7 +139,7 @@ def repair_cells(doc: Doc[Any], shown: Shown) -> bytes | None:
     updates: list[bytes] = []
     subscription = doc.observe(lambda event: _record(updates, event))
     try:
-        now: list[dict[str, Any]] = shared_to_py(cells_of(doc))
+        now = shared_to_py(cells_of(doc)) if now is None else now
         if _merge_duplicates(doc, now):
             now = shared_to_py(cells_of(doc))
         _recover_replaced(doc, now, shown)

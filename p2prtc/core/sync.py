@@ -282,19 +282,17 @@ class PeerSync:
 
     def _on_step1(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
         try:
-            reply = handle_sync_message(payload[1:], link.doc)
-        except Exception as exc:  # pycrdt raises ValueError on a bad state vector
+            reply = answer_step1(payload, link.doc)
+        except ValueError as exc:
             raise _Violation(f"bad SyncStep1 for doc {link.doc_id.hex()}: {exc}") from None
-        assert reply is not None  # a SyncStep1 always gets a SyncStep2
         return [Send(self._sync_frame(link.doc_id, reply))]
 
     def _apply(self, link: _DocLink, payload: bytes) -> list[SyncEvent]:
         """Apply a SyncStep2 or update; report what it changed (nothing: no event)."""
-        with _captured_updates(link.doc) as changes:
-            try:
-                handle_sync_message(payload[1:], link.doc)
-            except Exception as exc:  # pycrdt raises ValueError on an undecodable update
-                raise _Violation(f"bad update for doc {link.doc_id.hex()}: {exc}") from None
+        try:
+            changes = apply_sync_message(payload, link.doc)
+        except ValueError as exc:
+            raise _Violation(f"bad update for doc {link.doc_id.hex()}: {exc}") from None
         return [RemoteUpdate(link.doc_id, update) for update in changes]
 
     def _sync_frame(self, doc_id: bytes, y_message: bytes) -> list[bytes]:
@@ -339,6 +337,38 @@ def _covers(doc: Doc[Any], update: bytes) -> bool:
     except Exception:  # pycrdt read it already; whatever happens, input never raises
         return True
     return missing[:1] == b"\x00"
+
+
+def apply_sync_message(payload: bytes, doc: Doc[Any]) -> list[bytes]:
+    """Apply a (checked) SyncStep2 or update message to ``doc``: the updates it made, none
+    when it changed nothing (see ``_captured_updates``). ValueError for an update pycrdt
+    cannot read."""
+    with _captured_updates(doc) as changes:
+        try:
+            handle_sync_message(payload[1:], doc)
+        except Exception as exc:  # pycrdt raises ValueError on an undecodable update
+            raise ValueError(str(exc)) from None
+    return changes
+
+
+def answer_step1(step1: bytes, doc: Doc[Any]) -> bytes:
+    """The SyncStep2 answering a (checked) SyncStep1 message: what ``doc`` has that the
+    sender lacks. ValueError for a state vector pycrdt cannot read."""
+    try:
+        reply = handle_sync_message(step1[1:], doc)
+    except Exception as exc:  # pycrdt raises ValueError on a bad state vector
+        raise ValueError(str(exc)) from None
+    assert reply is not None  # a SyncStep1 always gets a SyncStep2
+    return reply
+
+
+def sync_message_type(payload: bytes) -> YSyncMessageType:
+    """The type of a y-sync message, checked strictly (pycrdt's own reader tolerates
+    truncation); ValueError saying what is wrong."""
+    try:
+        return _check_sync_message(payload)
+    except _Violation as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _check_sync_message(payload: bytes) -> YSyncMessageType:

@@ -84,6 +84,7 @@ class Daemon:
             self.registry,
             self.discovery,
             self.syncing,
+            self.links,
             on_rekey=self.membership.on_rekey,
             wake=wake,
             spawn=self.tasks.spawn,
@@ -97,6 +98,7 @@ class Daemon:
             self.discovery.relay,
             wake,
             self.links.prepare_links,
+            self.dialer.receiving,
         )
         self.commands = Commands(
             daemon_id,

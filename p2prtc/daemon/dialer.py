@@ -2,7 +2,8 @@
 
 It owns the reconcile loop (dial whom the mesh rules say, authenticate further shares on
 open connections), both ends of a member rendezvous (the listener's admission, the
-handshake, then the link: links.py) and the life of each adopted connection.
+handshake, on a LAN pipe the share's first sync round (core/pipesync.py), then the link:
+links.py) and the life of each adopted connection.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import random
 import time
 from typing import TYPE_CHECKING
 
+from p2prtc.adapters.rendezvous import MAX_MESSAGE_SIZE as PIPE_MESSAGE_BYTES
+from p2prtc.core.framing import Progress
 from p2prtc.core.handshake import Authenticated, MemberInitiator, MemberResponder
-from p2prtc.core.keys import epoch_of
+from p2prtc.core.keys import SEAL_OVERHEAD, epoch_of
 from p2prtc.core.mesh import (
     Admission,
     HeldLink,
@@ -26,11 +29,12 @@ from p2prtc.core.mesh import (
 )
 from p2prtc.core.messages import Opening, OpeningKind
 from p2prtc.core.names import name_feature
+from p2prtc.core.pipesync import PIPE_SYNC_FEATURE, PipeSync
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.discovery import Discovery
 from p2prtc.daemon.endpoints import Endpoint
-from p2prtc.daemon.links import answer_link, ice_config, offer_link
-from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler
+from p2prtc.daemon.links import LinkLoader, answer_link, ice_config, offer_link
+from p2prtc.daemon.peer import AwarenessHandler, PeerConnection, RekeyHandler, features_of
 from p2prtc.daemon.pipes import (
     BytePipe,
     TooManyPeers,
@@ -38,6 +42,7 @@ from p2prtc.daemon.pipes import (
     expect_ok,
     ok_reply,
     run_handshake,
+    run_pipe_sync,
 )
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
@@ -57,8 +62,11 @@ RESYNC_INTERVAL_S = 30.0
 
 # What this release understands beyond the first one's frames, told in the handshake
 # identity (``<daemon id>/<run id>/<feature>...``): a peer sends a frame kind only to daemons
-# that named it (a release without AWARENESS frames drops a connection that carries one).
-FEATURES = ("awareness",)
+# that named it (a release without AWARENESS frames drops a connection that carries one),
+# and runs the first sync round over a LAN pipe only with daemons that named ``pipesync``.
+FEATURES = ("awareness", PIPE_SYNC_FEATURE)
+# A sealed chunk of a first state fills a rendezvous message.
+PIPE_CHUNK_BYTES = PIPE_MESSAGE_BYTES - SEAL_OVERHEAD
 
 
 class Identity:
@@ -86,6 +94,7 @@ class Dialer:
         registry: Registry,
         discovery: Discovery,
         syncing: Syncing,
+        links: LinkLoader,
         *,
         on_rekey: RekeyHandler,
         wake: asyncio.Event,
@@ -97,6 +106,7 @@ class Dialer:
         self._registry = registry
         self._discovery = discovery
         self._syncing = syncing
+        self._links = links
         self._on_rekey = on_rekey
         self._on_awareness = on_awareness
         self._wake = wake
@@ -106,6 +116,7 @@ class Dialer:
         self._peerless_since: dict[bytes, float] = {}
         self._ice = ice_config(config)
         self._last_resync = time.monotonic()
+        self._first_syncs: set[PipeSync] = set()  # running on rendezvous pipes
 
     # --- the reconcile loop --------------------------------------------------------------
 
@@ -188,9 +199,13 @@ class Dialer:
                 )
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
+                await self._first_state(pipe, auth)
+                await self._links.ready()
                 link = await offer_link(pipe, auth, self._ice)
             finally:
-                await pipe.close()
+                # Not waited for: its closing handshake waits for the other daemon, whose
+                # loop may be busy a while (writing a big notebook it was just sent).
+                self._spawn(pipe.close(), f"close pipe to {endpoint.key}")
             endpoint.peer_id = stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, self._identity.daemon_id, endpoint.key)
         except TooManyPeers:
@@ -229,12 +244,49 @@ class Dialer:
             if shed is not None:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
+            await self._first_state(pipe, auth)
+            await self._links.ready()
             link = await answer_link(pipe, auth, self._ice)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
         finally:
             self._registry.connecting -= 1
+
+    async def _first_state(self, pipe: BytePipe, auth: Authenticated) -> None:
+        """The share's first sync round over this pipe, before the link, when both sides
+        can run it: a LAN pipe, and a peer that names the feature (core/pipesync.py).
+        Decided alike on both sides; whether we give the peer our state is ours to decide
+        (as on the link). The peer's state, if it gave it, is merged at once: a joiner's
+        file does not wait for WebRTC."""
+        if not pipe.direct or PIPE_SYNC_FEATURE not in features_of(auth.peer_daemon_id):
+            return
+        peer_id = stable_id(auth.peer_daemon_id)
+        doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
+        if self._registry.refuses_claim(peer_id, auth.share_id):
+            doc = None  # its link will be refused: it gets nothing before
+        first_sync = PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
+        started = time.perf_counter()
+        self._first_syncs.add(first_sync)  # ``receiving`` tells how far it has come
+        try:
+            await run_pipe_sync(pipe, first_sync)
+        finally:
+            self._first_syncs.discard(first_sync)
+        logger.info(
+            "first sync over the rendezvous pipe with %s: received %d bytes in %.0f ms",
+            pipe.remote_address,
+            len(first_sync.received or b""),
+            (time.perf_counter() - started) * 1000,
+        )
+        if first_sync.received is not None:
+            address = pipe.remote_address
+            where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+            await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received, where)
+
+    def receiving(self, share_id: bytes) -> Progress | None:
+        """How far a state of the share coming over a rendezvous pipe has come, if one is."""
+        coming = (sync.progress for sync in self._first_syncs if sync.doc_id == share_id)
+        return next((progress for progress in coming if progress is not None), None)
 
     def _may_admit(self, newcomer: bool) -> bool:
         """Whether one more member fits, counting a link we could shed for a newcomer."""

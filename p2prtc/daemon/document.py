@@ -29,7 +29,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.edits import Author
 from p2prtc.core.engine import NotebookEngine, text_digest
 from p2prtc.core.model import meta_of
-from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES
+from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook
 from p2prtc.daemon import changelog
 from p2prtc.daemon.crash_points import crash_point
 from p2prtc.daemon.journal import Journal
@@ -154,7 +154,8 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.journal.save_unsaved()
-        return merged(self._repair(), self._write(replace_unknown))
+        repair, notebook = self._repair()
+        return merged(repair, self._write(replace_unknown, notebook))
 
     def holds_another_notebook(self) -> bool:
         """Whether the file on disk is there and holds something else than the doc (a
@@ -163,15 +164,16 @@ class SharedFile:
         on_disk = self._read_if_present()
         return on_disk is not None and not self.engine.holds(on_disk)
 
-    def _repair(self) -> bytes | None:
+    def _repair(self) -> tuple[bytes | None, Notebook | None]:
         """Repair cells moved concurrently (core.repair) before the file shows the doc:
-        persisted first, then sent like any update."""
-        repair = self.engine.repair()
+        persisted first, then sent like any update; else the doc's notebook, unchanged."""
+        repair, notebook = self.engine.repair()
         if repair is not None:
             self.store.append(repair)
-        return repair
+        return repair, notebook
 
-    def _write(self, replace_unknown: bool) -> bytes | None:
+    def _write(self, replace_unknown: bool, notebook: Notebook | None = None) -> bytes | None:
+        """``notebook``: the doc's as it is (converted by the repair just before), if known."""
         for _ in range(_WRITE_ATTEMPTS):
             signature = signature_of(self.path)
             on_disk = self._read_if_present()
@@ -180,17 +182,19 @@ class SharedFile:
                 # merged result if needed) rather than overwrite it.
                 return self.ingest(on_disk)
             try:
-                return self._replace(on_disk, signature)
+                return self._replace(on_disk, signature, notebook)
             except FileChangedMeanwhile:
                 crash_point("write-retry")
                 replace_unknown = False  # whatever is there now is someone's save
         return None  # editors keep saving: the watcher delivers them, then we write again
 
-    def _replace(self, on_disk: bytes | None, signature: Signature | None) -> bytes | None:
+    def _replace(
+        self, on_disk: bytes | None, signature: Signature | None, notebook: Notebook | None
+    ) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
         if on_disk is not None and self.engine.holds_doc(on_disk):
             return None  # nothing changed since it was written or read
-        text, notebook = self.engine.rendered()  # one conversion of the doc for all below
+        text, notebook = self.engine.rendered(notebook)  # one conversion of the doc for all
         if on_disk is not None and self.engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
         data = text.encode()
@@ -198,13 +202,14 @@ class SharedFile:
             if not self.engine.is_known(data):
                 self.engine.remember_written(text, notebook)
             return None
-        self.engine.remember_written(text, notebook)
+        digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
+        self.engine.remember_written(text, notebook, digest)
         seq = self.store.last_seq() or 0
-        self.versions.record_pending(data, seq)
+        self.versions.record_pending(data, seq, digest)
         crash_point("write-pending")
         displaced = atomic_write(self.path, data, unless_changed_from=signature)
         crash_point("write-renamed")
-        self.versions.record_base(data, seq)
+        self.versions.record_base(data, seq, digest)
         self.versions.maybe_compact()
         if displaced is None:
             return None

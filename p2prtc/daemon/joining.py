@@ -21,6 +21,7 @@ from p2prtc import paths
 from p2prtc.adapters.rendezvous import ConnectFailed, RendezvousError
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.codes import JoinCode, parse_code
+from p2prtc.core.framing import Progress
 from p2prtc.core.handshake import INVITE_VERSION, InviteHost, InviteJoiner, Refused, Welcomed
 from p2prtc.core.keys import invite_topic
 from p2prtc.core.messages import Reply, Welcome
@@ -97,6 +98,7 @@ class Joining:
         relay: RelayPresence,
         wake: asyncio.Event,
         prepare_links: Callable[[], None],
+        receiving_over_pipe: Callable[[bytes], Progress | None],
     ) -> None:
         self._daemon_id = daemon_id
         self._registry = registry
@@ -105,6 +107,8 @@ class Joining:
         self._relay = relay
         self._wake = wake
         self._prepare_links = prepare_links  # a join ends with a WebRTC link: load it now
+        # How far a share's first state has come over a rendezvous pipe (Dialer.receiving).
+        self._receiving_over_pipe = receiving_over_pipe
         self._parked = ParkedWelcomes()
 
     # --- the inviting side ---------------------------------------------------------------
@@ -223,11 +227,17 @@ class Joining:
                 raise JoinTimedOut(f"{problem}still trying in the background; {tried}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(share.ready.wait(), min(PROGRESS_INTERVAL_S, remaining))
+            incoming = [self._receiving_over_pipe(share.share_id)]
+            # The member the state came from over a pipe first: its link may come later.
+            members = [share.state_from] if share.state_from else []
             for connection in self._registry.peers_of(share):
-                if connection.peer_id not in shown:
-                    shown.add(connection.peer_id)
-                    report({"phase": "connected", **connection.status()})
-                progress = connection.sync.receiving(share.share_id)
+                members.append(connection.status())
+                incoming.append(connection.sync.receiving(share.share_id))
+            for member in members:
+                if member["id"] not in shown:
+                    shown.add(member["id"])
+                    report({"phase": "connected", **member})
+            for progress in incoming:
                 if progress is not None:
                     event = {
                         "phase": "receiving",

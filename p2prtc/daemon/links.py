@@ -44,6 +44,13 @@ class LinkLoader:
             loop = asyncio.get_running_loop()
             self._links_loading = loop.run_in_executor(self._importer, _load_links)
 
+    async def ready(self) -> None:
+        """Until the WebRTC stack is imported, in its thread, not on the event loop (which
+        meanwhile writes, say, a joiner's file from a state just merged)."""
+        self.prepare_links()
+        assert self._links_loading is not None
+        await asyncio.shield(self._links_loading)
+
     def preload_link_dependencies(self) -> None:
         """Import aiortc's codec-free dependencies in the background (adapters/webrtc_deps),
         unless the whole stack is loading already: a daemon with no share yet (it may soon

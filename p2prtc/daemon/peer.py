@@ -63,6 +63,11 @@ def fingerprint_binding(link: PeerLink) -> bytes:
     return "\n".join(prints).encode()
 
 
+def features_of(identity: str) -> frozenset[str]:
+    """The features a handshake identity ``<daemon id>/<run id>/<feature>...`` names."""
+    return frozenset(identity.split("/")[2:])
+
+
 class PeerConnection:
     """A live link to ``peer_id`` plus the y-sync session and AUTH handshakes running on it."""
 
@@ -86,7 +91,7 @@ class PeerConnection:
         # "<daemon id>/<run id>[/<feature>...]" as proven in the handshake
         self.peer_identity = peer_identity
         self.peer_id = peer_identity.partition("/")[0]
-        self.peer_features = frozenset(peer_identity.split("/")[2:])
+        self.peer_features = features_of(peer_identity)
         self.peer_name = name_from_features(self.peer_features)  # None: an older daemon
         # How log lines name the peer: "alice@laptop (<daemon id>)".
         self.label = label(self.peer_id, self.peer_name)

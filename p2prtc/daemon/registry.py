@@ -140,7 +140,7 @@ class Registry:
         """
         existing = self.connections.get(connection.peer_id)
         if existing is not None and existing.is_open:
-            if not may_claim(existing.sync.doc_ids, proven_share):
+            if self.refuses_claim(connection.peer_id, proven_share):
                 logger.warning(
                     "refused a connection claiming to be %s: it proved no share of the open "
                     "link to that daemon",
@@ -161,6 +161,14 @@ class Registry:
         self.connections[connection.peer_id] = connection
         self.names.learn(connection.peer_id, connection.peer_name)
         return True
+
+    def refuses_claim(self, peer_id: str, proven_share: bytes) -> bool:
+        """Whether a new connection from ``peer_id`` that proved ``proven_share`` is refused:
+        it claims the id of a daemon whose open link carries other shares only."""
+        existing = self.connections.get(peer_id)
+        if existing is None or not existing.is_open:
+            return False
+        return not may_claim(existing.sync.doc_ids, proven_share)
 
     def unregister(self, connection: PeerConnection) -> None:
         if self.connections.get(connection.peer_id) is connection:

@@ -56,6 +56,9 @@ class Share:
         # A joiner's first write keeps a different file found at the path (no --force).
         self.keep_other_file = False
         self.refused: P2PError | None = None
+        # The member whose state came over a rendezvous pipe, as a join reports it (id,
+        # address): the file may be written before any link to it is up.
+        self.state_from: dict[str, str] | None = None
         self._broadcast = broadcast
         self._dirty = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")

@@ -45,6 +45,10 @@ class SignalPipe:
     def remote_address(self) -> str:
         return f"signal:{self.peer}"
 
+    @property
+    def direct(self) -> bool:
+        return False  # relays carry small messages (a notebook's state goes by WebRTC)
+
     async def send(self, data: bytes) -> None:
         number, self._sent = self._sent, self._sent + 1
         await self.hub.publish(
