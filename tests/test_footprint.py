@@ -2,7 +2,11 @@
 the background once links are coming (a share is open, a join started), never before the
 daemon answers, and not at all by a daemon with nothing to link, which imports only aiortc's
 codec-free dependencies (libsrtp among them) ahead of a join. Checked on real daemons
-through /proc/PID/maps, the way a user would see which libraries a process holds."""
+through /proc/PID/maps, the way a user would see which libraries a process holds.
+
+A join over the LAN gets its notebook over the rendezvous pipe, not over WebRTC: the import
+of the stack, which competes with the join for the interpreter, starts once the joined file
+is written."""
 
 from __future__ import annotations
 
@@ -43,6 +47,27 @@ def test_webrtc_stack_is_loaded_only_when_links_are_coming(
         a.stop()
         a.start()  # resumes its share: peers will link, the stack loads in the background
         wait_until(lambda: holds_ffmpeg(a.pid()), what="the resumed sharer to load WebRTC")
+    finally:
+        for node in (b, a):
+            node.shut_down()
+
+
+def test_a_lan_join_writes_the_file_before_loading_the_webrtc_stack(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    a, b = loopback_nodes(tmp_path, "a", "b")
+    notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / SAMPLE)
+    try:
+        b.run("start")  # warm: a joiner's daemon that holds no share yet
+        wait_until(lambda: holds_libsrtp(b.pid()), what="the idle daemon to preload")
+
+        joined = share_and_join(a, b, notebook)  # until the link is up too
+
+        assert joined.read_bytes() == notebook.read_bytes()
+        log = b.log()
+        written = log.index(f"share {joined}: joining -> active")
+        assert written < log.index("loading the WebRTC stack"), log
+        assert holds_ffmpeg(b.pid())  # the link loaded it after
     finally:
         for node in (b, a):
             node.shut_down()

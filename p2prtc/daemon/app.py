@@ -168,7 +168,11 @@ class Daemon:
         logger.info("daemon stopped")
 
     async def _prepare_links_for_shares(self) -> None:
-        if self.registry.shares:  # peers will link: a daemon with none stays small
+        """Peers will link: load the WebRTC stack. Not for a daemon with no share (it stays
+        small), nor for one whose only share is being joined: the joined file does not wait
+        for WebRTC (its state comes over the rendezvous pipe), and the import would slow its
+        write; the link loads it when it comes, once the file is written."""
+        if any(share.state is not ShareState.JOINING for share in self.registry.shares.values()):
             self.links.prepare_links()
 
     async def _resume(self, record: ShareRecord) -> None:

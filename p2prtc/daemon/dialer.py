@@ -67,6 +67,9 @@ RESYNC_INTERVAL_S = 30.0
 FEATURES = ("awareness", PIPE_SYNC_FEATURE)
 # A sealed chunk of a first state fills a rendezvous message.
 PIPE_CHUNK_BYTES = PIPE_MESSAGE_BYTES - SEAL_OVERHEAD
+# A link waits this long at most for the joined file's first write before loading WebRTC
+# (a write that fails is retried; the link must not wait for it forever).
+JOINED_WRITE_WAIT_S = 10.0
 
 
 class Identity:
@@ -200,7 +203,7 @@ class Dialer:
                 auth = await run_handshake(pipe, machine)
                 assert isinstance(auth, Authenticated)
                 await self._first_state(pipe, auth)
-                await self._links.ready()
+                await self._links_ready(auth.share_id)
                 link = await offer_link(pipe, auth, self._ice)
             finally:
                 # Not waited for: its closing handshake waits for the other daemon, whose
@@ -245,7 +248,7 @@ class Dialer:
                 logger.info("full: closing the link to %s to admit a newcomer", shed.label)
                 await shed.close()
             await self._first_state(pipe, auth)
-            await self._links.ready()
+            await self._links_ready(auth.share_id)
             link = await answer_link(pipe, auth, self._ice)
             # Still counted as being set up until registered: no other answer takes its place.
             peer_id = stable_id(auth.peer_daemon_id)
@@ -282,6 +285,16 @@ class Dialer:
             address = pipe.remote_address
             where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             await self._syncing.on_first_state(peer_id, auth.share_id, first_sync.received, where)
+
+    async def _links_ready(self, share_id: bytes) -> None:
+        """Until the WebRTC stack is imported (in its thread). A share being joined whose
+        state has come (over the pipe) is written first: the import competes with the write
+        for the interpreter, and the user's ``join`` waits for the write, not for the link."""
+        share = self._registry.shares.get(share_id)
+        if share is not None and share.state is ShareState.JOINING and share.file.has_notebook:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(share.ready.wait(), JOINED_WRITE_WAIT_S)
+        await self._links.ready()
 
     def receiving(self, share_id: bytes) -> Progress | None:
         """How far a state of the share coming over a rendezvous pipe has come, if one is."""

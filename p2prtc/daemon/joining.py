@@ -106,7 +106,10 @@ class Joining:
         self._discovery = discovery
         self._relay = relay
         self._wake = wake
-        self._prepare_links = prepare_links  # a join ends with a WebRTC link: load it now
+        # Loads the WebRTC stack in a thread: started only for a join through a relay, whose
+        # state comes over a link; on the LAN the state comes over the rendezvous pipe, and
+        # the import, competing for the interpreter, would slow the join it does not serve.
+        self._prepare_links = prepare_links
         # How far a share's first state has come over a rendezvous pipe (Dialer.receiving).
         self._receiving_over_pipe = receiving_over_pipe
         self._parked = ParkedWelcomes()
@@ -164,7 +167,6 @@ class Joining:
     async def join(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
         code = parse_code(str(request["code"]))
         logger.debug("join: looking for nameplate %s", code.nameplate)
-        self._prepare_links()
         force = bool(request.get("force"))
         dest = Path(request["dest"]) if request.get("dest") else None
         if dest is not None:
@@ -307,6 +309,8 @@ class Joining:
     async def _redeem_at(self, endpoint: Endpoint, code: JoinCode, report: Report) -> bytes:
         pipe = await endpoint.open_pipe()
         report({"phase": "found", "at": endpoint.where})
+        if not pipe.direct:
+            self._prepare_links()
         try:
             await pipe.send(envelope("invite", nameplate=code.nameplate))
             reply = await expect_ok(pipe)

@@ -38,9 +38,10 @@ class LinkLoader:
 
     def prepare_links(self) -> None:
         """Import the WebRTC stack in a thread, once, when links are coming (a share is
-        open, a join started): the first link then does not wait for it, and meanwhile the
-        event loop keeps answering."""
+        open, a join through a relay started): the first link then does not wait for it, and
+        meanwhile the event loop keeps answering."""
         if self._links_loading is None:
+            logger.info("loading the WebRTC stack")  # in the log's order with the joins
             loop = asyncio.get_running_loop()
             self._links_loading = loop.run_in_executor(self._importer, _load_links)
 
