@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,18 +18,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from click.shell_completion import get_completion_class
 
 from p2prtc import __version__, control, paths
-from p2prtc import service as p2prtc_service
 from p2prtc.core.codes import complete_code, parse_code
 from p2prtc.core.names import check_name, short_label
-from p2prtc.daemon.config import FIXED_SETTINGS, BadSetting, DaemonConfig, settings_not_applied
-from p2prtc.daemon.names import configured_name, daemon_name, save_name
 from p2prtc.errors import ExitCode, P2PError
 from p2prtc.join_progress import JoinProgress, megabytes
 
-logger = logging.getLogger(__name__)
+# A command's own start is part of what its user waits for (a warm `join` is over in a
+# fifth of a second, docs/benchmarks.md): what only some commands need is imported in
+# them, and nothing here imports the daemon package (p2prtc.daemon), except the `daemon`
+# command and the check of settings given in the environment (_apply_settings).
 
 _START_TIMEOUT_S = 15.0
 # Bounds of an invitation: a code stays short-lived and human.
@@ -111,6 +108,8 @@ def _start_daemon_process(home: Path) -> None:
     os.fchmod(log_fd, 0o600)
     # `p2prtc -v join ...` starts a daemon that logs at debug level (its phases, timed).
     verbose = ["-v"] if _verbose() else []
+    import subprocess
+
     with open(os.devnull, "rb") as devnull, os.fdopen(log_fd, "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "p2prtc", *verbose, "daemon"],
@@ -268,6 +267,15 @@ def _apply_settings() -> None:
     if state is None or state.get("settings_checked"):
         return
     state["settings_checked"] = True
+    if not _settings_in_environment():
+        return  # the usual case: nothing to compare, and the daemon's config not imported
+    from p2prtc.daemon.config import (
+        FIXED_SETTINGS,
+        BadSetting,
+        DaemonConfig,
+        settings_not_applied,
+    )
+
     try:
         peers = [f"{host}:{port}" for host, port in DaemonConfig.from_env().peers]
     except BadSetting as exc:  # what a daemon started here would refuse too
@@ -278,8 +286,7 @@ def _apply_settings() -> None:
         answer = control.call(_home(), {"cmd": "settings", "peers": peers})
     except control.DaemonNotRunning:
         return
-    except P2PError as exc:  # a daemon that predates the request has nothing to compare
-        logger.debug("settings not compared: %s", exc)
+    except P2PError:  # a daemon that predates the request has nothing to compare
         return
     differing = settings_not_applied(os.environ, answer["settings"])
     for key in answer["added_peers"]:
@@ -292,6 +299,15 @@ def _apply_settings() -> None:
             f" given here; to apply: p2prtc stop && {restart}",
             err=True,
         )
+
+
+def _settings_in_environment() -> bool:
+    """Whether the environment sets any of the daemon's settings (all are ``P2PRTC_``
+    variables; the home only says which daemon)."""
+    return any(
+        value and name.startswith("P2PRTC_") and name != paths.HOME_ENV
+        for name, value in os.environ.items()
+    )
 
 
 def _read_secret_file(path: Path | None) -> str:
@@ -585,6 +601,8 @@ def config() -> None:
 @json_option
 def config_name(name: str | None, as_json: bool) -> None:
     """Print this daemon's name, or set it to NAME (others see it in status and members)."""
+    from p2prtc.daemon.names import configured_name, daemon_name, save_name
+
     home = _home()
     if name is not None:
         try:
@@ -664,6 +682,8 @@ def service() -> None:
 @click.option("--no-start", is_flag=True, help="Only write the unit file.")
 def service_install(no_start: bool) -> None:
     """Install and start the user service of this home's daemon."""
+    from p2prtc import service as p2prtc_service
+
     unit = p2prtc_service.for_home(_home())
     pending = p2prtc_service.install(unit, start=not no_start)
     click.echo(f"wrote {unit.unit_file}")
@@ -676,6 +696,8 @@ def service_install(no_start: bool) -> None:
 @service.command("uninstall")
 def service_uninstall() -> None:
     """Stop and remove the user service of this home's daemon."""
+    from p2prtc import service as p2prtc_service
+
     unit = p2prtc_service.for_home(_home())
     pending = p2prtc_service.uninstall(unit)
     click.echo(f"removed {unit.unit_file}")
@@ -687,6 +709,8 @@ def service_uninstall() -> None:
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the completion script of SHELL (e.g. eval "$(p2prtc completion bash)")."""
+    from click.shell_completion import get_completion_class
+
     completer = get_completion_class(shell)
     assert completer is not None  # click ships all three
     click.echo(completer(main, {}, "p2prtc", "_P2PRTC_COMPLETE").source())
@@ -696,6 +720,8 @@ def completion(shell: str) -> None:
 @click.pass_context
 def daemon(ctx: click.Context) -> None:
     """Run the daemon in the foreground."""
+    import logging
+
     from p2prtc.daemon.main import run_daemon  # only this command needs it
 
     level = logging.DEBUG if ctx.obj["verbose"] else logging.INFO

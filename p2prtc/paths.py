@@ -12,19 +12,16 @@ home always maps to the same socket and different homes never collide.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
-
-import platformdirs
 
 from p2prtc.errors import P2PError
 
-logger = logging.getLogger(__name__)
+# hashlib (OpenSSL), tempfile and platformdirs are imported where needed: every `p2prtc`
+# command imports this module, and most never need them (a command's start is part of what
+# a user waits for, docs/benchmarks.md).
 
 HOME_ENV = "P2PRTC_HOME"
 APP_NAME = "p2prtc"
@@ -45,6 +42,8 @@ def home() -> Path:
 
 
 def default_home() -> str:
+    import platformdirs
+
     return platformdirs.user_data_dir(APP_NAME, appauthor=False)
 
 
@@ -66,11 +65,15 @@ def control_socket(home: Path) -> Path:
 
 
 def _home_key(home: Path) -> str:
+    import hashlib
+
     return hashlib.sha256(os.fsencode(home.resolve())).hexdigest()[:24]
 
 
 def _short_socket_dir() -> Path:
     """A per-user 0700 folder in the temp dir; refuse one another user could tamper with."""
+    import tempfile
+
     folder = Path(tempfile.gettempdir()) / f"{APP_NAME}-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.lstat()
@@ -106,6 +109,8 @@ def write_private(path: Path, data: bytes) -> None:
     `path`, and the folder is fsynced: a crash leaves the old file or the new, never a mix,
     and the secret is never readable by others, not even briefly.
     """
+    import tempfile
+
     # mkstemp creates the file with mode 0600 regardless of the umask.
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -280,3 +280,36 @@ def test_a_daemon_not_reachable_yet_is_asked_again(sharer: Sharer, joiner: Node)
         join.kill()
     assert join.returncode == 0, stderr
     assert json.loads(stdout)["path"] == str(joiner.workdir / sharer.notebook.name)
+
+
+# Runs the CLI as `python -m p2prtc ARGS` would and prints, on exit, which modules of the
+# daemon package it loaded.
+_REPORT_DAEMON_MODULES = """
+import atexit, runpy, sys
+atexit.register(lambda: print(
+    "daemon modules:", sorted(m for m in sys.modules if m.startswith("p2prtc.daemon")),
+    file=sys.stderr,
+))
+sys.argv = ["p2prtc", *sys.argv[1:]]
+runpy.run_module("p2prtc", run_name="__main__")
+"""
+
+
+def test_the_cli_talks_to_a_running_daemon_without_importing_the_daemon(node: Node) -> None:
+    """A command's own start is part of every wait (docs/benchmarks.md): the control client
+    imports nothing of the daemon package, unless the environment names daemon settings to
+    compare with the running daemon's."""
+    node.run("start")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PRTC_")}
+    env["P2PRTC_HOME"] = str(node.home)
+    for args in (["status"], ["join", "7-guitar-tornado", "--timeout", "0.3"], ["--version"]):
+        result = subprocess.run(
+            [sys.executable, "-c", _REPORT_DAEMON_MODULES, *args],
+            cwd=node.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == (4 if args[0] == "join" else 0), result.stderr
+        assert "daemon modules: []" in result.stderr, (args, result.stderr)

@@ -8,16 +8,12 @@ the user typed (case, spaces, leading zeros, 3-letter prefixes) to that text.
 
 from __future__ import annotations
 
-import logging
 import re
-import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from p2prtc.core.wordlist import WORDS
 from p2prtc.errors import ExitCode, P2PError
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_WORDS = 2
 MAX_NAMEPLATE_DIGITS = 6
@@ -58,6 +54,8 @@ def generate_code(nameplate: int | str, words: int = DEFAULT_WORDS) -> JoinCode:
     """A fresh code on ``nameplate`` with ``words`` random words (8 bits of secret each)."""
     if words < 1:
         raise ValueError("a code needs at least one word")
+    import secrets  # here: the CLI parses codes, and secrets loads OpenSSL (hmac)
+
     chosen = tuple(secrets.choice(WORDS) for _ in range(words))
     return JoinCode(_normalise_nameplate(str(nameplate)), chosen)
 
