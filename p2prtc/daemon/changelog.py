@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pycrdt import Array, Doc, Map
+from pycrdt import Doc, Map
 
 from p2prtc.adapters.store import MAX_LOG_ENTRIES, LogEntry, UpdateStore
 from p2prtc.core.edits import Concurrent, Stamp
@@ -55,7 +55,8 @@ def entries(
         by_member.setdefault(stamp.member, []).append(stamp)
     if not by_member:
         by_member[member] = []
-    locator = CellLocator(cells_of(doc)) if stamps or concurrent else None
+    wanted = {stamp.cell_id for stamp in stamps} | {item.cell_id for item in concurrent}
+    locator = CellLocator(doc, wanted) if wanted else None
     logged = []
     for index, (author, own) in enumerate(by_member.items()):
         found = concurrent if index == 0 else []
@@ -99,14 +100,23 @@ class Bursts:
 
 
 class CellLocator:
-    """Where cells are (index, first line), by id, as the doc holds them."""
+    """Where the ``wanted`` cells are (index, first line), by id, as the doc holds them.
 
-    def __init__(self, cells: Array[Map[Any]]) -> None:
+    Found on the path of every save to its peers: one read transaction for all the cells
+    (not one per read), and the search stops once all are found.
+    """
+
+    def __init__(self, doc: Doc[Any], wanted: set[str]) -> None:
         self._where: dict[str, tuple[int, Map[Any]]] = {}
-        for index, cell in enumerate(cells):
-            cell_id = cell.get("id")
-            if isinstance(cell_id, str):
-                self._where[cell_id] = (index, cell)
+        missing = set(wanted)
+        with doc.transaction():
+            for index, cell in enumerate(cells_of(doc)):
+                if not missing:
+                    break
+                cell_id = cell.get("id")
+                if isinstance(cell_id, str) and cell_id in missing:
+                    self._where[cell_id] = (index, cell)
+                    missing.discard(cell_id)
 
     def describe(self, cell_id: str) -> dict[str, Any]:
         """The cell's id, index and first line; index and line None for a deleted cell."""
