@@ -150,7 +150,7 @@ def _fingerprint(cell: Cell) -> tuple[str, str]:
 def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
     """Files without ids: equal cells by sequence alignment, then equal cells elsewhere
     (moved), then changed ones paired in place."""
-    ids = [new_cell_id() for _ in new]
+    paired_ids: list[str | None] = [None] * len(new)
     continued = [False] * len(new)
     matcher = difflib.SequenceMatcher(
         a=[_fingerprint(c) for c in base], b=[_fingerprint(c) for c in new], autojunk=False
@@ -159,7 +159,7 @@ def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
     paired: set[int] = set()  # base indexes
 
     def pair(base_index: int, new_index: int) -> None:
-        ids[new_index] = base[base_index]["id"]
+        paired_ids[new_index] = base[base_index]["id"]
         continued[new_index] = True
         paired.add(base_index)
 
@@ -174,6 +174,8 @@ def _match_by_alignment(base: Sequence[Cell], new: Sequence[Cell]) -> CellMatch:
                 free = base_index not in paired and not continued[new_index]
                 if free and base[base_index]["cell_type"] == new[new_index]["cell_type"]:
                     pair(base_index, new_index)
+    # Fresh ids for the new cells only (a uuid4 each: most saves change one cell of many).
+    ids = [cell_id if cell_id is not None else new_cell_id() for cell_id in paired_ids]
     return CellMatch(ids, continued)
 
 
