@@ -164,28 +164,46 @@ def validate_notebook(value: Any) -> None:
 
 
 def _validate_cell(index: int, cell: Any) -> None:
-    where = f"cell {index}"
-    _require(isinstance(cell, dict), f"{where} is not an object")
-    _require(_is_one_of(cell.get("cell_type"), CELL_TYPES), f"{where} has no valid cell_type")
-    _require(_is_text(cell.get("source")), f"{where} source is not text")
-    _require(isinstance(cell.get("metadata", {}), dict), f"{where} metadata is not an object")
-    _require(isinstance(cell.get("id", ""), str), f"{where} id is not a string")
-    _require(isinstance(cell.get("attachments", {}), dict), f"{where} attachments is not an object")
-    if cell["cell_type"] != "code":
-        return
+    problem = _cell_problem(cell)
+    if problem is not None:
+        raise InvalidNotebook(f"cell {index} {problem}")
+
+
+def _cell_problem(cell: Any) -> str | None:
+    """What is wrong with a cell, if anything. Every save checks every cell: the messages
+    are made only for a cell that fails."""
+    if not isinstance(cell, dict):
+        return "is not an object"
+    if not _is_one_of(cell.get("cell_type"), CELL_TYPES):
+        return "has no valid cell_type"
+    if not _is_text(cell.get("source")):
+        return "source is not text"
+    if not isinstance(cell.get("metadata", {}), dict):
+        return "metadata is not an object"
+    if not isinstance(cell.get("id", ""), str):
+        return "id is not a string"
+    if not isinstance(cell.get("attachments", {}), dict):
+        return "attachments is not an object"
+    return _code_cell_problem(cell) if cell["cell_type"] == "code" else None
+
+
+def _code_cell_problem(cell: dict[str, Any]) -> str | None:
     count = cell.get("execution_count")
-    _require(count is None or type(count) is int, f"{where} execution_count is not an integer")
+    if count is not None and type(count) is not int:
+        return "execution_count is not an integer"
     outputs = cell.get("outputs", [])
-    _require(isinstance(outputs, list), f"{where} outputs is not a list")
+    if not isinstance(outputs, list):
+        return "outputs is not a list"
     for output in outputs:
-        _require(
-            isinstance(output, dict) and _is_one_of(output.get("output_type"), OUTPUT_TYPES),
-            f"{where} has an output without a valid output_type",
-        )
-        if output["output_type"] == "stream":
-            _require(_is_text(output.get("text")), f"{where} stream output text is not text")
-        elif output["output_type"] in _BUNDLE_OUTPUTS:
-            _require(isinstance(output.get("data", {}), dict), f"{where} output data invalid")
+        if not (isinstance(output, dict) and _is_one_of(output.get("output_type"), OUTPUT_TYPES)):
+            return "has an output without a valid output_type"
+        if output["output_type"] == "stream" and not _is_text(output.get("text")):
+            return "stream output text is not text"
+        if output["output_type"] in _BUNDLE_OUTPUTS and not isinstance(
+            output.get("data", {}), dict
+        ):
+            return "output data invalid"
+    return None
 
 
 def _join(value: Any) -> Any:
