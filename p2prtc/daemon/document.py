@@ -203,12 +203,14 @@ class SharedFile:
                 self.engine.remember_written(text, notebook)
             return None
         digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
-        self.engine.remember_written(text, notebook, digest)
         seq = self.store.last_seq() or 0
         self.versions.record_pending(data, seq, digest)
         crash_point("write-pending")
         displaced = atomic_write(self.path, data, unless_changed_from=signature)
         crash_point("write-renamed")
+        # Remembered once it is on disk, not before (a peer's edit waits for the rename):
+        # the watcher, on this event loop, sees the new file only after this.
+        self.engine.remember_written(text, notebook, digest)
         self.versions.record_base(data, seq, digest)
         self.versions.maybe_compact()
         if displaced is None:
