@@ -1,6 +1,7 @@
 """Benchmark the LAN path as a user meets it: network namespaces, mDNS, the CLI alone.
 
-    .venv/bin/python scripts/bench_lan.py [--runs 5] [--big-runs 3] [--big-only] [--out PATH.json]
+    .venv/bin/python scripts/bench_lan.py [--runs 5] [--big-runs 3] [--big-only | --warm-only]
+        [--out PATH.json]
 
 Needs root (it creates its own namespaces, tests/netns.py). A sharer daemon in one namespace
 shares 02.02 (33 KB) and keeps running; each run makes a new invitation (``p2prtc invite``)
@@ -20,6 +21,12 @@ command to its return:
   noise PNG: nothing compresses it), and its effective rate (file size / join time); one
   per round for the first ``--big-runs`` rounds.
 
+``--warm-only`` runs only the warm 33 KB joins (and the joiner's CPU over them), without
+the idle RSS, for quick before/after pairs. The p2prtc package the commands run is compiled
+to bytecode first, as an installed package is (pip compiles it): an environment with
+PYTHONDONTWRITEBYTECODE would otherwise have every command compile p2prtc's sources anew,
+about 20 ms of a command's start.
+
 Kinds alternate run by run so that all see the same load. Prints the issue's table (median
 of the runs, target, pass/fail) and saves JSON with every sample and the load average.
 """
@@ -27,6 +34,7 @@ of the runs, target, pass/fail) and saves JSON with every sample and the load av
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -41,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import p2prtc
 from p2prtc import control
 from p2prtc.core.wordlist import WORDS
 from scripts.bench_engine import save_results
@@ -163,7 +172,7 @@ def wrong(code: str) -> str:
     return "-".join((nameplate, *others[: len(words)]))
 
 
-def run_join(lab: Lab, *, warm: bool) -> None:
+def run_join(lab: Lab, *, warm: bool, with_rss: bool = True) -> None:
     code = lab.invitation()
     with joiner(lab, "warm" if warm else "cold", warm=warm) as node:
         cpu_before = cpu_seconds(node.pid()) if warm else 0.0
@@ -174,7 +183,7 @@ def run_join(lab: Lab, *, warm: bool) -> None:
         if (node.workdir / "nb.ipynb").read_bytes() != lab.notebook.read_bytes():
             raise BenchFailed("the joined notebook differs from the shared one")
         lab.samples[FIGURES[1 if warm else 0].name].append(seconds)
-        if warm:
+        if warm and with_rss:
             lab.samples[FIGURES[5].name].append(idle_rss(node, node.workdir / "nb.ipynb"))
             _, result = timed(node, "join", lab.invitation(lab.medium), "medium.ipynb")
             expect(result, True, "join of 05.11")
@@ -217,7 +226,11 @@ def run_unknown_word(lab: Lab) -> None:
     lab.samples[FIGURES[4].name].append(seconds)
 
 
-def one_round(lab: Lab, big: bool, *, big_only: bool = False) -> list[Callable[[], None]]:
+def one_round(
+    lab: Lab, big: bool, *, big_only: bool = False, warm_only: bool = False
+) -> list[Callable[[], None]]:
+    if warm_only:
+        return [lambda: run_join(lab, warm=True, with_rss=False)]
     small: list[Callable[[], None]] = [
         lambda: run_join(lab, warm=False),
         lambda: run_join(lab, warm=True),
@@ -274,7 +287,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench(runs: int, big_runs: int, *, big_only: bool = False) -> dict[str, Any]:
+def bench(
+    runs: int, big_runs: int, *, big_only: bool = False, warm_only: bool = False
+) -> dict[str, Any]:
+    compileall.compile_dir(Path(p2prtc.__file__).parent, quiet=1)  # as installed
     load_before = os.getloadavg()
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-lan-") as tmp:
@@ -291,7 +307,8 @@ def bench(runs: int, big_runs: int, *, big_only: bool = False) -> dict[str, Any]
                     sharer.share(path)
             lab = Lab(root, sharer, notebook, medium, big, template)
             for index in range(runs):
-                for step in one_round(lab, big=index < big_runs, big_only=big_only):
+                steps = one_round(lab, big=index < big_runs, big_only=big_only, warm_only=warm_only)
+                for step in steps:
                     try:
                         step()
                     except (BenchFailed, subprocess.TimeoutExpired) as exc:
@@ -400,6 +417,9 @@ def main() -> None:
     parser.add_argument(
         "--big-only", action="store_true", help="only the 50 MB joins (--big-runs of them)"
     )
+    parser.add_argument(
+        "--warm-only", action="store_true", help="only the warm 33 KB joins, no idle RSS"
+    )
     parser.add_argument("--scale", type=int, help="only the N-daemon row: N namespaces")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -409,7 +429,8 @@ def main() -> None:
         print(json.dumps(scale, indent=1))
         return
     runs = args.big_runs if args.big_only else args.runs
-    results = bench(runs, args.big_runs, big_only=args.big_only)
+    big_runs = 0 if args.warm_only else args.big_runs
+    results = bench(runs, big_runs, big_only=args.big_only, warm_only=args.warm_only)
     save_results(args.out, results)
     print(table(results["rows"]))
     machine = results["machine"]
