@@ -26,6 +26,7 @@ from p2prtc.adapters.mdns import (
     new_instance_name,
 )
 from p2prtc.core.keys import epoch_of
+from p2prtc.core.mesh import Backoff
 from p2prtc.core.messages import Announcement, BadMessage
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.endpoints import Endpoint, lan_opener
@@ -108,7 +109,23 @@ class Discovery:
         )
 
     async def _start_mdns(self, rendezvous_port: int) -> None:
+        """Start mDNS; after a failure (the interface not up yet, say) try again, backing
+        off, until it works: the daemon serves static peers and relays meanwhile."""
+        backoff = Backoff()
+        while not await self._try_mdns(rendezvous_port):
+            backoff.failed(time.monotonic())
+            delay = backoff.next_attempt - time.monotonic()
+            logger.error("%s; trying again in %.0f s", self.mdns_error, delay)
+            await asyncio.sleep(delay)
+        if backoff.failures:
+            logger.info("LAN discovery (mDNS) works now")
+        await self.refresh()  # what changed while the first announcement went out
+
+    async def _try_mdns(self, rendezvous_port: int) -> bool:
         interfaces = self._mdns_interfaces()
+        if not interfaces:
+            self.mdns_error = "LAN discovery (mDNS) waits: this machine has no LAN address yet"
+            return False
         try:
             self._lan = Lan.open(interfaces)
             self._browser = await Browser.start(self._lan, self._on_service, self._on_service_gone)
@@ -119,20 +136,28 @@ class Discovery:
             )
         except Exception as exc:  # the daemon keeps serving: static peers, relays, status
             self.mdns_error = f"LAN discovery (mDNS) failed: {exc}"
-            logger.error("%s", self.mdns_error)
-            return
+            await self._close_mdns()
+            return False
+        self.mdns_error = None
         self._announcer, self._announced = announcer, announced
-        await self.refresh()  # what changed while the first announcement went out
+        return True
+
+    async def _close_mdns(self) -> None:
+        for closer in (self._announcer, self._browser, self._lan):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.close()
+        self._announcer = self._browser = self._lan = None
 
     async def close(self) -> None:
         if self._mdns_start is not None:
             self._mdns_start.cancel()
             with contextlib.suppress(BaseException):
                 await self._mdns_start
-        for closer in (self._announcer, self._browser, self._lan, self.relay.hub):
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer.close()
+        await self._close_mdns()
+        if self.relay.hub is not None:
+            with contextlib.suppress(Exception):
+                await self.relay.hub.close()
 
     # --- what we announce ----------------------------------------------------------------
 
