@@ -30,7 +30,7 @@ def merge_daemon_part(room: Any, update: bytes, path: Path, *, replaces_own: boo
         _clear_own_content(document)
     room.ydoc.apply_update(update)
     if replaces_own:
-        _restate_meta(document._ymeta)
+        _restate_meta(document._ymeta, update)
     state = document._ystate
     if "path" in state:
         del state["path"]
@@ -49,10 +49,36 @@ def _clear_own_content(document: Any) -> None:
         del meta[key]
 
 
-def _restate_meta(meta: Map[Any]) -> None:
+def _restate_meta(meta: Map[Any], update: bytes) -> None:
     """Set the notebook's top-level values again, after both sides' entries: a map key set
-    concurrently by the room and the daemon must not end up held by the deleted one."""
+    concurrently by the room and the daemon must not end up held by the deleted one.
+
+    Y keeps, of two concurrent entries of a key, the one of the higher client id: when that
+    is the room's deleted entry, the key reads as missing, and its value is taken from the
+    daemon's part (else the daemon, merging the room's history, would lose it too)."""
+    daemon_meta: dict[str, Any] | None = None
     for key in _META_KEYS:
         if key in meta:
             value = meta[key]
-            meta[key] = Map(value.to_py()) if isinstance(value, Map) else value
+        else:
+            daemon_meta = _meta_of(update) if daemon_meta is None else daemon_meta
+            if key not in daemon_meta:
+                continue
+            value = daemon_meta[key]
+        meta[key] = _shared(value)
+
+
+def _meta_of(update: bytes) -> dict[str, Any]:
+    scratch: Doc[Any] = Doc()
+    scratch.apply_update(update)
+    values: dict[str, Any] = scratch.get("meta", type=Map).to_py() or {}
+    return values
+
+
+def _shared(value: Any) -> Any:
+    """A new entry for ``value`` (a nested map is written anew, not moved)."""
+    if isinstance(value, Map):
+        return Map(value.to_py())
+    if isinstance(value, dict):
+        return Map(value)
+    return value
