@@ -134,7 +134,7 @@ class Commands:
                 "name": self._daemon_name,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
-                "mdns_error": self._discovery.mdns_error,
+                "mdns_error": self._discovery.lan.error,
                 "signaling": self._discovery.relay.status(),
             },
             "shares": [self._share_status(share, now) for share in self._registry.shares.values()],

@@ -286,7 +286,7 @@ class Joining:
                 await self._relay.ask_for_invitation(topic)
                 next_probe = time.monotonic() + 1.0
             if time.monotonic() >= next_lan_query:
-                self._discovery.look_again()  # nothing offers it yet: ask the LAN again
+                self._discovery.lan.look_again()  # nothing offers it yet: ask the LAN again
                 next_lan_query = time.monotonic() + LAN_QUERY_INTERVAL_S
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
                 if not search.may_ask(endpoint):
