@@ -50,7 +50,7 @@ from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Spawn
 from p2prtc.errors import describe
 
-if TYPE_CHECKING:  # imported when the first link is made: see links.peer_links()
+if TYPE_CHECKING:  # imported when the first link is made: see links.WEBRTC
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)

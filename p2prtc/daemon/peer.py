@@ -26,7 +26,7 @@ from p2prtc.core.sync import ControlFrame, LeaveReason, PeerSync, SyncEvent
 from p2prtc.daemon.outbox import Outbox
 from p2prtc.daemon.share_auth import ShareAuth
 
-if TYPE_CHECKING:  # imported when the first link is made: see links.peer_links
+if TYPE_CHECKING:  # imported when the first link is made: see links.WEBRTC
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
