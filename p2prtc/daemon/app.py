@@ -182,7 +182,7 @@ class Daemon:
         share = self.registry.open_share(record, file, state)
         if state is ShareState.ACTIVE:
             if not record.path.exists():  # renamed while the daemon was stopped?
-                await share.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
+                await share.missing.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
             await self.registry.watch(share)
             try:
                 file.catch_up()  # persisted; peers get it from anti-entropy when they connect
@@ -195,7 +195,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                share.file_deleted(event.moved_to)
+                share.missing.noticed(event.moved_to)
                 continue
             try:
                 await share.file_changed()

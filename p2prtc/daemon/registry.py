@@ -6,6 +6,7 @@ update), and tells its listeners when what we announce may have changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ class Registry:
     def open_share(self, record: ShareRecord, file: SharedFile, state: ShareState) -> Share:
         share = Share(record, file, self.broadcast, state)
         share.on_active = self._became_active
-        share.on_renamed = self._follow_rename
+        share.missing.on_renamed = functools.partial(self._follow_rename, share)
         self.shares[record.share_id] = share
         return share
 
