@@ -146,8 +146,7 @@ class Dialer:
         connection = self._connection_for(endpoint)
         if connection is not None:
             for share in wanted:
-                if share.share_id not in connection.auth.declined:
-                    await connection.authenticate_share(share.share_id, share.record.secret)
+                await connection.control.authenticate_share(share.share_id, share.record.secret)
             return
         if endpoint.dialling or not endpoint.backoff.due(time.monotonic()):
             return
