@@ -60,8 +60,8 @@ class Daemon:
         self.registry = Registry(home, self.watcher)
         self.rooms = RoomLinks(
             self.registry.share_for_path,
-            self.registry.broadcast,
-            self.registry.peers_of,
+            self.registry.connections.broadcast,
+            self.registry.connections.peers_of,
             config.max_queued_bytes,
         )
         wake = asyncio.Event()  # something changed: the dialer reconciles now

@@ -155,7 +155,7 @@ class Dialer:
         retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
             newcomer=bool(newcomer_for),
-            open_connections=self._registry.open_connections(),
+            open_connections=self._registry.connections.open_count(),
             dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
             ranks=None if retired else self._discovery.ranks(endpoint),
@@ -167,7 +167,7 @@ class Dialer:
 
     def _is_newcomer(self, share: Share) -> bool:
         now = time.monotonic()
-        if self._registry.has_peer_for(share):
+        if self._registry.connections.has_peer_for(share):
             self._peerless_since.pop(share.share_id, None)
             return False
         since = self._peerless_since.setdefault(share.share_id, now)
@@ -181,13 +181,13 @@ class Dialer:
             if known is not None and known.is_open:
                 return known
         return next(
-            (c for c in connections.values() if c.endpoint == endpoint.key and c.is_open), None
+            (c for c in connections.all() if c.endpoint == endpoint.key and c.is_open), None
         )
 
     # --- the two ends of a member rendezvous ---------------------------------------------
 
     async def _dial(self, endpoint: Endpoint, share: Share, newcomer: bool) -> None:
-        self._registry.connecting += 1
+        self._registry.connections.connecting += 1
         try:
             pipe = await endpoint.open_pipe()
             try:
@@ -213,11 +213,11 @@ class Dialer:
         except Exception as exc:  # any failure: back off and retry later
             logger.info("connecting to %s failed: %s", endpoint.key, exc)
             endpoint.backoff.failed(time.monotonic())
-            if not self._registry.has_peer_for(share):
+            if not self._registry.connections.has_peer_for(share):
                 share.last_error = f"cannot connect to a member: {describe(exc)}"
         finally:
             endpoint.dialling = False
-            self._registry.connecting -= 1
+            self._registry.connections.connecting -= 1
 
     async def answer_member(self, pipe: BytePipe, *, newcomer: bool) -> None:
         """A member dialled our rendezvous listener: authenticate it and answer its offer.
@@ -250,7 +250,7 @@ class Dialer:
             peer_id = stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
         finally:
-            self._registry.connecting -= 1
+            self._registry.connections.connecting -= 1
 
     async def _first_state(self, pipe: BytePipe, auth: Authenticated) -> None:
         """The share's first sync round over this pipe, before the link, when both sides
@@ -262,7 +262,7 @@ class Dialer:
             return
         peer_id = stable_id(auth.peer_daemon_id)
         doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
-        if self._registry.refuses_claim(peer_id, auth.share_id):
+        if self._registry.connections.refuses_claim(peer_id, auth.share_id):
             doc = None  # its link will be refused: it gets nothing before
         first_sync = PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
         started = time.perf_counter()
@@ -308,15 +308,15 @@ class Dialer:
             victim = self._link_to_shed()
             if victim is None:
                 return False, None
-            shed = self._registry.connections[victim]
+            shed = self._registry.connections.get(victim)
         elif decision is Admission.REFUSE:
             return False, None
-        self._registry.connecting += 1
+        self._registry.connections.connecting += 1
         return True, shed
 
     def _admission(self, newcomer: bool) -> Admission:
         return admission(
-            open_connections=self._registry.open_connections(),
+            open_connections=self._registry.connections.open_count(),
             max_peers=self.config.max_peers,
             newcomer=newcomer,
         )
@@ -325,7 +325,7 @@ class Dialer:
         now = time.monotonic()
         return link_to_shed(
             HeldLink(c.peer_id, now - c.opened_at, c.came_as_newcomer)
-            for c in self._registry.connections.values()
+            for c in self._registry.connections.all()
             if c.is_open
         )
 
@@ -357,7 +357,7 @@ class Dialer:
             on_awareness=self._on_awareness,
             came_as_newcomer=came_as_newcomer,
         )
-        if not await self._registry.register(connection, auth.share_id):
+        if not await self._registry.connections.register(connection, auth.share_id):
             return
         logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
@@ -367,7 +367,7 @@ class Dialer:
         try:
             await connection.run()
         finally:
-            self._registry.unregister(connection)
+            self._registry.connections.unregister(connection)
             endpoint = self._discovery.endpoints.get(connection.endpoint or "")
             if endpoint is not None:
                 lasted_s = time.monotonic() - connection.opened_at
@@ -375,7 +375,7 @@ class Dialer:
             self._wake.set()
 
     async def close(self) -> None:
-        for connection in list(self._registry.connections.values()):
+        for connection in self._registry.connections.all():
             await connection.close()
 
 

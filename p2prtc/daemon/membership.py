@@ -48,7 +48,7 @@ class Membership:
         self._pending: dict[tuple[bytes, str, int], asyncio.Future[bool]] = {}
 
     def members(self, share: Share) -> list[dict[str, Any]]:
-        connected = {c.peer_id for c in self._registry.connections.values() if c.is_open}
+        connected = {c.peer_id for c in self._registry.connections.all() if c.is_open}
         names = self._registry.names
         return [
             {
@@ -109,7 +109,7 @@ class Membership:
         """
         payload = self._rekey(share, want_reply=want_reply).encode()
         answers: dict[str, asyncio.Future[bool]] = {}
-        for connection in self._registry.peers_of(share):
+        for connection in self._registry.connections.peers_of(share):
             if connection.peer_id not in share.record.members:
                 await connection.remove_doc(share.share_id, LeaveReason.REMOVED)
             elif connection.peer_id != exclude:
