@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from pycrdt import Doc
 
 from p2prtc.core.framing import Frame, FrameKind
@@ -61,21 +62,18 @@ def control(daemon: Daemon, features: frozenset[str] = frozenset({"awareness"}))
     )
 
 
-async def test_a_rekey_counts_only_for_a_share_held_in_common() -> None:
+@pytest.mark.parametrize("kind", [FrameKind.REKEY, FrameKind.AWARENESS])
+async def test_a_shares_frame_counts_only_for_a_share_held_in_common(kind: FrameKind) -> None:
     daemon = Daemon()
     peer = control(daemon)
-    await peer.receive(Frame(FrameKind.REKEY, LEFT, b"crossed a LEAVE"))
-    await peer.receive(Frame(FrameKind.REKEY, HELD, b"new secret"))
-    assert daemon.rekeys == [(HELD, b"new secret")]
+    await peer.receive(Frame(kind, LEFT, b"crossed a LEAVE on the wire"))
+    await peer.receive(Frame(kind, HELD, b"payload"))
+    handled = {FrameKind.REKEY: daemon.rekeys, FrameKind.AWARENESS: daemon.awareness}
+    assert handled == {
+        FrameKind.REKEY: [(HELD, b"payload")] if kind is FrameKind.REKEY else [],
+        FrameKind.AWARENESS: [(HELD, b"payload")] if kind is FrameKind.AWARENESS else [],
+    }
     assert daemon.failures == []
-
-
-async def test_awareness_counts_only_for_a_share_held_in_common() -> None:
-    daemon = Daemon()
-    peer = control(daemon)
-    await peer.receive(Frame(FrameKind.AWARENESS, LEFT, b"cursor"))
-    await peer.receive(Frame(FrameKind.AWARENESS, HELD, b"cursor"))
-    assert daemon.awareness == [(HELD, b"cursor")]
 
 
 async def test_a_frame_of_another_kind_disconnects_the_peer() -> None:

@@ -72,10 +72,10 @@ class MissingFile:
         """Follow the missing file to its new name in its folder, if it has one."""
         # A folder of thousands of files just made takes a second to read: not on the loop.
         # (Copies: the watcher may update the hint meanwhile, peers the doc.)
-        path = self._file.path
         snapshot = Gone(gone.at, gone.moved_to)
-        new_path = await asyncio.to_thread(new_name, path, snapshot, self._file.own_versions())
-        if new_path is None or self.on_renamed is None or path.exists():  # (undone since)
+        versions = self._file.own_versions()
+        new_path = await asyncio.to_thread(new_name, self._file.path, snapshot, versions)
+        if new_path is None or self.on_renamed is None or self._file.path.exists():  # (undone)
             return False
         return await self.on_renamed(new_path)
 
