@@ -143,7 +143,7 @@ class Commands:
     def _share_status(self, share: Share, now: float) -> Answer:
         peers = [
             {**connection.status(), "synced": connection.sync.is_synced(share.share_id)}
-            for connection in self._registry.peers_of(share)
+            for connection in self._registry.connections.peers_of(share)
         ]
         return {
             "path": str(share.path),

@@ -230,7 +230,7 @@ class Joining:
             incoming = [self._receiving_over_pipe(share.share_id)]
             # The member the state came from over a pipe first: its link may come later.
             members = [share.state_from] if share.state_from else []
-            for connection in self._registry.peers_of(share):
+            for connection in self._registry.connections.peers_of(share):
                 members.append(connection.status())
                 incoming.append(connection.sync.receiving(share.share_id))
             for member in members:
