@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,23 @@ from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
+Clock = Callable[[], float]  # seconds since the epoch, as time.time
+
 
 class SharedFile:
     """Keeps ``path`` and the shared doc in step. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, path: Path, engine: NotebookEngine, store: UpdateStore, member: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        engine: NotebookEngine,
+        store: UpdateStore,
+        member: str,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
         self.path = path
+        self.clock = clock  # what stamps a save's edits (a seeded replay passes its own)
         self.engine = engine
         self.store = store
         self.member = member  # this daemon's id: the author of its saves
@@ -55,24 +67,31 @@ class SharedFile:
         return "nbformat" in meta_of(self.engine.doc)
 
     @classmethod
-    def create(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def create(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """The sharer's one initial load of the file."""
         text = read_file(path, MAX_NOTEBOOK_BYTES)
         engine = NotebookEngine.load(text)
-        shared = cls(path, engine, store, member)
+        shared = cls(path, engine, store, member, clock=clock)
         seq = shared.journal.append(engine.full_state(), changelog.SHARE)
         shared.versions.record_base(text, seq)
         return shared
 
     @classmethod
-    def empty(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def empty(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """A joiner's copy: it adopts the state peers send and never loads its own file."""
-        return cls(path, NotebookEngine(Doc()), store, member)
+        return cls(path, NotebookEngine(Doc()), store, member, clock=clock)
 
     @classmethod
-    def restore(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def restore(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """Reopen after a restart: the doc from the log, the versions from its metadata."""
-        shared = cls(path, NotebookEngine.from_updates(store.updates()), store, member)
+        engine = NotebookEngine.from_updates(store.updates())
+        shared = cls(path, engine, store, member, clock=clock)
         shared.versions.restore()
         return shared
 
@@ -101,7 +120,7 @@ class SharedFile:
         Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
         """
         self.journal.save_unsaved()
-        author = Author(self.member, time.time())
+        author = Author(self.member, self.clock())
         result = self.engine.ingest(text, recall=self.versions.recall, author=author)
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
