@@ -41,4 +41,4 @@ def describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, TimeoutError):
         return "it stopped answering"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from p2prtc.adapters.webrtc import IceConfig, PeerLink
+from p2prtc.adapters.ice import IceConfig
+from p2prtc.adapters.webrtc import make_answer, make_offer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ DONE = b"done"
 async def echo_peer() -> None:
     """The child: answer the offer from stdin, echo pings, acknowledge the bulk transfer."""
     print("ready", flush=True)  # imports done: the parent's open timer may start
-    link, answer = await PeerLink.answer(LOOPBACK, json.loads(sys.stdin.readline()))
+    link, answer = await make_answer(LOOPBACK, json.loads(sys.stdin.readline()))
     print(json.dumps(answer), flush=True)
     await link.wait_open(OPEN_TIMEOUT)
     expected = int(await link.recv())
@@ -56,7 +57,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, child.stdout.readline) == "ready\n"
     started = time.perf_counter()
-    link, offer = await PeerLink.offer(LOOPBACK)
+    link, offer = await make_offer(LOOPBACK)
     child.stdin.write(json.dumps(offer) + "\n")
     child.stdin.flush()
     answer = json.loads(await loop.run_in_executor(None, child.stdout.readline))

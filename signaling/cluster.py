@@ -7,6 +7,9 @@ client gets a message once. The link is one connection for subscriptions and one
 publishes; when either fails the relay goes on serving its own clients (degraded),
 retries with a growing delay and, once back, subscribes again to every topic it holds.
 Publishes made while the link is down reach only the relay's own clients.
+
+Its parts: the messages in Redis (cluster_wire.py), the publishes' queue (cluster_outbox.py),
+the subscribes' confirmations (confirmations.py), the reconnect delays (backoff.py).
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-import random
 import secrets
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,15 +31,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from signaling import cluster_wire
+from signaling.backoff import Backoff
+from signaling.cluster_outbox import Outbox
+from signaling.cluster_wire import CHANNEL_PREFIX
+from signaling.confirmations import Confirmations
 from signaling.logs import fields
+
+__all__ = ["CHANNEL_PREFIX", "LinkState", "OnRemote", "RedisLink", "redacted"]
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "p2prtc-signal:"
 # Channels per SUBSCRIBE command when (re)subscribing everything at once.
 _SUBSCRIBE_BATCH = 256
-# Publishes per pipeline round trip; more wait in the queue meanwhile.
-_PUBLISH_BATCH = 512
 # A client's subscribe waits this long for Redis to confirm before the relay moves on.
 _CONFIRM_TIMEOUT = 2.0
 # Connecting, and closing a connection, take at most this long.
@@ -91,15 +96,12 @@ class RedisLink:
         self._url = url
         self._on_remote = on_remote
         self._held_topics = held_topics
-        self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(min_backoff, max_backoff)
         self._state = LinkState.CONNECTING
         self._since = time.monotonic()
-        self._failures = 0
         self._pubsub: PubSub | None = None
         self._last_heard = 0.0
-        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(max_queued)
-        self._confirmations: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._confirmations = Confirmations()
         self._task: asyncio.Task[None] | None = None
         self.counters = {
             "published": 0,
@@ -108,6 +110,7 @@ class RedisLink:
             "dropped": 0,
             "reconnects": 0,
         }
+        self._outbox = Outbox(max_queued, self.counters)
 
     @property
     def connected(self) -> bool:
@@ -139,10 +142,10 @@ class RedisLink:
         Offline it returns at once: the next connection subscribes to every held topic.
         """
         pubsub = self._pubsub
-        channels = [CHANNEL_PREFIX + topic for topic in topics]
+        channels = [cluster_wire.channel(topic) for topic in topics]
         if pubsub is None or not channels:
             return
-        waiters = [self._expect_confirmation(channel) for channel in channels]
+        waiters = [self._confirmations.expect(channel) for channel in channels]
         try:
             await pubsub.subscribe(*channels)
             await asyncio.wait_for(asyncio.gather(*waiters), _CONFIRM_TIMEOUT)
@@ -153,7 +156,7 @@ class RedisLink:
     async def unsubscribe(self, topics: Iterable[str]) -> None:
         """Stop receiving topics no local client holds any more."""
         pubsub = self._pubsub
-        channels = [CHANNEL_PREFIX + topic for topic in topics]
+        channels = [cluster_wire.channel(topic) for topic in topics]
         if pubsub is None or not channels:
             return
         with contextlib.suppress(RedisError, OSError):
@@ -161,10 +164,10 @@ class RedisLink:
 
     def publish(self, topic: str, message: str) -> None:
         """Forward a publish to the other relays (without waiting); dropped when offline."""
-        if not self.connected or self._outbox.full():
+        if not self.connected:
             self.counters["dropped"] += 1
             return
-        self._outbox.put_nowait((CHANNEL_PREFIX + topic, f"{self.relay_id} {message}"))
+        self._outbox.put(cluster_wire.channel(topic), cluster_wire.body(self.relay_id, message))
 
     def _set_state(self, new: LinkState) -> None:
         if new is self._state:
@@ -178,11 +181,6 @@ class RedisLink:
         self._state = new
         self._since = time.monotonic()
 
-    def _expect_confirmation(self, channel: str) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        self._confirmations[channel].append(future)
-        return future
-
     async def _run(self) -> None:
         while True:
             try:
@@ -193,15 +191,10 @@ class RedisLink:
                 # Whatever Redis answers must not end the reconnect loop for good.
                 logger.exception("redis.failed")
             self._set_state(LinkState.DEGRADED)
-            self._failures += 1
             self.counters["reconnects"] += 1
-            await asyncio.sleep(self._next_delay())
+            # Doubling from min to max with jitter, so relays do not come back in step.
+            await asyncio.sleep(self._backoff.next_delay())
             self._set_state(LinkState.CONNECTING)
-
-    def _next_delay(self) -> float:
-        """Doubling from min to max with jitter, so relays do not come back in step."""
-        ceiling = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
-        return random.uniform(ceiling / 2, ceiling)
 
     def _client(self) -> Redis:
         # Our own reconnect loop decides when to retry; redis-py must not retry behind it.
@@ -222,14 +215,14 @@ class RedisLink:
             held = list(self._held_topics())
             tasks = {
                 asyncio.create_task(self._read(pubsub)),
-                asyncio.create_task(self._write(publisher)),
+                asyncio.create_task(self._outbox.send_to(publisher)),
                 asyncio.create_task(self._keep_alive(pubsub)),
             }
             try:
                 for start in range(0, len(held), _SUBSCRIBE_BATCH):
                     await self.subscribe(held[start : start + _SUBSCRIBE_BATCH])
                 self._set_state(LinkState.CONNECTED)
-                self._failures = 0
+                self._backoff.reset()
                 done, _ = await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
                 for task in done:
                     task.result()  # the failure that ended the session
@@ -239,20 +232,12 @@ class RedisLink:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._pubsub = None
-            self._forget_session()
+            self._confirmations.cancel_all()
+            self._outbox.drop_all()
             for closable in (pubsub, subscriber, publisher):
                 with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                     # A hung Redis must not hold the reconnect loop either.
                     await asyncio.wait_for(closable.aclose(), _LINK_TIMEOUT)
-
-    def _forget_session(self) -> None:
-        for waiters in self._confirmations.values():
-            for waiter in waiters:
-                waiter.cancel()
-        self._confirmations.clear()
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
-            self.counters["dropped"] += 1
 
     async def _read(self, pubsub: PubSub) -> None:
         while True:
@@ -269,43 +254,11 @@ class RedisLink:
             await asyncio.wait_for(pubsub.ping(), _LINK_TIMEOUT)
 
     def _on_redis_message(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], _text(message["channel"])
-        if kind == "subscribe":
-            waiters = self._confirmations.get(channel)
-            if waiters:
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                if not waiters:
-                    del self._confirmations[channel]
-            return
-        if kind != "message" or not channel.startswith(CHANNEL_PREFIX):
-            return
-        origin, _, body = _text(message["data"]).partition(" ")
-        if origin == self.relay_id:
-            return  # delivered to our own clients already
-        if not (body.startswith("{") and body.endswith("}")):
-            # Not from a relay (another program on the same Redis): never pass it on.
+        event = cluster_wire.read(message, self.relay_id)
+        if isinstance(event, cluster_wire.Confirmed):
+            self._confirmations.confirmed(event.channel)
+        elif isinstance(event, cluster_wire.Foreign):
             self.counters["refused"] += 1
-            return
-        self.counters["received"] += 1
-        self._on_remote(channel.removeprefix(CHANNEL_PREFIX), body)
-
-    async def _write(self, publisher: Redis) -> None:
-        while True:
-            batch = [await self._outbox.get()]
-            while len(batch) < _PUBLISH_BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            pipeline = publisher.pipeline(transaction=False)
-            for channel, data in batch:
-                pipeline.publish(channel, data)
-            try:
-                await pipeline.execute()
-            except BaseException:
-                self.counters["dropped"] += len(batch)
-                raise
-            self.counters["published"] += len(batch)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        elif isinstance(event, cluster_wire.Remote):
+            self.counters["received"] += 1
+            self._on_remote(event.topic, event.body)

@@ -20,7 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from signaling.limits import ConnectionSlots, Limits, TokenBucket
+from signaling.connection import Connection
+from signaling.limits import ConnectionSlots, Limits
 from signaling.logs import fields
 from signaling.protocol import (
     PONG,
@@ -48,20 +49,6 @@ HEALTH_PATH = "/healthz"
 _CLOSE_TIMEOUT = 5.0
 
 
-class _Session:
-    """What the relay knows about one open connection."""
-
-    def __init__(self, ws: ServerConnection, limits: Limits, now: float) -> None:
-        self.ws = ws
-        self.id = ws.id.hex[:12]
-        self.opened = now
-        self.last_activity = now
-        self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst, now)
-        # Set after a drop was reported, so a flooder gets one error, not one per message.
-        self.throttled = False
-        self.dropped = False
-
-
 class SignalingServer:
     """A y-webrtc compatible signaling relay; `start()` binds, `close()` shuts down gracefully."""
 
@@ -84,7 +71,7 @@ class SignalingServer:
         self._slots = ConnectionSlots(
             self._limits.max_connections_per_address, self._limits.max_connections
         )
-        self._topics: TopicTable[_Session] = TopicTable(
+        self._topics: TopicTable[Connection] = TopicTable(
             self._limits.max_topics_per_connection,
             self._limits.max_subscribers_per_topic,
             self._limits.max_topic_length,
@@ -178,87 +165,63 @@ class SignalingServer:
             await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
             return
         self.counters.connections_accepted += 1
-        session = _Session(ws, self._limits, time.monotonic())
-        logger.info("connection.open", extra=fields(conn=session.id, address=address))
-        watchdog = asyncio.create_task(self._close_when_idle(session))
+        connection = Connection(ws, self._limits, self.counters, time.monotonic())
+        logger.info("connection.open", extra=fields(conn=connection.id, address=address))
+        watchdog = asyncio.create_task(connection.close_when_idle())
         try:
-            await self._receive(session)
+            await self._receive(connection)
         finally:
             watchdog.cancel()
-            await self._close_topics(self._topics.remove(session))
+            await self._close_topics(self._topics.remove(connection))
             self._slots.release(address)
             logger.info(
                 "connection.close",
                 extra=fields(
-                    conn=session.id,
+                    conn=connection.id,
                     code=ws.close_code,
-                    seconds=round(time.monotonic() - session.opened, 3),
+                    seconds=round(time.monotonic() - connection.opened, 3),
                 ),
             )
 
-    async def _receive(self, session: _Session) -> None:
+    async def _receive(self, connection: Connection) -> None:
         try:
             while True:
-                raw = await session.ws.recv(decode=False)
-                await self._on_message(session, raw)
+                raw = await connection.ws.recv(decode=False)
+                await self._on_message(connection, raw)
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self.counters.closed_oversized += 1
 
-    async def _close_when_idle(self, session: _Session) -> None:
-        timeout = self._limits.idle_timeout
-        while (idle := time.monotonic() - session.last_activity) < timeout:
-            await asyncio.sleep(timeout - idle)
-        self.counters.closed_idle += 1
-        logger.info("connection.idle", extra=fields(conn=session.id))
-        await session.ws.close(CloseCode.NORMAL_CLOSURE, "idle timeout")
-
-    async def _on_message(self, session: _Session, raw: bytes) -> None:
+    async def _on_message(self, connection: Connection, raw: bytes) -> None:
         now = time.monotonic()
-        session.last_activity = now
+        connection.last_activity = now
         self.counters.messages_received += 1
         self.counters.bytes_received += len(raw)
-        if not session.bucket.take(now):
-            await self._drop_over_rate(session)
+        if not connection.bucket.take(now):
+            await connection.drop_over_rate()
             return
-        session.throttled = False
+        connection.throttled = False
         try:
             message = parse_message(raw)
         except ProtocolError as exc:
-            await self._refuse(session, exc)
+            await connection.refuse(exc)
             return
         if isinstance(message, Subscribe):
-            await self._subscribe(session, message.topics)
+            await self._subscribe(connection, message.topics)
         elif isinstance(message, Unsubscribe):
-            freed = [t for t in message.topics if self._topics.unsubscribe(session, t)]
+            freed = [t for t in message.topics if self._topics.unsubscribe(connection, t)]
             await self._close_topics(freed)
         elif isinstance(message, Publish):
             self._relay(message, now)
         elif isinstance(message, Ping):
-            await session.ws.send(PONG)
+            await connection.ws.send(PONG)
 
-    async def _drop_over_rate(self, session: _Session) -> None:
-        self.counters.rate_limited += 1
-        if session.throttled:
-            return
-        session.throttled = True
-        logger.info("connection.rate_limited", extra=fields(conn=session.id))
-        await session.ws.send(encode_error(ErrorCode.RATE_LIMITED, "too many messages, dropped"))
-
-    async def _refuse(self, session: _Session, exc: ProtocolError) -> None:
-        if exc.code is ErrorCode.UNKNOWN_TYPE:
-            self.counters.unknown_type += 1
-        else:
-            self.counters.malformed += 1
-        logger.debug("message.refused", extra=fields(conn=session.id, error=exc.code.value))
-        await session.ws.send(encode_error(exc.code, exc.detail))
-
-    async def _subscribe(self, session: _Session, topics: tuple[str, ...]) -> None:
+    async def _subscribe(self, connection: Connection, topics: tuple[str, ...]) -> None:
         refused: defaultdict[ErrorCode, list[str]] = defaultdict(list)
         opened = []
         for topic in topics:
             is_new = topic not in self._topics
-            reason = self._topics.subscribe(session, topic)
+            reason = self._topics.subscribe(connection, topic)
             if reason is not None:
                 refused[reason].append(topic)
             elif is_new:
@@ -271,9 +234,9 @@ class SignalingServer:
             self.counters.subscriptions_refused += len(names)
             logger.info(
                 "subscribe.refused",
-                extra=fields(conn=session.id, error=reason.value, count=len(names)),
+                extra=fields(conn=connection.id, error=reason.value, count=len(names)),
             )
-            await session.ws.send(encode_error(reason, "subscription refused", tuple(names)))
+            await connection.ws.send(encode_error(reason, "subscription refused", tuple(names)))
 
     async def _close_topics(self, topics: list[str]) -> None:
         """Topics no local client holds any more: other relays need not send them here."""
@@ -296,27 +259,14 @@ class SignalingServer:
         now = time.monotonic() if now is None else now
         # `clients` counts the receivers on this relay, the ones it was sent to.
         payload = with_clients(body, len(receivers))
-        reachable = [receiver for receiver in receivers if self._keeps_up(receiver)]
+        reachable = [receiver for receiver in receivers if receiver.keeps_up()]
         for receiver in reachable:
             receiver.last_activity = now
         # broadcast() writes without waiting, so one slow receiver cannot stall the others;
-        # _keeps_up bounds what piles up for each.
+        # keeps_up bounds what piles up for each.
         broadcast([receiver.ws for receiver in reachable], payload)
         self.counters.deliveries += len(reachable)
         return True
-
-    def _keeps_up(self, receiver: _Session) -> bool:
-        """False, after dropping it, for a receiver whose unsent backlog is over the limit."""
-        if receiver.dropped:
-            return False
-        if receiver.ws.transport.get_write_buffer_size() <= self._limits.max_send_buffer_bytes:
-            return True
-        receiver.dropped = True
-        self.counters.closed_slow += 1
-        logger.warning("connection.slow", extra=fields(conn=receiver.id))
-        # A close frame would queue behind the backlog it is meant to cut: abort instead.
-        receiver.ws.transport.abort()
-        return False
 
 
 def _cluster_link(

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import random
 import re
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from hypothesis.control import currently_in_test_context
 from pycrdt import Doc
 
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core import engine
+from p2prtc.core import engine, model
 from p2prtc.core.engine import NotebookEngine
 from p2prtc.core.notebook import parse_notebook
 from p2prtc.core.statevector import StateVector, decode_state_vector
@@ -113,12 +114,14 @@ class FileReplica:
     def sharer(cls, folder: Path, text: str) -> FileReplica:
         path = folder / "r0.ipynb"
         path.write_text(text)
-        return cls(SharedFile.create(path, UpdateStore(path.with_suffix(".sqlite")), "r0"), text)
+        store = UpdateStore(path.with_suffix(".sqlite"))
+        return cls(SharedFile.create(path, store, "r0", clock=replay_clock()), text)
 
     @classmethod
     def joiner(cls, folder: Path, name: str, state: bytes) -> FileReplica:
         path = folder / f"{name}.ipynb"
-        shared = SharedFile.empty(path, UpdateStore(path.with_suffix(".sqlite")), name)
+        store = UpdateStore(path.with_suffix(".sqlite"))
+        shared = SharedFile.empty(path, store, name, clock=replay_clock())
         shared.doc.apply_update(state)
         shared.apply_remote(state)
         shared.write()
@@ -159,7 +162,9 @@ class FileReplica:
         self.shared.store.close()
         self.shared.path.write_text(text)
         store = UpdateStore(self.shared.store.path)
-        self.shared = SharedFile.restore(self.shared.path, store, self.shared.member)
+        self.shared = SharedFile.restore(
+            self.shared.path, store, self.shared.member, clock=self.shared.clock
+        )
         sent = self._persisted(self.shared.catch_up)
         self.buffer = self.disk
         return sent
@@ -169,6 +174,17 @@ class FileReplica:
         before = self.shared.store.last_seq() or 0
         step()
         return merged(*(update for seq, update in self.shared.store.entries() if seq > before))
+
+
+def replay_clock() -> Callable[[], float]:
+    """A replica's clock for its edit stamps: one second per call from a fixed instant, so
+    that a seed replays to the same doc (the wall clock made stamps differ run to run)."""
+    ticks = itertools.count()
+    return lambda: REPLAY_EPOCH + next(ticks)
+
+
+# 2026-01-01 00:00 UTC: where replay clocks start.
+REPLAY_EPOCH = 1767225600.0
 
 
 @dataclass
@@ -505,8 +521,13 @@ COMPACT = 6
 @contextlib.contextmanager
 def seeded_client_ids(seed: int) -> Iterator[None]:
     """Replica docs (and the engine's forks) take client ids from the seed, so that a seed
-    replays exactly: Yjs orders concurrent insertions and picks repair survivors by them."""
+    replays exactly: Yjs orders concurrent insertions and picks repair survivors by them.
+    So do the cell ids minted for files without ids (uuid4)."""
     ids = random.Random(seed ^ 0x5EED)
+    cell_ids = random.Random(seed ^ 0xCE11)
+
+    def seeded_uuid4() -> uuid.UUID:
+        return uuid.UUID(int=cell_ids.getrandbits(128), version=4)
 
     def seeded_doc(*args: Any, client_id: int | None = None, **kwargs: Any) -> Doc[Any]:
         return Doc(
@@ -520,6 +541,7 @@ def seeded_client_ids(seed: int) -> Iterator[None]:
             mock.patch.object(engine, "Doc", seeded_doc),
             mock.patch.object(document, "Doc", seeded_doc),
             mock.patch.object(versions, "Doc", seeded_doc),
+            mock.patch.object(model.uuid, "uuid4", seeded_uuid4),
         ):
             yield
     finally:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,10 @@ import pytest
 from p2prtc.core.notebook import parse_notebook
 from tests.netns import NetnsLab
 
-P2PRTC = [sys.executable, "-m", "p2prtc"]
+# P2PRTC_TEST_DEBUG=1: daemons the tests start log at debug level (to chase a rare failure).
+P2PRTC = [sys.executable, "-m", "p2prtc", *(["-v"] if os.environ.get("P2PRTC_TEST_DEBUG") else [])]
+# The time at the start of each daemon log line (logging's asctime, local time).
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
 LOOPBACK_ENV = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
 # The notebook most end-to-end tests share (in ../shared/notebooks: the notebooks_dir fixture).
@@ -176,6 +180,22 @@ class Node:
         if not log.exists():
             return "(no log)"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_between(self, start: float, end: float) -> list[str]:
+        """The daemon log's lines written between two ``time.time()`` instants (a line
+        without a time, such as a traceback's, goes with the line before it)."""
+        log = self.home / "daemon.log"
+        if not log.exists():
+            return []
+        kept, inside = [], False
+        for line in log.read_text(errors="replace").splitlines():
+            stamp = LOG_TIME.match(line)
+            if stamp:
+                written = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                inside = start <= written <= end
+            if inside:
+                kept.append(line)
+        return kept
 
     def peers_synced(self, path: Path, count: int) -> bool:
         for share in self.status()["shares"]:

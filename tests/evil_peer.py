@@ -20,8 +20,9 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from p2prtc.adapters.ice import IceConfig
 from p2prtc.adapters.rendezvous import PipeClosed, connect_pipe
-from p2prtc.adapters.webrtc import IceConfig, PeerLink
+from p2prtc.adapters.webrtc import PeerLink
 from p2prtc.core.codes import parse_code
 from p2prtc.core.framing import (
     Chunker,

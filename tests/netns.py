@@ -146,6 +146,11 @@ class NetnsLab:
         hub_end = f"v{self.nodes.index(node) + 1}"  # as `_add_node` names it
         _ip(f"-n {self.hub} link set {hub_end} type bridge_slave mcast_flood off")
 
+    def set_address(self, node: Node, *, present: bool) -> None:
+        """Take `node`'s LAN address away, or give it back (as DHCP would)."""
+        verb = "add" if present else "del"
+        _ip(f"-n {node.namespace} addr {verb} {node.address}/{PREFIX_LENGTH} dev {node.interface}")
+
     def command(self, node: Node, argv: list[str]) -> list[str]:
         """The argv that runs `argv` inside `node`'s namespace."""
         return ["ip", "netns", "exec", node.namespace, *argv]

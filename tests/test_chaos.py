@@ -98,6 +98,8 @@ CONVERGE_TIMEOUT_S = 60.0
 # Equal files that stay unchanged this long are final, even without every token.
 QUIET_S = 5.0
 POLL_PERIOD_S = 0.02
+# A failure report shows the daemons' logs from this long before the first loss to this long after.
+LOG_BEFORE_S, LOG_AFTER_S = 5.0, 2.0
 TOKEN = re.compile(r"# chaos-\d{3,}-[0-9a-f]{6} \(m\d\)")
 SEED_VARIABLE = "P2PRTC_CHAOS_SEED"
 MINUTES_VARIABLE = "P2PRTC_CHAOS_MINUTES"
@@ -380,6 +382,7 @@ class Poller(FilePoller):
     With ``nbformat``, a read must also pass ``nbformat_problem`` (each text once)."""
 
     origin: float = 0.0  # time.monotonic() at the start of the schedule
+    wall_origin: float = 0.0  # time.time() at the same instant (daemon logs carry wall time)
     nbformat: bool = False
     vanished: list[tuple[float, str, set[str]]] = field(default_factory=list)
     _seen: dict[Path, set[str]] = field(default_factory=dict)
@@ -403,6 +406,10 @@ class Poller(FilePoller):
             self.vanished.append((time.monotonic() - self.origin, path.parent.name, gone))
         self._seen[path] = tokens
 
+    def first_loss(self, tokens: set[str]) -> float | None:
+        """When the first of ``tokens`` vanished from a file, in seconds of the schedule."""
+        return next((at for at, _, gone in self.vanished if gone & tokens), None)
+
     def losses_of(self, tokens: set[str]) -> list[str]:
         """When each of ``tokens`` vanished from a file (a stale save on disk shows some
         tokens missing for a moment, so only tokens missing at the end are worth it)."""
@@ -421,6 +428,17 @@ class Machines:
 
     def logs(self, lines: int = 30) -> str:
         return "\n".join(f"--- {node.home.name} ---\n{node.log_tail(lines)}" for node in self.nodes)
+
+    def logs_around(self, instant: float) -> str:
+        """Every daemon's log from LOG_BEFORE_S before a ``time.time()`` instant to
+        LOG_AFTER_S after it: where a loss happened, which the tails have often scrolled
+        past."""
+        start, end = instant - LOG_BEFORE_S, instant + LOG_AFTER_S
+        return "\n".join(
+            f"--- {node.home.name} from {time.strftime('%H:%M:%S', time.localtime(start))} ---\n"
+            + "\n".join(node.log_between(start, end))
+            for node in self.nodes
+        )
 
     def set_link(self, machine: int, *, hub_side: bool, up: bool) -> None:
         host = self.lab.nodes[machine]
@@ -590,7 +608,9 @@ def token_report(machines: Machines, poller: Poller, tokens: list[str]) -> str:
         doubled = [token for token in TOKEN.findall(text) if text.count(token) > 1]
         lost.update(missing)
         lines.append(f"m{index}: {len(missing)} missing {missing}, doubled {sorted(doubled)}")
-    return "\n".join([*lines, *poller.losses_of(lost), machines.logs()])
+    first = poller.first_loss(lost)
+    logs = machines.logs() if first is None else machines.logs_around(poller.wall_origin + first)
+    return "\n".join([*lines, *poller.losses_of(lost), logs])
 
 
 @dataclass
@@ -660,7 +680,9 @@ def run_chaos(machines: Machines, plan: Plan, seed: int, *, nbformat: bool) -> O
     origin = time.monotonic()
     # The daemons' logs have wall-clock times: this line maps them to the schedule's.
     print(f"[chaos] the schedule starts at {time.strftime('%H:%M:%S')} (0.00 s)")
-    poller = Poller(machines.paths, POLL_PERIOD_S, origin=origin, nbformat=nbformat)
+    poller = Poller(
+        machines.paths, POLL_PERIOD_S, origin=origin, wall_origin=time.time(), nbformat=nbformat
+    )
     with poller, Chaos(machines) as chaos:
         chaos.run(schedule, origin)
         ended = time.monotonic()  # a daemon is down and a link cut: settle repairs them

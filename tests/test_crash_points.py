@@ -24,7 +24,7 @@ from nbgen import THIS_DAEMON, nbformat_node, peer_update, render_with_line
 
 from p2prtc.adapters import files
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.daemon import document, versions
+from p2prtc.daemon import file_writer, versions
 from p2prtc.daemon.crash_points import CRASH_AT_ENV
 from p2prtc.daemon.document import SharedFile
 
@@ -74,7 +74,7 @@ def editor_saves_during(shared: SharedFile, race: Callable[[Callable[[], None]],
 
 
 def before_the_check(editor_save: Callable[[], None]) -> None:
-    real = document.atomic_write
+    real = file_writer.atomic_write
 
     def racing(
         path: Path, data: bytes, *, unless_changed_from: files.Signature | None
@@ -82,7 +82,7 @@ def before_the_check(editor_save: Callable[[], None]) -> None:
         editor_save()
         return real(path, data, unless_changed_from=unless_changed_from)
 
-    document.atomic_write = racing  # type: ignore[assignment]
+    file_writer.atomic_write = racing  # type: ignore[assignment]
 
 
 def in_the_rename(editor_save: Callable[[], None]) -> None:

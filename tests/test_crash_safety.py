@@ -42,7 +42,7 @@ from nbgen import THIS_DAEMON, peer_update, render_with_line
 
 from p2prtc.adapters.files import Signature, atomic_write
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.daemon import document
+from p2prtc.daemon import file_writer
 from p2prtc.daemon.document import SharedFile
 
 pytestmark = pytest.mark.timeout(150)
@@ -168,7 +168,7 @@ def test_crash_during_a_write_restarts_consistent(
             atomic_write(target, data, unless_changed_from=unless_changed_from)
         raise Crash
 
-    monkeypatch.setattr(document, "atomic_write", dying_write)
+    monkeypatch.setattr(file_writer, "atomic_write", dying_write)
     with pytest.raises(Crash):
         shared.write()
     monkeypatch.undo()

@@ -208,3 +208,32 @@ def test_a_lan_join_tells_where_it_searched_and_found_the_sharer(
             "p2prtc: No daemon offering this join code was found (tried for 1 s:"
             f" mDNS on {b_address}; relays: none; peers: none; hint: from another network,"
         )
+
+
+def test_a_daemon_started_before_its_lan_address_finds_the_sharer_once_it_has_one(
+    tmp_path: Path, notebooks_dir: Path
+) -> None:
+    """A laptop's daemon starts at login, before the network hands it an address: mDNS
+    cannot start then, and the daemon says why; it tries again, so a join works once the
+    address is there, without restarting anything."""
+    with netns_nodes(tmp_path, "ab") as (lab, (a, b)):
+        notebook = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "numpy.ipynb")
+        code = a.share(notebook)
+        del b.env["P2PRTC_INTERFACES"]  # the daemon finds its addresses itself, as by default
+        lab.set_address(lab.nodes[1], present=False)
+        b.start()
+        wait_until(
+            lambda: "mDNS" in (b.status()["daemon"]["mdns_error"] or ""),
+            SYNC_TIMEOUT_S,
+            "B's daemon to report that mDNS could not start",
+        )
+
+        lab.set_address(lab.nodes[1], present=True)
+        wait_until(
+            lambda: b.status()["daemon"]["mdns_error"] is None,
+            SYNC_TIMEOUT_S,
+            "B's daemon to start mDNS once it has its address",
+        )
+
+        joined = Path(b.join(code)["path"])
+        assert joined.read_text() == notebook.read_text()

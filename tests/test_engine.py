@@ -905,3 +905,27 @@ def test_edit_of_a_cell_another_moves_lands_in_the_moved_cell(minor: int) -> Non
     assert final[0] == "x.sum() # A"
     assert final.count("x.sum() # A") == 1 and "x.sum()" not in final
     assert_converged(a, b)
+
+
+def test_a_line_typed_into_a_cell_a_peer_moved_survives_a_write_while_the_move_waits(
+    minor: int,
+) -> None:
+    """A peer's move can arrive before an earlier update of that peer (over another link):
+    yrs then holds part of it back, and the doc shows the cell without the line typed into
+    it meanwhile. The file written then must not become what the repair compares with
+    once the missing update comes: the typed line went for good (moves chaos, seed
+    3709939785)."""
+    a, b = share(notebook([code_cell(f"#c{i}") for i in range(4)], minor=minor))
+    typed = a.save(append_to(1, "\ntyped"))
+    earlier = b.save(append_to(3, "\nfrom b"))
+    moved = b.save(move_cell(1, 3))
+    assert earlier is not None and moved is not None
+
+    a.receive(moved)
+    a.receive(earlier)
+    deliver(typed, b)
+    for repair in a.sent[1:]:
+        deliver(repair, b)
+
+    assert sources(parse(a.disk)) == ["#c0", "#c2", "#c3\nfrom b", "#c1\ntyped"]
+    assert_converged(a, b)

@@ -72,3 +72,18 @@ def test_a_mistyped_code_exits_4_before_any_daemon_is_asked(node: Node) -> None:
 def test_no_daemon_exits_3(tmp_path: Path) -> None:
     (idle,) = loopback_nodes(tmp_path, "idle")
     assert fails_with(idle, "status") == (3, "p2prtc: The p2prtc daemon is not running.")
+
+
+def test_a_daemon_told_to_listen_on_an_address_this_machine_lacks_says_so(
+    tmp_path: Path,
+) -> None:
+    (lost,) = loopback_nodes(tmp_path, "lost")
+    lost.env["P2PRTC_INTERFACES"] = "192.0.2.1"  # TEST-NET-1: never an address of this machine
+
+    code, message = fails_with(lost, "daemon")
+
+    assert code == 1
+    assert message.startswith(
+        "p2prtc: Could not listen for other daemons (are P2PRTC_INTERFACES and P2PRTC_PORT"
+        " right?) (192.0.2.1:0: "
+    )

@@ -38,7 +38,9 @@ from daemons import (
 from evil_peer import EvilPeer, Membership, first_sync_instead, redeem
 from pycrdt import Doc, YMessageType, YSyncMessageType, create_sync_message
 
-from p2prtc.adapters.webrtc import MAX_MESSAGE_SIZE, LinkClosed, LinkState
+from p2prtc.adapters.webrtc_errors import LinkClosed
+from p2prtc.adapters.webrtc_inbound import MAX_MESSAGE_SIZE
+from p2prtc.adapters.webrtc_lifecycle import LinkState
 from p2prtc.core.framing import (
     CHUNK_HEADER_SIZE,
     CHUNK_VERSION,

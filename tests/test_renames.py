@@ -19,7 +19,7 @@ from nbgen import THIS_DAEMON, peer_update
 
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.adapters.watcher import FileWatcher
-from p2prtc.daemon import share as share_module
+from p2prtc.daemon import missing_file
 from p2prtc.daemon.document import SharedFile
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.renames import RENAME_WINDOW_S, RENAMED_WHILE_STOPPED, Gone, new_name
@@ -122,7 +122,7 @@ async def registry(
 ) -> AsyncIterator[Registry]:
     """A real Registry holding ``shared`` as an active Share (no watcher running: the test
     plays it). The grace is short: the outcome does not depend on it."""
-    monkeypatch.setattr(share_module, "DELETED_FILE_GRACE_S", 0.05)
+    monkeypatch.setattr(missing_file, "DELETED_FILE_GRACE_S", 0.05)
     registry = Registry(tmp_path / "home", FileWatcher())
     share = registry.open_share(ShareRecord.new(shared.path, "me"), shared, ShareState.ACTIVE)
     yield registry
@@ -161,7 +161,7 @@ async def test_a_peers_edit_held_while_the_file_was_missing_is_written_when_it_i
     (share,) = registry.shares.values()
     path, away = shared.path, shared.path.with_name("nb.ipynb~")
     os.rename(path, away)
-    share.file_deleted(away)  # as the watcher reports it
+    share.missing.noticed(away)  # as the watcher reports it
     share.remote_update(peer_edit(shared, "a peer's edit"))
     # The writer wakes on the next turns of the loop and finds the file missing: held.
     for _ in range(3):

@@ -26,7 +26,7 @@ from jupyter_ydoc import YNotebook
 from p2prtc import control, paths
 from p2prtc.core import roomlink
 from p2prtc.core.ratelimit import TokenBucket
-from p2prtc.daemon.peer import AWARENESS_BURST
+from p2prtc.daemon.peer_control import AWARENESS_BURST
 
 NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
 QUEUE_BOUND = 256 * 1024

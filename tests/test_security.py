@@ -41,8 +41,10 @@ from mitm_proxy import (
 )
 from netns import NetnsLab
 
+from p2prtc.adapters.ice import IceConfig
 from p2prtc.adapters.rendezvous import connect_pipe
-from p2prtc.adapters.webrtc import IceConfig, LinkState, PeerLink
+from p2prtc.adapters.webrtc import PeerLink, make_offer
+from p2prtc.adapters.webrtc_lifecycle import LinkState
 from p2prtc.core.handshake import INVITE_VERSION, MessageType
 from p2prtc.core.keys import (
     SealedChannel,
@@ -354,7 +356,7 @@ class ForgedOffer:
     async def __call__(self, message: Relayed) -> bytes:
         if not message.is_member(MEMBER_SEALED_OFFER):
             return message.data
-        link, sdp = await PeerLink.offer(IceConfig(host_addresses=[LOOPBACK]))
+        link, sdp = await make_offer(IceConfig(host_addresses=[LOOPBACK]))
         self.links.append(link)
         self.acted += 1
         return SealedChannel(secrets.token_bytes(32), secrets.token_bytes(32)).seal(sdp.encode())

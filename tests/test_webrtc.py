@@ -15,19 +15,17 @@ import pytest
 from netns import NetnsLab
 
 from p2prtc.adapters.ice import IceConfig, IceServer
-from p2prtc.adapters.webrtc import (
-    HIGH_WATER,
-    MAX_MESSAGE_SIZE,
+from p2prtc.adapters.webrtc import HIGH_WATER, PeerLink, make_answer, make_offer
+from p2prtc.adapters.webrtc_errors import (
     BadSessionDescription,
     LinkClosed,
     LinkOpenTimeout,
-    LinkState,
     MessageTooLarge,
     NoUsableAddress,
-    PeerLink,
-    rtc_configuration,
-    without_mdns_candidates,
 )
+from p2prtc.adapters.webrtc_inbound import MAX_MESSAGE_SIZE
+from p2prtc.adapters.webrtc_lifecycle import LinkState
+from p2prtc.adapters.webrtc_negotiation import rtc_configuration, without_mdns_candidates
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,8 +40,8 @@ def candidate_addresses(sdp: str) -> set[str]:
 
 
 async def connect(offerer: IceConfig, answerer: IceConfig) -> tuple[PeerLink, PeerLink]:
-    a, offer = await PeerLink.offer(offerer)
-    b, answer = await PeerLink.answer(answerer, offer)
+    a, offer = await make_offer(offerer)
+    b, answer = await make_answer(answerer, offer)
     await a.accept_answer(answer)
     await asyncio.gather(a.wait_open(OPEN_TIMEOUT), b.wait_open(OPEN_TIMEOUT))
     return a, b
@@ -61,8 +59,8 @@ async def links() -> AsyncIterator[tuple[PeerLink, PeerLink]]:
 
 
 async def test_sdp_offers_only_the_allowed_addresses() -> None:
-    a, offer = await PeerLink.offer(OFFERER)
-    b, answer = await PeerLink.answer(ANSWERER, offer)
+    a, offer = await make_offer(OFFERER)
+    b, answer = await make_answer(ANSWERER, offer)
     try:
         assert candidate_addresses(offer) == {"127.0.0.1"}
         assert candidate_addresses(answer) == {"127.0.0.2"}
@@ -73,7 +71,7 @@ async def test_sdp_offers_only_the_allowed_addresses() -> None:
 
 async def test_concurrent_links_keep_their_own_addresses() -> None:
     configs = [IceConfig(host_addresses=[f"127.0.0.{i}"]) for i in range(1, 6)]
-    made = await asyncio.gather(*(PeerLink.offer(config) for config in configs))
+    made = await asyncio.gather(*(make_offer(config) for config in configs))
     try:
         for i, (_, offer) in enumerate(made, start=1):
             assert candidate_addresses(offer) == {f"127.0.0.{i}"}
@@ -138,7 +136,7 @@ async def test_other_side_closing_is_detected(links: tuple[PeerLink, PeerLink]) 
 
 
 async def test_wait_open_times_out_without_answer() -> None:
-    link, _ = await PeerLink.offer(OFFERER)
+    link, _ = await make_offer(OFFERER)
     with pytest.raises(LinkOpenTimeout):
         await link.wait_open(0.2)
     assert link.state is LinkState.CLOSED
@@ -147,13 +145,13 @@ async def test_wait_open_times_out_without_answer() -> None:
 async def test_unusable_host_address_is_reported() -> None:
     # 192.0.2.1 (TEST-NET-1) is no local address: binding fails, nothing is sent.
     with pytest.raises(NoUsableAddress):
-        await PeerLink.offer(IceConfig(host_addresses=["192.0.2.1"]))
+        await make_offer(IceConfig(host_addresses=["192.0.2.1"]))
 
 
 @pytest.mark.parametrize("sdp", ["", "garbage", "v=0\r\nm=audio 9 RTP/AVP 0\r\n"])
 async def test_unusable_offer_is_rejected(sdp: str) -> None:
     with pytest.raises(BadSessionDescription):
-        await PeerLink.answer(ANSWERER, sdp)
+        await make_answer(ANSWERER, sdp)
 
 
 def test_mdns_candidates_are_dropped() -> None:
@@ -205,7 +203,7 @@ async def _agent(role: str) -> None:
     """One side of test_link_between_two_namespaces; SDP travels as JSON lines on stdio."""
     config = IceConfig()  # aioice's own choice of addresses: inside a namespace, its veth
     if role == "offer":
-        link, offer = await PeerLink.offer(config)
+        link, offer = await make_offer(config)
         _say({"sdp": offer})
         await link.accept_answer(_hear())
         await link.wait_open(OPEN_TIMEOUT)
@@ -216,7 +214,7 @@ async def _agent(role: str) -> None:
         _say({"reply": reply.decode(), "path": link.path.path_type(), "peer": peer})
         await link.close()
     else:
-        link, answer = await PeerLink.answer(config, _hear())
+        link, answer = await make_answer(config, _hear())
         _say({"sdp": answer})
         await link.wait_open(OPEN_TIMEOUT)
         if await link.recv() == b"ping":

@@ -61,7 +61,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from p2prtc.errors import P2PError
+from p2prtc.errors import P2PError, describe
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Lan:
         try:
             return cls(AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only), addresses)
         except OSError as exc:
-            raise DiscoveryError(str(exc)) from exc
+            raise DiscoveryError(describe(exc)) from exc
 
     async def close(self) -> None:
         """Close the sockets; close the announcer and browser on it first."""
@@ -196,7 +196,7 @@ class Announcer:
             # goes out at once; this returns after the last of its three repetitions.
             await (await lan.azc.async_register_service(info, cooperating_responders=True))
         except ZeroconfError as exc:
-            raise DiscoveryError(str(exc)) from exc
+            raise DiscoveryError(describe(exc)) from exc
         logger.info("announcing %s on %s port %d", info.name, addresses, port)
         return cls(lan.azc, info)
 

@@ -39,6 +39,10 @@ class RendezvousError(P2PError):
     """The rendezvous connection to the other daemon failed."""
 
 
+class CannotListen(P2PError):
+    """Could not listen for other daemons (are P2PRTC_INTERFACES and P2PRTC_PORT right?)"""
+
+
 class ConnectFailed(RendezvousError):
     """Could not reach the other daemon."""
 
@@ -129,15 +133,18 @@ class RendezvousServer:
             finally:
                 self._handlers.discard(task)
 
-        server = await serve(
-            handle,
-            host,
-            port,
-            compression=None,
-            server_header=None,
-            max_size=MAX_MESSAGE_SIZE,
-            close_timeout=CLOSE_TIMEOUT,
-        )
+        try:
+            server = await serve(
+                handle,
+                host,
+                port,
+                compression=None,
+                server_header=None,
+                max_size=MAX_MESSAGE_SIZE,
+                close_timeout=CLOSE_TIMEOUT,
+            )
+        except OSError as exc:
+            raise CannotListen(f"{host}:{port}: {exc.strerror or exc}") from exc
         self._server = server
         return self
 

@@ -1,10 +1,8 @@
-"""Client of a y-webrtc compatible signaling relay (wraps `websockets`).
+"""Client of a y-webrtc compatible signaling relay (wraps `websockets`): its life cycle.
 
-The daemon hands it opaque bytes (already sealed) under opaque topics; on the wire a
-message is a y-webrtc `publish` whose `data` is `{"p2prtc": <base64>, "from": <id>}`.
-`from` is a random id per client object so the client can drop its own echoes (the
-relay sends a publish to every subscriber, the sender included). Anything else
-published on a topic (other y-webrtc apps, garbage) is skipped.
+The daemon hands it opaque bytes (already sealed) under opaque topics; the messages on the
+wire are in `p2prtc/core/relay_wire.py`, one connection's set-up, pings and reading in
+`relay_session.py`.
 
 The client keeps its subscriptions across reconnects: after a disconnect it waits an
 exponentially growing, jittered delay, reconnects and subscribes again.
@@ -13,38 +11,36 @@ exponentially growing, jittered delay, reconnects and subscribes again.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import collections
 import contextlib
 import enum
-import json
+import functools
 import logging
-import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
+from p2prtc.adapters.relay_session import OnMessage, RelaySession, SignalingUnavailable
+from p2prtc.core import relay_wire
 from p2prtc.errors import P2PError
+from signaling.backoff import Backoff
 from signaling.limits import TokenBucket
 
+__all__ = [
+    "Backoff",
+    "InvalidSignalingURL",
+    "OnMessage",
+    "SignalingClient",
+    "SignalingMessageTooLarge",
+    "SignalingRateLimited",
+    "SignalingState",
+    "SignalingUnavailable",
+]
+
 logger = logging.getLogger(__name__)
-
-OnMessage = Callable[[str, bytes], Awaitable[None]]
-"""Called with (topic, payload) for each message another client published."""
-
-# Topics per subscribe message on (re)connect: keeps it far below the relay's size limit.
-_SUBSCRIBE_BATCH = 64
-
-
-class SignalingUnavailable(P2PError):
-    """The signaling service is not reachable."""
 
 
 class SignalingRateLimited(SignalingUnavailable):
@@ -68,26 +64,11 @@ class SignalingState(enum.Enum):
     CLOSED = "closed"
 
 
-class Backoff:
-    """Exponential reconnect delays with jitter, so a restarted relay is not stampeded."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self._minimum = minimum
-        self._maximum = maximum
-        self._next = minimum
-
-    def reset(self) -> None:
-        self._next = self._minimum
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt: in [d/2, d], d doubling up to the maximum."""
-        delay = self._next
-        self._next = min(self._maximum, self._next * 2)
-        return random.uniform(delay / 2, delay)
-
-
 class SignalingClient:
-    """One connection to a signaling relay, kept alive with its subscriptions."""
+    """One connection to a signaling relay, kept alive with its subscriptions.
+
+    After a disconnect it waits an exponentially growing, jittered delay, reconnects and
+    subscribes again (each connection is a RelaySession)."""
 
     def __init__(
         self,
@@ -124,10 +105,8 @@ class SignalingClient:
         self._publish_budget = TokenBucket(publish_rate, publish_burst, time.monotonic())
         self._topics: set[str] = set()
         self._state = SignalingState.IDLE
-        self._ws: ClientConnection | None = None
+        self._session: RelaySession | None = None
         self._connected = asyncio.Event()
-        # The relay answers pings in order and has no message ids: FIFO of waiting pongs.
-        self._pongs: collections.deque[asyncio.Future[None]] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -163,34 +142,27 @@ class SignalingClient:
         message published by anyone after that reaches us.
         """
         self._topics.add(topic)
-        await self._send_confirmed({"type": "subscribe", "topics": [topic]})
+        if self._session is not None:  # offline: subscribed on (re)connect from _topics
+            await self._session.send_confirmed(relay_wire.subscribe([topic]))
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving `topic`."""
         self._topics.discard(topic)
-        await self._send_confirmed({"type": "unsubscribe", "topics": [topic]})
+        if self._session is not None:
+            await self._session.send_confirmed(relay_wire.unsubscribe([topic]))
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Send `data` to the other subscribers of `topic`; SignalingUnavailable if offline."""
-        ws = self._ws
-        if ws is None or not self.connected:
+        session = self._session
+        if session is None or not session.open or not self.connected:
             raise SignalingUnavailable("not connected")
-        blob = base64.b64encode(data).decode("ascii")
-        message = {
-            "type": "publish",
-            "topic": topic,
-            "data": {"p2prtc": blob, "from": self._sender_id},
-        }
-        text = json.dumps(message)
+        text = relay_wire.publish(topic, data, self._sender_id)
         if len(text) > self._max_message_bytes:
             # The relay would close the whole connection (1009) over it.
             raise SignalingMessageTooLarge(f"{len(data)} bytes")
         if not self._publish_budget.take(time.monotonic()):
             raise SignalingRateLimited()
-        try:
-            await ws.send(text)
-        except ConnectionClosed as exc:
-            raise SignalingUnavailable("connection lost") from exc
+        await session.send(text)
 
     async def close(self) -> None:
         """Disconnect for good; the client cannot be started again."""
@@ -222,6 +194,9 @@ class SignalingClient:
         self._state = new
         if new is SignalingState.CONNECTED:
             self._connected.set()
+            # Reset only once the relay answered: one that drops us right after the
+            # handshake (e.g. too many connections from our address) sees growing delays.
+            self._backoff.reset()
         else:
             self._connected.clear()
 
@@ -236,7 +211,23 @@ class SignalingClient:
                     open_timeout=self._open_timeout,
                     max_size=self._max_message_bytes,
                 ) as ws:
-                    await self._session(ws)
+                    self._session = RelaySession(
+                        ws,
+                        url=self._url,
+                        sender=self._sender_id,
+                        holds=self._topics.__contains__,
+                        on_message=self._on_message,
+                        on_ready=functools.partial(self._set_state, SignalingState.CONNECTED),
+                        ping_interval=self._ping_interval,
+                        round_trip_timeout=self._round_trip_timeout,
+                    )
+                    try:
+                        # No await between publishing the session and taking the topics:
+                        # a concurrent subscribe() is either in this snapshot or sends its
+                        # own message.
+                        await self._session.run(sorted(self._topics))
+                    finally:
+                        self._session = None
             except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
                 logger.info("signaling %s: disconnected (%s)", self._url, exc)
             except Exception:
@@ -246,118 +237,3 @@ class SignalingClient:
             # client at once, they must not all come back in the same instant.
             self._set_state(SignalingState.WAITING)
             await asyncio.sleep(self._backoff.next_delay())
-
-    async def _session(self, ws: ClientConnection) -> None:
-        """Serve one connection until it closes."""
-        # No await between taking the topics and publishing `ws`: a concurrent subscribe()
-        # is either in this snapshot or sends its own message.
-        topics = sorted(self._topics)
-        self._ws = ws
-        setup = asyncio.create_task(self._establish(ws, topics))
-        try:
-            await self._read(ws)
-        finally:
-            self._ws = None
-            setup.cancel()
-            with contextlib.suppress(
-                asyncio.CancelledError, ConnectionClosed, SignalingUnavailable
-            ):
-                await setup
-            self._fail_pending_pongs()
-
-    async def _establish(self, ws: ClientConnection, topics: list[str]) -> None:
-        """Subscribe again, mark the client connected, then keep the connection alive."""
-        for start in range(0, len(topics), _SUBSCRIBE_BATCH):
-            batch = topics[start : start + _SUBSCRIBE_BATCH]
-            await ws.send(json.dumps({"type": "subscribe", "topics": batch}))
-        await self._round_trip(ws)
-        self._set_state(SignalingState.CONNECTED)
-        # Reset only once the relay answered: one that drops us right after the handshake
-        # (e.g. too many connections from our address) sees growing delays.
-        self._backoff.reset()
-        while True:
-            await asyncio.sleep(self._ping_interval)
-            # Application-level ping: keeps the relay's idle timeout from closing a quiet
-            # connection; a dead relay is caught by the WebSocket keepalive.
-            await self._round_trip(ws)
-
-    async def _send_confirmed(self, message: dict[str, Any]) -> None:
-        """Send when connected and wait until the relay has processed it; offline: no-op."""
-        ws = self._ws
-        if ws is None:
-            return  # sent on (re)connect from self._topics
-        # A lost connection is fine: the next connection subscribes from self._topics.
-        with contextlib.suppress(ConnectionClosed, SignalingUnavailable):
-            await ws.send(json.dumps(message))
-            await self._round_trip(ws)
-
-    async def _round_trip(self, ws: ClientConnection) -> None:
-        """Ping the relay and wait for its pong: everything sent before is processed."""
-        pong = asyncio.get_running_loop().create_future()
-        self._pongs.append(pong)
-        try:
-            await ws.send(json.dumps({"type": "ping"}))
-            await asyncio.wait_for(pong, self._round_trip_timeout)
-        except asyncio.TimeoutError:
-            # The relay dropped our ping (rate limit) or hangs: either way this connection
-            # is not usable, and a fresh one also resets the pong queue.
-            logger.warning("signaling %s: no pong, reconnecting", self._url)
-            await ws.close()
-            raise SignalingUnavailable("no answer from the relay") from None
-        finally:
-            # Nobody waits for it any more; a late pong still takes it off the queue.
-            pong.cancel()
-
-    def _fail_pending_pongs(self) -> None:
-        while self._pongs:
-            pong = self._pongs.popleft()
-            if not pong.done():
-                pong.set_exception(SignalingUnavailable("connection lost"))
-
-    async def _read(self, ws: ClientConnection) -> None:
-        async for raw in ws:
-            received = self._decode(raw)
-            if received is None:
-                continue
-            topic, payload = received
-            try:
-                await self._on_message(topic, payload)
-            except Exception:
-                # A bug in the consumer must not take the signaling connection down.
-                logger.exception("signaling message handler failed")
-
-    def _decode(self, raw: str | bytes) -> tuple[str, bytes] | None:
-        """(topic, payload) of a message for us; None for anything else."""
-        try:
-            message = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(message, dict):
-            return None
-        kind = message.get("type")
-        if kind == "pong":
-            self._resolve_pong()
-        elif kind == "error":
-            logger.warning("signaling relay refused a message: %s", message.get("error"))
-        elif kind == "publish":
-            return self._decode_publish(message)
-        return None
-
-    def _resolve_pong(self) -> None:
-        # One pong per ping, in order; a ping whose waiter timed out still owns its pong.
-        if self._pongs:
-            pong = self._pongs.popleft()
-            if not pong.done():
-                pong.set_result(None)
-
-    def _decode_publish(self, message: dict[str, Any]) -> tuple[str, bytes] | None:
-        topic, data = message.get("topic"), message.get("data")
-        if topic not in self._topics or not isinstance(data, dict):
-            return None
-        blob = data.get("p2prtc")
-        if data.get("from") == self._sender_id or not isinstance(blob, str):
-            return None
-        try:
-            return topic, base64.b64decode(blob, validate=True)
-        except (binascii.Error, ValueError):
-            return None

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
@@ -149,7 +149,7 @@ class NotebookEngine:
         against what the file last showed: the update to persist and send, if any, else the
         doc's notebook as converted for it, which ``rendered`` takes until the doc changes
         (one conversion of a big notebook instead of two)."""
-        latest = self.versions.latest()
+        latest = self.versions.latest_complete()
         notebook = self.notebook()
         update = repair_cells(self.doc, latest.shown if latest else Shown([]), notebook["cells"])
         return update, notebook if update is None else None
@@ -196,7 +196,7 @@ class NotebookEngine:
             ingested, update, saved = current, None, Version.of_doc(digest, current, self.doc)
             needs_write = False
         else:
-            shown_before = self.versions.latest()
+            shown_before = self.versions.latest_complete()
             ingested, update, saved = ingest_on_fork(self.doc, base, new, digest, author)
             if update is not None:
                 self.doc.apply_update(update)
@@ -208,6 +208,8 @@ class NotebookEngine:
                     # into the copy too.
                     update = merge_repair(update, repair_cells(self.doc, shown_before.shown))
             needs_write = self.notebook() != ingested
+        if not base.complete:
+            saved = replace(saved, from_complete=False)
         self.versions.record_save(base, saved)
         self.learn_form(text)
         needs_write = needs_write or ids_reassigned(new, ingested)

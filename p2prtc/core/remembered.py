@@ -34,6 +34,7 @@ class RememberedVersions:
         # The oldest this many versions were written before the last save was made from an
         # older one: that editor never held them, only a second editor may.
         self.predating_last_save = 0
+        self._latest_complete: Version | None = None  # see latest_complete
 
     @property
     def whole(self) -> list[Version]:
@@ -42,6 +43,13 @@ class RememberedVersions:
 
     def latest(self) -> Version | None:
         return self._versions[-1] if self._versions else None
+
+    def latest_complete(self) -> Version | None:
+        """The newest version the doc held whole when it was read or written (kept even if
+        pushed out of the versions): what a repair of moved cells compares the doc with.
+        A text written while an update waited for an earlier one lacks the lines typed into
+        a cell a peer moved; compared with it once the update came, they went for good."""
+        return self._latest_complete
 
     def version_of(self, digest: bytes) -> Version | None:
         """The newest version with this text, if kept whole (an older one may hold an older
@@ -90,6 +98,8 @@ class RememberedVersions:
         if self._versions:
             share_unchanged_parts(self._versions[-1].notebook, version.notebook)
         self._versions.append(version)
+        if version.complete:
+            self._latest_complete = version
         older_bytes = sum(len(kept.state) for kept in self._versions) - len(version.state)
         while len(self._versions) > MAX_VERSIONS or older_bytes > MAX_OLDER_STATE_BYTES:
             oldest = self._versions.popleft()

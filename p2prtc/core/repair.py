@@ -130,7 +130,7 @@ def repair_cells(
     ``shown`` is the cells as the file (or the save being merged) last showed them; ``now``
     the doc's cells as plain values (their ids and sources), when the caller has them.
     """
-    if _has_pending(doc):
+    if waits_for_updates(doc.get_update(), doc.get_state()):
         # An update came before one it builds on: yrs shows its insertions but holds its
         # deletions back, so a moved cell shows twice until the missing update arrives
         # (the sync session asks for it at once). Repairing now would delete the real copy.
@@ -151,10 +151,11 @@ def repair_cells(
     return updates[0] if len(updates) == 1 else merge_updates(*updates)
 
 
-def _has_pending(doc: Doc[Any]) -> bool:
-    """Does the doc hold items beyond its own state vector (an update applied before one it
-    builds on)? Its state diffed against its state vector then names a client."""
-    return get_update(doc.get_update(), doc.get_state())[:1] != b"\x00"
+def waits_for_updates(state: bytes, state_vector: bytes) -> bool:
+    """Does a doc (its full ``state`` and its encoded ``state_vector``) hold items beyond its
+    own state vector (an update applied before one it builds on)? Its state diffed against
+    its state vector then names a client."""
+    return get_update(state, state_vector)[:1] != b"\x00"
 
 
 def _record(updates: list[bytes], event: TransactionEvent) -> None:

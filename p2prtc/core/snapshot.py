@@ -20,8 +20,8 @@ from p2prtc.core.history import CellKey, Fact, cell_facts
 from p2prtc.core.ingest import changed_characters, changed_lines
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids
 from p2prtc.core.notebook import Notebook
-from p2prtc.core.repair import Shown
-from p2prtc.core.statevector import StateVector, decode_state_vector
+from p2prtc.core.repair import Shown, waits_for_updates
+from p2prtc.core.statevector import StateVector, decode_state_vector, encode_state_vector
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Version:
     notebook: Notebook  # joined form, every cell with the doc's id
     state: bytes  # full doc update at that moment
     state_vector: StateVector
+    # False for a save merged against a version that was not ``complete``: the editor's
+    # buffer came from a text that lacked what yrs held back.
+    from_complete: bool = True
 
     @classmethod
     def of_doc(cls, digest: bytes, notebook: Notebook, doc: Doc[Any]) -> Version:
@@ -69,6 +72,15 @@ class Version:
 
     def facts_of(self, *, with_ids: bool) -> frozenset[Fact]:
         return self.facts_with_ids if with_ids else self.facts
+
+    @cached_property
+    def complete(self) -> bool:
+        """Did the doc hold every update its updates build on? yrs holds back part of an
+        update that came before an earlier one it builds on (over another link): a cell a
+        peer moved then shows without what was typed into it here, so such a text is no
+        proof of what the user saw (``RememberedVersions.latest_complete``)."""
+        pending = waits_for_updates(self.state, encode_state_vector(self.state_vector))
+        return self.from_complete and not pending
 
     @cached_property
     def shown(self) -> Shown:

@@ -60,8 +60,8 @@ class Daemon:
         self.registry = Registry(home, self.watcher)
         self.rooms = RoomLinks(
             self.registry.share_for_path,
-            self.registry.broadcast,
-            self.registry.peers_of,
+            self.registry.connections.broadcast,
+            self.registry.connections.peers_of,
             config.max_queued_bytes,
         )
         wake = asyncio.Event()  # something changed: the dialer reconciles now
@@ -186,7 +186,7 @@ class Daemon:
         share = self.registry.open_share(record, file, state)
         if state is ShareState.ACTIVE:
             if not record.path.exists():  # renamed while the daemon was stopped?
-                await share.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
+                await share.missing.follow_if_renamed(Gone(at=RENAMED_WHILE_STOPPED))
             await self.registry.watch(share)
             try:
                 file.catch_up()  # persisted; peers get it from anti-entropy when they connect
@@ -199,7 +199,7 @@ class Daemon:
             if share is None:
                 continue
             if event.kind is ChangeKind.DELETED:
-                share.file_deleted(event.moved_to)
+                share.missing.noticed(event.moved_to)
                 continue
             try:
                 await share.file_changed()

@@ -134,7 +134,7 @@ class Commands:
                 "name": self._daemon_name,
                 "rendezvous_port": self._rendezvous_port(),
                 "mdns": self._discovery.config.mdns,
-                "mdns_error": self._discovery.mdns_error,
+                "mdns_error": self._discovery.lan.error,
                 "signaling": self._discovery.relay.status(),
             },
             "shares": [self._share_status(share, now) for share in self._registry.shares.values()],
@@ -143,7 +143,7 @@ class Commands:
     def _share_status(self, share: Share, now: float) -> Answer:
         peers = [
             {**connection.status(), "synced": connection.sync.is_synced(share.share_id)}
-            for connection in self._registry.peers_of(share)
+            for connection in self._registry.connections.peers_of(share)
         ]
         return {
             "path": str(share.path),

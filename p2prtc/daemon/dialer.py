@@ -50,7 +50,7 @@ from p2prtc.daemon.syncing import Syncing
 from p2prtc.daemon.tasks import Spawn
 from p2prtc.errors import describe
 
-if TYPE_CHECKING:  # imported when the first link is made: see links.peer_links()
+if TYPE_CHECKING:  # imported when the first link is made: see links.WEBRTC
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class Dialer:
         self.config = config
         self._identity = identity
         self._registry = registry
+        self._connections = registry.connections
         self._discovery = discovery
         self._syncing = syncing
         self._links = links
@@ -149,8 +150,7 @@ class Dialer:
         connection = self._connection_for(endpoint)
         if connection is not None:
             for share in wanted:
-                if share.share_id not in connection.auth.declined:
-                    await connection.authenticate_share(share.share_id, share.record.secret)
+                await connection.control.authenticate_share(share.share_id, share.record.secret)
             return
         if endpoint.dialling or not endpoint.backoff.due(time.monotonic()):
             return
@@ -159,7 +159,7 @@ class Dialer:
         retired = any(endpoint.retired(share.record.secret, epoch) for share in wanted)
         if not should_dial(
             newcomer=bool(newcomer_for),
-            open_connections=self._registry.open_connections(),
+            open_connections=self._connections.open_count(),
             dials_in_progress=sum(e.dialling for e in self._discovery.endpoints.values()),
             max_peers=self.config.max_peers,
             ranks=None if retired else self._discovery.ranks(endpoint),
@@ -171,7 +171,7 @@ class Dialer:
 
     def _is_newcomer(self, share: Share) -> bool:
         now = time.monotonic()
-        if self._registry.has_peer_for(share):
+        if self._connections.has_peer_for(share):
             self._peerless_since.pop(share.share_id, None)
             return False
         since = self._peerless_since.setdefault(share.share_id, now)
@@ -179,19 +179,19 @@ class Dialer:
 
     def _connection_for(self, endpoint: Endpoint) -> PeerConnection | None:
         """Our link to that daemon, whichever side dialled it."""
-        connections = self._registry.connections
         if endpoint.peer_id is not None:
-            known = connections.get(endpoint.peer_id)
+            known = self._connections.get(endpoint.peer_id)
             if known is not None and known.is_open:
                 return known
         return next(
-            (c for c in connections.values() if c.endpoint == endpoint.key and c.is_open), None
+            (c for c in self._connections.all() if c.endpoint == endpoint.key and c.is_open),
+            None,
         )
 
     # --- the two ends of a member rendezvous ---------------------------------------------
 
     async def _dial(self, endpoint: Endpoint, share: Share, newcomer: bool) -> None:
-        self._registry.connecting += 1
+        self._connections.connecting += 1
         try:
             pipe = await endpoint.open_pipe()
             try:
@@ -217,11 +217,11 @@ class Dialer:
         except Exception as exc:  # any failure: back off and retry later
             logger.info("connecting to %s failed: %s", endpoint.key, exc)
             endpoint.backoff.failed(time.monotonic())
-            if not self._registry.has_peer_for(share):
+            if not self._connections.has_peer_for(share):
                 share.last_error = f"cannot connect to a member: {describe(exc)}"
         finally:
             endpoint.dialling = False
-            self._registry.connecting -= 1
+            self._connections.connecting -= 1
 
     async def answer_member(self, pipe: BytePipe, *, newcomer: bool) -> None:
         """A member dialled our rendezvous listener: authenticate it and answer its offer.
@@ -254,7 +254,7 @@ class Dialer:
             peer_id = stable_id(auth.peer_daemon_id)
             await self._adopt_link(link, auth, peer_id, None, came_as_newcomer=newcomer)
         finally:
-            self._registry.connecting -= 1
+            self._connections.connecting -= 1
 
     async def _first_state(self, pipe: BytePipe, auth: Authenticated) -> None:
         """The share's first sync round over this pipe, before the link, when both sides
@@ -266,7 +266,7 @@ class Dialer:
             return
         peer_id = stable_id(auth.peer_daemon_id)
         doc = self._syncing.doc_to_sync(peer_id, auth.share_id, auth.secret)
-        if self._registry.refuses_claim(peer_id, auth.share_id):
+        if self._connections.refuses_claim(peer_id, auth.share_id):
             doc = None  # its link will be refused: it gets nothing before
         first_sync = PipeSync(auth.share_id, doc, auth.channel, max_chunk=PIPE_CHUNK_BYTES)
         started = time.perf_counter()
@@ -322,15 +322,15 @@ class Dialer:
             victim = self._link_to_shed()
             if victim is None:
                 return False, None
-            shed = self._registry.connections[victim]
+            shed = self._connections.get(victim)
         elif decision is Admission.REFUSE:
             return False, None
-        self._registry.connecting += 1
+        self._connections.connecting += 1
         return True, shed
 
     def _admission(self, newcomer: bool) -> Admission:
         return admission(
-            open_connections=self._registry.open_connections(),
+            open_connections=self._connections.open_count(),
             max_peers=self.config.max_peers,
             newcomer=newcomer,
         )
@@ -339,7 +339,7 @@ class Dialer:
         now = time.monotonic()
         return link_to_shed(
             HeldLink(c.peer_id, now - c.opened_at, c.came_as_newcomer)
-            for c in self._registry.connections.values()
+            for c in self._connections.all()
             if c.is_open
         )
 
@@ -371,7 +371,7 @@ class Dialer:
             on_awareness=self._on_awareness,
             came_as_newcomer=came_as_newcomer,
         )
-        if not await self._registry.register(connection, auth.share_id):
+        if not await self._connections.register(connection, auth.share_id):
             return
         logger.info("connected to %s", connection.label)
         self._spawn(self._run_connection(connection), f"peer {connection.peer_id}")
@@ -381,7 +381,7 @@ class Dialer:
         try:
             await connection.run()
         finally:
-            self._registry.unregister(connection)
+            self._connections.unregister(connection)
             endpoint = self._discovery.endpoints.get(connection.endpoint or "")
             if endpoint is not None:
                 lasted_s = time.monotonic() - connection.opened_at
@@ -389,7 +389,7 @@ class Dialer:
             self._wake.set()
 
     async def close(self) -> None:
-        for connection in list(self._registry.connections.values()):
+        for connection in self._connections.all():
             await connection.close()
 
 

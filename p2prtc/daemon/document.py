@@ -4,6 +4,7 @@ Rules from the design: an update is in the store before it is sent anywhere (jou
 the daemon's own writes are atomic and recognised when the watcher reports them; an invalid
 file is reported and never ingested; edits made while the daemon was stopped are ingested at
 start, three-way against the last version the daemon wrote or read (its record: versions.py).
+Writing the doc over the file, saves found there merged first, is file_writer.py's.
 """
 
 from __future__ import annotations
@@ -11,20 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pycrdt import Doc, merge_updates
 
-from p2prtc.adapters.files import (
-    FileChangedMeanwhile,
-    FileUnreadable,
-    Signature,
-    atomic_write,
-    displaced_path,
-    read_file,
-    signature_of,
-)
+from p2prtc.adapters.files import displaced_path, read_file
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.edits import Author
 from p2prtc.core.engine import NotebookEngine, text_digest
@@ -32,26 +26,36 @@ from p2prtc.core.model import meta_of
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook
 from p2prtc.daemon import changelog
 from p2prtc.daemon.crash_points import crash_point
+from p2prtc.daemon.file_writer import FileWriter, read_if_present
 from p2prtc.daemon.journal import Journal
 from p2prtc.daemon.versions import SavedVersions
 from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
-# Tries to replace the file when editors keep saving over it meanwhile.
-_WRITE_ATTEMPTS = 5
+Clock = Callable[[], float]  # seconds since the epoch, as time.time
 
 
 class SharedFile:
     """Keeps ``path`` and the shared doc in step. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, path: Path, engine: NotebookEngine, store: UpdateStore, member: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        engine: NotebookEngine,
+        store: UpdateStore,
+        member: str,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
         self.path = path
+        self.clock = clock  # what stamps a save's edits (a seeded replay passes its own)
         self.engine = engine
         self.store = store
         self.member = member  # this daemon's id: the author of its saves
         self.journal = Journal(store, engine, member)
         self.versions = SavedVersions(path, engine, store)
+        self._writer = FileWriter(engine, store, self.versions, self.ingest)
 
     @property
     def doc(self) -> Doc[Any]:
@@ -63,24 +67,31 @@ class SharedFile:
         return "nbformat" in meta_of(self.engine.doc)
 
     @classmethod
-    def create(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def create(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """The sharer's one initial load of the file."""
         text = read_file(path, MAX_NOTEBOOK_BYTES)
         engine = NotebookEngine.load(text)
-        shared = cls(path, engine, store, member)
+        shared = cls(path, engine, store, member, clock=clock)
         seq = shared.journal.append(engine.full_state(), changelog.SHARE)
         shared.versions.record_base(text, seq)
         return shared
 
     @classmethod
-    def empty(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def empty(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """A joiner's copy: it adopts the state peers send and never loads its own file."""
-        return cls(path, NotebookEngine(Doc()), store, member)
+        return cls(path, NotebookEngine(Doc()), store, member, clock=clock)
 
     @classmethod
-    def restore(cls, path: Path, store: UpdateStore, member: str) -> SharedFile:
+    def restore(
+        cls, path: Path, store: UpdateStore, member: str, *, clock: Clock = time.time
+    ) -> SharedFile:
         """Reopen after a restart: the doc from the log, the versions from its metadata."""
-        shared = cls(path, NotebookEngine.from_updates(store.updates()), store, member)
+        engine = NotebookEngine.from_updates(store.updates())
+        shared = cls(path, engine, store, member, clock=clock)
         shared.versions.restore()
         return shared
 
@@ -94,7 +105,7 @@ class SharedFile:
         kept = displaced_path(self.path)
         if kept.exists():  # the daemon died before merging a save its write displaced
             logger.warning("merging a save of %s displaced before a crash", self.path)
-            update = self._merge_displaced(read_file(kept, MAX_NOTEBOOK_BYTES))
+            update = self._writer.merge_displaced(self.path, read_file(kept, MAX_NOTEBOOK_BYTES))
             return merged(update, self.write())
         if not self.path.exists():
             logger.warning("%s is missing: writing the shared copy back", self.path)
@@ -109,7 +120,7 @@ class SharedFile:
         Raises InvalidNotebook & co. (nothing ingested) for a file that is not a notebook.
         """
         self.journal.save_unsaved()
-        author = Author(self.member, time.time())
+        author = Author(self.member, self.clock())
         result = self.engine.ingest(text, recall=self.versions.recall, author=author)
         if result.update is not None:
             # The seq this append gets is the next one: base and update land in one transaction.
@@ -155,13 +166,13 @@ class SharedFile:
         """
         self.journal.save_unsaved()
         repair, notebook = self._repair()
-        return merged(repair, self._write(replace_unknown, notebook))
+        return merged(repair, self._writer.write(self.path, replace_unknown, notebook))
 
     def holds_another_notebook(self) -> bool:
         """Whether the file on disk is there and holds something else than the doc (a
         joiner's destination: the same notebook is adopted, another one is never replaced
         unless the user said so)."""
-        on_disk = self._read_if_present()
+        on_disk = read_if_present(self.path)
         return on_disk is not None and not self.engine.holds(on_disk)
 
     def _repair(self) -> tuple[bytes | None, Notebook | None]:
@@ -171,75 +182,6 @@ class SharedFile:
         if repair is not None:
             self.store.append(repair)
         return repair, notebook
-
-    def _write(self, replace_unknown: bool, notebook: Notebook | None = None) -> bytes | None:
-        """``notebook``: the doc's as it is (converted by the repair just before), if known."""
-        for _ in range(_WRITE_ATTEMPTS):
-            signature = signature_of(self.path)
-            on_disk = self._read_if_present()
-            if on_disk is not None and not replace_unknown and not self.engine.is_known(on_disk):
-                # A save the watcher has not delivered yet: merge it (its ingest writes the
-                # merged result if needed) rather than overwrite it.
-                return self.ingest(on_disk)
-            try:
-                return self._replace(on_disk, signature, notebook)
-            except FileChangedMeanwhile:
-                crash_point("write-retry")
-                replace_unknown = False  # whatever is there now is someone's save
-        return None  # editors keep saving: the watcher delivers them, then we write again
-
-    def _replace(
-        self, on_disk: bytes | None, signature: Signature | None, notebook: Notebook | None
-    ) -> bytes | None:
-        """Write the doc over the file; the update of a save it displaced, if any."""
-        if on_disk is not None and self.engine.holds_doc(on_disk):
-            return None  # nothing changed since it was written or read
-        text, notebook = self.engine.rendered(notebook)  # one conversion of the doc for all
-        if on_disk is not None and self.engine.shows_doc(on_disk, notebook):
-            return None  # the same content (written in another form, say): left alone
-        data = text.encode()
-        if data == on_disk:
-            if not self.engine.is_known(data):
-                self.engine.remember_written(text, notebook)
-            return None
-        digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
-        seq = self.store.last_seq() or 0
-        self.versions.record_pending(data, seq, digest)
-        crash_point("write-pending")
-        displaced = atomic_write(self.path, data, unless_changed_from=signature)
-        crash_point("write-renamed")
-        # Remembered once it is on disk, not before (a peer's edit waits for the rename):
-        # the watcher, on this event loop, sees the new file only after this.
-        self.engine.remember_written(text, notebook, digest)
-        self.versions.record_base(data, seq, digest)
-        self.versions.maybe_compact()
-        if displaced is None:
-            return None
-        # An editor saved in the very instant of our rename: merge its save now (and write
-        # the merged result), as if the watcher had brought it.
-        logger.info("merging a save of %s that landed while writing it", self.path)
-        crash_point("write-displaced")
-        return self._merge_displaced(displaced)
-
-    def _merge_displaced(self, displaced: bytes) -> bytes | None:
-        """Merge a save a write displaced (kept on disk until then: see displaced_path)."""
-        try:
-            update = self.ingest(displaced)
-        except P2PError:
-            # Not a notebook: give the user's file back untouched, and report it.
-            atomic_write(self.path, displaced, unless_changed_from=signature_of(self.path))
-            raise
-        finally:
-            displaced_path(self.path).unlink(missing_ok=True)
-        return update
-
-    def _read_if_present(self) -> bytes | None:
-        try:
-            return read_file(self.path, MAX_NOTEBOOK_BYTES)
-        except FileUnreadable:
-            if self.path.exists():
-                raise
-            return None
 
 
 def merged(*updates: bytes | None) -> bytes | None:

@@ -232,7 +232,7 @@ class Joining:
             incoming = [self._receiving_over_pipe(share.share_id)]
             # The member the state came from over a pipe first: its link may come later.
             members = [share.state_from] if share.state_from else []
-            for connection in self._registry.peers_of(share):
+            for connection in self._registry.connections.peers_of(share):
                 members.append(connection.status())
                 incoming.append(connection.sync.receiving(share.share_id))
             for member in members:
@@ -288,7 +288,7 @@ class Joining:
                 await self._relay.ask_for_invitation(topic)
                 next_probe = time.monotonic() + 1.0
             if time.monotonic() >= next_lan_query:
-                self._discovery.look_again()  # nothing offers it yet: ask the LAN again
+                self._discovery.lan.look_again()  # nothing offers it yet: ask the LAN again
                 next_lan_query = time.monotonic() + LAN_QUERY_INTERVAL_S
             for endpoint in self._discovery.endpoints_offering(code.nameplate, topic):
                 if not search.may_ask(endpoint):

@@ -7,6 +7,7 @@ not at start; the ICE settings come from the daemon's config only (no default se
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,15 @@ from p2prtc.core.handshake import Authenticated
 from p2prtc.daemon.config import DaemonConfig
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 
-if TYPE_CHECKING:  # imported when the first link is made: see peer_links()
+if TYPE_CHECKING:  # imported when the first link is made: see WEBRTC
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
+
+# The WebRTC adapter, imported when the first link is made, not at start: aiortc imports
+# PyAV (FFmpeg) and its codecs, about 40 MB and 0.15-0.3 s, which a daemon that starts for
+# a wrong code, or runs with no peer, never needs (docs/benchmarks.md).
+WEBRTC = "p2prtc.adapters.webrtc"
 
 LINK_OPEN_TIMEOUT_S = 15.0
 
@@ -33,7 +39,7 @@ class LinkLoader:
         # Every import of the WebRTC stack runs on this one thread: two threads importing
         # the same packages at once can deadlock on their module locks.
         self._importer = ThreadPoolExecutor(1, thread_name_prefix="webrtc-import")
-        self._links_loading: asyncio.Future[type[PeerLink]] | None = None
+        self._links_loading: asyncio.Future[None] | None = None
         self._preloading: asyncio.Future[None] | None = None
 
     def prepare_links(self) -> None:
@@ -43,7 +49,7 @@ class LinkLoader:
         if self._links_loading is None:
             logger.info("loading the WebRTC stack")  # in the log's order with the joins
             loop = asyncio.get_running_loop()
-            self._links_loading = loop.run_in_executor(self._importer, _load_links)
+            self._links_loading = loop.run_in_executor(self._importer, _import_webrtc)
 
     async def ready(self) -> None:
         """Until the WebRTC stack is imported, in its thread, not on the event loop (which
@@ -68,7 +74,9 @@ class LinkLoader:
 
 async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
     """The dialler's side: our SDP offer and the peer's answer, sealed under the handshake."""
-    link, offer = await peer_links().offer(ice)
+    from p2prtc.adapters.webrtc import make_offer  # see WEBRTC
+
+    link, offer = await make_offer(ice)
     try:
         await pipe.send(auth.channel.seal(offer.encode()))
         answer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
@@ -83,7 +91,9 @@ async def offer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> Pee
 async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> PeerLink:
     """The listener's side: the peer's sealed SDP offer, our sealed answer."""
     offer = auth.channel.open(await pipe.recv(HANDSHAKE_TIMEOUT_S)).decode()
-    link, answer = await peer_links().answer(ice, offer)
+    from p2prtc.adapters.webrtc import make_answer  # see WEBRTC
+
+    link, answer = await make_answer(ice, offer)
     try:
         await pipe.send(auth.channel.seal(answer.encode()))
         await link.wait_open(LINK_OPEN_TIMEOUT_S)
@@ -93,20 +103,10 @@ async def answer_link(pipe: BytePipe, auth: Authenticated, ice: IceConfig) -> Pe
     return link
 
 
-def peer_links() -> type[PeerLink]:
-    """The WebRTC adapter's link, imported when the first link is made, not at start:
-    aiortc imports PyAV (FFmpeg) and its codecs, about 40 MB and 0.15-0.3 s, which a daemon
-    that starts for a wrong code, or runs with no peer, never needs (docs/benchmarks.md)."""
-    from p2prtc.adapters.webrtc import PeerLink
-
-    return PeerLink
-
-
-def _load_links() -> type[PeerLink]:
+def _import_webrtc() -> None:
     started = time.perf_counter()
-    links = peer_links()
+    importlib.import_module(WEBRTC)
     logger.debug("WebRTC stack imported in %.0f ms", (time.perf_counter() - started) * 1000)
-    return links
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:

@@ -48,7 +48,7 @@ class Membership:
         self._pending: dict[tuple[bytes, str, int], asyncio.Future[bool]] = {}
 
     def members(self, share: Share) -> list[dict[str, Any]]:
-        connected = {c.peer_id for c in self._registry.connections.values() if c.is_open}
+        connected = {c.peer_id for c in self._registry.connections.all() if c.is_open}
         names = self._registry.names
         return [
             {
@@ -109,7 +109,7 @@ class Membership:
         """
         payload = self._rekey(share, want_reply=want_reply).encode()
         answers: dict[str, asyncio.Future[bool]] = {}
-        for connection in self._registry.peers_of(share):
+        for connection in self._registry.connections.peers_of(share):
             if connection.peer_id not in share.record.members:
                 await connection.remove_doc(share.share_id, LeaveReason.REMOVED)
             elif connection.peer_id != exclude:
@@ -118,7 +118,7 @@ class Membership:
                     answers[connection.peer_id] = self._pending[key] = (
                         asyncio.get_running_loop().create_future()
                     )
-                await connection.send_rekey(share.share_id, payload)
+                await connection.control.send_rekey(share.share_id, payload)
         return answers
 
     def _rekey(
@@ -167,7 +167,7 @@ class Membership:
             await self._spread(share, exclude=None)
         if rekey.want_reply:
             answer = self._rekey(share, reply_to=rekey, accepted=judgement.accepted)
-            await connection.send_rekey(share.share_id, answer.encode())
+            await connection.control.send_rekey(share.share_id, answer.encode())
 
     def _answered(self, share: Share, peer: str, generation: int, accepted: bool) -> None:
         future = self._pending.get((share.share_id, peer, generation))
@@ -195,7 +195,7 @@ class Membership:
                 share.record.generation,
             )
             if not rekey.want_reply:  # a reply carries ours anyway
-                await sender.send_rekey(share.share_id, self._rekey(share).encode())
+                await sender.control.send_rekey(share.share_id, self._rekey(share).encode())
         elif verdict is Verdict.NOT_FROM_A_MEMBER:
             logger.warning(
                 "refused a key rotation of %s from %s: removed member", share.path, sender.label

@@ -4,13 +4,15 @@ The connection is authenticated for the share whose member handshake set it up (
 travelled sealed under that handshake's keys). Every further share is added by a member
 handshake over the data channel itself (AUTH frames, share_auth.py), bound to the DTLS
 fingerprints of this very connection. This module owns the link's life: the bounded
-outbox, keepalive, the y-sync session, and the control frames (AUTH, REKEY, ERROR).
+outbox, keepalive, the y-sync session; the control frames (AUTH, REKEY, AWARENESS) go to
+its ``control`` (peer_control.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc
 
-from p2prtc.core.framing import PING_FRAME, Frame, FrameKind, error_frame
-from p2prtc.core.handshake import Authenticated, Lookup
+from p2prtc.core.framing import PING_FRAME, Frame, error_frame
+from p2prtc.core.handshake import Lookup
 from p2prtc.core.names import label, name_from_features
-from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.core.sync import ControlFrame, LeaveReason, PeerSync, SyncEvent
 from p2prtc.daemon.outbox import Outbox
-from p2prtc.daemon.share_auth import ShareAuth
+from p2prtc.daemon.peer_control import PeerControl
 
-if TYPE_CHECKING:  # imported when the first link is made: see links.peer_links
+if TYPE_CHECKING:  # imported when the first link is made: see links.WEBRTC
     from p2prtc.adapters.webrtc import PeerLink
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,6 @@ ShareHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 RekeyHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
 # (connection, share id, awareness update) -> None: who is in the peer's Jupyter rooms.
 AwarenessHandler = Callable[["PeerConnection", bytes, bytes], Awaitable[None]]
-# Awareness frames accepted from one peer: per second on average, and at once.
-AWARENESS_RATE = 20.0
-AWARENESS_BURST = 40.0
 
 
 class ConnectionState(enum.Enum):
@@ -102,18 +100,19 @@ class PeerConnection:
         self.sync = PeerSync(self.label)
         self.state = ConnectionState.OPEN
         self._on_events = on_events
-        self._on_share = on_share
-        self._on_rekey = on_rekey
-        self._on_awareness = on_awareness
-        # Awareness (cursors, names) is dropped when it comes faster than this: never queued.
-        self._awareness_in = TokenBucket(AWARENESS_RATE, AWARENESS_BURST)
-        self.auth = ShareAuth(
-            identity,
-            lookup,
-            fingerprint_binding(link),
-            send=self.send_frames,
-            on_authenticated=self._on_authenticated,
+        self.control = PeerControl(
+            self.sync,
+            peer_identity,
+            self.peer_features,
+            label=self.label,
+            identity=identity,
+            lookup=lookup,
+            binding=fingerprint_binding(link),
+            send_frames=self.send_frames,
             fail=self.fail,
+            on_share=functools.partial(on_share, self),
+            on_rekey=functools.partial(on_rekey, self),
+            on_awareness=functools.partial(on_awareness, self) if on_awareness else None,
         )
         # What may wait for this peer before it is dropped (it resyncs when it comes back).
         self._outbox = Outbox(
@@ -178,21 +177,6 @@ class PeerConnection:
             messages += self.sync.send_frame(frame)
         await self.send(messages)
 
-    async def send_rekey(self, share_id: bytes, payload: bytes) -> None:
-        """Hand the share's new secret to this (authenticated, DTLS-protected) member."""
-        if share_id in self.sync.doc_ids:
-            await self.send_frames([Frame(FrameKind.REKEY, share_id, payload)])
-
-    async def send_awareness(self, share_id: bytes, payload: bytes) -> None:
-        """Cursors and names of the share's Jupyter rooms here, for the peer's rooms."""
-        if share_id in self.sync.doc_ids and "awareness" in self.peer_features:
-            await self.send_frames([Frame(FrameKind.AWARENESS, share_id, payload)])
-
-    async def authenticate_share(self, share_id: bytes, secret: bytes) -> None:
-        """Prove membership of one more share over this connection (AUTH frames)."""
-        if share_id not in self.sync.doc_ids:
-            await self.auth.start(share_id, secret)
-
     async def run(self) -> None:
         """Read messages until the link closes."""
         try:
@@ -202,7 +186,7 @@ class PeerConnection:
                 control = [event for event in events if isinstance(event, ControlFrame)]
                 others = [event for event in events if not isinstance(event, ControlFrame)]
                 for event in control:
-                    await self._on_control(event.frame)
+                    await self.control.receive(event.frame)
                 if others:
                     await self._on_events(self, others)
                 if not self.is_open:
@@ -211,29 +195,6 @@ class PeerConnection:
             if self.is_open:  # the link ended by itself: say why (peer gone, limits broken...)
                 logger.info("connection to %s lost: %s", self.label, self.link.close_reason)
             await self.close()
-
-    async def _on_control(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.AWARENESS:
-            shared = frame.doc_id in self.sync.doc_ids
-            if shared and self._on_awareness and self._awareness_in.allow(time.monotonic()):
-                await self._on_awareness(self, frame.doc_id, frame.payload)
-            return
-        if frame.kind is FrameKind.REKEY:
-            if frame.doc_id in self.sync.doc_ids:
-                await self._on_rekey(self, frame.doc_id, frame.payload)
-            else:  # one that crossed our LEAVE (or theirs) on the wire
-                logger.debug("ignoring a REKEY for a document %s left", self.label)
-            return
-        if frame.kind is not FrameKind.AUTH:
-            await self.fail(f"unexpected {frame.kind.name} frame")
-            return
-        await self.auth.receive(frame)
-
-    async def _on_authenticated(self, event: Authenticated) -> None:
-        if event.peer_daemon_id != self.peer_identity:
-            await self.fail("AUTH from a different daemon than the connection's")
-            return
-        await self._on_share(self, event.share_id, event.secret)
 
     async def fail(self, reason: str) -> None:
         """Tell the peer why, then disconnect (a protocol violation, a hostile peer)."""

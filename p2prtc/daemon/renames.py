@@ -1,7 +1,7 @@
 """Where a shared file went when it vanished: renamed within its folder, or deleted.
 
 The daemon decides once the dust has settled (a grace after the file went, see
-``Share.file_deleted``): editors rename the file away and write a new one in its place as
+daemon/missing_file.py): editors rename the file away and write a new one in its place as
 part of a save, so a rename alone proves nothing. If the old name is still missing then,
 its new name is, in this order:
 

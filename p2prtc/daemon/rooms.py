@@ -22,7 +22,8 @@ from p2prtc import control
 from p2prtc.core import roomlink
 from p2prtc.core.awareness import mark_machine
 from p2prtc.core.ratelimit import TokenBucket
-from p2prtc.daemon.peer import AWARENESS_BURST, AWARENESS_RATE, PeerConnection
+from p2prtc.daemon.peer import PeerConnection
+from p2prtc.daemon.peer_control import AWARENESS_BURST, AWARENESS_RATE
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.errors import P2PError
 
@@ -170,7 +171,7 @@ class RoomLinks:
             if link is not source and link.share is source.share:
                 link.send_awareness(update)
         for connection in self._peers_of(source.share):
-            await connection.send_awareness(source.share.share_id, update)
+            await connection.control.send_awareness(source.share.share_id, update)
 
     async def awareness_from_peer(
         self, connection: PeerConnection, share_id: bytes, update: bytes

@@ -1,4 +1,7 @@
-"""A share at run time: its record, its file, its state, and the writer that renders it."""
+"""A share at run time: its record, its file, its state, and the writer that renders it.
+
+What became of its file when it went is decided by its ``missing`` (daemon/missing_file.py).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,12 @@ import asyncio
 import contextlib
 import enum
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from p2prtc.core.keys import share_tag
 from p2prtc.daemon.document import SharedFile
-from p2prtc.daemon.renames import Gone, new_name
+from p2prtc.daemon.missing_file import MissingFile
 from p2prtc.daemon.state import ShareRecord
 from p2prtc.errors import ExitCode, P2PError
 
@@ -20,9 +22,6 @@ logger = logging.getLogger(__name__)
 
 # (share, update) -> None: send an update made here to every peer of the share.
 Broadcast = Callable[["Share", bytes], Awaitable[None]]
-# Grace before deciding what became of a file gone (renamed? deleted: write it back?):
-# editors that save by delete + create, or rename away + write (vim), finish first.
-DELETED_FILE_GRACE_S = 2.0
 WRITE_RETRY_S = 1.0
 
 
@@ -63,12 +62,10 @@ class Share:
         self._dirty = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.path}")
         self.on_active: Callable[[Share], Awaitable[None]] | None = None
-        # Moves the share to the file's new name; False if that name cannot be taken.
-        self.on_renamed: Callable[[Share, Path], Awaitable[bool]] | None = None
-        # The file went: what became of it is decided after a grace (see file_deleted).
-        self._gone: Gone | None = None  # pending
-        self._gone_check: asyncio.Task[None] | None = None
-        self._write_back = False  # decided: deleted, to be written back
+        # The file went: what became of it is decided after a grace.
+        self.missing = MissingFile(
+            file, is_active=lambda: self.state is ShareState.ACTIVE, write=self.schedule_write
+        )
 
     @property
     def share_id(self) -> bytes:
@@ -115,7 +112,7 @@ class Share:
                 self._dirty.set()
 
     async def _write_once(self) -> bool:
-        if self._missing_undecided():
+        if self.missing.holds_writes():
             return True  # the decision schedules the write
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
@@ -131,20 +128,11 @@ class Share:
             self._report(exc)
             return False
         self._report(None)
-        self._write_back = False
+        self.missing.written()
         if update is not None:
             await self._broadcast(self, update)
         if joining:
             await self._become_active()
-        return True
-
-    def _missing_undecided(self) -> bool:
-        """Is the file missing, renamed or deleted we cannot tell yet? Writing it back now
-        would bring the old name back. The writer may notice before the watcher (a peer's
-        edit in the instant of a rename): the grace then starts here."""
-        if self.state is not ShareState.ACTIVE or self._write_back or self.path.exists():
-            return False
-        self.file_deleted()
         return True
 
     async def _become_active(self) -> None:
@@ -167,52 +155,6 @@ class Share:
         if update is not None:
             await self._broadcast(self, update)
 
-    def file_deleted(self, moved_to: Path | None = None) -> None:
-        """The file went (``moved_to``: the watcher saw it renamed to that name).
-
-        Never read as "delete everything": after a grace, the share follows the file renamed
-        within its folder (daemon/renames.py), or else writes the shared copy back. Until
-        then the writer leaves the missing file alone, even for a peer's edit.
-        """
-        if self._gone is not None:  # already pending: its decision uses the newest hint
-            self._gone.moved_to = moved_to or self._gone.moved_to
-            return
-        self._gone = Gone(time.time(), moved_to)
-        self._write_back = False
-        self._gone_check = asyncio.create_task(self._settle(self._gone), name=f"gone {self.path}")
-
-    async def _settle(self, gone: Gone) -> None:
-        try:
-            await asyncio.sleep(DELETED_FILE_GRACE_S)
-            if self.state is ShareState.ACTIVE and not self.path.exists():
-                await self._follow_or_write_back(gone)
-        finally:
-            self._gone = None
-        # Whatever became of it, the file is brought up to date: peers' edits held meanwhile
-        # (also when the file came back, as after vim's save), and a save made under a new
-        # name (merged, not overwritten).
-        self.schedule_write()
-
-    async def _follow_or_write_back(self, gone: Gone) -> None:
-        try:
-            followed = await self.follow_if_renamed(gone)
-        except Exception:  # the file must never stay missing for good
-            logger.exception("following %s to its new name failed", self.path)
-            followed = False
-        if not followed:
-            logger.warning("%s was deleted: writing the shared copy back", self.path)
-            self._write_back = True
-
-    async def follow_if_renamed(self, gone: Gone) -> bool:
-        """Follow the missing file to its new name in its folder, if it has one."""
-        # A folder of thousands of files just made takes a second to read: not on the loop.
-        # (Copies: the watcher may update the hint meanwhile, peers the doc.)
-        snapshot = Gone(gone.at, gone.moved_to)
-        new_path = await asyncio.to_thread(new_name, self.path, snapshot, self.file.own_versions())
-        if new_path is None or self.on_renamed is None or self.path.exists():  # (undone since)
-            return False
-        return await self.on_renamed(self, new_path)
-
     def rename(self, new_path: Path) -> None:
         """Follow the file to ``new_path``: a local name (peers keep theirs); invitations made
         here from now on offer it."""
@@ -232,9 +174,8 @@ class Share:
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
-        for task in (self._writer, self._gone_check):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        await self.missing.close()
         self.file.store.close()

@@ -144,11 +144,11 @@ class Syncing:
             share.last_error = exc.message
         # Relayed either way: the peer that made it has it durably, and the rest of a
         # partial mesh must not wait for a reconnection to get it.
-        await self._registry.broadcast(share, update, exclude=peer_id)
+        await self._registry.connections.broadcast(share, update, exclude=peer_id)
 
     async def resync_all(self) -> None:
         """Anti-entropy on live connections: a state-vector exchange per shared doc."""
-        for connection in list(self._registry.connections.values()):
+        for connection in self._registry.connections.all():
             for doc_id in connection.sync.doc_ids:
                 await connection.send(connection.sync.resync(doc_id))
 
