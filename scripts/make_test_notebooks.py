@@ -27,10 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-
-from nbgen import (  # noqa: E402  (tests/ is not a package)
+from tests.nbgen import (
     Cell,
     Notebook,
     Output,
@@ -45,7 +42,7 @@ from nbgen import (  # noqa: E402  (tests/ is not a package)
     tiny_png,
 )
 
-OUT = TESTS / "notebooks"
+OUT = Path(__file__).resolve().parents[1] / "tests" / "notebooks"
 FOLDED = {"collapsed": False, "jupyter": {"outputs_hidden": False}}  # JupyterLab's view state
 FIGURE = "<Figure size 432x288 with 1 Axes>"
 METADATA: Notebook = {
