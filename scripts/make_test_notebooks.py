@@ -411,6 +411,8 @@ PREFACE: list[Item] = [
 
 # --- kmeans.ipynb: the big one, many PNG outputs (61 cells, about 1.7 MB) ---------------------
 
+# The figures' sizes follow a real notebook's, from 5 KB to 0.6 MB of base64: tests/test_memory.py
+# needs strings that big for freed memory to show (13 mid-size ones left RSS near its peak).
 KMEANS: list[Item] = [
     Md("# Clustering: k-Means by Hand\n"),
     Md(
@@ -426,10 +428,10 @@ KMEANS: list[Item] = [
     "    (rng.gauss(cx, 1.0), rng.gauss(cy, 1.0)) for cx, cy in centres for _ in range(100)\n"
     "]\n"
     "len(points)",
-    Plot("plt.scatter(*zip(*points), s=10);", 210),
+    Plot("plt.scatter(*zip(*points), s=10);", 127),
     Md("We forget which blob each point came from; finding that out again is the task.\n"),
     "rng.shuffle(points)\npoints[:3]",
-    Plot("plt.scatter(*zip(*points), s=10, c='grey');", 220),
+    Plot("plt.scatter(*zip(*points), s=10, c='grey');", 177),
     Md("## The Algorithm\n"),
     Md(
         "Start from *k* guesses for the centres, then repeat two steps until nothing "
@@ -449,14 +451,14 @@ KMEANS: list[Item] = [
     Md("The first guesses are three of the points themselves:\n"),
     "means = rng.sample(points, 3)\nlabels = [nearest(p, means) for p in points]\n"
     "[labels.count(i) for i in range(3)]",
-    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 230),
+    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 175),
     Md("Moving the centres to the means of their groups:\n"),
     "means = [mean([p for p, l in zip(points, labels) if l == i]) for i in range(3)]\n"
     "[tuple(round(v, 2) for v in m) for m in means]",
-    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 240),
+    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 178),
     Md("And assigning again, with the moved centres:\n"),
     "labels = [nearest(p, means) for p in points]\n[labels.count(i) for i in range(3)]",
-    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 250),
+    Plot("plt.scatter(*zip(*points), c=labels, s=10); plt.scatter(*zip(*means), c='red');", 178),
     Figure(
         "Each step on its own, as a picture of the loop:\n\n![steps](attachment:figure.png)\n",
         64,
@@ -473,9 +475,9 @@ KMEANS: list[Item] = [
     "    return means, labels",
     "means, labels = kmeans(points, 3, rng)\n[labels.count(i) for i in range(3)]",
     Md("Coloured by the cluster each point ended in:\n"),
-    Plot("plt.scatter(*zip(*points), c=labels, s=10);", 200),
+    Plot("plt.scatter(*zip(*points), c=labels, s=10);", 169),
     Md("The centres found are close to the ones the data was drawn around:\n"),
-    Plot("plt.scatter(*zip(*means), marker='x'); plt.scatter(*zip(*centres), marker='+');", 260),
+    Plot("plt.scatter(*zip(*means), marker='x'); plt.scatter(*zip(*centres), marker='+');", 168),
     Md("## What Can Go Wrong\n"),
     Md(
         "k-means finds *a* local optimum, not the best one. Which one depends on the first "
@@ -493,7 +495,7 @@ KMEANS: list[Item] = [
     Md("### Choosing k\n"),
     Plot(
         "ks = range(1, 9)\nplt.plot(ks, [inertia(points, *kmeans(points, k, rng)) for k in ks]);",
-        280,
+        61,
     ),
     Md(
         "Inertia always falls as *k* grows. The bend in the curve, where adding a cluster "
@@ -502,29 +504,29 @@ KMEANS: list[Item] = [
     "k_inertia = {k: round(inertia(points, *kmeans(points, k, rng))) for k in range(1, 6)}\n"
     "k_inertia",
     Md("### Clusters that are not round\n"),
-    Plot("moons = make_moons(200, noise=0.05)\nplt.scatter(*zip(*moons), s=10);", 260),
+    Plot("moons = make_moons(200, noise=0.05)\nplt.scatter(*zip(*moons), s=10);", 117),
     Md("Two interleaved half-moons: their means sit between them, and k-means cuts across.\n"),
     "'k-means assumes round clusters of similar size'",
-    Plot("plt.scatter(*zip(*moons), c=kmeans(moons, 2, rng)[1], s=10);", 280),
+    Plot("plt.scatter(*zip(*moons), c=kmeans(moons, 2, rng)[1], s=10);", 371),
     Md("## An Application: Fewer Colours\n"),
     Md(
         "Clustering the colours of an image into *k* groups and repainting each pixel with "
         "its group's mean keeps the picture recognisable with far fewer colours.\n"
     ),
     Figure("The original photograph:\n\n![photo](attachment:figure.png)\n", 96),
-    Plot("plt.imshow(photo);", 300),
+    Plot("plt.imshow(photo);", 505),
     Md("Each pixel is a point in three dimensions, red, green and blue:\n"),
     "pixels = [(rng.random(), rng.random(), rng.random()) for _ in range(300)]\n"
     "len(pixels), len(pixels[0])",
     Md("With sixteen colours:\n"),
     "palette, _ = kmeans(pixels, 16, rng, rounds=5)\nlen(palette)",
     Md("The recoloured image next to the original:\n"),
-    Plot("plt.imshow(recoloured(photo, palette));", 460),
+    Plot("plt.imshow(recoloured(photo, palette));", 480),
     Plot(
         "fig, ax = plt.subplots(1, 2)\n"
         "ax[0].imshow(photo)\n"
         "ax[1].imshow(recoloured(photo, palette));",
-        520,
+        670,
     ),
     Md("## Summary\n"),
     Md(

@@ -18,7 +18,7 @@ from joins import first_steps, steps_of
 
 pytestmark = pytest.mark.timeout(120)
 
-BIG = "kmeans.ipynb"  # 1.6 MB: its state comes in many chunks
+BIG = "kmeans.ipynb"  # 1.8 MB: its state comes in many chunks
 
 
 class Terminal:
@@ -94,10 +94,10 @@ def test_a_terminal_user_sees_the_join_step_by_step_and_then_the_status(
         steps = steps_of(join_lines)
         assert steps[:4] == first_steps(port, "kmeans.ipynb", dest)
         assert steps[4].startswith("connected to member ")
-        assert steps[-1] == f"joined: {dest} (1.6 MB, synced)"
+        assert steps[-1] == f"joined: {dest} (1.8 MB, synced)"
         # A bar drawn in place (when the transfer outlasted a tenth of a second) ends full.
         bars = [line for line in join_lines if line.startswith("receiving the notebook")]
-        assert all(line.endswith("]  100%  1.6 MB") for line in bars), bars
+        assert all(line.endswith("]  100%  1.8 MB") for line in bars), bars
         assert dest.read_bytes() == notebook.read_bytes()
 
         wait_until(lambda: b.peers_synced(dest, 1), what="B's peer synced")
