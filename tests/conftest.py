@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "notebooks"
+# Our stand-ins for real notebooks, written by scripts/make_test_notebooks.py (see its README).
+NOTEBOOKS_DIR = Path(__file__).resolve().parent / "notebooks"
 
 
 @pytest.fixture(scope="session")
 def notebooks_dir() -> Path:
-    """The real public notebooks shipped in ../shared/notebooks."""
+    """The sample notebooks of tests/notebooks/."""
     if not NOTEBOOKS_DIR.is_dir():
         pytest.fail(f"missing sample notebooks at {NOTEBOOKS_DIR}")
     return NOTEBOOKS_DIR

@@ -36,8 +36,9 @@ P2PRTC = [sys.executable, "-m", "p2prtc", *(["-v"] if os.environ.get("P2PRTC_TES
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 # Two daemons on one machine: no mDNS (it would bind the real interfaces), ICE on loopback.
 LOOPBACK_ENV = {"P2PRTC_INTERFACES": "127.0.0.1", "P2PRTC_MDNS": "0"}
-# The notebook most end-to-end tests share (in ../shared/notebooks: the notebooks_dir fixture).
-SAMPLE = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+# The notebook most end-to-end tests share (in tests/notebooks: the notebooks_dir fixture):
+# 90 cells, code and markdown, text outputs.
+SAMPLE = "lists.ipynb"
 
 
 def write_like_jupyter(path: Path, nb: dict[str, Any]) -> bytes:

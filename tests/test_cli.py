@@ -213,7 +213,7 @@ def test_join_tells_each_step_in_plain_lines_when_piped(sharer: Sharer, joiner: 
     # The notebook came over the rendezvous pipe (protocol.md 5.3), before any WebRTC link.
     assert steps[4].startswith("connected to member ")
     assert steps[4].endswith(" via rendezvous pipe")
-    assert steps[5:] == [f"joined: {dest} (32.8 kB, synced)"]
+    assert steps[5:] == [f"joined: {dest} (28.2 kB, synced)"]
     assert dest.read_bytes() == sharer.notebook.read_bytes()
     assert result.stderr == ""
 

@@ -18,7 +18,7 @@ from joins import first_steps, steps_of
 
 pytestmark = pytest.mark.timeout(120)
 
-BIG = "05.11-K-Means.ipynb"  # 1.7 MB: its state comes in many chunks
+BIG = "kmeans.ipynb"  # 1.8 MB: its state comes in many chunks
 
 
 class Terminal:

@@ -201,7 +201,7 @@ def test_a_lan_join_tells_where_it_searched_and_found_the_sharer(
 
         assert lines[0] == f"searching: mDNS on {b_address}; relays: none; peers: none"
         assert lines[1].startswith(f"found a daemon at {a_address}:")
-        assert lines[-1] == f"joined: {b.workdir / 'numpy.ipynb'} (32.8 kB, synced)"
+        assert lines[-1] == f"joined: {b.workdir / 'numpy.ipynb'} (28.2 kB, synced)"
         nobody = b.run("join", "4242-" + code.partition("-")[2], "--timeout", "1", check=False)
         assert nobody.returncode == 4
         assert nobody.stderr.startswith(

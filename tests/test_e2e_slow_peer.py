@@ -25,7 +25,7 @@ from daemons import (
     write_like_jupyter,
 )
 
-SAMPLE = "00.00-Preface.ipynb"
+SAMPLE = "preface.ipynb"
 QUEUE_BOUND = 1024 * 1024
 SAVES = 12
 OUTPUT_BYTES = 192 * 1024  # per save: SAVES of them are more than twice QUEUE_BOUND

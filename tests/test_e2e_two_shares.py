@@ -27,7 +27,7 @@ def test_a_second_share_joins_the_open_connection_and_syncs(
 ) -> None:
     a, b = loopback_nodes(tmp_path, "a", "b")
     first = copy_notebook(notebooks_dir / SAMPLE, a.workdir / "first.ipynb")
-    second = copy_notebook(notebooks_dir / "00.00-Preface.ipynb", a.workdir / "second.ipynb")
+    second = copy_notebook(notebooks_dir / "preface.ipynb", a.workdir / "second.ipynb")
     try:
         codes = [a.share(first), a.share(second)]
         b.env["P2PRTC_PEERS"] = f"127.0.0.1:{a.status()['daemon']['rendezvous_port']}"

@@ -22,8 +22,8 @@ from jupyter_servers import MACHINE_NAMES, Machines, Tab, open_tab, two_machines
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
-OTHER_NOTEBOOK = "00.00-Preface.ipynb"
+NOTEBOOK = "lists.ipynb"
+OTHER_NOTEBOOK = "preface.ipynb"
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ from daemons import read_notebook
 from environment import missing
 from jupyter_servers import JupyterServer, two_machines, until
 
-NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+NOTEBOOK = "lists.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 TYPED = "typed in Chromium on A"
 

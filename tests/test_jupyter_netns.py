@@ -14,7 +14,7 @@ from daemons import Node, copy_notebook, read_notebook, wait_until
 from jupyter_servers import jupyter_server
 from netns import Agent, NetnsLab
 
-NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+NOTEBOOK = "lists.ipynb"
 TAB_AGENT = str(Path(__file__).with_name("tab_agent.py"))
 # mDNS discovery plus a WebRTC link take seconds.
 SYNC_TIMEOUT_S = 25.0

@@ -12,7 +12,7 @@ from p2prtc.adapters.heap import HeapTrimmer, anonymous_rss_bytes
 from p2prtc.daemon.memory import GROWTH_BYTES, QUIET_CPU_S, TrimPolicy
 
 MIB = 2**20
-BIG_SAMPLE = "05.11-K-Means.ipynb"  # 1.7 MB, PNG outputs
+BIG_SAMPLE = "kmeans.ipynb"  # 1.8 MB, PNG outputs up to 0.6 MB each
 
 
 def test_policy_trims_after_growth_once_quiet() -> None:

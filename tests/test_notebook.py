@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,15 @@ def test_parse_agrees_with_nbformat(real_texts: list[tuple[str, str]]) -> None:
 def test_render_agrees_with_nbformat(real_texts: list[tuple[str, str]]) -> None:
     for name, text in real_texts:
         assert render_notebook(parse_notebook(text)) == nbformat_writes(nbformat_node(text)), name
+
+
+def test_sample_notebooks_are_what_their_script_writes(notebooks_dir: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_test_notebooks.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert script.stem in (notebooks_dir / "README.md").read_text()
 
 
 def test_generated_notebooks_render_like_jupyter() -> None:

@@ -28,7 +28,7 @@ from p2prtc.core import roomlink
 from p2prtc.core.ratelimit import TokenBucket
 from p2prtc.daemon.peer_control import AWARENESS_BURST
 
-NOTEBOOK = "02.02-The-Basics-Of-NumPy-Arrays.ipynb"
+NOTEBOOK = "lists.ipynb"
 QUEUE_BOUND = 256 * 1024
 
 
