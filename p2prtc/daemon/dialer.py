@@ -166,6 +166,10 @@ class Dialer:
         ):
             return
         endpoint.dialling = True
+        # Counted as a connection being set up at once, not when the task starts: a newcomer
+        # decides its dials to every member in one pass, and each decision must see the
+        # ones before it, or it dials them all and ends over its bound.
+        self._connections.connecting += 1
         share = (newcomer_for or wanted)[0]  # the handshake proves the share we need a link for
         self._spawn(self._dial(endpoint, share, bool(newcomer_for)), f"dial {endpoint.key}")
 
@@ -191,7 +195,7 @@ class Dialer:
     # --- the two ends of a member rendezvous ---------------------------------------------
 
     async def _dial(self, endpoint: Endpoint, share: Share, newcomer: bool) -> None:
-        self._connections.connecting += 1
+        """Dial a member (counted in ``connecting`` by the caller until this ends)."""
         try:
             pipe = await endpoint.open_pipe()
             try:
