@@ -7,7 +7,8 @@ Measures, with daemons A (sharer) and B (joiner) in two homes:
 - join: ``p2prtc join`` started -> the notebook's bytes on B's disk (02.02); "cold" starts
   B's daemon on the way (the first join on a machine), "warm" finds it running;
 - save -> peer's disk: an editor's save on A (temp file + rename, one character inserted
-  in a varying cell) until B's file holds exactly the bytes A's editor wrote (the daemon
+  in a varying cell; timed from the write of its bytes, not from the editor's JSON
+  encoding before it) until B's file holds exactly the bytes A's editor wrote (the daemon
   renders like Jupyter, so those are the bytes B must get), for 02.02 and 05.11;
 - CPU time each daemon spends per save (from /proc: independent of the machine's load,
   unlike the latencies);
@@ -46,8 +47,9 @@ from tests.daemons import (
     Node,
     copy_notebook,
     cpu_seconds,
+    encode_like_jupyter,
     read_notebook,
-    write_like_jupyter,
+    save_bytes_like_an_editor,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +175,9 @@ def edit_latencies(
     for index in range(WARMUP_EDITS + count):
         nb = read_notebook(source)
         one_char_edit(nb, rng)
+        expected = encode_like_jupyter(nb)  # the editor's work, before the save
         started = time.perf_counter()
-        expected = write_like_jupyter(source, nb)
+        save_bytes_like_an_editor(source, expected)
         arrived = poll(functools.partial(probe.holds, expected), EDIT_TIMEOUT_S, f"edit {index}")
         if index >= WARMUP_EDITS:
             latencies.append((arrived - started) * 1000)

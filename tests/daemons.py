@@ -46,11 +46,21 @@ def write_like_jupyter(path: Path, nb: dict[str, Any]) -> bytes:
 
     Returns the bytes written.
     """
-    data = (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    data = encode_like_jupyter(nb)
+    save_bytes_like_an_editor(path, data)
+    return data
+
+
+def encode_like_jupyter(nb: dict[str, Any]) -> bytes:
+    """The file Jupyter writes for ``nb``."""
+    return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def save_bytes_like_an_editor(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file and rename it over ``path``, as editors save."""
     tmp = path.with_name(path.name + ".editor-tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-    return data
 
 
 def read_notebook(path: Path) -> dict[str, Any]:

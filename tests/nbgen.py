@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
+from hypothesis import strategies as st
 from pycrdt import merge_updates
 
 from p2prtc.core.edits import Author
@@ -33,6 +34,25 @@ Output = dict[str, Any]
 THIS_DAEMON = "d0d0d0d0d0d0d0d0"
 _SPLIT_MIMES = frozenset({"application/javascript", "image/svg+xml"})
 _ids = itertools.count()
+
+
+# JSON values as notebooks hold them (strategies for hypothesis).
+json_text = st.text(
+    st.characters(codec="utf-8"),  # no surrogates: they cannot be in a UTF-8 file
+    max_size=30,
+)
+json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)  # the doc turns bigger ones into floats
+    | st.floats(allow_nan=False, allow_infinity=False)  # nbformat would write "Infinity"
+    | json_text
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(json_text, inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def next_id() -> str:
@@ -387,14 +407,15 @@ class Replica:
         self.engine.doc.apply_update(update)
 
     def write(self, *, reload: bool) -> bytes | None:
-        repair, unchanged = self.engine.repair()
+        repaired = self.engine.repair()
+        repair = repaired.update
         if repair is not None:
             self.sent.append(repair)
-        text, notebook = self.engine.rendered(unchanged)
+        text, notebook = self.engine.rendered(repaired.notebook)
         if text == self.disk:
             return repair
         self.disk = text
-        self.engine.remember_written(text, notebook)
+        self.engine.remember_written(text, notebook, waiting=repaired.waiting)
         self.remember_state(text)
         if reload:
             self.buffer = text

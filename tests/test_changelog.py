@@ -107,6 +107,26 @@ def test_the_log_survives_a_restart(shared: SharedFile) -> None:
     assert cells(before) == [(2, "# before the restart", ("source",))]
 
 
+def test_a_cell_edited_below_a_cell_a_peer_added_is_logged_where_it_is_now(
+    shared: SharedFile,
+) -> None:
+    peer = peer_of(shared)
+
+    def add_a_cell_and_edit_another(text: str) -> str:
+        nb = json.loads(render_with_line(text, 5, "# edited"))
+        nb["cells"].insert(0, {"cell_type": "markdown", "metadata": {}, "source": ["# new"]})
+        return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+    update = peer.ingest(
+        add_a_cell_and_edit_another(peer.render()), author=Author(PEER, time.time())
+    ).update
+    assert update is not None
+    deliver(shared, update)
+
+    (entry, *_) = log(shared)
+    assert sorted(cells(entry)) == [(0, "# new", ("new",)), (6, "# edited", ("source",))]
+
+
 def test_a_deleted_cell_is_logged_without_an_index(shared: SharedFile) -> None:
     nb = json.loads(shared.path.read_text())
     del nb["cells"][1]

@@ -21,6 +21,8 @@ from nbgen import (
     Notebook,
     code_cell,
     dump,
+    json_text,
+    json_value,
     markdown_cell,
     nbformat_node,
     nbformat_reads,
@@ -137,24 +139,6 @@ def test_number_too_large_for_a_float() -> None:
 def test_text_that_looks_like_an_exponent_number() -> None:
     nb = notebook([markdown_cell('"a": 1e5\n    2E-3 in a string\n')])
     assert render_notebook(nb) == dump(nb)
-
-
-json_text = st.text(
-    st.characters(codec="utf-8"),  # no surrogates: they cannot be in a UTF-8 file
-    max_size=30,
-)
-json_scalar = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)  # the doc turns bigger ones into floats
-    | st.floats(allow_nan=False, allow_infinity=False)  # nbformat would write "Infinity"
-    | json_text
-)
-json_value = st.recursive(
-    json_scalar,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(json_text, inner, max_size=3),
-    max_leaves=8,
-)
 
 
 @settings(max_examples=150, deadline=None)

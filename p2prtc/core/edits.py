@@ -140,6 +140,8 @@ def _moved(before: list[str], after: list[str]) -> set[str]:
 
 
 def _differing_parts(old: Cell, new: Cell) -> tuple[str, ...]:
+    if old == new:  # most cells of a save: one comparison, done in C
+        return ()
     parts = tuple(part for part in PARTS if old.get(part) != new.get(part))
     others = (old.keys() | new.keys()) - {*PARTS, "id"}
     if any(old.get(key) != new.get(key) for key in others):

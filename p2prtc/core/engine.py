@@ -27,9 +27,10 @@ from p2prtc.core.base_choice import Recall, Save, choose_base
 from p2prtc.core.edits import Author, EditTracker, changed_parts, stamp_cells
 from p2prtc.core.ingest import apply_notebook_diff
 from p2prtc.core.model import doc_to_notebook, keeps_cell_ids, load_notebook, without_cell_ids
-from p2prtc.core.notebook import Notebook, parse_notebook, render_notebook, string_sources
+from p2prtc.core.notebook import Notebook, parse_notebook, string_sources
 from p2prtc.core.remembered import RememberedVersions
-from p2prtc.core.repair import Shown, repair_cells, survivors
+from p2prtc.core.rendering import CellRenderer
+from p2prtc.core.repair import Shown, doc_waits_for_updates, repair_cells, survivors
 from p2prtc.core.snapshot import Version
 from p2prtc.errors import P2PError
 
@@ -50,6 +51,18 @@ def text_digest(text: bytes | str) -> bytes:
     return hashlib.sha256(raw).digest()[:16]
 
 
+@dataclass(frozen=True)
+class Repaired:
+    """What ``NotebookEngine.repair`` learnt of the doc, for the write that follows it in the
+    same call (the doc cannot change in between)."""
+
+    update: bytes | None  # the repair's, to persist and send; None: nothing to repair
+    notebook: Notebook | None  # the doc's as converted for it, when the repair changed nothing
+    # Whether the doc waits for updates (repair.doc_waits_for_updates): a repair's changes
+    # are local, they leave that as it was.
+    waiting: bool
+
+
 class NotebookEngine:
     """One shared notebook: a pycrdt Doc plus the recent versions of its file."""
 
@@ -59,6 +72,7 @@ class NotebookEngine:
         self.versions = RememberedVersions()  # the texts a save may start from
         # Cells (by id) whose source the file holds as one string: written back that way.
         self._string_sources: frozenset[str] = frozenset()
+        self._renderer = CellRenderer()  # renders again only the cells that changed
 
     @classmethod
     def load(cls, text: bytes | str) -> NotebookEngine:
@@ -142,29 +156,36 @@ class NotebookEngine:
             cells = [cell for index, cell in enumerate(notebook["cells"]) if index in kept]
             shown = {**notebook, "cells": cells}
         keep = [i for i, cell in enumerate(shown["cells"]) if cell["id"] in self._string_sources]
-        return render_notebook(without_cell_ids(shown), keep), notebook
+        return self._renderer.render(without_cell_ids(shown), keep), notebook
 
-    def repair(self) -> tuple[bytes | None, Notebook | None]:
+    def repair(self) -> Repaired:
         """Repair cells moved concurrently with other moves or edits (see core.repair),
         against what the file last showed: the update to persist and send, if any, else the
         doc's notebook as converted for it, which ``rendered`` takes until the doc changes
         (one conversion of a big notebook instead of two)."""
         latest = self.versions.latest_complete()
         notebook = self.notebook()
-        update = repair_cells(self.doc, latest.shown if latest else Shown([]), notebook["cells"])
-        return update, notebook if update is None else None
+        waiting = doc_waits_for_updates(self.doc)
+        shown = latest.shown if latest else Shown([])
+        update = repair_cells(self.doc, shown, notebook["cells"], waiting)
+        return Repaired(update, notebook if update is None else None, waiting)
 
     def full_state(self) -> bytes:
         return self.doc.get_update()
 
     def remember_written(
-        self, text: str, notebook: Notebook | None = None, digest: bytes | None = None
+        self,
+        text: str,
+        notebook: Notebook | None = None,
+        digest: bytes | None = None,
+        waiting: bool | None = None,
     ) -> None:
         """Record a text the daemon wrote (or found on disk equal to the doc) as a version;
-        ``notebook`` is the doc's, from ``rendered``, and ``digest`` the text's
-        ``text_digest``, when the caller has them."""
+        ``notebook`` is the doc's, from ``rendered``, ``digest`` the text's ``text_digest``
+        and ``waiting`` the repair's, when the caller has them."""
         notebook = self.notebook() if notebook is None else notebook
-        self.versions.push(Version.of_doc(digest or text_digest(text), notebook, self.doc))
+        digest = digest or text_digest(text)
+        self.versions.push(Version.of_doc(digest, notebook, self.doc, waiting))
 
     def is_known(self, text: bytes | str) -> bool:
         """True for a text the engine wrote or read: its own echo, or an unchanged save."""
@@ -188,7 +209,8 @@ class NotebookEngine:
         current = None if base.is_current(self.doc) else self.notebook()
         if current is None:
             ingested, update = apply_save(self.doc, self.doc, base.notebook, new, author)
-            saved = Version.of_doc(digest, ingested, self.doc)
+            # A save's changes are local: the doc waits for updates as it did at ``base``.
+            saved = Version.of_doc(digest, ingested, self.doc, base.waiting)
             needs_write = False
         elif without_cell_ids(current) == new:
             # The save holds the doc as it is now (its changes since ``base`` included):

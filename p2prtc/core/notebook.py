@@ -246,7 +246,9 @@ def _split_output(output: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
-def _split_cell(cell: Cell, *, keep_source: bool = False) -> Cell:
+def split_cell(cell: Cell, *, keep_source: bool = False) -> Cell:
+    """A copy of the cell with its texts split into lines as Jupyter writes them (its source
+    kept as one string with ``keep_source``)."""
     out = dict(cell)
     if isinstance(out.get("source"), str) and not keep_source:
         out["source"] = out["source"].splitlines(True)
@@ -264,7 +266,7 @@ def split_lines(nb: Notebook, string_sources: Container[int] = ()) -> Notebook:
     """Split strings into line lists like ``nbformat.v4.rwbase.split_lines`` (returns a copy);
     the sources of the cells at ``string_sources`` stay single strings."""
     cells = [
-        _split_cell(cell, keep_source=index in string_sources)
+        split_cell(cell, keep_source=index in string_sources)
         for index, cell in enumerate(nb["cells"])
     ]
     return {**nb, "cells": cells}

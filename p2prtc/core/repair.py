@@ -123,14 +123,18 @@ def cell_copies(doc: Doc[Any]) -> list[CellCopy]:
 
 
 def repair_cells(
-    doc: Doc[Any], shown: Shown, now: list[dict[str, Any]] | None = None
+    doc: Doc[Any],
+    shown: Shown,
+    now: list[dict[str, Any]] | None = None,
+    waiting: bool | None = None,
 ) -> bytes | None:
     """Repair moved cells in ``doc``; the update to persist and send (None: nothing to do).
 
     ``shown`` is the cells as the file (or the save being merged) last showed them; ``now``
-    the doc's cells as plain values (their ids and sources), when the caller has them.
+    the doc's cells as plain values (their ids and sources), and ``waiting`` whether the doc
+    waits for updates (``doc_waits_for_updates``), when the caller has them.
     """
-    if waits_for_updates(doc.get_update(), doc.get_state()):
+    if doc_waits_for_updates(doc) if waiting is None else waiting:
         # An update came before one it builds on: yrs shows its insertions but holds its
         # deletions back, so a moved cell shows twice until the missing update arrives
         # (the sync session asks for it at once). Repairing now would delete the real copy.
@@ -149,6 +153,11 @@ def repair_cells(
     if not updates:
         return None
     return updates[0] if len(updates) == 1 else merge_updates(*updates)
+
+
+def doc_waits_for_updates(doc: Doc[Any]) -> bool:
+    """Does ``doc`` hold back part of an update that came before one it builds on?"""
+    return waits_for_updates(doc.get_update(), doc.get_state())
 
 
 def waits_for_updates(state: bytes, state_vector: bytes) -> bool:

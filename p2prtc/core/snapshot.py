@@ -35,11 +35,16 @@ class Version:
     # False for a save merged against a version that was not ``complete``: the editor's
     # buffer came from a text that lacked what yrs held back.
     from_complete: bool = True
+    # ``waits_for_updates`` when its maker knew it already (else worked out from the state).
+    known_waiting: bool | None = None
 
     @classmethod
-    def of_doc(cls, digest: bytes, notebook: Notebook, doc: Doc[Any]) -> Version:
-        """A version of ``doc`` as it is now."""
-        return cls(digest, notebook, doc.get_update(), state_vector(doc))
+    def of_doc(
+        cls, digest: bytes, notebook: Notebook, doc: Doc[Any], waiting: bool | None = None
+    ) -> Version:
+        """A version of ``doc`` as it is now; ``waiting``: whether the doc waits for updates
+        (``repair.waits_for_updates``), when the caller knows."""
+        return cls(digest, notebook, doc.get_update(), state_vector(doc), known_waiting=waiting)
 
     @classmethod
     def from_state(cls, digest: bytes, state: bytes, notebook: Notebook | None = None) -> Version:
@@ -74,13 +79,19 @@ class Version:
         return self.facts_with_ids if with_ids else self.facts
 
     @cached_property
+    def waiting(self) -> bool:
+        """Did the doc then hold back part of an update that came before one it builds on?"""
+        if self.known_waiting is not None:
+            return self.known_waiting
+        return waits_for_updates(self.state, encode_state_vector(self.state_vector))
+
+    @property
     def complete(self) -> bool:
         """Did the doc hold every update its updates build on? yrs holds back part of an
         update that came before an earlier one it builds on (over another link): a cell a
         peer moved then shows without what was typed into it here, so such a text is no
         proof of what the user saw (``RememberedVersions.latest_complete``)."""
-        pending = waits_for_updates(self.state, encode_state_vector(self.state_vector))
-        return self.from_complete and not pending
+        return self.from_complete and not self.waiting
 
     @cached_property
     def shown(self) -> Shown:

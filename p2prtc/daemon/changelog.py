@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pycrdt import Doc, Map
@@ -45,18 +45,24 @@ def member_id(member: str) -> str:
 
 
 def entries(
-    kind: str, member: str, stamps: list[Stamp], concurrent: list[Concurrent], doc: Doc[Any]
+    kind: str,
+    member: str,
+    stamps: list[Stamp],
+    concurrent: list[Concurrent],
+    doc: Doc[Any],
+    likely_order: Sequence[str] = (),
 ) -> list[LogEntry]:
     """The log entries of one update (already applied to ``doc``): one per author of its
     stamps (``member`` when it has none), the cells where they are in ``doc`` with their
-    first line; concurrent edits go with the first entry. Their seq is the store's to set."""
+    first line; concurrent edits go with the first entry. Their seq is the store's to set.
+    ``likely_order``: the cell ids as the doc probably holds them (see CellLocator)."""
     by_member: dict[str, list[Stamp]] = {}
     for stamp in stamps:
         by_member.setdefault(stamp.member, []).append(stamp)
     if not by_member:
         by_member[member] = []
     wanted = {stamp.cell_id for stamp in stamps} | {item.cell_id for item in concurrent}
-    locator = CellLocator(doc, wanted) if wanted else None
+    locator = CellLocator(doc, wanted, likely_order) if wanted else None
     logged = []
     for index, (author, own) in enumerate(by_member.items()):
         found = concurrent if index == 0 else []
@@ -103,20 +109,30 @@ class CellLocator:
     """Where the ``wanted`` cells are (index, first line), by id, as the doc holds them.
 
     Found on the path of every save to its peers: one read transaction for all the cells
-    (not one per read), and the search stops once all are found.
+    (not one per read). Each cell is first looked for where ``likely_order`` (the ids in the
+    order the file last showed them) puts it, one read, as a keystroke moves no cell; the
+    others are searched for, stopping once all are found.
     """
 
-    def __init__(self, doc: Doc[Any], wanted: set[str]) -> None:
+    def __init__(self, doc: Doc[Any], wanted: set[str], likely_order: Sequence[str] = ()) -> None:
         self._where: dict[str, tuple[int, Map[Any]]] = {}
-        missing = set(wanted)
+        likely_index = {cell_id: index for index, cell_id in enumerate(likely_order)}
         with doc.transaction():
-            for index, cell in enumerate(cells_of(doc)):
-                if not missing:
-                    break
+            cells = cells_of(doc)
+            count = len(cells)
+            for cell_id in wanted:
+                index = likely_index.get(cell_id, count)
+                cell = cells[index] if index < count else None
+                if cell is not None and cell.get("id") == cell_id:
+                    self._where[cell_id] = (index, cell)
+            missing = wanted - self._where.keys()
+            for index, cell in enumerate(cells if missing else ()):
                 cell_id = cell.get("id")
                 if isinstance(cell_id, str) and cell_id in missing:
                     self._where[cell_id] = (index, cell)
                     missing.discard(cell_id)
+                    if not missing:
+                        break
 
     def describe(self, cell_id: str) -> dict[str, Any]:
         """The cell's id, index and first line; index and line None for a deleted cell."""

@@ -21,9 +21,9 @@ from pycrdt import Doc, merge_updates
 from p2prtc.adapters.files import displaced_path, read_file
 from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.edits import Author
-from p2prtc.core.engine import NotebookEngine, text_digest
+from p2prtc.core.engine import NotebookEngine, Repaired, text_digest
 from p2prtc.core.model import meta_of
-from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook
+from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES
 from p2prtc.daemon import changelog
 from p2prtc.daemon.crash_points import crash_point
 from p2prtc.daemon.file_writer import FileWriter, read_if_present
@@ -165,8 +165,8 @@ class SharedFile:
         over a file the user agreed to replace.
         """
         self.journal.save_unsaved()
-        repair, notebook = self._repair()
-        return merged(repair, self._writer.write(self.path, replace_unknown, notebook))
+        repaired = self._repair()
+        return merged(repaired.update, self._writer.write(self.path, replace_unknown, repaired))
 
     def holds_another_notebook(self) -> bool:
         """Whether the file on disk is there and holds something else than the doc (a
@@ -175,13 +175,13 @@ class SharedFile:
         on_disk = read_if_present(self.path)
         return on_disk is not None and not self.engine.holds(on_disk)
 
-    def _repair(self) -> tuple[bytes | None, Notebook | None]:
+    def _repair(self) -> Repaired:
         """Repair cells moved concurrently (core.repair) before the file shows the doc:
-        persisted first, then sent like any update; else the doc's notebook, unchanged."""
-        repair, notebook = self.engine.repair()
-        if repair is not None:
-            self.store.append(repair)
-        return repair, notebook
+        persisted first, then sent like any update."""
+        repaired = self.engine.repair()
+        if repaired.update is not None:
+            self.store.append(repaired.update)
+        return repaired
 
 
 def merged(*updates: bytes | None) -> bytes | None:

@@ -22,8 +22,8 @@ from p2prtc.adapters.files import (
     signature_of,
 )
 from p2prtc.adapters.store import UpdateStore
-from p2prtc.core.engine import NotebookEngine, text_digest
-from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES, Notebook
+from p2prtc.core.engine import NotebookEngine, Repaired, text_digest
+from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES
 from p2prtc.daemon.crash_points import crash_point
 from p2prtc.daemon.versions import SavedVersions
 from p2prtc.errors import P2PError
@@ -50,10 +50,10 @@ class FileWriter:
         self._ingest = ingest
 
     def write(
-        self, path: Path, replace_unknown: bool, notebook: Notebook | None = None
+        self, path: Path, replace_unknown: bool, repaired: Repaired | None = None
     ) -> bytes | None:
         """Bring ``path`` up to date with the doc; returns the update of a save merged
-        meanwhile, if any. ``notebook``: the doc's as it is, if known (one conversion)."""
+        meanwhile, if any. ``repaired``: what the repair just before learnt of the doc."""
         for _ in range(_WRITE_ATTEMPTS):
             signature = signature_of(path)
             on_disk = read_if_present(path)
@@ -62,7 +62,7 @@ class FileWriter:
                 # merged result if needed) rather than overwrite it.
                 return self._ingest(on_disk)
             try:
-                return self._replace(path, on_disk, signature, notebook)
+                return self._replace(path, on_disk, signature, repaired)
             except FileChangedMeanwhile:
                 crash_point("write-retry")
                 replace_unknown = False  # whatever is there now is someone's save
@@ -85,19 +85,21 @@ class FileWriter:
         path: Path,
         on_disk: bytes | None,
         signature: Signature | None,
-        notebook: Notebook | None,
+        repaired: Repaired | None,
     ) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
         engine = self._engine
         if on_disk is not None and engine.holds_doc(on_disk):
             return None  # nothing changed since it was written or read
-        text, notebook = engine.rendered(notebook)  # one conversion of the doc for all
+        waiting = repaired.waiting if repaired else None
+        # One conversion of the doc for all.
+        text, notebook = engine.rendered(repaired.notebook if repaired else None)
         if on_disk is not None and engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
         data = text.encode()
         if data == on_disk:
             if not engine.is_known(data):
-                engine.remember_written(text, notebook)
+                engine.remember_written(text, notebook, waiting=waiting)
             return None
         digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
         seq = self._store.last_seq() or 0
@@ -107,7 +109,7 @@ class FileWriter:
         crash_point("write-renamed")
         # Remembered once it is on disk, not before (a peer's edit waits for the rename):
         # the watcher, on this event loop, sees the new file only after this.
-        engine.remember_written(text, notebook, digest)
+        engine.remember_written(text, notebook, digest, waiting)
         self._versions.record_base(data, seq, digest)
         self._versions.maybe_compact()
         if displaced is None:

@@ -58,7 +58,11 @@ class Journal:
     def _entries(self, kind: str, sender: str | None = None) -> list[LogEntry]:
         """The log entries of the update being persisted: the cells stamped meanwhile."""
         stamps, concurrent = self.engine.edits.drain()
-        if self.engine.versions.latest() is None:  # a joiner's first state: the past, not news
+        latest = self.engine.versions.latest()
+        if latest is None:  # a joiner's first state: the past, not news
             kind, stamps, concurrent = changelog.JOIN, [], []
-        logged = changelog.entries(kind, sender or self.member, stamps, concurrent, self.engine.doc)
+        order = [cell["id"] for cell in latest.notebook["cells"]] if latest else []
+        logged = changelog.entries(
+            kind, sender or self.member, stamps, concurrent, self.engine.doc, order
+        )
         return self._bursts.kept(logged)

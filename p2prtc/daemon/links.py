@@ -17,6 +17,7 @@ from p2prtc.adapters.ice import IceConfig, IceServer
 from p2prtc.adapters.webrtc_deps import import_dependencies
 from p2prtc.core.handshake import Authenticated
 from p2prtc.daemon.config import DaemonConfig
+from p2prtc.daemon.memory import exempt_loaded_code_from_collections
 from p2prtc.daemon.pipes import HANDSHAKE_TIMEOUT_S, BytePipe
 
 if TYPE_CHECKING:  # imported when the first link is made: see WEBRTC
@@ -107,6 +108,7 @@ def _import_webrtc() -> None:
     started = time.perf_counter()
     importlib.import_module(WEBRTC)
     logger.debug("WebRTC stack imported in %.0f ms", (time.perf_counter() - started) * 1000)
+    exempt_loaded_code_from_collections()
 
 
 def ice_config(config: DaemonConfig) -> IceConfig:

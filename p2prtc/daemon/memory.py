@@ -11,6 +11,7 @@ beyond it: an idle daemon checks two counters and trims nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -52,3 +53,14 @@ async def keep_heap_small(trimmer: HeapTrimmer) -> None:
             policy.trimmed(after)
             logger.debug("gave %d MiB of freed heap back", (rss_bytes - after) >> 20)
             cpu_s = time.process_time()  # the trim's own CPU is no sign of work
+
+
+def exempt_loaded_code_from_collections() -> None:
+    """Take every object alive now out of the cyclic garbage collector's walks, once the
+    daemon's code is loaded (the WebRTC stack last): modules, classes and functions that
+    live as long as the process. A full collection walked them all, 18 to 39 ms during which
+    the daemon answers nothing (four in a minute of saves: a save or keystroke that lands in
+    one waits); it now walks what was made since. They are still freed by reference
+    counting; only cycles among them would stay, and code does not become garbage."""
+    gc.freeze()
+    logger.debug("%d objects loaded with the code exempted from collections", gc.get_freeze_count())
