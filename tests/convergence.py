@@ -139,9 +139,12 @@ class FileReplica:
         return parse(self.buffer)
 
     def apply(self, update: bytes) -> None:
-        """A peer's update: applied (as the sync session does) and persisted."""
+        """A peer's update: applied (as the sync session does) and persisted. The daemon
+        persists it with the write that follows; persisted here, it is not taken for
+        something this replica sends (what it persists during a step)."""
         self.shared.doc.apply_update(update)
         self.shared.apply_remote(update)
+        self.shared.save_unsaved()
 
     def save_text(self, text: str) -> bytes | None:
         """The editor saves; it then shows what the daemon wrote, if it wrote."""

@@ -27,7 +27,7 @@ from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.model import doc_to_notebook, without_cell_ids
 from p2prtc.core.notebook import render_notebook
 from p2prtc.core.remembered import MAX_VERSIONS
-from p2prtc.daemon import versions
+from p2prtc.daemon import file_writer, versions
 from p2prtc.daemon.document import SharedFile
 
 WRITES = 3 * MAX_VERSIONS
@@ -44,12 +44,31 @@ def receive(shared: SharedFile, index: int, line: str) -> None:
     deliver(shared, peer_update(shared.engine, index, line))
 
 
-def deliver(shared: SharedFile, update: bytes, *, write: bool = True) -> bytes | None:
-    """A peer's update arrives: applied, persisted, and (unless the daemon dies first)
-    written; returns what the write sends to the peers (a repair of moved cells)."""
+def deliver(shared: SharedFile, update: bytes) -> bytes | None:
+    """A peer's update arrives: applied, then persisted and written; returns what the write
+    sends to the peers (a repair of moved cells)."""
     shared.doc.apply_update(update)
     shared.apply_remote(update)
-    return shared.write() if write else None
+    return shared.write()
+
+
+class Killed(BaseException):
+    """The daemon dies (kill -9) at this point."""
+
+
+def deliver_and_die_before_the_rename(
+    shared: SharedFile, update: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer's update arrives; the daemon is killed once the write persisted it (and its
+    record), before the file shows it."""
+
+    def killed(*_: object, **__: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(file_writer, "atomic_write", killed)
+    with pytest.raises(Killed):
+        deliver(shared, update)
+    monkeypatch.undo()
 
 
 def remote_lines(shared: SharedFile, count: int, tag: str = "REMOTE") -> list[str]:
@@ -187,17 +206,19 @@ def assert_valid(text: str) -> None:
 
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 def test_line_typed_into_a_cell_a_peer_moves_lands_in_the_moved_cell(
-    minor_shared: SharedFile, restart: bool
+    minor_shared: SharedFile, restart: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared = minor_shared
     moved = peer_save(shared.engine, lambda text: render_with_move(text, 3, 0))
     cell = shared.engine.notebook()["cells"][3]["source"]
     save(shared, render_with_line(shared.path.read_text(), 3, "USER LINE"))
 
-    repair = deliver(shared, moved, write=not restart)
-    if restart:  # killed before writing: the restart repairs from the persisted versions
+    if restart:  # killed before the rename: the restart writes the persisted repair
+        deliver_and_die_before_the_rename(shared, moved, monkeypatch)
         shared = restarted(shared)
-        repair = shared.catch_up()
+        shared.catch_up()
+    else:
+        assert deliver(shared, moved) is not None  # the repair, for the peers
 
     final = shared.path.read_text()
     assert_valid(final)
@@ -207,7 +228,6 @@ def test_line_typed_into_a_cell_a_peer_moves_lands_in_the_moved_cell(
     peer = Doc()
     for update in (shared.store.updates()[0], moved, *shared.store.updates()[1:]):
         peer.apply_update(update)
-    assert repair is not None
     assert render_notebook(without_cell_ids(doc_to_notebook(peer))) == final
 
 

@@ -55,7 +55,7 @@ class SharedFile:
         self.member = member  # this daemon's id: the author of its saves
         self.journal = Journal(store, engine, member)
         self.versions = SavedVersions(path, engine, store)
-        self._writer = FileWriter(engine, store, self.versions, self.ingest)
+        self._writer = FileWriter(engine, self.journal, self.versions, self.ingest)
 
     @property
     def doc(self) -> Doc[Any]:
@@ -148,13 +148,15 @@ class SharedFile:
         return self.ingest(text)
 
     def apply_remote(self, update: bytes, sender: str | None = None) -> None:
-        """Persist an update a peer sent (already applied to the doc by the sync session);
-        ``sender``: that peer, None for a Jupyter room attached to this daemon.
+        """Take an update a peer sent (already applied to the doc by the sync session), to
+        persist with the write that shows it (``write``), or with whatever persists first;
+        ``sender``: that peer, None for a Jupyter room attached to this daemon."""
+        self.journal.hold_remote(update, sender)
 
-        If the store refuses it (disk full), it raises, and the update is kept to be persisted
-        by the next call, save or write.
-        """
-        self.journal.append_remote(update, sender)
+    def save_unsaved(self) -> None:
+        """Persist the updates held for a write, when none is coming (raises while the store
+        refuses them)."""
+        self.journal.save_unsaved()
 
     def write(self, *, replace_unknown: bool = False) -> bytes | None:
         """Bring the file up to date with the doc.
@@ -164,9 +166,12 @@ class SharedFile:
         untouched until the user fixes it. ``replace_unknown`` is for a joiner's first write
         over a file the user agreed to replace.
         """
-        self.journal.save_unsaved()
         repaired = self._repair()
-        return merged(repaired.update, self._writer.write(self.path, replace_unknown, repaired))
+        try:
+            written = self._writer.write(self.path, replace_unknown, repaired)
+        finally:
+            self.journal.save_unsaved()  # the file was left as it was: held updates go in now
+        return merged(repaired.update, written)
 
     def holds_another_notebook(self) -> bool:
         """Whether the file on disk is there and holds something else than the doc (a
@@ -177,10 +182,11 @@ class SharedFile:
 
     def _repair(self) -> Repaired:
         """Repair cells moved concurrently (core.repair) before the file shows the doc:
-        persisted first, then sent like any update."""
+        persisted with the write (or after it, if the file stays), then sent like any
+        update."""
         repaired = self.engine.repair()
         if repaired.update is not None:
-            self.store.append(repaired.update)
+            self.journal.hold(repaired.update)
         return repaired
 
 

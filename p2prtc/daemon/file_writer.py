@@ -21,10 +21,10 @@ from p2prtc.adapters.files import (
     read_file,
     signature_of,
 )
-from p2prtc.adapters.store import UpdateStore
 from p2prtc.core.engine import NotebookEngine, Repaired, text_digest
 from p2prtc.core.notebook import MAX_NOTEBOOK_BYTES
 from p2prtc.daemon.crash_points import crash_point
+from p2prtc.daemon.journal import Journal
 from p2prtc.daemon.versions import SavedVersions
 from p2prtc.errors import P2PError
 
@@ -42,10 +42,10 @@ class FileWriter:
     """Writes the doc of ``engine`` to its file; ``ingest`` merges a save found there."""
 
     def __init__(
-        self, engine: NotebookEngine, store: UpdateStore, versions: SavedVersions, ingest: Ingest
+        self, engine: NotebookEngine, journal: Journal, versions: SavedVersions, ingest: Ingest
     ) -> None:
         self._engine = engine
-        self._store = store
+        self._journal = journal
         self._versions = versions
         self._ingest = ingest
 
@@ -102,8 +102,8 @@ class FileWriter:
                 engine.remember_written(text, notebook, waiting=waiting)
             return None
         digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
-        seq = self._store.last_seq() or 0
-        self._versions.record_pending(data, seq, digest)
+        # The updates it shows and the record of the write, in one transaction.
+        seq = self._journal.save_unsaved(lambda at: self._versions.pending_meta(data, at, digest))
         crash_point("write-pending")
         displaced = atomic_write(path, data, unless_changed_from=signature)
         crash_point("write-renamed")

@@ -1,16 +1,24 @@
 """What a shared file appends to its update log: each update with its change-log entries.
 
-An update is in the store before it is sent anywhere. A peer's update the store refuses
-(disk full) is already in the doc: it is kept here and persisted before anything else is.
+An update made here is in the store before it is sent anywhere. A peer's update (already in
+the doc) is held here until the write that shows it, and persisted in the transaction that
+records that write (one commit instead of two on the path from a peer's keystroke to the
+file), or by whatever persists first; the file never shows an update the store lacks. If the
+store refuses it (disk full), it stays held and is persisted before anything else is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pycrdt import merge_updates
 
 from p2prtc.adapters.store import LogEntry, UpdateStore
 from p2prtc.core.engine import NotebookEngine
 from p2prtc.daemon import changelog
+
+# The metadata to store with the doc at a log position (a write's record: versions.py).
+Records = Callable[[int], dict[str, bytes]]
 
 
 class Journal:
@@ -21,8 +29,8 @@ class Journal:
         self.store = store
         self.engine = engine
         self.member = member
-        # Peers' updates the doc has but the store refused (disk full): persisted before
-        # anything else is, and before the file shows them.
+        # Updates the doc has and the store not yet (peers', a repair's, or refused by a full
+        # disk): persisted before anything else is, and before the file shows them.
         self._unsaved: list[bytes] = []
         self._unsaved_log: list[LogEntry] = []
         self._bursts = changelog.Bursts()
@@ -35,25 +43,37 @@ class Journal:
             return self.store.append(update, log)
         return self.store.append_with_meta(update, meta, log)
 
-    def append_remote(self, update: bytes, sender: str | None) -> None:
-        """Persist a peer's update (``sender``; None: a Jupyter room attached here). If the
-        store refuses it, it raises, and the update is kept for the next append."""
+    def hold_remote(self, update: bytes, sender: str | None) -> None:
+        """Take a peer's update (``sender``; None: a Jupyter room attached here), to persist
+        with the write that shows it (``save_unsaved``), its log entries made now."""
         self._unsaved.append(update)
         if sender is None:
             self._unsaved_log += self._entries(changelog.JUPYTER)
         else:
             self._unsaved_log += self._entries(changelog.PEER, sender)
-        self.save_unsaved()
 
-    def save_unsaved(self) -> None:
-        """Persist the peers' updates a store failure left in memory; raises while it fails."""
-        if self._unsaved:
-            # One update (a joiner's first state, say) is stored as is: merging it alone
-            # would decode and encode it again (0.1 s for 50 MB).
-            update = self._unsaved[0] if len(self._unsaved) == 1 else merge_updates(*self._unsaved)
-            self.store.append(update, self._unsaved_log)
-            self._unsaved.clear()
-            self._unsaved_log.clear()
+    def hold(self, update: bytes) -> None:
+        """Take an update made here without log entries (a repair), to persist with the
+        write that shows it."""
+        self._unsaved.append(update)
+
+    def save_unsaved(self, records: Records | None = None) -> int:
+        """Persist the updates held, with ``records`` of the doc as it then is in the same
+        transaction; the log position of that doc. Raises while the store refuses them."""
+        if not self._unsaved:
+            seq = self.store.last_seq() or 0
+            if records is not None:
+                self.store.set_metas(records(seq))
+            return seq
+        # One update (a joiner's first state, say) is stored as is: merging it alone would
+        # decode and encode it again (0.1 s for 50 MB).
+        update = self._unsaved[0] if len(self._unsaved) == 1 else merge_updates(*self._unsaved)
+        seq = (self.store.last_seq() or 0) + 1  # the one the append gets, in one transaction
+        meta = {} if records is None else records(seq)
+        self.store.append_with_meta(update, meta, self._unsaved_log)
+        self._unsaved.clear()
+        self._unsaved_log.clear()
+        return seq
 
     def _entries(self, kind: str, sender: str | None = None) -> list[LogEntry]:
         """The log entries of the update being persisted: the cells stamped meanwhile."""

@@ -135,10 +135,7 @@ class RoomLink:
             self.doc.apply_update(update)
         finally:
             self._applying = False
-        try:
-            self.share.remote_update(update)  # persisted, then written to the file
-        except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
-            self.share.last_error = exc.message
+        self.share.remote_update(update)  # persisted with the write that shows it
         await broadcast(self.share, update)
 
 

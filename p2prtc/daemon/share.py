@@ -113,15 +113,15 @@ class Share:
 
     async def _write_once(self) -> bool:
         if self.missing.holds_writes():
-            return True  # the decision schedules the write
+            return self._save_held()  # the decision schedules the write
         joining = self.state is ShareState.JOINING
         if joining and not self.file.has_notebook:
-            return True  # synced with a peer that has nothing yet: wait for real state
+            return self._save_held()  # synced with a peer that has nothing yet: wait
         if joining and self.keep_other_file and self.file.holds_another_notebook():
             self.refused = DestinationExists(str(self.path))
             self._report(self.refused)  # status tells a join that finishes in the background
             self.ready.set()
-            return True
+            return self._save_held()
         try:
             update = self.file.write(replace_unknown=joining)
         except P2PError as exc:
@@ -133,6 +133,16 @@ class Share:
             await self._broadcast(self, update)
         if joining:
             await self._become_active()
+        return True
+
+    def _save_held(self) -> bool:
+        """No write now: persist the peers' updates held for one (false while the store
+        refuses them: tried again)."""
+        try:
+            self.file.save_unsaved()
+        except P2PError as exc:
+            self._report(exc)
+            return False
         return True
 
     async def _become_active(self) -> None:
@@ -163,14 +173,12 @@ class Share:
         self.record.name = new_path.name
 
     def remote_update(self, update: bytes, sender: str | None = None) -> None:
-        """A peer's update reached the doc: persist it, then render it to the file.
-        ``sender``: that peer's id; None for a Jupyter room attached to this daemon.
-
-        The write is scheduled even when persisting fails (disk full): the writer persists
-        first, and retries until the store takes it, so the file catches up once it does.
-        """
-        self.schedule_write()
+        """A peer's update reached the doc: the writer persists it with the write that shows
+        it (one commit), and retries until the store takes it (disk full), so the file
+        catches up once it does. ``sender``: that peer's id; None for a Jupyter room
+        attached to this daemon."""
         self.file.apply_remote(update, sender)
+        self.schedule_write()
 
     async def close(self) -> None:
         self._set_state(ShareState.CLOSED)
@@ -178,4 +186,6 @@ class Share:
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
         await self.missing.close()
+        with contextlib.suppress(P2PError):  # a full disk: the peers still have them
+            self.file.save_unsaved()
         self.file.store.close()

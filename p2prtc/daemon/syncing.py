@@ -29,7 +29,6 @@ from p2prtc.daemon.peer import PeerConnection
 from p2prtc.daemon.registry import Registry
 from p2prtc.daemon.share import Share, ShareState
 from p2prtc.daemon.state import ShareRecord
-from p2prtc.errors import P2PError
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +137,9 @@ class Syncing:
 
     async def _remote_update(self, share: Share, update: bytes, peer_id: str) -> None:
         """A peer's update changed the doc: persist and write it, relay it to the others."""
-        try:
-            share.remote_update(update, peer_id)
-        except P2PError as exc:  # kept in memory and retried by the writer (disk full...)
-            share.last_error = exc.message
-        # Relayed either way: the peer that made it has it durably, and the rest of a
-        # partial mesh must not wait for a reconnection to get it.
+        share.remote_update(update, peer_id)
+        # Relayed before it is persisted (with the write that shows it): the peer that made
+        # it has it durably, and the rest of a partial mesh must not wait for our disk.
         await self._registry.connections.broadcast(share, update, exclude=peer_id)
 
     async def resync_all(self) -> None:

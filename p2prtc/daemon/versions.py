@@ -148,10 +148,11 @@ class SavedVersions:
         seqs = [int(info["seq"]) for info in self._history if info["digest"] == digest.hex()]
         return self._state_at(seqs[-1]) if seqs else None
 
-    def record_pending(self, text: bytes, seq: int, digest: bytes | None = None) -> None:
-        """The text about to be written over the file (its base once written); ``digest``:
-        its ``text_digest``, when the caller has it (a 50 MB text takes 0.05 s to hash)."""
-        self.store.set_metas(self._version_meta(_PENDING, text, seq, digest=digest))
+    def pending_meta(self, text: bytes, seq: int, digest: bytes | None = None) -> dict[str, bytes]:
+        """The record of a text about to be written over the file (its base once written),
+        to store with the updates it shows; ``digest``: its ``text_digest``, when the caller
+        has it (a 50 MB text takes 0.05 s to hash)."""
+        return self._version_meta(_PENDING, text, seq, digest=digest)
 
     def record_base(self, text: bytes, seq: int, digest: bytes | None = None) -> None:
         """The text just written or read is the base, the doc at log position ``seq``."""
