@@ -94,8 +94,11 @@ def test_sources_kept_as_one_string_stay_so(data: st.DataObject, first: list[Any
         move(nb, data)
 
 
-def test_a_cell_too_big_to_keep_is_rendered_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rendering, "MAX_KEPT_CHARS", 200)
+@pytest.mark.parametrize("limit", ["MAX_KEPT_CHARS", "MAX_KEPT_CELL_CHARS"])
+def test_a_cell_too_big_to_keep_is_rendered_each_time(
+    limit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rendering, limit, 200)
     nb = notebook([code_cell("x" * 300, [stream("out\n" * 50)]), markdown_cell("# title")])
     renderer = CellRenderer()
     assert renderer.render(nb) == dump(nb)
