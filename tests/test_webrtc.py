@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from netns import NetnsLab
@@ -25,7 +28,11 @@ from p2prtc.adapters.webrtc_errors import (
 )
 from p2prtc.adapters.webrtc_inbound import MAX_MESSAGE_SIZE
 from p2prtc.adapters.webrtc_lifecycle import LinkState
-from p2prtc.adapters.webrtc_negotiation import rtc_configuration, without_mdns_candidates
+from p2prtc.adapters.webrtc_negotiation import (
+    UDP_RECEIVE_BUFFER_BYTES,
+    rtc_configuration,
+    without_mdns_candidates,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,8 +42,26 @@ ANSWERER = IceConfig(host_addresses=["127.0.0.2"])
 
 
 def candidate_addresses(sdp: str) -> set[str]:
+    return {address for address, _ in candidates(sdp)}
+
+
+def candidates(sdp: str) -> set[tuple[str, int]]:
     # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
-    return {line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")}
+    fields = [line.split() for line in sdp.splitlines() if line.startswith("a=candidate:")]
+    return {(field[4], int(field[5])) for field in fields}
+
+
+def udp_receive_buffers(bound_to: set[tuple[str, int]]) -> list[int]:
+    """The receive buffer the kernel gave each of this process's UDP sockets bound there."""
+    sizes = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            with socket.socket(fileno=os.dup(int(fd))) as sock:
+                if sock.type == socket.SOCK_DGRAM and sock.getsockname() in bound_to:
+                    sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        except OSError:
+            continue  # not a socket (or gone meanwhile)
+    return sizes
 
 
 async def connect(offerer: IceConfig, answerer: IceConfig) -> tuple[PeerLink, PeerLink]:
@@ -89,6 +114,21 @@ async def test_open_link_reports_path_and_fingerprints(links: tuple[PeerLink, Pe
     assert b.path.local_fingerprints() == a.path.remote_fingerprints()
     assert any(f.startswith("sha-256 ") for f in a.path.local_fingerprints())
     assert a.path.local_fingerprints() != b.path.local_fingerprints()
+
+
+async def test_link_sockets_hold_a_burst_of_a_notebook_state() -> None:
+    """Each ICE socket gets a receive buffer of UDP_RECEIVE_BUFFER_BYTES, or all the system
+    allows: a burst the event loop has no time to read yet is kept, not dropped (drops
+    stalled a 1.7 MB transfer on SCTP's retransmission timer)."""
+    a, offer = await make_offer(OFFERER)
+    b, answer = await make_answer(ANSWERER, offer)
+    try:
+        sizes = udp_receive_buffers(candidates(offer) | candidates(answer))
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        assert len(sizes) == 2  # one socket each: one address, one component
+        assert all(size >= 2 * min(UDP_RECEIVE_BUFFER_BYTES, rmem_max) for size in sizes)
+    finally:
+        await asyncio.gather(a.close(), b.close())
 
 
 async def test_bytes_flow_both_ways_in_order(links: tuple[PeerLink, PeerLink]) -> None:
