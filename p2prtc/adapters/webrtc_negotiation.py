@@ -41,7 +41,7 @@ from p2prtc.adapters.webrtc_errors import BadSessionDescription, NoUsableAddress
 # and SCTP in Python): a 1.7 MB state overflowed the buffer by 170 to 350 datagrams every
 # time (/proc/net/snmp RcvbufErrors), and one such transfer in six then stalled on SCTP's
 # retransmission timer (a join of 05.11 over an open link: 1.4 s instead of 0.3 s). With
-# 4 MiB, none was dropped in 32 transfers. The kernel grants at most net.core.rmem_max (a
+# 4 MiB, none was dropped in 27 transfers. The kernel grants at most net.core.rmem_max (a
 # bigger request costs nothing where it is lower). aioice reads it when it binds a socket.
 UDP_RECEIVE_BUFFER_BYTES = 4 * 2**20
 aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER_BYTES
