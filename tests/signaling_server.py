@@ -29,6 +29,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 15.0
+# What a test hides in topics, payloads and passwords, then looks for in the relay's logs:
+# letters that no id, counter or timestamp holds (a digit marker, "4242", turned up by
+# chance in a random relay id: CI run 4 of session 8).
+SECRET = "zqxjvk"
 SHUTDOWN_TIMEOUT = 15.0
 
 

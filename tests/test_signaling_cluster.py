@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis_server import RedisServer, relay_cluster, require_redis_server
 from signaling_server import (
     REPO_ROOT,
+    SECRET,
     SignalingServerProcess,
     fetch_health,
     free_port,
@@ -29,7 +30,7 @@ from signaling_server import (
 from test_signaling_server import open_client, publish, recv, send, subscribe, until_pong
 from websockets.asyncio.client import ClientConnection
 
-from signaling.cluster import CHANNEL_PREFIX, redacted
+from signaling.cluster import CHANNEL_PREFIX, RedisLink, redacted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,13 +170,13 @@ async def test_relays_give_up_a_hung_redis_and_recover_when_it_answers_again(
 
 async def test_cluster_logs_carry_no_topic_payload_or_redis_password(tmp_path: Path) -> None:
     redis = RedisServer.start(tmp_path)
-    password_url = redis.url.replace("redis://", "redis://:hunter2-4242@")
+    password_url = redis.url.replace("redis://", f"redis://:hunter2-{SECRET}@")
     try:
         async with relay_cluster(password_url, 2) as relays:
             # This Redis wants no password: Redis 7 accepts any with the default user.
             first, second = await open_on(relays)
-            await subscribe(second, "secret-topic-4242")
-            await send(first, publish("secret-topic-4242", blob="secret-payload-4242"))
+            await subscribe(second, f"secret-topic-{SECRET}")
+            await send(first, publish(f"secret-topic-{SECRET}", blob=f"secret-payload-{SECRET}"))
             await recv(second)
             redis.stop()
             await wait_for_health(relays[0].url, lambda h: h["status"] == "degraded")
@@ -183,7 +184,7 @@ async def test_cluster_logs_carry_no_topic_payload_or_redis_password(tmp_path: P
             logs = "".join(relay.log_path.read_text() for relay in relays)
     finally:
         redis.stop()
-    assert "4242" not in logs + json.dumps(health)
+    assert SECRET not in logs + json.dumps(health)
     events = {json.loads(line)["event"] for line in logs.splitlines()}
     assert {"redis.state", "redis.lost"} <= events
 
@@ -241,3 +242,15 @@ def test_the_redis_password_is_never_shown() -> None:
     assert redacted("rediss://user:hunter2@db/1") == "rediss://user@db/1"
     assert redacted("redis://:hunter2@[::1]:6379/0") == "redis://[::1]:6379/0"
     assert redacted("redis://db:6379/0") == "redis://db:6379/0"
+
+
+async def test_a_link_to_a_redis_that_is_gone_closes_whenever_asked() -> None:
+    """A relay stopped while Redis is down must exit: its link's reconnect loop ends on
+    close, whatever it was doing (a cancellation landing as a connect failed was swallowed,
+    and the relay never exited)."""
+    port = free_port()  # nothing listens: every connect is refused at once
+    for attempt in range(200):
+        link = RedisLink(f"redis://127.0.0.1:{port}/0", print, list, min_backoff=0, max_backoff=0)
+        link.start()
+        await asyncio.sleep(attempt % 7 * 0.0005)
+        await asyncio.wait_for(link.close(), timeout=5)

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from redis_server import RedisServer, relay_cluster
 from signaling_server import (
     REPO_ROOT,
+    SECRET,
     SignalingServerProcess,
     fetch_health,
     signaling_relay,
@@ -545,17 +546,17 @@ async def test_plain_http_elsewhere_is_refused_without_harm(
 async def test_logs_are_json_and_never_carry_topics_or_payloads() -> None:
     async with signaling_relay() as relay:
         ws = await open_client(relay.url)
-        await subscribe(ws, "secret-topic-4242")
-        await send(ws, publish("secret-topic-4242", blob="secret-payload-4242"))
+        await subscribe(ws, f"secret-topic-{SECRET}")
+        await send(ws, publish(f"secret-topic-{SECRET}", blob=f"secret-payload-{SECRET}"))
         await recv(ws)
-        await ws.send("secret-garbage-4242")
+        await ws.send(f"secret-garbage-{SECRET}")
         await recv(ws)
         await ws.close()
         await wait_for_health(relay.url, lambda h: h["connections"] == 0)
         assert await asyncio.to_thread(relay.stop) == 0
         text = relay.log_path.read_text()
         records = relay.log_records()
-    assert "4242" not in text
+    assert SECRET not in text
     events = [record["event"] for record in records]
     assert {"server.start", "connection.open", "connection.close", "server.stopped"} <= set(events)
 
