@@ -49,9 +49,7 @@ class FileWriter:
         self._versions = versions
         self._ingest = ingest
 
-    def write(
-        self, path: Path, replace_unknown: bool, repaired: Repaired | None = None
-    ) -> bytes | None:
+    def write(self, path: Path, replace_unknown: bool, repaired: Repaired) -> bytes | None:
         """Bring ``path`` up to date with the doc; returns the update of a save merged
         meanwhile, if any. ``repaired``: what the repair just before learnt of the doc."""
         for _ in range(_WRITE_ATTEMPTS):
@@ -85,31 +83,31 @@ class FileWriter:
         path: Path,
         on_disk: bytes | None,
         signature: Signature | None,
-        repaired: Repaired | None,
+        repaired: Repaired,
     ) -> bytes | None:
         """Write the doc over the file; the update of a save it displaced, if any."""
         engine = self._engine
         if on_disk is not None and engine.holds_doc(on_disk):
             return None  # nothing changed since it was written or read
-        waiting = repaired.waiting if repaired else None
-        # One conversion of the doc for all.
-        text, notebook = engine.rendered(repaired.notebook if repaired else None)
+        text, notebook = engine.rendered(repaired.notebook)  # one conversion of the doc for all
         if on_disk is not None and engine.shows_doc(on_disk, notebook):
             return None  # the same content (written in another form, say): left alone
         data = text.encode()
         if data == on_disk:
             if not engine.is_known(data):
-                engine.remember_written(text, notebook, waiting=waiting)
+                engine.remember_written(text, notebook, waiting=repaired.waiting)
             return None
         digest = text_digest(data)  # once: a 50 MB notebook takes 0.05 s to hash
         # The updates it shows and the record of the write, in one transaction.
-        seq = self._journal.save_unsaved(lambda at: self._versions.pending_meta(data, at, digest))
+        seq = self._journal.save_with_records(
+            lambda at: self._versions.pending_meta(data, at, digest)
+        )
         crash_point("write-pending")
         displaced = atomic_write(path, data, unless_changed_from=signature)
         crash_point("write-renamed")
         # Remembered once it is on disk, not before (a peer's edit waits for the rename):
         # the watcher, on this event loop, sees the new file only after this.
-        engine.remember_written(text, notebook, digest, waiting)
+        engine.remember_written(text, notebook, digest, repaired.waiting)
         self._versions.record_base(data, seq, digest)
         self._versions.maybe_compact()
         if displaced is None:

@@ -57,20 +57,26 @@ class Journal:
         write that shows it."""
         self._unsaved.append(update)
 
-    def save_unsaved(self, records: Records | None = None) -> int:
-        """Persist the updates held, with ``records`` of the doc as it then is in the same
+    def save_unsaved(self) -> None:
+        """Persist the updates held, if any; raises while the store refuses them."""
+        if self._unsaved:
+            self._append_unsaved(lambda _: {})
+
+    def save_with_records(self, records: Records) -> int:
+        """Persist the updates held and ``records`` of the doc as it then is, in one
         transaction; the log position of that doc. Raises while the store refuses them."""
-        if not self._unsaved:
-            seq = self.store.last_seq() or 0
-            if records is not None:
-                self.store.set_metas(records(seq))
-            return seq
+        if self._unsaved:
+            return self._append_unsaved(records)
+        seq = self.store.last_seq() or 0
+        self.store.set_metas(records(seq))
+        return seq
+
+    def _append_unsaved(self, records: Records) -> int:
         # One update (a joiner's first state, say) is stored as is: merging it alone would
         # decode and encode it again (0.1 s for 50 MB).
         update = self._unsaved[0] if len(self._unsaved) == 1 else merge_updates(*self._unsaved)
         seq = (self.store.last_seq() or 0) + 1  # the one the append gets, in one transaction
-        meta = {} if records is None else records(seq)
-        self.store.append_with_meta(update, meta, self._unsaved_log)
+        self.store.append_with_meta(update, records(seq), self._unsaved_log)
         self._unsaved.clear()
         self._unsaved_log.clear()
         return seq
@@ -81,7 +87,8 @@ class Journal:
         latest = self.engine.versions.latest()
         if latest is None:  # a joiner's first state: the past, not news
             kind, stamps, concurrent = changelog.JOIN, [], []
-        order = [cell["id"] for cell in latest.notebook["cells"]] if latest else []
+        cells = latest.notebook["cells"] if latest and (stamps or concurrent) else []
+        order = [cell["id"] for cell in cells]  # where to look for them first
         logged = changelog.entries(
             kind, sender or self.member, stamps, concurrent, self.engine.doc, order
         )
